@@ -1,0 +1,137 @@
+//! The libp2p peer under test in p2plab.
+//!
+//! One library, three thin binaries (`monitor`, `listener`, `dialer`). A node joins through one or
+//! more bootstrap nodes, finds the members of its namespace through the Kademlia DHT, reserves a
+//! relay slot when it is not reachable, upgrades relayed connections by hole punching (DCUtR), and
+//! exchanges acknowledged messages. Everything it does is reported as JSON lines on stdout
+//! ([`events`]); human logs go to stderr.
+//!
+//! # Layout
+//! - [`cli`]: the command line of the three binaries, and the [`cli::Config`] they produce.
+//! - [`events`]: the event stream, the contract with the harness (documented in `EVENTS.md`).
+//! - [`messaging`]: at-least-once delivery: ids, acks, retries with backoff, duplicates. No I/O.
+//! - [`discovery`]: namespace keys and peer records on the DHT. No I/O.
+//! - [`swarm`]: identity, transports, the composed libp2p behaviour and its configuration.
+//! - [`node`]: the event loop: one `tokio::select!` over the swarm, a timer and shutdown.
+//! - [`http`]: `/metrics`, `/health` and `/status`.
+//!
+//! Shutdown is a future passed to [`run`], so tests drive it; the binaries pass Ctrl-C/SIGTERM.
+
+pub mod cli;
+pub mod discovery;
+pub mod events;
+pub mod http;
+pub mod messaging;
+pub mod node;
+pub mod swarm;
+
+use std::future::Future;
+
+pub use cli::{Config, Role};
+pub use events::{Event, EventLine, Path, Totals};
+
+/// Largest payload a dialer may send (`--size`), under the codec's 1 MiB request limit.
+pub const MAX_MESSAGE_SIZE: usize = 512 * 1024;
+
+/// A bad flag value found after parsing: exit code 2.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid value '{value}' for '{flag}': {reason}")]
+pub struct UsageError {
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Exit code 2.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// A flag whose value failed at run time (unreadable file, port in use): exit code 1.
+    #[error("{flag} {value}: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// Exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl RunError {
+    pub fn flag(flag: &'static str, value: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        RunError::Flag {
+            flag,
+            value: value.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs a node until `shutdown` resolves; returns its totals. Emits `stopped` last.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = String>) -> Result<Totals, RunError> {
+    node::Node::start(cfg).await?.run(shutdown).await
+}
+
+/// What the binaries call: parse the command line (clap exits 2 on bad flags), set up logging,
+/// run until Ctrl-C or SIGTERM, and exit 0, or 1/2 with one line on stderr.
+pub fn main_for(cfg: Config) -> ! {
+    init_logging(cfg.common.log_format);
+    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => match rt.block_on(run(cfg, shutdown_signal())) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn init_logging(format: cli::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,p2plab_node=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        cli::LogFormat::Text => builder.try_init(),
+        cli::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on Ctrl-C or SIGTERM with the signal's name.
+pub async fn shutdown_signal() -> String {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT".to_string(),
+                _ = term.recv() => "SIGTERM".to_string(),
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT".to_string()
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT".to_string()
+    }
+}

@@ -1,0 +1,255 @@
+//! The libp2p parts: identity, transports (TCP with optional pnet, QUIC), the composed behaviour
+//! and its lab-friendly configuration.
+
+use std::{path::Path as FsPath, time::Duration};
+
+use libp2p::{
+    autonat, connection_limits, core::muxing::StreamMuxerBox, core::transport::Boxed,
+    core::upgrade::Version, dcutr, identify, identity::Keypair, kad, noise, ping,
+    pnet::{PnetConfig, PreSharedKey},
+    relay, request_response, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp,
+    yamux, PeerId, StreamProtocol, Swarm, Transport as _,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{cli::Config, RunError, UsageError};
+
+/// The messaging protocol.
+pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/msg/1.0.0");
+/// The Kademlia protocol of p2plab's DHT (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/kad/1.0.0");
+/// The identify protocol version string.
+pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
+
+/// One message of `/p2plab/msg/1.0.0`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MsgRequest {
+    /// Unique per sender; retries carry the same id.
+    pub id: u64,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// The receiver's acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MsgAck {
+    pub id: u64,
+    /// The receiver had already seen this id.
+    pub duplicate: bool,
+}
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub autonat: autonat::v1::Behaviour,
+    pub relay_server: Toggle<relay::Behaviour>,
+    pub relay_client: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub msg: request_response::cbor::Behaviour<MsgRequest, MsgAck>,
+}
+
+/// The identity from `--seed` or `--key-file` (created if missing), else a fresh one.
+pub fn identity(cfg: &Config) -> Result<Keypair, RunError> {
+    if let Some(seed) = cfg.common.seed {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        bytes[8..16].copy_from_slice(b"p2plab!!");
+        let secret = libp2p::identity::ed25519::SecretKey::try_from_bytes(bytes)
+            .map_err(|e| RunError::flag("--seed", seed.to_string(), e))?;
+        return Ok(libp2p::identity::ed25519::Keypair::from(secret).into());
+    }
+    match &cfg.common.key_file {
+        Some(path) => load_or_create_key(path),
+        None => Ok(Keypair::generate_ed25519()),
+    }
+}
+
+fn load_or_create_key(path: &FsPath) -> Result<Keypair, RunError> {
+    let shown = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| RunError::flag("--key-file", shown, format!("not a libp2p key: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate_ed25519();
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| RunError::flag("--key-file", shown.clone(), e))?;
+            write_private(path, &bytes).map_err(|e| RunError::flag("--key-file", shown, e))?;
+            Ok(key)
+        }
+        Err(e) => Err(RunError::flag("--key-file", shown, e)),
+    }
+}
+
+fn write_private(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    opts.open(path)?.write_all(bytes)
+}
+
+/// The PSK from `--psk-file`, if any.
+pub fn psk(cfg: &Config) -> Result<Option<PreSharedKey>, RunError> {
+    let Some(path) = &cfg.common.psk_file else {
+        return Ok(None);
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::flag("--psk-file", shown.clone(), e))?;
+    text.parse::<PreSharedKey>()
+        .map(Some)
+        .map_err(|e| RunError::flag("--psk-file", shown, format!("not a swarm key: {e}")))
+}
+
+/// Which transports to build after the PSK rule: pnet is TCP only, so a PSK with
+/// `--transport both` means TCP, and with `--transport quic` is a usage error.
+pub fn transports(cfg: &Config, psk: bool) -> Result<(bool, bool), UsageError> {
+    let t = cfg.common.transport;
+    if psk && !t.tcp() {
+        return Err(UsageError {
+            flag: "--transport",
+            value: "quic".into(),
+            reason: "a private network (--psk-file) works over TCP only".into(),
+        });
+    }
+    Ok((t.tcp(), t.quic() && !psk))
+}
+
+fn base_transport(key: &Keypair, tcp_on: bool, quic_on: bool, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
+    let tcp_t = tcp_on.then(|| {
+        let raw = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+        let upgraded = match psk {
+            Some(psk) => raw
+                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise.clone())
+                .multiplex(yamux::Config::default())
+                .boxed(),
+            None => raw
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise.clone())
+                .multiplex(yamux::Config::default())
+                .boxed(),
+        };
+        upgraded
+            .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+            .boxed()
+    });
+    let quic_t = quic_on.then(|| {
+        libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+            .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+            .boxed()
+    });
+    Ok(match (tcp_t, quic_t) {
+        (Some(t), Some(q)) => t
+            .or_transport(q)
+            .map(|either, _| either.into_inner())
+            .boxed(),
+        (Some(t), None) => t,
+        (None, Some(q)) => q,
+        (None, None) => return Err(std::io::Error::other("no transport enabled")),
+    })
+}
+
+/// Builds the swarm for `cfg`, registering libp2p's metrics in `registry`.
+pub fn build(
+    cfg: &Config,
+    key: Keypair,
+    psk: Option<PreSharedKey>,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Swarm<Behaviour>, RunError> {
+    let (tcp_on, quic_on) = transports(cfg, psk.is_some()).map_err(RunError::Usage)?;
+    let relay_limits = cfg.relay_server.clone();
+    let ack_timeout = cfg
+        .traffic
+        .as_ref()
+        .map(|t| t.ack_timeout)
+        .unwrap_or(Duration::from_secs(10));
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.common.max_connections))
+        .with_max_established_per_peer(Some(cfg.common.max_connections_per_peer))
+        .with_max_pending_outgoing(Some(cfg.common.max_connections.max(16)));
+    let idle = cfg.common.idle_timeout;
+
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(move |key| {
+            base_transport(key, tcp_on, quic_on, psk)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| RunError::Runtime(format!("transport: {e}")))?
+        .with_dns()
+        .map_err(|e| RunError::Runtime(format!("dns: {e}")))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| RunError::Runtime(format!("relay client: {e}")))?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key, relay_client| {
+            let local = key.public().to_peer_id();
+            let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+            kad_cfg
+                .set_query_timeout(Duration::from_secs(15))
+                .set_record_ttl(Some(Duration::from_secs(600)))
+                .set_provider_record_ttl(Some(Duration::from_secs(600)))
+                .set_publication_interval(None)
+                .set_provider_publication_interval(None);
+            let kad = kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
+            let autonat_cfg = autonat::v1::Config {
+                boot_delay: Duration::from_millis(500),
+                retry_interval: Duration::from_secs(5),
+                refresh_interval: Duration::from_secs(60),
+                throttle_server_period: Duration::from_secs(2),
+                confidence_max: 1,
+                // Lab addresses (198.18/15, 10/8, 100.64/10) are not global; AutoNAT v1 would
+                // ignore every one of them.
+                only_global_ips: false,
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            };
+            let relay_server = relay_limits.map(|r| {
+                relay::Behaviour::new(
+                    local,
+                    relay::Config {
+                        max_reservations: r.max_reservations,
+                        max_reservations_per_peer: 4,
+                        reservation_duration: Duration::from_secs(3600),
+                        max_circuits: r.max_circuits,
+                        max_circuits_per_peer: 16,
+                        max_circuit_duration: r.max_circuit_duration,
+                        max_circuit_bytes: r.max_circuit_bytes,
+                        ..Default::default()
+                    },
+                )
+            });
+            Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(ID_PROTOCOL.to_string(), key.public())
+                        .with_agent_version(format!("p2plab-node/{}", env!("CARGO_PKG_VERSION")))
+                        .with_push_listen_addr_updates(true),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)).with_timeout(Duration::from_secs(10))),
+                kad,
+                autonat: autonat::v1::Behaviour::new(local, autonat_cfg),
+                relay_server: Toggle::from(relay_server),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(local),
+                msg: request_response::cbor::Behaviour::new(
+                    [(MSG_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(ack_timeout)
+                        .with_max_concurrent_streams(1024),
+                ),
+            }
+        })
+        .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,172 @@
+//! Real nodes as real processes over loopback sockets: discovery, messaging, loss of the
+//! bootstrap node, several bootstrap addresses, relay-only peers and private networks.
+//! Every wait has a deadline and waits on events, never on sleeps.
+
+mod support;
+
+use std::collections::HashSet;
+
+use p2plab_node::{Event, Path};
+use support::*;
+
+fn monitor(name: &str, extra: &[&str]) -> (NodeProc, String) {
+    let mut m = NodeProc::spawn("monitor", name, &[&["--port", "0"], extra].concat());
+    let addr = m.tcp_addr().to_string();
+    (m, addr)
+}
+
+#[test]
+fn dialer_discovers_its_namespace_and_gets_every_ack() {
+    let (mut boot, b) = monitor("boot", &[]);
+    let mut alice = NodeProc::spawn("listener", "alice", &["--bootstrap", &b, "--namespace", "demo"]);
+    let mut carol = NodeProc::spawn("listener", "carol", &["--bootstrap", &b, "--namespace", "demo"]);
+    let mut other = NodeProc::spawn("listener", "other", &["--bootstrap", &b, "--namespace", "elsewhere"]);
+    let (a, c, o) = (alice.peer_id(), carol.peer_id(), other.peer_id());
+    for l in [&mut alice, &mut carol, &mut other] {
+        l.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    }
+    let n = 5;
+    let mut bob = NodeProc::spawn(
+        "dialer",
+        "bob",
+        &["--bootstrap", &b, "--namespace", "demo", "--count", "5", "--interval", "100"],
+    );
+    bob.wait_for("5 acks from alice and carol", SECS(60), |evs| {
+        let ids_a: HashSet<u64> = acks_to(evs, &a).into_iter().map(|x| x.0).collect();
+        let ids_c: HashSet<u64> = acks_to(evs, &c).into_iter().map(|x| x.0).collect();
+        (ids_a.len() == n && ids_c.len() == n).then_some(())
+    });
+    let seen = bob.seen();
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Discovered { peer, .. } if *peer == o)),
+        "a listener of another namespace was discovered"
+    );
+    assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
+    assert!(
+        !other.seen().iter().any(|e| matches!(e, Event::MessageReceived { .. })),
+        "the other namespace got messages"
+    );
+
+    // Each listener counted exactly n distinct messages; SIGTERM gives `stopped` within 2 s.
+    for l in [&mut alice, &mut carol] {
+        let totals = l.terminate(SECS(2));
+        assert_eq!(totals.messages_received, n as u64, "{}", l.name);
+    }
+    let totals = bob.terminate(SECS(2));
+    assert_eq!(totals.messages_acked, 2 * n as u64);
+    assert_eq!(totals.messages_failed, 0);
+    boot.terminate(SECS(2));
+}
+
+#[test]
+fn messaging_goes_on_after_the_bootstrap_node_dies() {
+    let (mut boot, b) = monitor("boot", &[]);
+    let mut alice = NodeProc::spawn("listener", "alice", &["--bootstrap", &b, "--namespace", "survive"]);
+    let a = alice.peer_id();
+    alice.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    let mut bob = NodeProc::spawn(
+        "dialer",
+        "bob",
+        &["--bootstrap", &b, "--namespace", "survive", "--count", "30", "--interval", "100"],
+    );
+    bob.wait_for("a first ack", SECS(60), |evs| (!acks_to(evs, &a).is_empty()).then_some(()));
+    boot.kill();
+    let acked = bob.wait_for("30 acks after the bootstrap died", SECS(60), |evs| {
+        let ids: HashSet<u64> = acks_to(evs, &a).into_iter().map(|x| x.0).collect();
+        (ids.len() == 30).then_some(ids)
+    });
+    assert_eq!(acked.len(), 30);
+    let seen = bob.seen();
+    assert!(failures(&seen).is_empty(), "lost messages: {:?}", failures(&seen));
+    // The loss of the bootstrap node was noticed and is being retried, not fatal.
+    assert!(seen.iter().any(|e| matches!(e, Event::BootstrapRetry { .. })));
+    let totals = alice.terminate(SECS(2));
+    assert_eq!(totals.messages_received, 30);
+}
+
+#[test]
+fn a_dead_bootstrap_address_does_not_stop_the_join() {
+    // A port that was just free: nobody listens there.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("/ip4/127.0.0.1/tcp/{dead_port}");
+    let (_boot, b) = monitor("boot", &[]);
+    let mut alice = NodeProc::spawn(
+        "listener",
+        "alice",
+        &["--bootstrap", &dead, "--bootstrap", &b, "--namespace", "two-boots"],
+    );
+    let a = alice.peer_id();
+    alice.wait_event("bootstrapped", SECS(30), |e| matches!(e, Event::Bootstrapped { .. }));
+    alice.wait_event("retry of the dead address", SECS(30), |e| {
+        matches!(e, Event::BootstrapRetry { addr, .. } if addr.to_string() == dead)
+    });
+    let mut bob = NodeProc::spawn(
+        "dialer",
+        "bob",
+        &["--bootstrap", &dead, "--bootstrap", &b, "--namespace", "two-boots", "--count", "3", "--interval", "100"],
+    );
+    bob.wait_for("3 acks", SECS(60), |evs| (acks_to(evs, &a).len() >= 3).then_some(()));
+}
+
+#[test]
+fn a_peer_reachable_only_through_the_relay_gets_relayed_messages() {
+    let (_boot, b) = monitor("relay", &[]);
+    let mut alice = NodeProc::spawn(
+        "listener",
+        "alice",
+        &["--bootstrap", &b, "--namespace", "hidden", "--no-direct"],
+    );
+    let a = alice.peer_id();
+    alice.wait_event("reservation", SECS(30), |e| {
+        matches!(e, Event::Reservation { status: p2plab_node::events::ReservationStatus::Accepted, .. })
+    });
+    let announced = alice.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    match announced {
+        Event::Announced { addrs, .. } => {
+            assert!(!addrs.is_empty() && addrs.iter().all(|x| Path::of([x]) == Path::Relayed), "{addrs:?}")
+        }
+        _ => unreachable!(),
+    }
+    let mut bob = NodeProc::spawn(
+        "dialer",
+        "bob",
+        &["--bootstrap", &b, "--namespace", "hidden", "--no-direct", "--count", "5", "--interval", "100"],
+    );
+    let acks = bob.wait_for("5 acks", SECS(60), |evs| {
+        let acks = acks_to(evs, &a);
+        (acks.len() >= 5).then_some(acks)
+    });
+    assert!(acks.iter().all(|(_, p)| *p == Path::Relayed), "{acks:?}");
+    alice.wait_for("5 relayed receipts", SECS(10), |evs| {
+        let n = evs
+            .iter()
+            .filter(|l| matches!(l.event, Event::MessageReceived { path: Path::Relayed, duplicate: false, .. }))
+            .count();
+        (n >= 5).then_some(())
+    });
+}
+
+#[test]
+fn a_peer_with_another_psk_is_refused_and_the_node_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str, hex: char| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex.to_string().repeat(64))).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let (k1, k2) = (key("one.key", 'a'), key("two.key", 'b'));
+    let (mut boot, b) = monitor("boot", &["--psk-file", &k1]);
+    let boot_id = boot.peer_id();
+    let mut stranger = NodeProc::spawn("listener", "stranger", &["--bootstrap", &b, "--psk-file", &k2]);
+    stranger.wait_event("refused dial", SECS(30), |e| matches!(e, Event::BootstrapRetry { .. }));
+    boot.wait_event("refused inbound", SECS(30), |e| {
+        matches!(e, Event::ConnectionError { direction: p2plab_node::events::Direction::Inbound, .. })
+    });
+    // The monitor goes on and admits a peer with the right key.
+    let mut friend = NodeProc::spawn("listener", "friend", &["--bootstrap", &b, "--psk-file", &k1]);
+    friend.wait_event("connected to boot", SECS(30), |e| matches!(e, Event::Connected { peer, .. } if *peer == boot_id));
+    assert!(
+        !stranger.seen().iter().any(|e| matches!(e, Event::Connected { .. })),
+        "a peer with another PSK got a connection"
+    );
+}
