@@ -43,11 +43,8 @@ pub enum RecordError {
     TooLarge { size: usize },
     #[error("record is not valid JSON: {0}")]
     Malformed(String),
-    #[error("record for {expected} was published by {publisher:?}")]
-    WrongPublisher {
-        expected: PeerId,
-        publisher: Option<PeerId>,
-    },
+    #[error("record for {expected} was published by {publisher}")]
+    WrongPublisher { expected: String, publisher: String },
 }
 
 impl PeerRecord {
@@ -60,8 +57,8 @@ impl PeerRecord {
     pub fn decode(peer: &PeerId, publisher: Option<PeerId>, value: &[u8]) -> Result<Self, RecordError> {
         if publisher != Some(*peer) {
             return Err(RecordError::WrongPublisher {
-                expected: *peer,
-                publisher,
+                expected: peer.to_string(),
+                publisher: publisher.map_or_else(|| "nobody".to_string(), |p| p.to_string()),
             });
         }
         if value.len() > MAX_RECORD_BYTES {

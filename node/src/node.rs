@@ -81,6 +81,9 @@ pub struct Node {
 
     boots: Vec<Boot>,
     bootstrapped: bool,
+    /// A bootstrap peer (re)connected: join the DHT through it once identify tells us it serves.
+    rejoin: bool,
+    confirmed: HashSet<Multiaddr>,
     bootstrap_query: Option<kad::QueryId>,
 
     conns: HashMap<ConnectionId, Conn>,
@@ -165,7 +168,7 @@ impl Node {
         let psk = sw::psk(&cfg)?;
         let local = key.public().to_peer_id();
         let mut registry = Registry::default();
-        let mut swarm = sw::build(&cfg, key, psk.clone(), &mut registry)?;
+        let mut swarm = sw::build(&cfg, key, psk, &mut registry)?;
         let lib_metrics = Libp2pMetrics::new(&mut registry);
         let metrics = Metrics::register(&mut registry);
         let shared = Shared::new(registry);
@@ -258,6 +261,8 @@ impl Node {
             lib_metrics,
             boots,
             bootstrapped: false,
+            rejoin: false,
+            confirmed: HashSet::new(),
             bootstrap_query: None,
             conns: HashMap::new(),
             relayed_since: HashMap::new(),
@@ -635,6 +640,9 @@ impl Node {
                 }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
+                if !self.confirmed.insert(address.clone()) {
+                    return; // AutoNAT re-confirms on every refresh: not news.
+                }
                 self.emit(Event::ExternalAddr {
                     addr: address.clone(),
                     status: AddrStatus::Confirmed,
@@ -643,6 +651,7 @@ impl Node {
                 self.schedule_announce(ANNOUNCE_DEBOUNCE);
             }
             SwarmEvent::ExternalAddrExpired { address } => {
+                self.confirmed.remove(&address);
                 self.emit(Event::ExternalAddr {
                     addr: address,
                     status: AddrStatus::Expired,
@@ -751,6 +760,7 @@ impl Node {
             b.connected = true;
             b.backoff = BOOT_BACKOFF_MIN;
             b.next_try = None;
+            self.rejoin = true;
         }
         match path {
             Path::Relayed => {
@@ -813,7 +823,7 @@ impl Node {
 
     fn on_identify(&mut self, peer: PeerId, conn: ConnectionId, info: identify::Info) {
         let via_loopback = self.conns.get(&conn).is_some_and(|c| is_loopback(&c.remote));
-        let kad_peer = info.protocols.iter().any(|p| *p == sw::KAD_PROTOCOL);
+        let kad_peer = info.protocols.contains(&sw::KAD_PROTOCOL);
         let hop = info.protocols.iter().any(|p| p.as_ref() == relay::HOP_PROTOCOL_NAME.as_ref());
         if kad_peer {
             for a in &info.listen_addrs {
@@ -828,9 +838,12 @@ impl Node {
         if hop && self.is_boot_peer(&peer) {
             self.relays.insert(peer);
         }
-        if kad_peer && self.is_boot_peer(&peer) && self.bootstrap_query.is_none() {
+        if kad_peer && self.is_boot_peer(&peer) && self.rejoin && self.bootstrap_query.is_none() {
             match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(q) => self.bootstrap_query = Some(q),
+                Ok(q) => {
+                    self.bootstrap_query = Some(q);
+                    self.rejoin = false;
+                }
                 Err(e) => tracing::debug!("bootstrap not possible yet: {e}"),
             }
         }
@@ -848,10 +861,13 @@ impl Node {
                 self.bootstrap_query = None;
                 match r {
                     Ok(_) => self.on_bootstrapped(),
-                    Err(e) => self.emit(Event::Error {
-                        context: "bootstrap".into(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => {
+                        self.rejoin = true;
+                        self.emit(Event::Error {
+                            context: "bootstrap".into(),
+                            message: e.to_string(),
+                        })
+                    }
                 }
             }
             kad::QueryResult::PutRecord(r) => self.on_announce_step(id, r.err().map(|e| e.to_string())),

@@ -1,4 +1,5 @@
 //! Bad input gets one clear line naming the flag and value, and exit 2 (usage) or 1 (runtime).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use assert_cmd::Command;
 

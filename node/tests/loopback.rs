@@ -1,6 +1,7 @@
 //! Real nodes as real processes over loopback sockets: discovery, messaging, loss of the
 //! bootstrap node, several bootstrap addresses, relay-only peers and private networks.
 //! Every wait has a deadline and waits on events, never on sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Real node processes for tests: spawn a binary, read its event stream, wait on events with
 //! deadlines (never sleeps), stop it with a signal. A process is killed when its handle drops;
 //! when a test fails, the tail of every node's stderr is printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::{
