@@ -13,7 +13,14 @@ cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -r
 trap cleanup EXIT INT TERM
 
 # First line that matches $2 in file $1, within 30 s.
-await() { timeout 30 tail -n +1 -f "$1" | grep -m1 -E "$2" || { echo "no '$2' in $1" >&2; exit 1; }; }
+await() {
+  for _ in $(seq 1 300); do
+    grep -m1 -E "$2" "$1" && return 0
+    sleep 0.1
+  done
+  echo "no '$2' in $1 within 30 s" >&2
+  exit 1
+}
 
 "$bin/monitor" --name boot --listen-addr 127.0.0.1 --port 0 --metrics-addr 127.0.0.1:0 >"$dir/boot.jsonl" 2>"$dir/boot.log" &
 line=$(await "$dir/boot.jsonl" '"event":"listening".*/tcp/')

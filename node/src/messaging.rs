@@ -120,11 +120,18 @@ pub struct Outbox<P> {
 impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     /// An empty outbox retrying with `policy`.
     pub fn new(policy: RetryPolicy) -> Self {
-        Self { policy, next_id: 1, entries: HashMap::new(), schedule: BTreeSet::new(), by_peer: HashMap::new() }
+        Self::starting_at(policy, 1)
+    }
+
+    /// Like [`Outbox::new`], with ids starting at `first` (at least 1). A sender that may restart
+    /// with the same identity starts above every id it used before (for example from the clock),
+    /// or its receivers would take its new messages for duplicates.
+    pub fn starting_at(policy: RetryPolicy, first: u64) -> Self {
+        Self { policy, next_id: first.max(1), entries: HashMap::new(), schedule: BTreeSet::new(), by_peer: HashMap::new() }
     }
 
     /// Queues a new message of `size` bytes to `to`, due immediately; returns its id (ids start
-    /// at 1 and increase by one).
+    /// at the first id and increase by one).
     pub fn push(&mut self, to: P, size: usize, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id = self.next_id.saturating_add(1);

@@ -95,6 +95,7 @@ pub struct Node {
     relays: HashSet<PeerId>,
     reservations: HashMap<ListenerId, PeerId>,
     reservation_addr: HashMap<PeerId, Multiaddr>,
+    reserved: HashSet<PeerId>,
     relay_retry: HashMap<PeerId, Instant>,
 
     announce_due: Option<Instant>,
@@ -155,6 +156,12 @@ fn path_of(endpoint: &ConnectedPoint) -> Path {
     }
 }
 
+fn first_message_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1))
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -182,7 +189,30 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
         });
 
-        let (tcp_on, quic_on) = sw::transports(&cfg, psk.is_some())?;
+        let started = Instant::now();
+        match Self::open(&cfg, &mut swarm, psk.is_some(), metrics_addr, shared.clone()).await {
+            Ok(()) => {}
+            Err(e) => {
+                emitter.emit(Event::Stopped {
+                    reason: format!("error: {e}"),
+                    uptime_ms: ms(started.elapsed()),
+                    totals: Totals::default(),
+                });
+                return Err(e);
+            }
+        }
+        Self::assemble(cfg, emitter, swarm, local, shared, metrics, lib_metrics, namespace)
+    }
+
+    /// Opens the listeners and the HTTP server: what can fail because of the machine.
+    async fn open(
+        cfg: &Config,
+        swarm: &mut Swarm<Behaviour>,
+        psk: bool,
+        metrics_addr: Option<std::net::SocketAddr>,
+        shared: Arc<Shared>,
+    ) -> Result<(), RunError> {
+        let (tcp_on, quic_on) = sw::transports(cfg, psk)?;
         let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
         if !no_direct {
             let port = cfg.common.port.unwrap_or(0);
@@ -202,18 +232,37 @@ impl Node {
                 }
             }
         }
-        for a in &cfg.common.external_addrs {
-            swarm.add_external_address(a.clone());
+        if let Some(addr) = metrics_addr {
+            let bound = http::serve(addr, shared).await?;
+            tracing::info!("metrics on http://{bound}/metrics");
         }
+        Ok(())
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        cfg: Config,
+        emitter: Emitter,
+        mut swarm: Swarm<Behaviour>,
+        local: PeerId,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+        lib_metrics: Libp2pMetrics,
+        namespace: Option<String>,
+    ) -> Result<Self, RunError> {
+        let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
         match cfg.role {
             Role::Monitor => swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server)),
             _ => swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Client)),
         }
-
-        if let Some(addr) = metrics_addr {
-            let bound = http::serve(addr, shared.clone()).await?;
-            tracing::info!("metrics on http://{bound}/metrics");
+        let mut confirmed = HashSet::new();
+        for a in &cfg.common.external_addrs {
+            swarm.add_external_address(a.clone());
+            confirmed.insert(a.clone());
+            emitter.emit(Event::ExternalAddr {
+                addr: a.clone(),
+                status: AddrStatus::Confirmed,
+            });
         }
 
         let now = Instant::now();
@@ -238,7 +287,14 @@ impl Node {
         let mut want_relay = false;
         let mut reachability = Reachability::Unknown;
         if let Some(p) = &cfg.peer {
-            if p.relay == RelayMode::Always || (no_direct && p.relay != RelayMode::Never) {
+            if !cfg.common.external_addrs.is_empty() && !no_direct && p.relay != RelayMode::Always {
+                reachability = Reachability::Public;
+                emitter.emit(Event::Reachability {
+                    status: Reachability::Public,
+                    source: ReachabilitySource::Flag,
+                    addr: cfg.common.external_addrs.first().cloned(),
+                });
+            } else if p.relay == RelayMode::Always || (no_direct && p.relay != RelayMode::Never) {
                 want_relay = true;
                 reachability = Reachability::Private;
                 emitter.emit(Event::Reachability {
@@ -250,7 +306,7 @@ impl Node {
         }
         let reach_deadline = cfg.peer.as_ref().map(|p| now + p.reachability_timeout);
 
-        let node = Node {
+        let mut node = Node {
             emitter,
             swarm,
             local,
@@ -262,7 +318,7 @@ impl Node {
             boots,
             bootstrapped: false,
             rejoin: false,
-            confirmed: HashSet::new(),
+            confirmed,
             bootstrap_query: None,
             conns: HashMap::new(),
             relayed_since: HashMap::new(),
@@ -272,6 +328,7 @@ impl Node {
             relays: HashSet::new(),
             reservations: HashMap::new(),
             reservation_addr: HashMap::new(),
+            reserved: HashSet::new(),
             relay_retry: HashMap::new(),
             announce_due: None,
             announce_queries: HashSet::new(),
@@ -281,10 +338,15 @@ impl Node {
             providers_query: None,
             record_queries: HashMap::new(),
             known: HashMap::new(),
-            outbox: Outbox::new(RetryPolicy {
-                deadline: traffic_deadline,
-                ..RetryPolicy::default()
-            }),
+            // Ids start from the clock (µs since 1970), so a dialer restarted with the same
+            // identity never reuses an id its listeners remember.
+            outbox: Outbox::starting_at(
+                RetryPolicy {
+                    deadline: traffic_deadline,
+                    ..RetryPolicy::default()
+                },
+                first_message_id(),
+            ),
             inbox: Inbox::new(65_536),
             in_flight: HashMap::new(),
             sent_to: HashMap::new(),
@@ -300,6 +362,7 @@ impl Node {
             st.peer_id = Some(local);
             st.namespace = namespace;
         }
+        node.update_kad_mode();
         if node.cfg.role == Role::Monitor && node.boots.is_empty() {
             // A monitor without bootstrap peers is the DHT's first member: it serves at once.
             node.shared.healthy.store(true, Ordering::Relaxed);
@@ -336,6 +399,7 @@ impl Node {
 
     fn on_tick(&mut self, now: Instant) {
         self.dial_bootstraps(now);
+        self.join_dht();
         self.check_reachability_timeout(now);
         self.reserve_relays(now);
         self.announce(now);
@@ -364,6 +428,18 @@ impl Node {
                 Err(e) => self.boot_failed(i, e.to_string(), now),
             }
             tracing::debug!(%addr, "dialing bootstrap node");
+        }
+    }
+
+    /// Runs a Kademlia bootstrap after a bootstrap peer (re)connected, as soon as the routing
+    /// table knows a peer (identify feeds it), and again after a failed one.
+    fn join_dht(&mut self) {
+        if !self.rejoin || self.bootstrap_query.is_some() || !self.boots.iter().any(|b| b.connected) {
+            return;
+        }
+        if let Ok(q) = self.swarm.behaviour_mut().kad.bootstrap() {
+            self.bootstrap_query = Some(q);
+            self.rejoin = false;
         }
     }
 
@@ -597,9 +673,11 @@ impl Node {
                 if let Some(relay) = self.reservations.get(&listener_id) {
                     tracing::debug!(%relay, %address, "relayed listen address");
                 }
+                let loopback_only = self.cfg.common.listen_addrs.iter().all(|ip| ip.is_loopback());
                 if self.cfg.role == Role::Monitor
                     && self.cfg.common.external_addrs.is_empty()
                     && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                    && (loopback_only || !is_loopback(&address))
                 {
                     // A bootstrap node is public by role: serve relay and DHT from the first second.
                     self.swarm.add_external_address(address.clone());
@@ -614,9 +692,14 @@ impl Node {
                     let error = reason.err().map(|e| e.to_string());
                     let addr = self.reservation_addr.remove(&relay);
                     self.relay_retry.insert(relay, now + RELAY_RETRY);
+                    let status = if self.reserved.remove(&relay) {
+                        ReservationStatus::Lost
+                    } else {
+                        ReservationStatus::Failed
+                    };
                     self.emit(Event::Reservation {
                         relay,
-                        status: ReservationStatus::Lost,
+                        status,
                         addr,
                         renewal: false,
                         error,
@@ -838,15 +921,6 @@ impl Node {
         if hop && self.is_boot_peer(&peer) {
             self.relays.insert(peer);
         }
-        if kad_peer && self.is_boot_peer(&peer) && self.rejoin && self.bootstrap_query.is_none() {
-            match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(q) => {
-                    self.bootstrap_query = Some(q);
-                    self.rejoin = false;
-                }
-                Err(e) => tracing::debug!("bootstrap not possible yet: {e}"),
-            }
-        }
     }
 
     fn on_kad(&mut self, e: kad::Event) {
@@ -998,7 +1072,7 @@ impl Node {
 
     fn on_relay_client(&mut self, e: relay::client::Event) {
         if let relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } = e {
-            if renewal {
+            if renewal || !self.reserved.insert(relay_peer_id) {
                 tracing::debug!(relay = %relay_peer_id, "reservation renewed");
                 return;
             }

@@ -92,11 +92,15 @@ fn key_file_is_created_then_reused() {
 fn port_in_use_names_the_address() {
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port().to_string();
-    let (code, _, err) = run(
+    let (code, out, err) = run(
         MONITOR,
         &["--listen-addr", "127.0.0.1", "--port", &port, "--transport", "tcp", "--metrics-addr", "off"],
     );
     assert_eq!(code, 1, "{err}");
+    // The stream still ends with `stopped`, carrying the reason.
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().expect("a line")).unwrap();
+    assert_eq!(last["event"], "stopped", "{out}");
+    assert!(last["reason"].as_str().unwrap().contains(&port), "{out}");
     assert!(err.contains("--port") && err.contains(&port), "{err}");
     assert_eq!(err.trim().lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
 }
