@@ -171,3 +171,36 @@ fn a_peer_with_another_psk_is_refused_and_the_node_goes_on() {
         "a peer with another PSK got a connection"
     );
 }
+
+/// One namespace, one transport, one address family: discovery and every ack.
+fn single_transport(ip: &str, transport: &str) {
+    let mut boot = NodeProc::spawn_on(ip, "monitor", "boot", &["--port", "0", "--transport", transport]);
+    let b = boot.listen_addr(|_| true).to_string();
+    let t = ["--transport", transport, "--bootstrap", &b, "--namespace", "one"];
+    let mut alice = NodeProc::spawn_on(ip, "listener", "alice", &t);
+    let a = alice.peer_id();
+    alice.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    let mut bob = NodeProc::spawn_on(ip, "dialer", "bob", &[&t[..], &["--count", "3", "--interval", "100"]].concat());
+    let acks = bob.wait_for("3 acks", SECS(60), |evs| {
+        let acks = acks_to(evs, &a);
+        (acks.len() >= 3).then_some(acks)
+    });
+    assert!(acks.iter().all(|(_, p)| *p == Path::Direct), "{acks:?}");
+    let wanted = if transport == "quic" { "quic-v1" } else { "/tcp/" };
+    for e in bob.seen() {
+        if let Event::Connected { remote_addr, .. } = e {
+            assert!(remote_addr.to_string().contains(wanted), "{remote_addr} over {transport}");
+            assert!(remote_addr.to_string().starts_with(if ip.contains(':') { "/ip6/" } else { "/ip4/" }));
+        }
+    }
+}
+
+#[test]
+fn ipv6_over_quic_only() {
+    single_transport("::1", "quic");
+}
+
+#[test]
+fn ipv4_over_tcp_only() {
+    single_transport("127.0.0.1", "tcp");
+}

@@ -33,13 +33,18 @@ pub fn bin(role: &str) -> &'static str {
 }
 
 impl NodeProc {
-    /// Starts `role` named `name` listening on loopback only, with `args` after the defaults.
+    /// Starts `role` named `name` listening on 127.0.0.1 only, with `args` after the defaults.
     pub fn spawn(role: &str, name: &str, args: &[&str]) -> Self {
+        Self::spawn_on("127.0.0.1", role, name, args)
+    }
+
+    /// Starts `role` named `name` listening on `ip` only.
+    pub fn spawn_on(ip: &str, role: &str, name: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let stderr = dir.path().join("stderr.log");
         let err_file = std::fs::File::create(&stderr).expect("stderr file");
         let mut cmd = Command::new(bin(role));
-        cmd.args(["--name", name, "--listen-addr", "127.0.0.1", "--metrics-addr", "off"]);
+        cmd.args(["--name", name, "--listen-addr", ip, "--metrics-addr", "off"]);
         if role != "monitor" || !args.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }
@@ -122,9 +127,14 @@ impl NodeProc {
 
     /// The first TCP listen address, with `/p2p/<id>`.
     pub fn tcp_addr(&mut self) -> Multiaddr {
+        self.listen_addr(|p| matches!(p, Protocol::Tcp(_)))
+    }
+
+    /// The first listen address with a protocol matching `which`, with `/p2p/<id>`.
+    pub fn listen_addr(&mut self, which: impl Fn(&Protocol<'_>) -> bool) -> Multiaddr {
         let id = self.peer_id();
-        let a = self.wait_event("TCP listen address", Duration::from_secs(20), |e| {
-            matches!(e, Event::Listening { addr } if addr.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        let a = self.wait_event("listen address", Duration::from_secs(20), |e| {
+            matches!(e, Event::Listening { addr } if addr.iter().any(|p| which(&p)))
         });
         match a {
             Event::Listening { addr } => addr.with(Protocol::P2p(id)),
