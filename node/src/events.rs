@@ -123,6 +123,8 @@ pub enum Event {
     },
     /// A listener is up on `addr`.
     Listening { addr: Multiaddr },
+    /// The HTTP server (`/metrics`, `/health`, `/status`) is up on `addr` (IP:PORT).
+    HttpListening { addr: std::net::SocketAddr },
     /// An address others can reach us on became confirmed, or expired.
     ExternalAddr { addr: Multiaddr, status: AddrStatus },
     /// A dial to a bootstrap address failed or its connection closed; the next try is scheduled.
@@ -246,6 +248,7 @@ impl Event {
         match self {
             Event::Started { .. } => "started",
             Event::Listening { .. } => "listening",
+            Event::HttpListening { .. } => "http_listening",
             Event::ExternalAddr { .. } => "external_addr",
             Event::BootstrapRetry { .. } => "bootstrap_retry",
             Event::Bootstrapped { .. } => "bootstrapped",

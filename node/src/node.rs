@@ -191,7 +191,8 @@ impl Node {
 
         let started = Instant::now();
         match Self::open(&cfg, &mut swarm, psk.is_some(), metrics_addr, shared.clone()).await {
-            Ok(()) => {}
+            Ok(Some(addr)) => emitter.emit(Event::HttpListening { addr }),
+            Ok(None) => {}
             Err(e) => {
                 emitter.emit(Event::Stopped {
                     reason: format!("error: {e}"),
@@ -211,7 +212,7 @@ impl Node {
         psk: bool,
         metrics_addr: Option<std::net::SocketAddr>,
         shared: Arc<Shared>,
-    ) -> Result<(), RunError> {
+    ) -> Result<Option<std::net::SocketAddr>, RunError> {
         let (tcp_on, quic_on) = sw::transports(cfg, psk)?;
         let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
         if !no_direct {
@@ -232,11 +233,14 @@ impl Node {
                 }
             }
         }
-        if let Some(addr) = metrics_addr {
-            let bound = http::serve(addr, shared).await?;
-            tracing::info!("metrics on http://{bound}/metrics");
+        match metrics_addr {
+            Some(addr) => {
+                let bound = http::serve(addr, shared).await?;
+                tracing::info!("metrics on http://{bound}/metrics");
+                Ok(Some(bound))
+            }
+            None => Ok(None),
         }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

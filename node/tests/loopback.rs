@@ -204,3 +204,55 @@ fn ipv6_over_quic_only() {
 fn ipv4_over_tcp_only() {
     single_transport("127.0.0.1", "tcp");
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SECS(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn metrics_health_and_status_over_http() {
+    let (_boot, b) = monitor("boot", &[]);
+    let mut alice = NodeProc::spawn("listener", "alice", &["--bootstrap", &b, "--namespace", "web", "--metrics-addr", "127.0.0.1:0"]);
+    let a = alice.peer_id();
+    let http = match alice.wait_event("http_listening", SECS(20), |e| matches!(e, Event::HttpListening { .. })) {
+        Event::HttpListening { addr } => addr,
+        _ => unreachable!(),
+    };
+    alice.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    let mut bob = NodeProc::spawn("dialer", "bob", &["--bootstrap", &b, "--namespace", "web", "--count", "3", "--interval", "100"]);
+    bob.wait_for("3 acks", SECS(60), |evs| (acks_to(evs, &a).len() >= 3).then_some(()));
+    alice.wait_for("3 receipts", SECS(10), |evs| {
+        (evs.iter().filter(|l| matches!(l.event, Event::MessageReceived { .. })).count() >= 3).then_some(())
+    });
+
+    let (code, body) = http_get(http, "/health");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, metrics) = http_get(http, "/metrics");
+    assert_eq!(code, 200);
+    for name in ["p2plab_messages_received_total 3", "p2plab_routing_table_size", "p2plab_connected_peers", "libp2p_"] {
+        assert!(metrics.contains(name), "no {name} in /metrics:\n{metrics}");
+    }
+    // The status document is published every 500 ms: wait for it to catch up, on a deadline.
+    let deadline = std::time::Instant::now() + SECS(10);
+    loop {
+        let (code, body) = http_get(http, "/status");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["peer_id"], a.to_string());
+        if v["totals"]["messages_received"] == 3 {
+            assert_eq!(v["bootstrapped"], true);
+            assert!(v["connections"].as_array().is_some_and(|c| !c.is_empty()));
+            break;
+        }
+        // The endpoint is the thing waited on: poll it until the deadline.
+        assert!(std::time::Instant::now() < deadline, "status never showed 3 messages: {body}");
+    }
+}

@@ -44,7 +44,10 @@ impl NodeProc {
         let stderr = dir.path().join("stderr.log");
         let err_file = std::fs::File::create(&stderr).expect("stderr file");
         let mut cmd = Command::new(bin(role));
-        cmd.args(["--name", name, "--listen-addr", ip, "--metrics-addr", "off"]);
+        cmd.args(["--name", name, "--listen-addr", ip]);
+        if !args.contains(&"--metrics-addr") {
+            cmd.args(["--metrics-addr", "off"]);
+        }
         if role != "monitor" || !args.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }
