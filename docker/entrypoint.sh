@@ -1,0 +1,98 @@
+#!/bin/sh
+# p2plab container entrypoint.
+#
+# Applies routing settings taken from the environment, then exec's the role
+# command ("$@"), e.g. `monitor --help`, `listener ...`, `dialer ...`.
+#
+#   P2PLAB_GATEWAY=<ip>          replace the default route with one via <ip>
+#   P2PLAB_NO_DEFAULT_ROUTE=1    delete every default route (IPv4 and IPv6):
+#                                lab isolation, no route out of the container
+#   P2PLAB_ROUTES="<route>;..."  extra routes, each an `ip route replace`
+#                                argument list, separated by ';', e.g.
+#                                "10.1.0.0/16 via 198.18.0.2;10.2.0.0/16 dev eth1"
+#
+# Route changes need CAP_NET_ADMIN (`docker run --cap-add NET_ADMIN`). When one
+# of the variables above is set and a change fails, one line naming the variable
+# and its value is printed to stderr and the entrypoint exits 1. When none is
+# set, no capability is needed and nothing is touched.
+set -u
+
+PROG=p2plab-entrypoint
+
+# fail VAR VALUE ACTION IP_ERROR
+fail() {
+    _err=$(printf '%s' "$4" | tr '\n' ' ' | sed 's/[[:space:]]*$//')
+    case "$_err" in
+        *"Operation not permitted"*)
+            _hint=" (container lacks CAP_NET_ADMIN: run with --cap-add NET_ADMIN)" ;;
+        *) _hint="" ;;
+    esac
+    echo "$PROG: $1=$2: $3 failed: ${_err:-unknown error}$_hint" >&2
+    exit 1
+}
+
+is_true() {
+    case "$1" in
+        1|true|TRUE|True|yes|YES|on|ON) return 0 ;;
+        ""|0|false|FALSE|False|no|NO|off|OFF) return 1 ;;
+        *) echo "$PROG: $2=$1: invalid value (use 1 or 0)" >&2; exit 1 ;;
+    esac
+}
+
+gateway=${P2PLAB_GATEWAY:-}
+no_default=${P2PLAB_NO_DEFAULT_ROUTE:-}
+routes=${P2PLAB_ROUTES:-}
+
+if [ -n "$gateway$no_default$routes" ] && ! command -v ip >/dev/null 2>&1; then
+    echo "$PROG: routing variables are set but the 'ip' command (iproute2) is missing" >&2
+    exit 1
+fi
+
+if is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
+    if [ -n "$gateway" ]; then
+        echo "$PROG: P2PLAB_GATEWAY=$gateway conflicts with P2PLAB_NO_DEFAULT_ROUTE=$no_default (set only one)" >&2
+        exit 1
+    fi
+    # Delete every default route; a missing default route already satisfies
+    # the request. The loop is bounded in case deletion silently does nothing.
+    for fam in -4 -6; do
+        n=0
+        while [ -n "$(ip "$fam" route show default 2>/dev/null)" ]; do
+            n=$((n + 1))
+            if [ "$n" -gt 16 ]; then
+                fail P2PLAB_NO_DEFAULT_ROUTE "$no_default" "ip $fam route del default" "default route still present after 16 deletions"
+            fi
+            out=$(ip "$fam" route del default 2>&1) ||
+                fail P2PLAB_NO_DEFAULT_ROUTE "$no_default" "ip $fam route del default" "$out"
+        done
+    done
+fi
+
+if [ -n "$gateway" ]; then
+    out=$(ip route replace default via "$gateway" 2>&1) ||
+        fail P2PLAB_GATEWAY "$gateway" "ip route replace default via $gateway" "$out"
+fi
+
+if [ -n "$routes" ]; then
+    set -f            # a route spec is split into words, never globbed
+    old_ifs=$IFS
+    IFS=';'
+    for spec in $routes; do
+        IFS=$old_ifs
+        # trim surrounding whitespace; skip empty entries (e.g. a trailing ';')
+        spec=$(printf '%s' "$spec" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+        [ -n "$spec" ] || continue
+        # shellcheck disable=SC2086  # word splitting of the spec is intended
+        out=$(ip route replace $spec 2>&1) ||
+            fail P2PLAB_ROUTES "$routes" "ip route replace $spec" "$out"
+    done
+    IFS=$old_ifs
+    set +f
+fi
+
+if [ "$#" -eq 0 ]; then
+    echo "$PROG: no command given; usage: docker run [options] IMAGE monitor|listener|dialer [args...]" >&2
+    exit 2
+fi
+
+exec "$@"
