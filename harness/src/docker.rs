@@ -1,0 +1,508 @@
+//! The Docker backend: the one seam between p2plab and the engine (bollard, API version
+//! negotiated; our engines speak 1.41).
+//!
+//! A [`Lab`] owns what it creates. Every network and container carries the labels
+//! `org.p2plab.managed=true`, `org.p2plab.run=<run id>`, `org.p2plab.lab=<name>` and
+//! `org.p2plab.created=<unix seconds>`; [`Lab::teardown`] removes them, and so does dropping a
+//! lab (also while a panic unwinds), unless `P2PLAB_KEEP=1` keeps it for debugging.
+//! [`remove_by_label`] finds and removes leftovers of any run.
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bollard::{
+    container::LogOutput,
+    exec::{CreateExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+        NetworkConnectRequest, NetworkCreateRequest,
+    },
+    query_parameters::{
+        CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+        ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    },
+    Docker,
+};
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use tokio::sync::mpsc;
+
+pub const LABEL_MANAGED: &str = "org.p2plab.managed";
+pub const LABEL_RUN: &str = "org.p2plab.run";
+pub const LABEL_LAB: &str = "org.p2plab.lab";
+pub const LABEL_CREATED: &str = "org.p2plab.created";
+pub const LABEL_NODE: &str = "org.p2plab.node";
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine ({0}); is it running, and may this user use it? Set P2PLAB_SKIP_DOCKER=1 to skip Docker tests on purpose")]
+    Unreachable(String),
+    #[error("docker: {context}: {source}")]
+    Api {
+        context: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn api(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let context = context.into();
+    move |source| DockerError::Api { context, source }
+}
+
+/// A connection to the engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects with the local defaults (`DOCKER_HOST` or the Unix socket) and negotiates the API
+    /// version down to the engine's.
+    pub async fn connect() -> Result<Self, DockerError> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+            .await
+            .map_err(|_| DockerError::Unreachable("no answer within 10 s".into()))?
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        docker.ping().await.map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        Ok(Engine { docker })
+    }
+
+    pub fn api(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub async fn image_exists(&self, image: &str) -> bool {
+        self.docker.inspect_image(image).await.is_ok()
+    }
+
+    /// Every IPv4 subnet of every Docker network, and the host's routes: what a lab must avoid.
+    pub async fn used_subnets(&self) -> Result<Vec<Ipv4Net>, DockerError> {
+        let nets = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(api("list networks"))?;
+        let mut used: Vec<Ipv4Net> = nets
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+            .flatten()
+            .filter_map(|c| c.subnet.as_ref()?.parse().ok())
+            .collect();
+        if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
+            used.extend(crate::plan::parse_proc_routes(&text));
+        }
+        Ok(used)
+    }
+}
+
+/// One network attachment of a container.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    /// The lab's name of the network (as given to [`Lab::network`]).
+    pub network: String,
+    pub ip: Ipv4Addr,
+}
+
+/// A container to start.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Name in the lab (the container is `p2plab-<run>-<name>`).
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The first one is attached at creation, the others before start.
+    pub attach: Vec<Attach>,
+    /// NET_ADMIN: routes (every lab container sets its own) and, for routers, nftables.
+    pub net_admin: bool,
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// The output of a command run in a container.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A line a container wrote on stdout.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub node: String,
+    pub line: String,
+}
+
+/// A running lab: networks and containers of one run.
+pub struct Lab {
+    engine: Engine,
+    pub run_id: String,
+    pub name: String,
+    networks: HashMap<String, (String, Ipv4Net)>,
+    containers: HashMap<String, String>,
+    torn_down: bool,
+    keep: bool,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A run id unique on this machine: time, pid and a counter.
+pub fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{:x}{:x}{}",
+        now_secs() & 0xfffff,
+        (std::process::id() ^ nanos) & 0xffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Lab {
+    pub fn new(engine: Engine, name: &str) -> Self {
+        Lab {
+            engine,
+            run_id: new_run_id(),
+            name: name.to_string(),
+            networks: HashMap::new(),
+            containers: HashMap::new(),
+            torn_down: false,
+            keep: std::env::var("P2PLAB_KEEP").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn labels(&self, node: Option<&str>) -> HashMap<String, String> {
+        let mut l = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_RUN.to_string(), self.run_id.clone()),
+            (LABEL_LAB.to_string(), self.name.clone()),
+            (LABEL_CREATED.to_string(), now_secs().to_string()),
+        ]);
+        if let Some(n) = node {
+            l.insert(LABEL_NODE.to_string(), n.to_string());
+        }
+        l
+    }
+
+    /// The Docker name of a lab object.
+    pub fn docker_name(&self, name: &str) -> String {
+        format!("p2plab-{}-{}", self.run_id, name)
+    }
+
+    /// The subnet of a lab network.
+    pub fn subnet(&self, network: &str) -> Option<Ipv4Net> {
+        self.networks.get(network).map(|n| n.1)
+    }
+
+    /// Creates a bridge network on `subnet`, with no masquerade towards the host (isolation
+    /// comes from routes: no lab container has a route out). Not `--internal`: the host's
+    /// isolation rules for internal networks drop a LAN host's packets to its router.
+    pub async fn network(&mut self, name: &str, subnet: Ipv4Net) -> Result<(), DockerError> {
+        let docker_name = self.docker_name(name);
+        let req = NetworkCreateRequest {
+            name: docker_name.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(false),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            options: Some(HashMap::from([
+                ("com.docker.network.bridge.enable_ip_masquerade".to_string(), "false".to_string()),
+                ("com.docker.network.bridge.name".to_string(), format!("p2p{}", &short_hash(&docker_name))),
+            ])),
+            labels: Some(self.labels(None)),
+            ..Default::default()
+        };
+        let id = self
+            .engine
+            .docker
+            .create_network(req)
+            .await
+            .map_err(api(format!("create network {name} ({subnet})")))?
+            .id;
+        self.networks.insert(name.to_string(), (id, subnet));
+        Ok(())
+    }
+
+    /// Creates and starts a container; returns when it runs.
+    pub async fn start(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
+        let docker = &self.engine.docker;
+        let docker_name = self.docker_name(&spec.name);
+        let endpoint = |a: &Attach| EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(a.ip.to_string()),
+                ..Default::default()
+            }),
+            aliases: Some(vec![spec.name.clone()]),
+            ..Default::default()
+        };
+        let net_id = |a: &Attach| {
+            self.networks
+                .get(&a.network)
+                .map(|n| n.0.clone())
+                .ok_or_else(|| DockerError::Other(format!("{}: unknown network {}", spec.name, a.network)))
+        };
+        let first = spec
+            .attach
+            .first()
+            .ok_or_else(|| DockerError::Other(format!("{}: no network", spec.name)))?;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            hostname: Some(spec.name.clone()),
+            labels: Some(self.labels(Some(&spec.name))),
+            stop_timeout: Some(3),
+            host_config: Some(HostConfig {
+                network_mode: Some(net_id(first)?),
+                cap_add: spec.net_admin.then(|| vec!["NET_ADMIN".to_string()]),
+                sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().cloned().collect()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config: Some(bollard::models::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(net_id(first)?, endpoint(first))])),
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&docker_name).build();
+        let id = docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(api(format!("create container {}", spec.name)))?
+            .id;
+        self.containers.insert(spec.name.clone(), id.clone());
+        for a in spec.attach.iter().skip(1) {
+            let req = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(endpoint(a)),
+            };
+            docker
+                .connect_network(&net_id(a)?, req)
+                .await
+                .map_err(api(format!("attach {} to {}", spec.name, a.network)))?;
+        }
+        docker
+            .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(api(format!("start {}", spec.name)))?;
+        Ok(())
+    }
+
+    fn id(&self, node: &str) -> Result<&str, DockerError> {
+        self.containers
+            .get(node)
+            .map(String::as_str)
+            .ok_or_else(|| DockerError::Other(format!("no container {node} in this lab")))
+    }
+
+    /// Runs `cmd` in `node` and collects its output.
+    pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
+        let docker = &self.engine.docker;
+        let id = self.id(node)?;
+        let exec = docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api(format!("exec in {node}")))?
+            .id;
+        let mut out = ExecOutput {
+            code: -1,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        if let StartExecResults::Attached { mut output, .. } =
+            docker.start_exec(&exec, None).await.map_err(api(format!("exec in {node}")))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(api(format!("exec output in {node}")))? {
+                    LogOutput::StdOut { message } => out.stdout.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
+                    _ => {}
+                }
+            }
+        }
+        let inspect = docker.inspect_exec(&exec).await.map_err(api(format!("exec in {node}")))?;
+        out.code = inspect.exit_code.unwrap_or(-1);
+        Ok(out)
+    }
+
+    /// Follows `node`'s stdout from its start, one [`LogLine`] per line, into `tx`.
+    pub fn follow(&self, node: &str, tx: mpsc::UnboundedSender<LogLine>) -> Result<(), DockerError> {
+        let id = self.id(node)?.to_string();
+        let docker = self.engine.docker.clone();
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(false).build();
+            let mut logs = docker.logs(&id, Some(opts));
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = logs.next().await {
+                if let LogOutput::StdOut { message } | LogOutput::Console { message } = chunk {
+                    buf.push_str(&String::from_utf8_lossy(&message));
+                    while let Some(i) = buf.find('\n') {
+                        let line: String = buf.drain(..=i).collect();
+                        let line = line.trim_end().to_string();
+                        if !line.is_empty()
+                            && tx
+                                .send(LogLine {
+                                    node: node.clone(),
+                                    line,
+                                })
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The last `tail` lines of a node's stderr (for failure reports).
+    pub async fn stderr_tail(&self, node: &str, tail: usize) -> String {
+        let Ok(id) = self.id(node) else { return String::new() };
+        let opts = LogsOptionsBuilder::default()
+            .stdout(false)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut logs = self.engine.docker.logs(id, Some(opts));
+        let mut s = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            s.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        s
+    }
+
+    /// Sends `signal` to a node (`SIGKILL` kills it the hard way).
+    pub async fn signal(&self, node: &str, signal: &str) -> Result<(), DockerError> {
+        let opts = KillContainerOptionsBuilder::default().signal(signal).build();
+        self.engine
+            .docker
+            .kill_container(self.id(node)?, Some(opts))
+            .await
+            .map_err(api(format!("{signal} {node}")))
+    }
+
+    pub async fn pause(&self, node: &str) -> Result<(), DockerError> {
+        self.engine.docker.pause_container(self.id(node)?).await.map_err(api(format!("pause {node}")))
+    }
+
+    pub async fn unpause(&self, node: &str) -> Result<(), DockerError> {
+        self.engine.docker.unpause_container(self.id(node)?).await.map_err(api(format!("unpause {node}")))
+    }
+
+    /// Removes every container and network of this run. Idempotent.
+    pub async fn teardown(&mut self) -> Result<(), DockerError> {
+        self.torn_down = true;
+        remove_by_label(&self.engine, &format!("{LABEL_RUN}={}", self.run_id)).await?;
+        self.containers.clear();
+        self.networks.clear();
+        Ok(())
+    }
+
+    /// Keep this lab after the test (for `P2PLAB_KEEP=1`-style debugging); prints how to get in.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        if self.keep {
+            eprintln!(
+                "p2plab: keeping lab {} (run {}): `docker ps --filter label={LABEL_RUN}={}`, `docker exec -it {} sh`; remove with `docker rm -f $(docker ps -aq --filter label={LABEL_RUN}={})`",
+                self.name,
+                self.run_id,
+                self.run_id,
+                self.docker_name("<node>"),
+                self.run_id
+            );
+            return;
+        }
+        // Drop cannot await: clean up on a thread of its own with its own runtime, and wait.
+        let engine = self.engine.clone();
+        let label = format!("{LABEL_RUN}={}", self.run_id);
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Err(e) = rt.block_on(remove_by_label(&engine, &label)) {
+                    eprintln!("p2plab: cleanup of {label} failed: {e}");
+                }
+            }
+        })
+        .join();
+    }
+}
+
+fn short_hash(s: &str) -> String {
+    // FNV-1a: a stable short id for bridge names (at most 15 characters in Linux).
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Removes every container, then every network, carrying `label` (`key=value`).
+pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerError> {
+    let docker = &engine.docker;
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .await
+        .map_err(api("list containers"))?;
+    let removals = containers.iter().filter_map(|c| c.id.clone()).map(|id| async move {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match docker.remove_container(&id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    });
+    for r in futures::future::join_all(removals).await {
+        r.map_err(api("remove container"))?;
+    }
+    let networks = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+        .await
+        .map_err(api("list networks"))?;
+    for n in networks.iter().filter_map(|n| n.id.clone()) {
+        match docker.remove_network(&n).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(api("remove network")(e)),
+        }
+    }
+    Ok(())
+}

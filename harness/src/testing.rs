@@ -1,0 +1,138 @@
+//! Shared by the Docker tests: the engine (or a skip only when asked for), the image, and waits
+//! on node events with deadlines.
+
+use std::time::{Duration, Instant};
+
+use p2plab_node::{Event, EventLine};
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::docker::{Engine, LogLine};
+
+/// The engine, or `None` when `P2PLAB_SKIP_DOCKER=1` asks to skip Docker tests. Without an
+/// engine and without that variable this panics with one clear message: a test that claims a
+/// network behaviour must not pass without a network.
+pub async fn engine_or_skip(test: &str) -> Option<Engine> {
+    if std::env::var("P2PLAB_SKIP_DOCKER").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: skipped (P2PLAB_SKIP_DOCKER=1)");
+        return None;
+    }
+    match Engine::connect().await {
+        Ok(e) => Some(e),
+        Err(e) => panic!("{test}: {e}"),
+    }
+}
+
+static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();
+
+/// The node image, built once per test process.
+pub async fn image() -> String {
+    let r = IMAGE
+        .get_or_init(|| async { crate::image::ensure_image().await.map_err(|e| e.to_string()) })
+        .await;
+    match r {
+        Ok(i) => i.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The merged timeline of a lab's node events, read from the containers' stdout.
+pub struct Timeline {
+    rx: mpsc::UnboundedReceiver<LogLine>,
+    pub events: Vec<EventLine>,
+    /// Lines that are not node events (a router's or a probe's JSON), by node.
+    pub other: Vec<LogLine>,
+}
+
+impl Timeline {
+    pub fn new() -> (Self, mpsc::UnboundedSender<LogLine>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Timeline {
+                rx,
+                events: Vec::new(),
+                other: Vec::new(),
+            },
+            tx,
+        )
+    }
+
+    fn push(&mut self, l: LogLine) {
+        match EventLine::parse(&l.line) {
+            Ok(e) => self.events.push(e),
+            Err(_) => self.other.push(l),
+        }
+    }
+
+    /// Waits until `check` over the timeline returns `Some`, or fails at the deadline with the
+    /// timeline's tail.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut check: impl FnMut(&[EventLine]) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(l) = self.rx.try_recv() {
+                self.push(l);
+            }
+            if let Some(v) = check(&self.events) {
+                return Ok(v);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no {what} within {within:?}; last events:\n{}", self.tail(40)));
+            }
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(l)) => self.push(l),
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Waits for a line of `node` that is not a node event (a router's, a probe's) and contains
+    /// `needle`; returns it.
+    pub async fn wait_line(&mut self, node: &str, needle: &str, within: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(l) = self.rx.try_recv() {
+                self.push(l);
+            }
+            if let Some(l) = self.other.iter().find(|l| l.node == node && l.line.contains(needle)) {
+                return Ok(l.line.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no line with {needle:?} from {node} within {within:?}"));
+            }
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(l)) => self.push(l),
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Waits for the first event of `node` matching `pred`.
+    pub async fn wait_event(
+        &mut self,
+        node: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Result<Event, String> {
+        self.wait_for(&format!("{what} from {node}"), within, |evs| {
+            evs.iter().find(|l| l.node == node && pred(&l.event)).map(|l| l.event.clone())
+        })
+        .await
+    }
+
+    /// Events of one node seen so far.
+    pub fn of(&self, node: &str) -> Vec<Event> {
+        self.events.iter().filter(|l| l.node == node).map(|l| l.event.clone()).collect()
+    }
+
+    pub fn tail(&self, n: usize) -> String {
+        let skip = self.events.len().saturating_sub(n);
+        self.events[skip..].iter().map(|l| format!("  {}\n", l.to_json())).collect()
+    }
+}
