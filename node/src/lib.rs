@@ -23,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod messaging;
 pub mod node;
+pub mod probe;
 pub mod swarm;
 
 use std::future::Future;

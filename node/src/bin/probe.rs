@@ -1,0 +1,47 @@
+//! `probe`: the NAT probe, `probe reflect` and `probe measure`. See `probe --help` and the
+//! `p2plab_node::probe` module documentation for the wire protocol and the output.
+use clap::Parser;
+use p2plab_node::{
+    probe::{self, ProbeCli, ProbeCommand},
+    RunError,
+};
+
+fn main() {
+    let cli = ProbeCli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => match rt.block_on(run(cli)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+async fn run(cli: ProbeCli) -> Result<(), RunError> {
+    match cli.command {
+        ProbeCommand::Reflect(args) => {
+            let reflector = probe::Reflector::bind(&args)?;
+            println!("{}", reflector.ready_line());
+            tokio::select! {
+                served = reflector.run() => served,
+                _ = p2plab_node::shutdown_signal() => Ok(()),
+            }
+        }
+        ProbeCommand::Measure(args) => {
+            let plan = args.plan()?;
+            for &proto in &plan.protos {
+                let report = probe::measure(proto, &plan).await?;
+                let line = serde_json::to_string(&report).map_err(|e| RunError::Runtime(e.to_string()))?;
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
