@@ -16,10 +16,8 @@ pub async fn engine_or_skip(test: &str) -> Option<Engine> {
         eprintln!("{test}: skipped (P2PLAB_SKIP_DOCKER=1)");
         return None;
     }
-    match Engine::connect().await {
-        Ok(e) => Some(e),
-        Err(e) => panic!("{test}: {e}"),
-    }
+    let engine = Engine::connect().await;
+    Some(engine.unwrap_or_else(|e| panic!("{test}: {e}")))
 }
 
 static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();
@@ -29,10 +27,7 @@ pub async fn image() -> String {
     let r = IMAGE
         .get_or_init(|| async { crate::image::ensure_image().await.map_err(|e| e.to_string()) })
         .await;
-    match r {
-        Ok(i) => i.clone(),
-        Err(e) => panic!("{e}"),
-    }
+    r.clone().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The merged timeline of a lab's node events, read from the containers' stdout.
@@ -56,6 +51,20 @@ impl Timeline {
         )
     }
 
+    /// Takes one more line, waiting for it until `deadline`; false once the deadline has passed.
+    /// When every stream has ended, nothing more can come: it waits out the deadline.
+    async fn receive(&mut self, deadline: Instant) -> bool {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
+            Ok(Some(l)) => self.push(l),
+            Ok(None) => tokio::time::sleep_until(deadline.into()).await,
+            Err(_) => {}
+        }
+        true
+    }
+
     fn push(&mut self, l: LogLine) {
         match EventLine::parse(&l.line) {
             Ok(e) => self.events.push(e),
@@ -73,19 +82,11 @@ impl Timeline {
     ) -> Result<T, String> {
         let deadline = Instant::now() + within;
         loop {
-            while let Ok(l) = self.rx.try_recv() {
-                self.push(l);
-            }
             if let Some(v) = check(&self.events) {
                 return Ok(v);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self.receive(deadline).await {
                 return Err(format!("no {what} within {within:?}; last events:\n{}", self.tail(40)));
-            }
-            match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(l)) => self.push(l),
-                Ok(None) | Err(_) => {}
             }
         }
     }
@@ -95,19 +96,11 @@ impl Timeline {
     pub async fn wait_line(&mut self, node: &str, needle: &str, within: Duration) -> Result<String, String> {
         let deadline = Instant::now() + within;
         loop {
-            while let Ok(l) = self.rx.try_recv() {
-                self.push(l);
-            }
             if let Some(l) = self.other.iter().find(|l| l.node == node && l.line.contains(needle)) {
                 return Ok(l.line.clone());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !self.receive(deadline).await {
                 return Err(format!("no line with {needle:?} from {node} within {within:?}"));
-            }
-            match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(l)) => self.push(l),
-                Ok(None) | Err(_) => {}
             }
         }
     }
