@@ -6,7 +6,7 @@
 #       own apt mirror and `docker import` it under the base tag;
 #   (b) ensure the release binaries exist (runs cargo unless P2PLAB_SKIP_CARGO);
 #   (c) build the image from a small temporary context (Dockerfile,
-#       entrypoint.sh, monitor, listener, dialer); skipped when the image
+#       the SCRIPTS and BINARIES below); skipped when the image
 #       already carries the content hash of exactly these inputs.
 #
 # Environment (all optional):
@@ -33,7 +33,9 @@ BASE=${P2PLAB_BASE:-debian:bookworm-slim}
 SUITE=${P2PLAB_DEBIAN_SUITE:-bookworm}
 BIN_DIR=${P2PLAB_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release}
 PULL_TIMEOUT=${P2PLAB_PULL_TIMEOUT:-20}
-BINARIES=(monitor listener dialer)
+BINARIES=(monitor listener dialer probe)
+# Scripts of docker/ that go into the image (the Dockerfile names where).
+SCRIPTS=(entrypoint.sh router.sh)
 
 LABEL_MANAGED=org.p2plab.managed
 LABEL_HASH=org.p2plab.content-hash
@@ -256,14 +258,16 @@ build_image() {
         cp -L -- "$BIN_DIR/$b" "$ctx/$b"
     done
     cp -- "$SCRIPT_DIR/Dockerfile" "$ctx/Dockerfile"
-    cp -- "$SCRIPT_DIR/entrypoint.sh" "$ctx/entrypoint.sh"
-    chmod 0755 "$ctx/entrypoint.sh" "${BINARIES[@]/#/$ctx/}"
+    for f in "${SCRIPTS[@]}"; do
+        cp -- "$SCRIPT_DIR/$f" "$ctx/$f"
+    done
+    chmod 0755 "${SCRIPTS[@]/#/$ctx/}" "${BINARIES[@]/#/$ctx/}"
     chmod 0644 "$ctx/Dockerfile"
 
     # Hash the copies actually sent to docker (a concurrent cargo build cannot
     # make hash and image disagree), plus the base image id.
     base_id=$(docker image inspect -f '{{.Id}}' "$BASE")
-    hash=$( { (cd "$ctx" && sha256sum Dockerfile entrypoint.sh "${BINARIES[@]}"); echo "base $base_id"; } \
+    hash=$( { (cd "$ctx" && sha256sum Dockerfile "${SCRIPTS[@]}" "${BINARIES[@]}"); echo "base $base_id"; } \
             | sha256sum | cut -d' ' -f1)
 
     current=$(docker image inspect -f "{{index .Config.Labels \"$LABEL_HASH\"}}" "$IMAGE" 2>/dev/null || true)

@@ -4,7 +4,11 @@
 # Applies routing settings taken from the environment, then exec's the role
 # command ("$@"), e.g. `monitor --help`, `listener ...`, `dialer ...`.
 #
-#   P2PLAB_GATEWAY=<ip>          replace the default route with one via <ip>
+#   P2PLAB_GATEWAY=<ip>          delete every default route, then route the lab's
+#                                address ranges (P2PLAB_LAB_RANGES, default
+#                                "198.18.0.0/15 100.64.0.0/10 10.0.0.0/8") via <ip>:
+#                                a LAN host reaches the whole lab through its
+#                                router and still has no route out of the lab
 #   P2PLAB_NO_DEFAULT_ROUTE=1    delete every default route (IPv4 and IPv6):
 #                                lab isolation, no route out of the container
 #   P2PLAB_ROUTES="<route>;..."  extra routes, each an `ip route replace`
@@ -48,11 +52,10 @@ if [ -n "$gateway$no_default$routes" ] && ! command -v ip >/dev/null 2>&1; then
     exit 1
 fi
 
-if is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
-    if [ -n "$gateway" ]; then
-        echo "$PROG: P2PLAB_GATEWAY=$gateway conflicts with P2PLAB_NO_DEFAULT_ROUTE=$no_default (set only one)" >&2
-        exit 1
-    fi
+lab_ranges=${P2PLAB_LAB_RANGES:-198.18.0.0/15 100.64.0.0/10 10.0.0.0/8}
+
+# A gateway carries the lab's ranges only: the default route goes in every case.
+if [ -n "$gateway" ] || is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
     # Delete every default route; a missing default route already satisfies
     # the request. The loop is bounded in case deletion silently does nothing.
     for fam in -4 -6; do
@@ -69,8 +72,10 @@ if is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
 fi
 
 if [ -n "$gateway" ]; then
-    out=$(ip route replace default via "$gateway" 2>&1) ||
-        fail P2PLAB_GATEWAY "$gateway" "ip route replace default via $gateway" "$out"
+    for range in $lab_ranges; do
+        out=$(ip route replace "$range" via "$gateway" 2>&1) ||
+            fail P2PLAB_GATEWAY "$gateway" "ip route replace $range via $gateway" "$out"
+    done
 fi
 
 if [ -n "$routes" ]; then

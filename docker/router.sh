@@ -1,0 +1,432 @@
+#!/usr/bin/env bash
+# p2plab NAT router: installed in the node image as /usr/local/bin/p2plab-router.
+#
+# Run as the command of a router container (through p2plab-entrypoint):
+#
+#   docker run -d --cap-add NET_ADMIN --sysctl net.ipv4.ip_forward=1 \
+#       --network <wan-net> --ip 198.18.0.2 ...   (then `docker network connect
+#       --ip 10.101.0.254 <lan-net>`, or create it on both networks)
+#       -e P2PLAB_NAT=home -e P2PLAB_LAN_SUBNET=10.101.0.0/24 \
+#       -e P2PLAB_WAN_IP=198.18.0.2 p2plab-node:latest p2plab-router
+#
+# The router waits until both its interfaces exist (up to P2PLAB_WAIT_IFACES
+# seconds), removes every default route (Docker's route via the host), adds a
+# routes for the lab's ranges via P2PLAB_UPLINK_GW when that is set, loads its nftables
+# ruleset with a single `nft -f` (one atomic transaction, table
+# `ip p2plab_router`, other tables untouched), prints one JSON line on stdout
+#   {"event":"router_ready","nat":"home","lan":"eth1","wan":"eth0",...}
+# and then waits; SIGTERM/SIGINT make it exit 0 at once.
+#
+# Environment:
+#   P2PLAB_NAT               open | home | strict | port-forward | routed (required)
+#       open          endpoint-independent mapping, endpoint-independent filtering
+#                     (full cone): any internet host may send to a mapping
+#       home          endpoint-independent mapping, address-and-port-dependent
+#                     filtering (conntrack replies only): hole punching works
+#       strict        endpoint-dependent mapping (a random external port per
+#                     connection) + address-and-port-dependent filtering
+#       port-forward  home + the static DNATs of P2PLAB_FORWARD
+#       routed        plain routing: no translation, no stateful firewall
+#     Carrier-grade NAT is not a profile: stack a home/strict router whose WAN
+#     is another router's LAN, with P2PLAB_UPLINK_GW=<outer router's LAN ip>.
+#   P2PLAB_LAN_SUBNET        LAN prefix, e.g. 10.101.0.0/24 (required); the LAN
+#                            interface is the one with an address in it
+#   P2PLAB_WAN_IP            the router's address on its uplink segment
+#                            (required); the WAN interface is the one holding it
+#   P2PLAB_UPLINK_GW         optional: the lab's ranges (P2PLAB_LAB_RANGES) via this (on-link) address
+#                            of the WAN segment; unset: no default route at all
+#   P2PLAB_FORWARD           port-forward only (required there, refused
+#                            elsewhere): comma-separated proto:ext_port:lan_ip:lan_port,
+#                            e.g. "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
+#   P2PLAB_MAPPING_TIMEOUT   seconds an idle mapping (and an idle UDP conntrack
+#                            entry, i.e. the filtering state) lives; default 120
+#   P2PLAB_WAIT_IFACES       seconds to wait for the LAN/WAN interfaces; default
+#                            10 (a container connected to its second network
+#                            after start gets that interface a little later)
+#
+# Any bad setting prints one line on stderr naming the variable and its value,
+# and the router exits 1. Needs CAP_NET_ADMIN and net.ipv4.ip_forward=1.
+# See docker/README.md, section "Router".
+set -u
+
+PROG=p2plab-router
+RULES=/run/p2plab-router.nft
+TABLE=p2plab_router
+
+die() { echo "$PROG: $*" >&2; exit 1; }
+
+# one line from a command's (possibly multi-line) error output
+oneline() { printf '%s' "$1" | tr '\n\t' '  ' | sed 's/  */ /g; s/^ //; s/ $//'; }
+
+cap_hint() {
+    case "$1" in
+        *"Operation not permitted"*) echo " (container lacks CAP_NET_ADMIN: run with --cap-add NET_ADMIN)" ;;
+    esac
+}
+
+# ------------------------------------------------------------ IPv4 helpers ---
+is_ipv4() {
+    local IFS=. a b c d x
+    [[ $1 =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || return 1
+    read -r a b c d <<<"$1"
+    for x in "$a" "$b" "$c" "$d"; do
+        [ $((10#$x)) -le 255 ] || return 1
+    done
+}
+ip2int() {
+    local IFS=. a b c d
+    read -r a b c d <<<"$1"
+    echo $(( (10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#$d ))
+}
+int2ip() { echo "$(( ($1 >> 24) & 255 )).$(( ($1 >> 16) & 255 )).$(( ($1 >> 8) & 255 )).$(( $1 & 255 ))"; }
+mask_of() { echo $(( $1 == 0 ? 0 : (0xffffffff << (32 - $1)) & 0xffffffff )); }
+# in_subnet IP NET PLEN
+in_subnet() {
+    local m
+    m=$(mask_of "$3")
+    [ $(( $(ip2int "$1") & m )) -eq $(( $(ip2int "$2") & m )) ]
+}
+
+# --------------------------------------------------------- configuration ---
+NAT=${P2PLAB_NAT-}
+LAN_SUBNET=${P2PLAB_LAN_SUBNET-}
+WAN_IP=${P2PLAB_WAN_IP-}
+UPLINK_GW=${P2PLAB_UPLINK_GW-}
+FORWARD=${P2PLAB_FORWARD-}
+TIMEOUT=${P2PLAB_MAPPING_TIMEOUT-120}
+WAIT_IFACES=${P2PLAB_WAIT_IFACES-10}
+
+case "$NAT" in
+    open)         MAPPING=endpoint-independent; FILTERING=endpoint-independent ;;
+    home|port-forward) MAPPING=endpoint-independent; FILTERING=address-and-port-dependent ;;
+    strict)       MAPPING=endpoint-dependent;   FILTERING=address-and-port-dependent ;;
+    routed)       MAPPING=none;                 FILTERING=none ;;
+    "")           die "P2PLAB_NAT is not set (use open, home, strict, port-forward or routed)" ;;
+    *)            die "P2PLAB_NAT=$NAT: unknown profile (use open, home, strict, port-forward or routed; cgnat = a home/strict router stacked behind another)" ;;
+esac
+
+[ -n "$LAN_SUBNET" ] || die "P2PLAB_LAN_SUBNET is not set (the LAN prefix, e.g. 10.101.0.0/24)"
+LAN_NET=${LAN_SUBNET%/*} LAN_PLEN=${LAN_SUBNET##*/}
+if [[ $LAN_SUBNET != */* ]] || ! is_ipv4 "$LAN_NET" || ! [[ $LAN_PLEN =~ ^[0-9]{1,2}$ ]] \
+        || [ $((10#$LAN_PLEN)) -lt 1 ] || [ $((10#$LAN_PLEN)) -gt 30 ]; then
+    die "P2PLAB_LAN_SUBNET=$LAN_SUBNET: not an IPv4 prefix like 10.101.0.0/24 (length 1-30)"
+fi
+LAN_PLEN=$((10#$LAN_PLEN))
+net=$(int2ip $(( $(ip2int "$LAN_NET") & $(mask_of "$LAN_PLEN") )))
+[ "$net" = "$LAN_NET" ] || die "P2PLAB_LAN_SUBNET=$LAN_SUBNET: host bits set (did you mean $net/$LAN_PLEN?)"
+LAN_MASK=$(int2ip "$(mask_of "$LAN_PLEN")")
+
+[ -n "$WAN_IP" ] || die "P2PLAB_WAN_IP is not set (the router's address on its uplink segment)"
+is_ipv4 "$WAN_IP" || die "P2PLAB_WAN_IP=$WAN_IP: not an IPv4 address"
+if in_subnet "$WAN_IP" "$LAN_NET" "$LAN_PLEN"; then
+    die "P2PLAB_WAN_IP=$WAN_IP: lies inside P2PLAB_LAN_SUBNET=$LAN_SUBNET"
+fi
+if [ -n "$UPLINK_GW" ]; then
+    is_ipv4 "$UPLINK_GW" || die "P2PLAB_UPLINK_GW=$UPLINK_GW: not an IPv4 address"
+fi
+if ! [[ $TIMEOUT =~ ^[0-9]{1,5}$ ]] || [ $((10#$TIMEOUT)) -lt 1 ] || [ $((10#$TIMEOUT)) -gt 86400 ]; then
+    die "P2PLAB_MAPPING_TIMEOUT=$TIMEOUT: not a number of seconds between 1 and 86400"
+fi
+TIMEOUT=$((10#$TIMEOUT))
+[[ $WAIT_IFACES =~ ^[0-9]+$ ]] || die "P2PLAB_WAIT_IFACES=$WAIT_IFACES: not a number of seconds"
+
+# P2PLAB_FORWARD: proto:ext_port:lan_ip:lan_port[,...]
+FWD_PROTO=() FWD_EXT=() FWD_IP=() FWD_PORT=()
+if [ "$NAT" = port-forward ]; then
+    [ -n "$FORWARD" ] || die "P2PLAB_FORWARD is not set (P2PLAB_NAT=port-forward needs e.g. tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001)"
+    IFS=, read -r -a specs <<<"$FORWARD"
+    for spec in "${specs[@]}"; do
+        spec=${spec//[[:space:]]/}
+        [ -n "$spec" ] || continue
+        bad="P2PLAB_FORWARD=$FORWARD: bad entry '$spec' (want proto:ext_port:lan_ip:lan_port, proto tcp or udp, ports 1-65535)"
+        [[ $spec =~ ^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$ ]] || die "$bad"
+        # (copy the groups first: is_ipv4 runs its own =~ and resets BASH_REMATCH)
+        p=${BASH_REMATCH[1]} e=$((10#${BASH_REMATCH[2]})) h=${BASH_REMATCH[3]} q=$((10#${BASH_REMATCH[4]}))
+        if ! is_ipv4 "$h" || [ "$e" -lt 1 ] || [ "$e" -gt 65535 ] || [ "$q" -lt 1 ] || [ "$q" -gt 65535 ]; then
+            die "$bad"
+        fi
+        in_subnet "$h" "$LAN_NET" "$LAN_PLEN" \
+            || die "P2PLAB_FORWARD=$FORWARD: $h (in '$spec') is not in P2PLAB_LAN_SUBNET=$LAN_SUBNET"
+        for i in "${!FWD_PROTO[@]}"; do
+            if [ "${FWD_PROTO[$i]}" = "$p" ] && [ "${FWD_EXT[$i]}" = "$e" ]; then
+                die "P2PLAB_FORWARD=$FORWARD: $p port $e is forwarded twice"
+            fi
+            if [ "${FWD_PROTO[$i]}" = "$p" ] && [ "${FWD_IP[$i]}:${FWD_PORT[$i]}" = "$h:$q" ]; then
+                die "P2PLAB_FORWARD=$FORWARD: $p $h:$q is the target of two forwards (one external port per LAN endpoint)"
+            fi
+        done
+        FWD_PROTO+=("$p") FWD_EXT+=("$e") FWD_IP+=("$h") FWD_PORT+=("$q")
+    done
+    [ "${#FWD_PROTO[@]}" -gt 0 ] || die "P2PLAB_FORWARD=$FORWARD: no forward given"
+elif [ -n "$FORWARD" ]; then
+    die "P2PLAB_FORWARD=$FORWARD: only used with P2PLAB_NAT=port-forward (P2PLAB_NAT=$NAT)"
+fi
+
+command -v ip >/dev/null 2>&1 || die "the 'ip' command (iproute2) is missing"
+command -v nft >/dev/null 2>&1 || die "the 'nft' command (nftables) is missing"
+
+fwd=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || echo "?")
+[ "$fwd" = 1 ] || die "net.ipv4.ip_forward=$fwd: run the router container with --sysctl net.ipv4.ip_forward=1"
+
+# ------------------------------------------------------------ interfaces ---
+# Lines of `ip -o -4 addr`: "<n>: <ifname> inet <a.b.c.d>/<len> ...".
+LAN_IF="" LAN_IP="" WAN_IF="" WAN_PLEN=""
+find_ifaces() {
+    local n name fam cidr rest addr plen lan_if="" lan_ip="" lan_count=0
+    ADDRS=""
+    LAN_IF="" LAN_IP="" WAN_IF="" WAN_PLEN=""
+    IF_NETS=()
+    while read -r n name fam cidr rest; do
+        [ "$fam" = inet ] || continue
+        name=${name%%@*}
+        addr=${cidr%/*} plen=${cidr#*/}
+        [ "$name" = lo ] && continue
+        ADDRS="${ADDRS:+$ADDRS, }$name $cidr"
+        IF_NETS+=("$addr/$plen")
+        if in_subnet "$addr" "$LAN_NET" "$LAN_PLEN"; then
+            lan_count=$((lan_count + 1)); lan_if=$name; lan_ip=$addr
+        fi
+        if [ "$addr" = "$WAN_IP" ]; then
+            WAN_IF=$name WAN_PLEN=$plen
+        fi
+    done < <(ip -o -4 addr show 2>/dev/null)
+    [ "$lan_count" -eq 1 ] && LAN_IF=$lan_if LAN_IP=$lan_ip
+    LAN_COUNT=$lan_count
+}
+deadline=$((SECONDS + 10#$WAIT_IFACES))
+while :; do
+    find_ifaces
+    [ -n "$LAN_IF" ] && [ -n "$WAN_IF" ] && break
+    [ "$SECONDS" -lt "$deadline" ] || break
+    sleep 0.2
+done
+[ "$LAN_COUNT" -le 1 ] \
+    || die "P2PLAB_LAN_SUBNET=$LAN_SUBNET: $LAN_COUNT interfaces have an address in it (addresses: ${ADDRS:-none})"
+[ -n "$LAN_IF" ] \
+    || die "P2PLAB_LAN_SUBNET=$LAN_SUBNET: no interface has an address in this subnet (addresses: ${ADDRS:-none})"
+[ -n "$WAN_IF" ] \
+    || die "P2PLAB_WAN_IP=$WAN_IP: no interface has this address (addresses: ${ADDRS:-none})"
+[ "$LAN_IF" != "$WAN_IF" ] \
+    || die "P2PLAB_WAN_IP=$WAN_IP: on the LAN interface $LAN_IF (LAN and WAN must be different networks)"
+[[ $LAN_IF =~ ^[A-Za-z0-9_.-]+$ && $WAN_IF =~ ^[A-Za-z0-9_.-]+$ ]] \
+    || die "unexpected interface names: LAN '$LAN_IF', WAN '$WAN_IF'"
+WAN_NET=$(int2ip $(( $(ip2int "$WAN_IP") & $(mask_of "$WAN_PLEN") )))
+
+# The Docker host's addresses on the router's networks: Docker's gateway is the
+# first address of each subnet (.1), and the default route Docker installed
+# points at one of them. Nothing may be forwarded or sent to them.
+declare -A seen=()
+HOST_ADDRS=()
+add_host_addr() { [ -n "${seen[$1]-}" ] || { seen[$1]=1; HOST_ADDRS+=("$1"); }; }
+for c in "${IF_NETS[@]}"; do
+    a=${c%/*} l=${c#*/}
+    [ "$l" -le 30 ] && add_host_addr "$(int2ip $(( ($(ip2int "$a") & $(mask_of "$l")) + 1 )))"
+done
+while read -r _ _ gw _; do
+    is_ipv4 "${gw:-}" && add_host_addr "$gw"
+done < <(ip -4 route show default 2>/dev/null)
+
+if [ -n "$UPLINK_GW" ]; then
+    in_subnet "$UPLINK_GW" "$WAN_NET" "$WAN_PLEN" \
+        || die "P2PLAB_UPLINK_GW=$UPLINK_GW: not on the WAN segment $WAN_NET/$WAN_PLEN ($WAN_IF)"
+    [ "$UPLINK_GW" != "$WAN_IP" ] || die "P2PLAB_UPLINK_GW=$UPLINK_GW: is the router's own WAN address"
+    for a in "${HOST_ADDRS[@]}"; do
+        [ "$a" != "$UPLINK_GW" ] \
+            || die "P2PLAB_UPLINK_GW=$UPLINK_GW: is the Docker host's address on $WAN_IF (refusing a route out of the lab; use the upstream router's LAN address)"
+    done
+fi
+
+# ---------------------------------------------------------------- routes ---
+for fam in -4 -6; do
+    n=0
+    while [ -n "$(ip "$fam" route show default 2>/dev/null)" ]; do
+        n=$((n + 1))
+        [ "$n" -le 16 ] || die "ip $fam route del default: default route still present after 16 deletions"
+        out=$(ip "$fam" route del default 2>&1) \
+            || die "ip $fam route del default failed: $(oneline "$out")$(cap_hint "$out")"
+    done
+done
+if [ -n "$UPLINK_GW" ]; then
+    # The lab's ranges only, never a default route: no route out of the lab.
+    for range in ${P2PLAB_LAB_RANGES:-198.18.0.0/15 100.64.0.0/10 10.0.0.0/8}; do
+        out=$(ip -4 route replace "$range" via "$UPLINK_GW" dev "$WAN_IF" 2>&1) \
+            || die "P2PLAB_UPLINK_GW=$UPLINK_GW: ip route replace $range via $UPLINK_GW dev $WAN_IF failed: $(oneline "$out")$(cap_hint "$out")"
+    done
+fi
+
+# --------------------------------------------------------------- ruleset ---
+T=${TIMEOUT}s
+LAN_SRC="ip saddr $LAN_NET/$LAN_PLEN"
+# For the conntrack address an explicit mask: nft 1.0.6 compiles
+# `ct original ip saddr 10.1.0.0/24` into a compare without a bitwise mask
+# (seen with --debug=netlink), the masked form is unambiguous.
+CT_LAN_SRC="ct original ip saddr & $LAN_MASK == $LAN_NET"
+host_set=$(printf '%s, ' "${HOST_ADDRS[@]}"); host_set=${host_set%, }
+
+eim=0; inbound_map=0
+case "$NAT" in open|home|port-forward) eim=1 ;; esac
+[ "$NAT" = open ] && inbound_map=1
+
+# Endpoint-independent mapping, per protocol (udp, tcp):
+#   <p>_int: (lan ip . lan port)  -> (wan ip . external port)
+#   <p>_ext: external port        -> (lan ip . lan port)
+# Both are filled from the packets actually leaving the WAN interface (after
+# SNAT, so the external port is the one the kernel chose) and refreshed by
+# every outbound packet; entries expire after P2PLAB_MAPPING_TIMEOUT idle
+# seconds. A new connection from a LAN endpoint that has a mapping is SNATed
+# to exactly that external port; otherwise the LAN port is kept when no other
+# endpoint holds it as a mapping, else a random free port is taken.
+eim_nat_rules() {   # $1 = udp|tcp
+    local p=$1
+    cat <<EOF
+        oifname "$WAN_IF" $LAN_SRC ip saddr . $p sport @${p}_int snat ip to ip saddr . $p sport map @${p}_int
+        oifname "$WAN_IF" $LAN_SRC $p sport @${p}_ext snat ip to $WAN_IP:1024-65535 random
+EOF
+}
+eim_map_rules() {   # $1 = udp|tcp
+    local p=$1
+    cat <<EOF
+        oifname "$WAN_IF" ct direction original $CT_LAN_SRC ct state new meta l4proto $p ct original ip saddr . ct original proto-src != @${p}_int $p sport @${p}_ext counter drop comment "external port held by another LAN endpoint"
+        oifname "$WAN_IF" ct direction original $CT_LAN_SRC meta l4proto $p update @${p}_int { ct original ip saddr . ct original proto-src timeout $T : ip saddr . $p sport } update @${p}_ext { $p sport timeout $T : ct original ip saddr . ct original proto-src }
+        oifname "$WAN_IF" ct direction reply ct status dnat meta l4proto $p update @${p}_int { ct reply ip saddr . ct reply proto-src timeout $T : ip saddr . $p sport } update @${p}_ext { $p sport timeout $T : ct reply ip saddr . ct reply proto-src }
+EOF
+}
+map_decls() {   # $1 = udp|tcp ; static elements from P2PLAB_FORWARD
+    local p=$1 i int_el="" ext_el=""
+    for i in "${!FWD_PROTO[@]}"; do
+        [ "${FWD_PROTO[$i]}" = "$p" ] || continue
+        int_el="${int_el:+$int_el, }${FWD_IP[$i]} . ${FWD_PORT[$i]} : $WAN_IP . ${FWD_EXT[$i]}"
+        ext_el="${ext_el:+$ext_el, }${FWD_EXT[$i]} : ${FWD_IP[$i]} . ${FWD_PORT[$i]}"
+    done
+    echo "    map ${p}_int {"
+    echo "        type ipv4_addr . inet_service : ipv4_addr . inet_service; flags dynamic, timeout;"
+    [ -z "$int_el" ] || echo "        elements = { $int_el }"
+    echo "    }"
+    echo "    map ${p}_ext {"
+    echo "        type inet_service : ipv4_addr . inet_service; flags dynamic, timeout;"
+    [ -z "$ext_el" ] || echo "        elements = { $ext_el }"
+    echo "    }"
+}
+
+gen_ruleset() {
+    local i
+    echo "# generated by $PROG: P2PLAB_NAT=$NAT LAN $LAN_IF $LAN_NET/$LAN_PLEN WAN $WAN_IF $WAN_IP"
+    echo "table ip $TABLE {}"
+    echo "delete table ip $TABLE"
+    echo "table ip6 $TABLE {}"
+    echo "delete table ip6 $TABLE"
+    echo "table ip $TABLE {"
+    echo "    set host_addrs {"
+    echo "        type ipv4_addr; comment \"the Docker host on the router's networks\""
+    echo "        elements = { $host_set }"
+    echo "    }"
+    if [ "$NAT" != routed ]; then
+        cat <<EOF
+    ct timeout udp_mapping {
+        protocol udp; l3proto ip;
+        policy = { unreplied : $TIMEOUT, replied : $TIMEOUT };
+    }
+EOF
+    fi
+    if [ "$eim" = 1 ]; then
+        map_decls udp
+        map_decls tcp
+    fi
+
+    # --- prerouting (dnat): inbound to the WAN address
+    echo "    chain prerouting {"
+    echo "        type nat hook prerouting priority dstnat; policy accept;"
+    if [ "$inbound_map" = 1 ]; then
+        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP dnat ip to udp dport map @udp_ext"
+        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP dnat ip to tcp dport map @tcp_ext"
+    fi
+    for i in "${!FWD_PROTO[@]}"; do
+        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP ${FWD_PROTO[$i]} dport ${FWD_EXT[$i]} dnat ip to ${FWD_IP[$i]}:${FWD_PORT[$i]}"
+    done
+    echo "    }"
+
+    # --- forward: only LAN <-> WAN, never to the host
+    echo "    chain forward {"
+    echo "        type filter hook forward priority filter; policy drop;"
+    echo "        ip daddr @host_addrs counter drop"
+    if [ "$NAT" = routed ]; then
+        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" accept"
+        echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" accept"
+    else
+        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC ct state new meta l4proto udp ct timeout set \"udp_mapping\""
+        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC accept"
+        echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state established,related accept"
+        if [ "$NAT" = open ] || [ "$NAT" = port-forward ]; then
+            echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state new ct status dnat meta l4proto udp ct timeout set \"udp_mapping\""
+            echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct status dnat accept"
+        fi
+    fi
+    echo "    }"
+
+    # --- postrouting (snat)
+    if [ "$NAT" != routed ]; then
+        echo "    chain postrouting {"
+        echo "        type nat hook postrouting priority srcnat; policy accept;"
+        if [ "$eim" = 1 ]; then
+            eim_nat_rules udp
+            eim_nat_rules tcp
+            echo "        oifname \"$WAN_IF\" $LAN_SRC snat ip to $WAN_IP"
+        else
+            echo "        oifname \"$WAN_IF\" $LAN_SRC snat ip to $WAN_IP random"
+        fi
+        echo "    }"
+    fi
+    if [ "$eim" = 1 ]; then
+        echo "    chain mapping {"
+        echo "        type filter hook postrouting priority srcnat + 10; policy accept;"
+        eim_map_rules udp
+        eim_map_rules tcp
+        echo "    }"
+    fi
+
+    # --- the router itself offers no service and never talks to the host
+    echo "    chain input {"
+    echo "        type filter hook input priority filter; policy accept;"
+    echo "        ct state established,related accept"
+    echo "        iif \"lo\" accept"
+    echo "        meta l4proto { tcp, udp } drop"
+    echo "    }"
+    echo "    chain output {"
+    echo "        type filter hook output priority filter; policy accept;"
+    echo "        ip daddr @host_addrs drop"
+    echo "    }"
+    echo "}"
+    echo "table ip6 $TABLE {"
+    echo "    chain forward {"
+    echo "        type filter hook forward priority filter; policy drop;"
+    echo "    }"
+    echo "}"
+}
+
+t0=$(date +%s%N)
+gen_ruleset >"$RULES" 2>/dev/null || die "cannot write $RULES"
+out=$(nft -f "$RULES" 2>&1) \
+    || die "P2PLAB_NAT=$NAT: nft -f $RULES failed: $(oneline "$out")$(cap_hint "$out")"
+t1=$(date +%s%N)
+
+# ------------------------------------------------------------------ ready ---
+fw_json=""
+for i in "${!FWD_PROTO[@]}"; do
+    fw_json="${fw_json:+$fw_json,}{\"proto\":\"${FWD_PROTO[$i]}\",\"port\":${FWD_EXT[$i]},\"to\":\"${FWD_IP[$i]}:${FWD_PORT[$i]}\"}"
+done
+host_json=$(printf '"%s",' "${HOST_ADDRS[@]}"); host_json=${host_json%,}
+if [ -n "$UPLINK_GW" ]; then gw_json="\"$UPLINK_GW\""; else gw_json=null; fi
+printf '{"event":"router_ready","nat":"%s","mapping":"%s","filtering":"%s","lan":"%s","lan_ip":"%s","lan_subnet":"%s","wan":"%s","wan_ip":"%s","wan_subnet":"%s","uplink_gw":%s,"mapping_timeout_s":%s,"forwards":[%s],"blocked_host_addrs":[%s],"ruleset":"%s","apply_ms":%s}\n' \
+    "$NAT" "$MAPPING" "$FILTERING" "$LAN_IF" "$LAN_IP" "$LAN_NET/$LAN_PLEN" "$WAN_IF" "$WAN_IP" \
+    "$WAN_NET/$WAN_PLEN" "$gw_json" "$TIMEOUT" "$fw_json" "$host_json" "$RULES" $(( (t1 - t0) / 1000000 ))
+
+# ------------------------------------------------------------------- wait ---
+# PID 1 in the container: SIGTERM must be handled explicitly.
+sleep_pid=""
+on_term() { [ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null; exit 0; }
+trap on_term TERM INT HUP
+while :; do
+    sleep infinity &
+    sleep_pid=$!
+    wait "$sleep_pid"
+done
