@@ -10,10 +10,11 @@
 #       -e P2PLAB_WAN_IP=198.18.0.2 p2plab-node:latest p2plab-router
 #
 # The router waits until both its interfaces exist (up to P2PLAB_WAIT_IFACES
-# seconds), removes every default route (Docker's route via the host), adds a
-# routes for the lab's ranges via P2PLAB_UPLINK_GW when that is set, loads its nftables
-# ruleset with a single `nft -f` (one atomic transaction, table
-# `ip p2plab_router`, other tables untouched), prints one JSON line on stdout
+# seconds), removes every default route (Docker's route via the host), adds
+# routes for the lab's ranges via P2PLAB_UPLINK_GW when that is set (never a
+# default route), loads its nftables ruleset with a single `nft -f` (one atomic
+# transaction, tables `ip`/`ip6 p2plab_router`, other tables untouched), prints
+# one JSON line on stdout
 #   {"event":"router_ready","nat":"home","lan":"eth1","wan":"eth0",...}
 # and then waits; SIGTERM/SIGINT make it exit 0 at once.
 #
@@ -33,8 +34,13 @@
 #                            interface is the one with an address in it
 #   P2PLAB_WAN_IP            the router's address on its uplink segment
 #                            (required); the WAN interface is the one holding it
-#   P2PLAB_UPLINK_GW         optional: the lab's ranges (P2PLAB_LAB_RANGES) via this (on-link) address
-#                            of the WAN segment; unset: no default route at all
+#   P2PLAB_UPLINK_GW         optional (stacked NAT): route the lab's ranges via
+#                            this on-link address of the WAN segment, e.g. the
+#                            outer router's LAN address; unset: no such routes.
+#                            Never a default route: no route out of the lab.
+#   P2PLAB_LAB_RANGES        the lab's ranges routed via P2PLAB_UPLINK_GW,
+#                            space-separated (as in p2plab-entrypoint); default
+#                            "198.18.0.0/15 100.64.0.0/10 10.0.0.0/8"
 #   P2PLAB_FORWARD           port-forward only (required there, refused
 #                            elsewhere): comma-separated proto:ext_port:lan_ip:lan_port,
 #                            e.g. "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
@@ -95,6 +101,7 @@ UPLINK_GW=${P2PLAB_UPLINK_GW-}
 FORWARD=${P2PLAB_FORWARD-}
 TIMEOUT=${P2PLAB_MAPPING_TIMEOUT-120}
 WAIT_IFACES=${P2PLAB_WAIT_IFACES-10}
+LAB_RANGES=${P2PLAB_LAB_RANGES:-198.18.0.0/15 100.64.0.0/10 10.0.0.0/8}
 
 case "$NAT" in
     open)         MAPPING=endpoint-independent; FILTERING=endpoint-independent ;;
@@ -121,8 +128,19 @@ is_ipv4 "$WAN_IP" || die "P2PLAB_WAN_IP=$WAN_IP: not an IPv4 address"
 if in_subnet "$WAN_IP" "$LAN_NET" "$LAN_PLEN"; then
     die "P2PLAB_WAN_IP=$WAN_IP: lies inside P2PLAB_LAN_SUBNET=$LAN_SUBNET"
 fi
+UPLINK_ROUTES=()
 if [ -n "$UPLINK_GW" ]; then
     is_ipv4 "$UPLINK_GW" || die "P2PLAB_UPLINK_GW=$UPLINK_GW: not an IPv4 address"
+    read -r -a ranges <<<"$LAB_RANGES"    # split on whitespace, no globbing
+    for range in "${ranges[@]}"; do
+        r_net=${range%/*} r_len=${range##*/}
+        if [[ $range != */* ]] || ! is_ipv4 "$r_net" || ! [[ $r_len =~ ^[0-9]{1,2}$ ]] \
+                || [ $((10#$r_len)) -lt 1 ] || [ $((10#$r_len)) -gt 32 ]; then
+            die "P2PLAB_LAB_RANGES=$LAB_RANGES: '$range' is not an IPv4 prefix of length 1-32 (a default route is not allowed)"
+        fi
+        UPLINK_ROUTES+=("$range")
+    done
+    [ "${#UPLINK_ROUTES[@]}" -gt 0 ] || die "P2PLAB_LAB_RANGES=$LAB_RANGES: no range to route via P2PLAB_UPLINK_GW=$UPLINK_GW"
 fi
 if ! [[ $TIMEOUT =~ ^[0-9]{1,5}$ ]] || [ $((10#$TIMEOUT)) -lt 1 ] || [ $((10#$TIMEOUT)) -gt 86400 ]; then
     die "P2PLAB_MAPPING_TIMEOUT=$TIMEOUT: not a number of seconds between 1 and 86400"
@@ -248,7 +266,7 @@ for fam in -4 -6; do
 done
 if [ -n "$UPLINK_GW" ]; then
     # The lab's ranges only, never a default route: no route out of the lab.
-    for range in ${P2PLAB_LAB_RANGES:-198.18.0.0/15 100.64.0.0/10 10.0.0.0/8}; do
+    for range in "${UPLINK_ROUTES[@]}"; do
         out=$(ip -4 route replace "$range" via "$UPLINK_GW" dev "$WAN_IF" 2>&1) \
             || die "P2PLAB_UPLINK_GW=$UPLINK_GW: ip route replace $range via $UPLINK_GW dev $WAN_IF failed: $(oneline "$out")$(cap_hint "$out")"
     done
@@ -416,9 +434,13 @@ for i in "${!FWD_PROTO[@]}"; do
 done
 host_json=$(printf '"%s",' "${HOST_ADDRS[@]}"); host_json=${host_json%,}
 if [ -n "$UPLINK_GW" ]; then gw_json="\"$UPLINK_GW\""; else gw_json=null; fi
-printf '{"event":"router_ready","nat":"%s","mapping":"%s","filtering":"%s","lan":"%s","lan_ip":"%s","lan_subnet":"%s","wan":"%s","wan_ip":"%s","wan_subnet":"%s","uplink_gw":%s,"mapping_timeout_s":%s,"forwards":[%s],"blocked_host_addrs":[%s],"ruleset":"%s","apply_ms":%s}\n' \
+routes_json=""
+if [ "${#UPLINK_ROUTES[@]}" -gt 0 ]; then
+    routes_json=$(printf '"%s",' "${UPLINK_ROUTES[@]}"); routes_json=${routes_json%,}
+fi
+printf '{"event":"router_ready","nat":"%s","mapping":"%s","filtering":"%s","lan":"%s","lan_ip":"%s","lan_subnet":"%s","wan":"%s","wan_ip":"%s","wan_subnet":"%s","uplink_gw":%s,"uplink_routes":[%s],"mapping_timeout_s":%s,"forwards":[%s],"blocked_host_addrs":[%s],"ruleset":"%s","apply_ms":%s}\n' \
     "$NAT" "$MAPPING" "$FILTERING" "$LAN_IF" "$LAN_IP" "$LAN_NET/$LAN_PLEN" "$WAN_IF" "$WAN_IP" \
-    "$WAN_NET/$WAN_PLEN" "$gw_json" "$TIMEOUT" "$fw_json" "$host_json" "$RULES" $(( (t1 - t0) / 1000000 ))
+    "$WAN_NET/$WAN_PLEN" "$gw_json" "$routes_json" "$TIMEOUT" "$fw_json" "$host_json" "$RULES" $(( (t1 - t0) / 1000000 ))
 
 # ------------------------------------------------------------------- wait ---
 # PID 1 in the container: SIGTERM must be handled explicitly.
