@@ -244,6 +244,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Creates network `name` on a free /24 of `pool`: one that overlaps no host route, Docker
+    /// network or reserved range ([`crate::plan`]). When a parallel run takes the same subnet
+    /// first, the engine refuses it and the next candidate is tried.
+    pub async fn allocate_network(&mut self, name: &str, pool: Ipv4Net) -> Result<Ipv4Net, DockerError> {
+        let seed: u64 = self.run_id.bytes().map(u64::from).fold(0, |h, b| h.wrapping_mul(31).wrapping_add(b));
+        for attempt in 0..20u64 {
+            let used = self.engine.used_subnets().await?;
+            let subnet = crate::plan::allocate(pool, 24, &used, seed.wrapping_add(attempt * 13))
+                .map_err(|e| DockerError::Other(e.to_string()))?;
+            match self.network(name, subnet).await {
+                Ok(()) => return Ok(subnet),
+                Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DockerError::Other(format!("no free subnet for {name} in {pool} after 20 attempts")))
+    }
+
     /// Creates and starts a container; returns when it runs.
     pub async fn start(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
         let docker = &self.engine.docker;

@@ -1,7 +1,12 @@
 //! Shared by the Docker tests: the engine (or a skip only when asked for), the image, and waits
 //! on node events with deadlines.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use ipnet::Ipv4Net;
 
 use p2plab_node::{Event, EventLine};
 use tokio::sync::{mpsc, OnceCell};
@@ -18,6 +23,16 @@ pub async fn engine_or_skip(test: &str) -> Option<Engine> {
     }
     let engine = Engine::connect().await;
     Some(engine.unwrap_or_else(|e| panic!("{test}: {e}")))
+}
+
+/// The `n`th host address of `net`; panics outside it (a test's own addressing mistake).
+pub fn ip(net: &Ipv4Net, n: u32) -> Ipv4Addr {
+    crate::plan::host(net, n).unwrap_or_else(|| panic!("no host {n} in {net}"))
+}
+
+/// `["a", "b"]` as owned strings, for commands.
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();

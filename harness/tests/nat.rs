@@ -4,41 +4,16 @@
 //! the relay carries every message. Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
-use ipnet::Ipv4Net;
 use p2plab::{
-    docker::DockerError,
     plan,
-    testing::{engine_or_skip, image, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Timeline},
     Attach, ContainerSpec, Engine, Lab,
 };
 use p2plab_node::{Event, EventLine, Path};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-
-/// Creates network `name` on a free /24 of `pool`, retrying when a parallel run took it first.
-async fn network(lab: &mut Lab, name: &str, pool: Ipv4Net) -> Ipv4Net {
-    let seed: u64 = lab.run_id.bytes().map(u64::from).sum::<u64>() * 7919;
-    for attempt in 0..20u64 {
-        let used = lab.engine().used_subnets().await.unwrap();
-        let subnet = plan::allocate(pool, 24, &used, seed + attempt * 13).unwrap();
-        match lab.network(name, subnet).await {
-            Ok(()) => return subnet,
-            Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("no free subnet for {name} after 20 attempts");
-}
-
-fn ip(net: &Ipv4Net, n: u32) -> Ipv4Addr {
-    plan::host(net, n).unwrap()
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 struct TwoLans {
     lab: Lab,
@@ -51,9 +26,9 @@ struct TwoLans {
 async fn two_lans(engine: Engine, name: &str, nat_a: &str, nat_b: &str, transport: &str, count: u32) -> TwoLans {
     let image = image().await;
     let mut lab = Lab::new(engine, name);
-    let internet = network(&mut lab, "internet", plan::internet_pool()).await;
-    let lan_a = network(&mut lab, "lan-a", plan::lan_pool()).await;
-    let lan_b = network(&mut lab, "lan-b", plan::lan_pool()).await;
+    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
+    let lan_a = lab.allocate_network("lan-a", plan::lan_pool()).await.unwrap();
+    let lan_b = lab.allocate_network("lan-b", plan::lan_pool()).await.unwrap();
     let (timeline, tx) = Timeline::new();
     let mut timeline = timeline;
 

@@ -7,33 +7,10 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use ipnet::Ipv4Net;
 use p2plab::{
-    docker::DockerError,
     plan,
-    testing::{engine_or_skip, image, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Timeline},
     Attach, ContainerSpec, Lab,
 };
-
-async fn network(lab: &mut Lab, name: &str, pool: Ipv4Net) -> Ipv4Net {
-    let seed: u64 = lab.run_id.bytes().map(u64::from).sum::<u64>() * 104729;
-    for attempt in 0..20u64 {
-        let used = lab.engine().used_subnets().await.unwrap();
-        let subnet = plan::allocate(pool, 24, &used, seed + attempt * 17).unwrap();
-        match lab.network(name, subnet).await {
-            Ok(()) => return subnet,
-            Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("no free subnet for {name}");
-}
-
-fn ip(net: &Ipv4Net, n: u32) -> Ipv4Addr {
-    plan::host(net, n).unwrap()
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
 
 /// What a profile declares, per protocol: (nat, mapping, filtering).
 fn declared(profile: &str) -> (bool, &'static str, &'static str) {
@@ -60,13 +37,13 @@ async fn every_nat_profile_measures_as_declared() {
     let Some(engine) = engine_or_skip("nat_profiles").await else { return };
     let image = image().await;
     let mut lab = Lab::new(engine, "nat-profiles");
-    let internet = network(&mut lab, "internet", plan::internet_pool()).await;
+    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
     let profiles = ["open", "home", "strict", "port-forward", "routed", "cgnat"];
     let mut lans = Vec::new();
     for p in profiles {
-        lans.push(network(&mut lab, &format!("lan-{p}"), plan::lan_pool()).await);
+        lans.push(lab.allocate_network(&format!("lan-{p}"), plan::lan_pool()).await.unwrap());
     }
-    let carrier = network(&mut lab, "carrier", plan::shared_pool()).await;
+    let carrier = lab.allocate_network("carrier", plan::shared_pool()).await.unwrap();
 
     // Routers: one per profile; cgnat is a home router whose uplink is a carrier's home NAT.
     let mut routers = Vec::new();
@@ -122,7 +99,7 @@ async fn every_nat_profile_measures_as_declared() {
         lab.start(ContainerSpec {
             name: r.name.clone(),
             image: image.clone(),
-            cmd: s(&["p2plab-router"]),
+            cmd: strings(&["p2plab-router"]),
             env,
             attach: vec![
                 Attach { network: r.wan.0.clone(), ip: r.wan.1 },
@@ -150,7 +127,7 @@ async fn every_nat_profile_measures_as_declared() {
         lab.start(ContainerSpec {
             name: name.into(),
             image: image.clone(),
-            cmd: s(&["probe", "reflect"]),
+            cmd: strings(&["probe", "reflect"]),
             env: vec![
                 ("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into()),
                 ("P2PLAB_ROUTES".into(), routed_route.clone()),
@@ -168,9 +145,9 @@ async fn every_nat_profile_measures_as_declared() {
     // A host on every LAN; the port-forward host serves a reflector on the forwarded port.
     for (p, lan) in profiles.iter().zip(&lans) {
         let cmd = if *p == "port-forward" {
-            s(&["probe", "reflect", "--port", "4001", "--alt-port", "4002"])
+            strings(&["probe", "reflect", "--port", "4001", "--alt-port", "4002"])
         } else {
-            s(&["sleep", "infinity"])
+            strings(&["sleep", "infinity"])
         };
         lab.start(ContainerSpec {
             name: format!("host-{p}"),
