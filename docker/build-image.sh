@@ -33,9 +33,9 @@ BASE=${P2PLAB_BASE:-debian:bookworm-slim}
 SUITE=${P2PLAB_DEBIAN_SUITE:-bookworm}
 BIN_DIR=${P2PLAB_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release}
 PULL_TIMEOUT=${P2PLAB_PULL_TIMEOUT:-20}
-BINARIES=(monitor listener dialer probe)
+BINARIES=(monitor listener dialer probe delayline)
 # Scripts of docker/ that go into the image (the Dockerfile names where).
-SCRIPTS=(entrypoint.sh router.sh)
+SCRIPTS=(entrypoint.sh router.sh vpn.sh impair.sh)
 
 LABEL_MANAGED=org.p2plab.managed
 LABEL_HASH=org.p2plab.content-hash

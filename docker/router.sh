@@ -49,6 +49,11 @@
 #   P2PLAB_WAIT_IFACES       seconds to wait for the LAN/WAN interfaces; default
 #                            10 (a container connected to its second network
 #                            after start gets that interface a little later)
+#   P2PLAB_DELAY_MS, P2PLAB_JITTER_MS, P2PLAB_LOSS_PCT, P2PLAB_RATE
+#                            optional link impairments of the WAN interface
+#                            (packets forwarded out of it, one direction), set
+#                            with `p2plab-impair <wan> --from-env` just before
+#                            router_ready; see docker/impair.sh
 #
 # Any bad setting prints one line on stderr naming the variable and its value,
 # and the router exits 1. Needs CAP_NET_ADMIN and net.ipv4.ip_forward=1.
@@ -426,6 +431,12 @@ gen_ruleset >"$RULES" 2>/dev/null || die "cannot write $RULES"
 out=$(nft -f "$RULES" 2>&1) \
     || die "P2PLAB_NAT=$NAT: nft -f $RULES failed: $(oneline "$out")$(cap_hint "$out")"
 t1=$(date +%s%N)
+
+# ------------------------------------------------------------ impairments ---
+if [ -n "${P2PLAB_DELAY_MS-}${P2PLAB_JITTER_MS-}${P2PLAB_LOSS_PCT-}${P2PLAB_RATE-}" ]; then
+    out=$(p2plab-impair "$WAN_IF" --from-env 2>&1 >/dev/null) \
+        || die "$(oneline "${out#p2plab-impair: }")"
+fi
 
 # ------------------------------------------------------------------ ready ---
 fw_json=""
