@@ -101,6 +101,75 @@ impl Engine {
         }
         Ok(used)
     }
+
+    /// Runs `cmd` in container `id` (called `node` in errors) and collects its output.
+    pub async fn exec(&self, id: &str, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
+        let docker = &self.docker;
+        let exec = docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api(format!("exec in {node}")))?
+            .id;
+        let mut out = ExecOutput {
+            code: -1,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        if let StartExecResults::Attached { mut output, .. } =
+            docker.start_exec(&exec, None).await.map_err(api(format!("exec in {node}")))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(api(format!("exec output in {node}")))? {
+                    LogOutput::StdOut { message } => out.stdout.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
+                    _ => {}
+                }
+            }
+        }
+        let inspect = docker.inspect_exec(&exec).await.map_err(api(format!("exec in {node}")))?;
+        out.code = inspect.exit_code.unwrap_or(-1);
+        Ok(out)
+    }
+
+    /// Follows container `id`'s stdout from its start, one [`LogLine`] (named `node`) per line,
+    /// into `tx`, until the container's log ends or `tx`'s receiver is gone.
+    pub fn follow(&self, id: &str, node: &str, tx: mpsc::UnboundedSender<LogLine>) {
+        let id = id.to_string();
+        let docker = self.docker.clone();
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(false).build();
+            let mut logs = docker.logs(&id, Some(opts));
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = logs.next().await {
+                if let LogOutput::StdOut { message } | LogOutput::Console { message } = chunk {
+                    buf.push_str(&String::from_utf8_lossy(&message));
+                    while let Some(i) = buf.find('\n') {
+                        let line: String = buf.drain(..=i).collect();
+                        let line = line.trim_end().to_string();
+                        if !line.is_empty()
+                            && tx
+                                .send(LogLine {
+                                    node: node.clone(),
+                                    line,
+                                })
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// One network attachment of a container.
@@ -336,71 +405,12 @@ impl Lab {
 
     /// Runs `cmd` in `node` and collects its output.
     pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
-        let docker = &self.engine.docker;
-        let id = self.id(node)?;
-        let exec = docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(api(format!("exec in {node}")))?
-            .id;
-        let mut out = ExecOutput {
-            code: -1,
-            stdout: String::new(),
-            stderr: String::new(),
-        };
-        if let StartExecResults::Attached { mut output, .. } =
-            docker.start_exec(&exec, None).await.map_err(api(format!("exec in {node}")))?
-        {
-            while let Some(chunk) = output.next().await {
-                match chunk.map_err(api(format!("exec output in {node}")))? {
-                    LogOutput::StdOut { message } => out.stdout.push_str(&String::from_utf8_lossy(&message)),
-                    LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
-                    _ => {}
-                }
-            }
-        }
-        let inspect = docker.inspect_exec(&exec).await.map_err(api(format!("exec in {node}")))?;
-        out.code = inspect.exit_code.unwrap_or(-1);
-        Ok(out)
+        self.engine.exec(self.id(node)?, node, cmd).await
     }
 
     /// Follows `node`'s stdout from its start, one [`LogLine`] per line, into `tx`.
     pub fn follow(&self, node: &str, tx: mpsc::UnboundedSender<LogLine>) -> Result<(), DockerError> {
-        let id = self.id(node)?.to_string();
-        let docker = self.engine.docker.clone();
-        let node = node.to_string();
-        tokio::spawn(async move {
-            let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(false).build();
-            let mut logs = docker.logs(&id, Some(opts));
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = logs.next().await {
-                if let LogOutput::StdOut { message } | LogOutput::Console { message } = chunk {
-                    buf.push_str(&String::from_utf8_lossy(&message));
-                    while let Some(i) = buf.find('\n') {
-                        let line: String = buf.drain(..=i).collect();
-                        let line = line.trim_end().to_string();
-                        if !line.is_empty()
-                            && tx
-                                .send(LogLine {
-                                    node: node.clone(),
-                                    line,
-                                })
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        self.engine.follow(self.id(node)?, node, tx);
         Ok(())
     }
 

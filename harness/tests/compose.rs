@@ -12,15 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bollard::{
-    container::LogOutput,
-    exec::{CreateExecOptions, StartExecResults},
-    query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder},
-};
-use futures::StreamExt;
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use ipnet::Ipv4Net;
 use p2plab::{
-    docker::{new_run_id, LogLine},
+    docker::new_run_id,
     image::repo_root,
     testing::{engine_or_skip, image, Timeline},
     Engine,
@@ -176,65 +171,6 @@ async fn networks(engine: &Engine, project: &str) -> Vec<String> {
     list.into_iter().filter_map(|n| n.name).collect()
 }
 
-/// Follows a container's stdout from its start into `tx`, as lines of `service`.
-fn follow(engine: &Engine, service: &str, id: &str, tx: tokio::sync::mpsc::UnboundedSender<LogLine>) {
-    let docker = engine.api().clone();
-    let (service, id) = (service.to_string(), id.to_string());
-    tokio::spawn(async move {
-        let opts = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(false)
-            .build();
-        let mut logs = docker.logs(&id, Some(opts));
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = logs.next().await {
-            if let LogOutput::StdOut { message } | LogOutput::Console { message } = chunk {
-                buf.push_str(&String::from_utf8_lossy(&message));
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
-                    let line = line.trim_end().to_string();
-                    if !line.is_empty()
-                        && tx
-                            .send(LogLine {
-                                node: service.clone(),
-                                line,
-                            })
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-}
-
-async fn exec(engine: &Engine, id: &str, cmd: &[&str]) -> (i64, String) {
-    let docker = engine.api();
-    let exec = docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec, None).await.unwrap() {
-        while let Some(Ok(chunk)) = output.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-    }
-    let code = docker.inspect_exec(&exec).await.unwrap().exit_code.unwrap_or(-1);
-    (code, text)
-}
-
 /// The last lines of every service's logs (stdout and stderr), for failure reports.
 fn logs_tail(p: &Project) -> String {
     p.run(&["logs", "--no-color", "--tail", "15"]).unwrap_or_else(|e| e)
@@ -297,7 +233,7 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     }
     let (mut timeline, tx) = Timeline::new();
     for (service, id) in &ids {
-        follow(&engine, service, id, tx.clone());
+        engine.follow(id, service, tx.clone());
     }
     drop(tx);
 
@@ -391,7 +327,8 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
 
     // No container has a route out of the lab.
     for (service, id) in &ids {
-        let (code, out) = exec(&engine, id, &["ip", "route", "get", "1.1.1.1"]).await;
+        let out = engine.exec(id, service, &["ip", "route", "get", "1.1.1.1"]).await.unwrap();
+        let (code, out) = (out.code, format!("{}{}", out.stdout, out.stderr));
         assert_ne!(code, 0, "{service} has a route out of the lab: {out}");
     }
     let d_acked = acks(&timeline.events, "peer-d", None).len();

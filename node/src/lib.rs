@@ -88,8 +88,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = String>) -> Result<
 /// run until Ctrl-C or SIGTERM, and exit 0, or 1/2 with one line on stderr.
 pub fn main_for(cfg: Config) -> ! {
     init_logging(cfg.common.log_format);
+    block_on_and_exit(run(cfg, shutdown_signal()))
+}
+
+/// Runs `main` on a multi-threaded runtime and exits: 0 on success, else one `error:` line on
+/// stderr and the error's exit code (2 for usage, 1 at run time). Shared by every binary.
+pub fn block_on_and_exit<T>(main: impl Future<Output = Result<T, RunError>>) -> ! {
     let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => match rt.block_on(run(cfg, shutdown_signal())) {
+        Ok(rt) => match rt.block_on(main) {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("error: {e}");

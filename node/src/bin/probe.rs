@@ -7,21 +7,7 @@ use p2plab_node::{
 };
 
 fn main() {
-    let cli = ProbeCli::parse();
-    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => match rt.block_on(run(cli)) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e}");
-                e.exit_code()
-            }
-        },
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            1
-        }
-    };
-    std::process::exit(code)
+    p2plab_node::block_on_and_exit(run(ProbeCli::parse()))
 }
 
 async fn run(cli: ProbeCli) -> Result<(), RunError> {
