@@ -18,40 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ipnet::Ipv4Net;
 use p2plab::{
-    docker::DockerError,
     plan,
-    testing::{engine_or_skip, image, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Timeline},
     Attach, ContainerSpec, Lab,
 };
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-
-/// Creates network `name` on a free /24 of `pool`, retrying when a parallel run took it first.
-async fn network(lab: &mut Lab, name: &str, pool: Ipv4Net) -> Ipv4Net {
-    let seed: u64 = lab.run_id.bytes().map(u64::from).sum::<u64>() * 7919;
-    for attempt in 0..20u64 {
-        let used = lab.engine().used_subnets().await.unwrap();
-        let subnet = plan::allocate(pool, 24, &used, seed + attempt * 13).unwrap();
-        match lab.network(name, subnet).await {
-            Ok(()) => return subnet,
-            Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => {
-                continue
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("no free subnet for {name} after 20 attempts");
-}
-
-fn ip(net: &Ipv4Net, n: u32) -> Ipv4Addr {
-    plan::host(net, n).unwrap()
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 /// RTTs in ms of the `time=... ms` lines of ping's output.
 fn rtts(out: &str) -> Vec<f64> {
@@ -183,8 +156,8 @@ async fn impairments_delay_and_loss() {
         started.elapsed().as_secs_f64()
     );
     let mut lab = Lab::new(engine, test);
-    let internet = network(&mut lab, "internet", plan::internet_pool()).await;
-    let lan = network(&mut lab, "lan", plan::lan_pool()).await;
+    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
+    let lan = lab.allocate_network("lan", plan::lan_pool()).await.unwrap();
     let (timeline, tx) = Timeline::new();
 
     lab.start(ContainerSpec {
