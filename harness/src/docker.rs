@@ -193,6 +193,8 @@ pub struct ContainerSpec {
     /// NET_ADMIN: routes (every lab container sets its own) and, for routers, nftables.
     pub net_admin: bool,
     pub sysctls: Vec<(String, String)>,
+    /// `/dev/net/tun` (a VPN end); never `--privileged`.
+    pub tun: bool,
 }
 
 /// The output of a command run in a container.
@@ -365,6 +367,13 @@ impl Lab {
                 cap_add: spec.net_admin.then(|| vec!["NET_ADMIN".to_string()]),
                 sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().cloned().collect()),
                 init: Some(true),
+                devices: spec.tun.then(|| {
+                    vec![bollard::models::DeviceMapping {
+                        path_on_host: Some("/dev/net/tun".into()),
+                        path_in_container: Some("/dev/net/tun".into()),
+                        cgroup_permissions: Some("rwm".into()),
+                    }]
+                }),
                 ..Default::default()
             }),
             networking_config: Some(bollard::models::NetworkingConfig {
@@ -440,6 +449,34 @@ impl Lab {
             .map_err(api(format!("{signal} {node}")))
     }
 
+    /// Starts a stopped (killed) container again, with its addresses and command.
+    pub async fn start_again(&self, node: &str) -> Result<(), DockerError> {
+        self.engine
+            .docker
+            .start_container(self.id(node)?, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(api(format!("start {node}")))
+    }
+
+    /// Restarts a container (SIGTERM, then start).
+    pub async fn restart(&self, node: &str) -> Result<(), DockerError> {
+        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::default().t(3).build();
+        self.engine
+            .docker
+            .restart_container(self.id(node)?, Some(opts))
+            .await
+            .map_err(api(format!("restart {node}")))
+    }
+
+    /// Whether the node's container is running.
+    pub async fn running(&self, node: &str) -> bool {
+        let Ok(id) = self.id(node) else { return false };
+        match self.engine.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
     pub async fn pause(&self, node: &str) -> Result<(), DockerError> {
         self.engine.docker.pause_container(self.id(node)?).await.map_err(api(format!("pause {node}")))
     }
@@ -501,6 +538,54 @@ fn short_hash(s: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// One lab run found on the engine by its labels.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub lab: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub containers: usize,
+    pub running: usize,
+    pub networks: usize,
+}
+
+/// Every p2plab run with containers or networks on the engine.
+pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
+    let docker = &engine.docker;
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+    let mut runs: std::collections::BTreeMap<String, RunInfo> = std::collections::BTreeMap::new();
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .await
+        .map_err(api("list containers"))?;
+    for c in containers {
+        let labels = c.labels.unwrap_or_default();
+        let Some(run) = labels.get(LABEL_RUN) else { continue };
+        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo { run_id: run.clone(), ..Default::default() });
+        e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
+        e.created = labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()).unwrap_or(0).max(e.created);
+        e.containers += 1;
+        if c.state.as_ref().is_some_and(|s| format!("{s:?}").to_lowercase().contains("running")) {
+            e.running += 1;
+        }
+    }
+    let networks = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+        .await
+        .map_err(api("list networks"))?;
+    for n in networks {
+        let labels = n.labels.unwrap_or_default();
+        let Some(run) = labels.get(LABEL_RUN) else { continue };
+        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo { run_id: run.clone(), ..Default::default() });
+        if e.lab.is_empty() {
+            e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
+        }
+        e.networks += 1;
+    }
+    Ok(runs.into_values().collect())
 }
 
 /// Removes every container, then every network, carrying `label` (`key=value`).

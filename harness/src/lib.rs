@@ -1,8 +1,16 @@
 //! p2plab's harness: builds isolated Docker labs with NAT routers and drives p2plab nodes in them.
 //!
 //! # Layout
+//! - [`topology`]: topology files (YAML) parsed strictly and validated into a model, with
+//!   file:line:column errors (no Docker).
+//! - [`expect`]: expectations and fault conditions judged over the merged event timeline, and
+//!   the per-pair figures of the report (no Docker).
+//! - [`layout`]: every container of a lab (addresses, commands, environment) from a topology
+//!   and its subnets (no Docker).
 //! - [`plan`]: address planning (no Docker): subnets that overlap no host route, Docker network,
 //!   resolver or TEST-NET range.
+//! - [`run`]: a topology run for real: bring-up, merged timeline, faults on time, verdicts,
+//!   teardown on every path.
 //! - [`docker`]: the Docker backend (bollard), the one seam with the engine: labelled networks and
 //!   containers, exec, logs, signals, and cleanup on teardown, drop and panic.
 //! - [`image`]: the node image, built offline by `docker/build-image.sh` when missing or stale.
@@ -10,8 +18,12 @@
 //!   deadlines.
 
 pub mod docker;
+pub mod expect;
 pub mod image;
+pub mod layout;
 pub mod plan;
+pub mod run;
 pub mod testing;
+pub mod topology;
 
 pub use docker::{Attach, ContainerSpec, DockerError, Engine, Lab};

@@ -51,6 +51,7 @@ async fn two_lans(engine: Engine, name: &str, nat_a: &str, nat_b: &str, transpor
             ],
             net_admin: true,
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            tun: false,
         })
         .await
         .unwrap();

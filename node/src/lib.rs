@@ -30,6 +30,8 @@ use std::future::Future;
 
 pub use cli::{Config, Role};
 pub use events::{Event, EventLine, Path, Totals};
+/// The libp2p this node is built on (the harness and tests name its types, e.g. `PeerId`).
+pub use libp2p;
 
 /// Largest payload a dialer may send (`--size`), under the codec's 1 MiB request limit.
 pub const MAX_MESSAGE_SIZE: usize = 512 * 1024;

@@ -1,0 +1,461 @@
+//! From a validated topology and the subnets its segments got, every container of the lab:
+//! name, addresses, command, environment and what says it is ready. No Docker here; the runner
+//! and `p2plab compose` both build from this, so a lab and its compose file cannot differ.
+//!
+//! Addresses: a LAN's router is `.254` on its LAN; on each segment the other containers take
+//! `.2`, `.3`, … in this order: routers' uplink sides, VPN exits, monitors, listeners, dialers.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use ipnet::Ipv4Net;
+
+use crate::topology::{NatProfile, Node, Role, Topology, Transport};
+
+/// The port every peer listens on (TCP and QUIC).
+pub const PEER_PORT: u16 = 4001;
+/// The port monitors listen on (the seed's bootstrap port).
+pub const MONITOR_PORT: u16 = 51820;
+/// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
+pub const METRICS_PORT: u16 = 9090;
+/// The UDP port of VPN exits.
+pub const VPN_PORT: u16 = 51821;
+
+// Lab-only WireGuard keys, published here on purpose (as in compose/): they protect nothing.
+const VPN_EXIT_KEY: &str = "EAdnzESqunm6xq6y8rHL7jbDgoKCUAGPtN1NONhkBl4=";
+const VPN_EXIT_PUB: &str = "tviNVdkFQpNKYbARTOhoYVCzkwIBIMva8K4z2+BC8DY=";
+const VPN_CLIENT_KEY: &str = "WHahcM2ayiISSnIkPXa8M2mo5OheNZC6GhHx9xUT7WM=";
+const VPN_CLIENT_PUB: &str = "6U5UGjQI1yZ0+Y5anNMVZiGQy/D/i0ITY+LhheomBmo=";
+
+/// What a container is in the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Router,
+    VpnExit,
+    Node(Role),
+}
+
+/// When a container counts as up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// A stdout line containing this text.
+    Line(&'static str),
+    /// The node's `started` event.
+    Started,
+}
+
+/// One container of the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub name: String,
+    pub kind: Kind,
+    /// (segment, address) pairs; the first is the primary one.
+    pub attach: Vec<(String, Ipv4Addr)>,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub net_admin: bool,
+    pub tun: bool,
+    pub sysctls: Vec<(String, String)>,
+    pub ready: Ready,
+    /// Published on 127.0.0.1 (compose only): (host port, container port).
+    pub publish: Option<(u16, u16)>,
+}
+
+impl Planned {
+    pub fn ip(&self) -> Ipv4Addr {
+        self.attach.first().map_or(Ipv4Addr::UNSPECIFIED, |a| a.1)
+    }
+}
+
+/// The whole lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub subnets: BTreeMap<String, Ipv4Net>,
+    /// In start order: routers (uplinks first), VPN exits, monitors, listeners, dialers.
+    pub containers: Vec<Planned>,
+}
+
+impl Layout {
+    pub fn get(&self, name: &str) -> Option<&Planned> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The addresses other peers see packets of `node` come from: its own, and the uplink
+    /// address of every router between it and the public internet.
+    pub fn visible_addrs(&self, topo: &Topology, node: &str) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        let Some(c) = self.get(node) else { return out };
+        out.push(c.ip());
+        let mut seg = topo.node(node).map(|n| n.segment.clone());
+        let mut guard = 0;
+        while let Some(s) = seg {
+            guard += 1;
+            if guard > 64 {
+                break;
+            }
+            let Some(segment) = topo.segment(&s) else { break };
+            let Some(router) = segment.router_name() else { break };
+            if let Some(r) = self.get(&router) {
+                out.push(r.ip());
+            }
+            seg = segment.nat.as_ref().map(|n| n.uplink.clone());
+        }
+        out
+    }
+}
+
+fn host(net: &Ipv4Net, n: u32) -> Ipv4Addr {
+    crate::plan::host(net, n).unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+/// Why a layout cannot be made.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LayoutError {
+    #[error("segment `{0}` has no subnet")]
+    NoSubnet(String),
+    #[error("segment `{segment}` ({subnet}) has no room for {wanted} hosts")]
+    Full { segment: String, subnet: Ipv4Net, wanted: u32 },
+}
+
+/// The public segment a segment's traffic finally reaches.
+fn public_of(topo: &Topology, segment: &str) -> String {
+    let mut cur = segment.to_string();
+    for _ in 0..64 {
+        match topo.segment(&cur).and_then(|s| s.nat.as_ref()) {
+            Some(n) => cur = n.uplink.clone(),
+            None => break,
+        }
+    }
+    cur
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// Plans every container. `subnets` holds one subnet per segment.
+pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<Layout, LayoutError> {
+    for seg in &topo.segments {
+        if !subnets.contains_key(&seg.name) {
+            return Err(LayoutError::NoSubnet(seg.name.clone()));
+        }
+    }
+    let mut next: BTreeMap<String, u32> = topo.segments.iter().map(|s| (s.name.clone(), 2)).collect();
+    let mut take = |segment: &str| -> Result<Ipv4Addr, LayoutError> {
+        let net = subnets[segment];
+        let n = next.get_mut(segment).map(|n| {
+            let v = *n;
+            *n += 1;
+            v
+        });
+        let n = n.unwrap_or(2);
+        let max = (1u32 << (32 - net.prefix_len())).saturating_sub(2);
+        if n >= max.min(254) {
+            return Err(LayoutError::Full { segment: segment.to_string(), subnet: net, wanted: n });
+        }
+        Ok(host(&net, n))
+    };
+    let gw = |segment: &str| -> Ipv4Addr {
+        let net = subnets[segment];
+        let max = (1u32 << (32 - net.prefix_len())).saturating_sub(2);
+        host(&net, max.min(254))
+    };
+
+    let mut containers = Vec::new();
+    // routers, uplinks first
+    let mut wan_ip: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    for seg in topo.segments_uplink_first() {
+        let Some(nat) = &seg.nat else { continue };
+        let name = seg.router_name().unwrap_or_default();
+        let wan = take(&nat.uplink)?;
+        wan_ip.insert(seg.name.clone(), wan);
+        let lan = subnets[&seg.name];
+        let mut env = vec![
+            (s("P2PLAB_NAT"), s(nat.profile.as_str())),
+            (s("P2PLAB_LAN_SUBNET"), lan.to_string()),
+            (s("P2PLAB_WAN_IP"), wan.to_string()),
+        ];
+        if topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_some()) {
+            env.push((s("P2PLAB_UPLINK_GW"), gw(&nat.uplink).to_string()));
+        }
+        if let Some(t) = nat.mapping_timeout_s {
+            env.push((s("P2PLAB_MAPPING_TIMEOUT"), t.to_string()));
+        }
+        let i = &nat.impair;
+        if let Some(d) = i.delay_ms {
+            env.push((s("P2PLAB_DELAY_MS"), d.to_string()));
+        }
+        if let Some(j) = i.jitter_ms {
+            env.push((s("P2PLAB_JITTER_MS"), j.to_string()));
+        }
+        if let Some(l) = i.loss_pct {
+            env.push((s("P2PLAB_LOSS_PCT"), format!("{l}")));
+        }
+        if let Some(r) = &i.rate {
+            env.push((s("P2PLAB_RATE"), r.clone()));
+        }
+        containers.push(Planned {
+            name,
+            kind: Kind::Router,
+            attach: vec![(nat.uplink.clone(), wan), (seg.name.clone(), gw(&seg.name))],
+            cmd: vec![s("p2plab-router")],
+            env,
+            net_admin: true,
+            tun: false,
+            sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
+            ready: Ready::Line("router_ready"),
+            publish: None,
+        });
+    }
+
+    // VPN exits, one per VPN node, on the public segment its LAN finally reaches
+    let mut vpn_exit: BTreeMap<String, (Ipv4Addr, Ipv4Net)> = BTreeMap::new();
+    for (i, n) in topo.nodes.iter().filter(|n| n.vpn).enumerate() {
+        let public = public_of(topo, &n.segment);
+        let ip = take(&public)?;
+        // tunnel /30-ish nets from the top of the shared space, one /24 each
+        let tunnel = Ipv4Net::new(Ipv4Addr::new(100, 127, 255u8.saturating_sub(i as u8), 0), 24).unwrap_or_default();
+        vpn_exit.insert(n.name.clone(), (ip, tunnel));
+        containers.push(Planned {
+            name: format!("{}-vpn-exit", n.name),
+            kind: Kind::VpnExit,
+            attach: vec![(public, ip)],
+            cmd: vec![s("p2plab-vpn")],
+            env: vec![
+                (s("P2PLAB_NO_DEFAULT_ROUTE"), s("1")),
+                (s("P2PLAB_VPN_ROLE"), s("exit")),
+                (s("P2PLAB_VPN_KEY"), s(VPN_EXIT_KEY)),
+                (s("P2PLAB_VPN_PEER"), s(VPN_CLIENT_PUB)),
+                (s("P2PLAB_VPN_ADDR"), format!("{}/24", host(&tunnel, 1))),
+                (s("P2PLAB_VPN_PEER_ADDR"), format!("{}/32", host(&tunnel, 2))),
+                (s("P2PLAB_VPN_PORT"), VPN_PORT.to_string()),
+            ],
+            net_admin: true,
+            tun: true,
+            sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
+            ready: Ready::Line("vpn_ready"),
+            publish: None,
+        });
+    }
+
+    // peers: monitors first, so their addresses are known
+    let mut ips: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    for role in [Role::Monitor, Role::Listener, Role::Dialer] {
+        for n in topo.nodes.iter().filter(|n| n.role == role) {
+            ips.insert(n.name.clone(), take(&n.segment)?);
+        }
+    }
+    let monitors: Vec<&Node> = topo.nodes.iter().filter(|n| n.role == Role::Monitor).collect();
+    let bootstrap_of = |n: &Node| -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &monitors {
+            if m.name == n.name {
+                continue;
+            }
+            let ip = ips[&m.name];
+            // dial what both sides speak; TCP first (the common denominator)
+            if n.transport != Transport::Quic && m.transport != Transport::Quic {
+                out.push(format!("/ip4/{ip}/tcp/{MONITOR_PORT}"));
+            }
+            if n.transport != Transport::Tcp && m.transport != Transport::Tcp {
+                out.push(format!("/ip4/{ip}/udp/{MONITOR_PORT}/quic-v1"));
+            }
+        }
+        out
+    };
+    for role in [Role::Monitor, Role::Listener, Role::Dialer] {
+        for n in topo.nodes.iter().filter(|n| n.role == role) {
+            let ip = ips[&n.name];
+            let seg = topo.segment(&n.segment);
+            let on_lan = seg.is_some_and(|s| s.nat.is_some());
+            let port = if role == Role::Monitor { MONITOR_PORT } else { PEER_PORT };
+            let mut cmd = vec![s(role.as_str()), s("--name"), n.name.clone(), s("--listen-addr"), s("0.0.0.0"), s("--port"), port.to_string()];
+            cmd.extend([s("--transport"), s(n.transport.as_str())]);
+            let mut externals = Vec::new();
+            if !on_lan && !n.vpn {
+                externals.push(ip);
+            }
+            // a port forward to this node: its public address is the router's, at the forwarded port
+            if let Some(seg) = seg {
+                if let Some(nat) = seg.nat.as_ref().filter(|n| n.profile == NatProfile::PortForward) {
+                    let public_uplink = topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_none());
+                    for f in nat.forward.iter().filter(|f| f.to == n.name && f.to_port == port && public_uplink) {
+                        let wan = wan_ip[&seg.name];
+                        if f.proto != "udp" && n.transport != Transport::Quic {
+                            cmd.extend([s("--external-addr"), format!("/ip4/{wan}/tcp/{}", f.port)]);
+                        }
+                        if f.proto != "tcp" && n.transport != Transport::Tcp {
+                            cmd.extend([s("--external-addr"), format!("/ip4/{wan}/udp/{}/quic-v1", f.port)]);
+                        }
+                    }
+                }
+            }
+            for e in externals {
+                if n.transport != Transport::Quic {
+                    cmd.extend([s("--external-addr"), format!("/ip4/{e}/tcp/{port}")]);
+                }
+                if n.transport != Transport::Tcp {
+                    cmd.extend([s("--external-addr"), format!("/ip4/{e}/udp/{port}/quic-v1")]);
+                }
+            }
+            for b in bootstrap_of(n) {
+                cmd.extend([s("--bootstrap"), b]);
+            }
+            if role == Role::Monitor {
+                cmd.extend([s("--metrics-addr"), format!("0.0.0.0:{METRICS_PORT}")]);
+            } else {
+                cmd.extend([s("--metrics-addr"), s("off"), s("--namespace"), n.namespace.clone()]);
+                if let Some(r) = &n.relay {
+                    cmd.extend([s("--relay"), r.clone()]);
+                }
+            }
+            if role == Role::Dialer {
+                if let Some(c) = n.count {
+                    cmd.extend([s("--count"), c.to_string()]);
+                }
+                if let Some(i) = n.interval_ms {
+                    cmd.extend([s("--interval"), i.to_string()]);
+                }
+                if let Some(sz) = n.size {
+                    cmd.extend([s("--size"), sz.to_string()]);
+                }
+                if let Some(d) = n.deadline_s {
+                    cmd.extend([s("--deadline"), d.to_string()]);
+                }
+            }
+            if let Some(seed) = n.seed {
+                cmd.extend([s("--seed"), seed.to_string()]);
+            }
+            if n.upnp {
+                cmd.push(s("--upnp"));
+            }
+            cmd.extend(n.args.iter().cloned());
+            let mut env = Vec::new();
+            if on_lan {
+                env.push((s("P2PLAB_GATEWAY"), gw(&n.segment).to_string()));
+            } else {
+                env.push((s("P2PLAB_NO_DEFAULT_ROUTE"), s("1")));
+            }
+            if let Some((exit_ip, tunnel)) = vpn_exit.get(&n.name) {
+                cmd.insert(0, s("p2plab-vpn"));
+                env.extend([
+                    (s("P2PLAB_VPN_ROLE"), s("client")),
+                    (s("P2PLAB_VPN_KEY"), s(VPN_CLIENT_KEY)),
+                    (s("P2PLAB_VPN_PEER"), s(VPN_EXIT_PUB)),
+                    (s("P2PLAB_VPN_ADDR"), format!("{}/24", host(tunnel, 2))),
+                    (s("P2PLAB_VPN_ENDPOINT"), format!("{exit_ip}:{VPN_PORT}")),
+                ]);
+            }
+            containers.push(Planned {
+                name: n.name.clone(),
+                kind: Kind::Node(role),
+                attach: vec![(n.segment.clone(), ip)],
+                cmd,
+                env,
+                net_admin: true,
+                tun: n.vpn,
+                sysctls: Vec::new(),
+                ready: Ready::Started,
+                publish: (role == Role::Monitor).then_some((METRICS_PORT, METRICS_PORT)),
+            });
+        }
+    }
+    Ok(Layout { subnets: subnets.clone(), containers })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::topology::parse;
+
+    fn subnets(pairs: &[(&str, &str)]) -> BTreeMap<String, Ipv4Net> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.parse().unwrap())).collect()
+    }
+
+    const T: &str = r#"
+name: t
+segments:
+  internet: {}
+  carrier: { nat: home }
+  lan-a: { nat: home, uplink: carrier, impair: { delay: 20ms, loss: 1% } }
+  lan-f: { nat: port-forward, forward: [{ port: 4001, to: fwd }] }
+nodes:
+  boot: { role: monitor, segment: internet }
+  alice: { role: listener, segment: lan-a, namespace: demo, transport: tcp }
+  fwd: { role: listener, segment: lan-f }
+  d: { role: dialer, segment: internet, count: 5, vpn: true }
+"#;
+
+    fn lay() -> (Topology, Layout) {
+        let t = parse("t.yaml", T).unwrap();
+        let l = layout(
+            &t,
+            &subnets(&[("internet", "198.18.0.0/24"), ("carrier", "100.64.0.0/24"), ("lan-a", "10.1.0.0/24"), ("lan-f", "10.2.0.0/24")]),
+        )
+        .unwrap();
+        (t, l)
+    }
+
+    #[test]
+    fn routers_stack_and_peers_get_gateways() {
+        let (t, l) = lay();
+        let names: Vec<&str> = l.containers.iter().map(|c| c.name.as_str()).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("router-carrier") < pos("router-lan-a"));
+        let ra = l.get("router-lan-a").unwrap();
+        assert_eq!(ra.attach[0].0, "carrier");
+        assert!(ra.env.contains(&("P2PLAB_UPLINK_GW".into(), "100.64.0.254".into())), "{:?}", ra.env);
+        assert!(ra.env.contains(&("P2PLAB_DELAY_MS".into(), "20".into())));
+        assert_eq!(ra.attach[1], ("lan-a".into(), "10.1.0.254".parse().unwrap()));
+        let alice = l.get("alice").unwrap();
+        assert!(alice.env.contains(&("P2PLAB_GATEWAY".into(), "10.1.0.254".into())));
+        assert!(!alice.cmd.iter().any(|a| a == "--external-addr"), "a NATed peer announces no address of its own");
+        assert!(alice.cmd.windows(2).any(|w| w[0] == "--bootstrap" && w[1].ends_with("/tcp/51820")));
+        assert!(!alice.cmd.iter().any(|a| a.contains("quic")), "tcp only");
+        // alice is seen from outside as the outer router's address
+        let vis = l.visible_addrs(&t, "alice");
+        assert_eq!(vis.len(), 3);
+        assert_eq!(vis[2], l.get("router-carrier").unwrap().ip());
+    }
+
+    #[test]
+    fn public_and_forwarded_peers_announce_their_public_address() {
+        let (_, l) = lay();
+        let boot = l.get("boot").unwrap();
+        let ip = boot.ip();
+        assert!(boot.cmd.contains(&format!("/ip4/{ip}/tcp/51820")));
+        let fwd = l.get("fwd").unwrap();
+        let wan = l.get("router-lan-f").unwrap().ip();
+        assert!(fwd.cmd.contains(&format!("/ip4/{wan}/tcp/4001")), "{:?}", fwd.cmd);
+    }
+
+    #[test]
+    fn vpn_peer_gets_an_exit_and_a_tunnel() {
+        let (_, l) = lay();
+        let exit = l.get("d-vpn-exit").unwrap();
+        assert_eq!(exit.attach[0].0, "internet");
+        let d = l.get("d").unwrap();
+        assert_eq!(d.cmd[0], "p2plab-vpn");
+        assert!(d.tun && exit.tun);
+        assert!(d.env.contains(&("P2PLAB_VPN_ENDPOINT".into(), format!("{}:51821", exit.ip()))));
+        assert!(!d.cmd.iter().any(|a| a == "--external-addr"), "behind the VPN exit's translation");
+    }
+
+    #[test]
+    fn addresses_are_unique() {
+        let (_, l) = lay();
+        let mut all: Vec<Ipv4Addr> = l.containers.iter().flat_map(|c| c.attach.iter().map(|a| a.1)).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn a_full_segment_is_an_error() {
+        let t = parse("t.yaml", "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: internet, replicas: 20 }\n").unwrap();
+        let e = layout(&t, &subnets(&[("internet", "198.18.0.0/28")])).unwrap_err();
+        assert!(matches!(e, LayoutError::Full { .. }), "{e}");
+    }
+}

@@ -1,0 +1,558 @@
+//! Running a topology for real: networks and containers through the Docker seam ([`Lab`]),
+//! readiness from the containers' own lines, one merged timeline, faults on time, expectations
+//! judged, and teardown whatever happens (success, failure, error, Ctrl-C: the caller passes
+//! `shutdown` as a future; a panic tears down through [`Lab`]'s `Drop`).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use p2plab_node::EventLine;
+
+use crate::{
+    docker::{Attach, ContainerSpec, DockerError, Engine, Lab, LogLine},
+    expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
+    layout::{layout, Kind, Layout, Planned, Ready},
+    plan,
+    topology::{Action, Impair, Topology, Trigger},
+};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub image: String,
+    /// Keep the lab after the run (`P2PLAB_KEEP=1`): printed how to get into it.
+    pub keep: bool,
+    /// Keep the lab only when an expectation failed (`P2PLAB_KEEP=1` does this by default).
+    pub keep_on_failure: bool,
+    /// Stop as soon as every expectation is settled (else run until the timeout or `shutdown`).
+    pub stop_when_settled: bool,
+}
+
+impl Options {
+    pub fn new(image: String) -> Self {
+        let keep_env = std::env::var("P2PLAB_KEEP").is_ok_and(|v| v == "1");
+        Options { image, keep: false, keep_on_failure: keep_env, stop_when_settled: true }
+    }
+}
+
+/// What the runner reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A bring-up or teardown step.
+    Step(String),
+    /// A container is up (`n` of `total`).
+    Up { name: String, n: usize, total: usize },
+    Event(EventLine),
+    Fault(FaultRecord),
+    Verdict(Verdict),
+}
+
+/// A fault as it was applied.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultRecord {
+    pub at: DateTime<Utc>,
+    /// ms since every node started.
+    pub t_ms: i64,
+    pub action: String,
+    pub line: u64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub topology: Topology,
+    pub run_id: String,
+    pub layout: Layout,
+    pub ok: bool,
+    pub verdicts: Vec<Verdict>,
+    pub metrics: Vec<PairMetrics>,
+    pub faults: Vec<FaultRecord>,
+    pub timeline: Timeline,
+    /// Lines that were not node events (routers, VPN ends), and harness notes.
+    pub other: Vec<(DateTime<Utc>, String, String)>,
+    pub started_at: DateTime<Utc>,
+    /// When every node had started (the origin of `at` and `within`).
+    pub t0: DateTime<Utc>,
+    pub bringup_ms: u64,
+    pub run_ms: u64,
+    pub teardown_ms: u64,
+    /// Why the run ended early, if it did (Ctrl-C).
+    pub aborted: Option<String>,
+    /// The last stderr lines of every node, when something failed.
+    pub stderr: BTreeMap<String, String>,
+}
+
+/// Why a lab could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("segment `{segment}`: subnet {subnet} overlaps {used} (a host route, another Docker network or a reserved range); leave `subnet` out to have one allocated")]
+    SubnetTaken { segment: String, subnet: Ipv4Net, used: Ipv4Net },
+    #[error("{0}")]
+    Layout(#[from] crate::layout::LayoutError),
+    #[error("{name} was not ready within {secs} s ({why})\n--- {name} stderr ---\n{stderr}")]
+    NotReady { name: String, secs: u64, why: String, stderr: String },
+    #[error("interrupted during bring-up")]
+    Interrupted,
+}
+
+const READY_WITHIN: Duration = Duration::from_secs(45);
+
+fn spec(p: &Planned, image: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: p.name.clone(),
+        image: image.to_string(),
+        cmd: p.cmd.clone(),
+        env: p.env.clone(),
+        attach: p.attach.iter().map(|(n, ip)| Attach { network: n.clone(), ip: *ip }).collect(),
+        net_admin: p.net_admin,
+        sysctls: p.sysctls.clone(),
+        tun: p.tun,
+    }
+}
+
+struct State {
+    timeline: Timeline,
+    other: Vec<(DateTime<Utc>, String, String)>,
+    seen: HashSet<(String, String)>,
+    progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl State {
+    fn take(&mut self, l: LogLine) {
+        // a restarted container's log is followed again from its start: drop lines seen before
+        if !self.seen.insert((l.node.clone(), l.line.clone())) {
+            return;
+        }
+        match EventLine::parse(&l.line) {
+            Ok(ev) => {
+                if let Some(p) = &self.progress {
+                    let _ = p.send(Progress::Event(ev.clone()));
+                }
+                self.timeline.push(ev);
+            }
+            Err(_) => self.other.push((Utc::now(), l.node, l.line)),
+        }
+    }
+
+    fn step(&self, s: impl Into<String>) {
+        if let Some(p) = &self.progress {
+            let _ = p.send(Progress::Step(s.into()));
+        }
+    }
+}
+
+/// Runs the topology: bring-up, faults, judgement, teardown.
+pub async fn run(
+    engine: Engine,
+    topo: &Topology,
+    opts: Options,
+    progress: Option<mpsc::UnboundedSender<Progress>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunResult, RunError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let mut lab = Lab::new(engine.clone(), &topo.name);
+    if opts.keep {
+        lab.keep();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+    let mut st = State { timeline: Timeline::default(), other: Vec::new(), seen: HashSet::new(), progress };
+    tokio::pin!(shutdown);
+
+    // ---- bring-up
+    let bring = bring_up(&mut lab, topo, &opts, &tx, &mut rx, &mut st, &mut shutdown).await;
+    let lay = match bring {
+        Ok(l) => l,
+        Err(e) => {
+            st.step("teardown after a failed bring-up");
+            if !opts.keep && !opts.keep_on_failure {
+                lab.teardown().await.ok();
+            } else {
+                lab.keep();
+            }
+            return Err(e);
+        }
+    };
+    let bringup_ms = clock.elapsed().as_millis() as u64;
+    let t0 = Utc::now();
+    let run_clock = Instant::now();
+    st.step(format!("lab up in {bringup_ms} ms; running (timeout {} s)", topo.timeout.as_secs()));
+
+    // ---- faults and judgement
+    let mut judge = Judge::new(topo);
+    let mut faults: Vec<FaultRecord> = Vec::new();
+    // pending: (index, due time once known, action, line)
+    let mut pending: Vec<(Option<Instant>, Trigger, Action, Option<Duration>, u64)> =
+        topo.faults.iter().map(|f| (None, f.trigger.clone(), f.action.clone(), f.duration, f.line)).collect();
+    let deadline = run_clock + topo.timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut aborted = None;
+    loop {
+        tokio::select! {
+            Some(l) = rx.recv() => {
+                st.take(l);
+                while let Ok(l) = rx.try_recv() { st.take(l); }
+            }
+            _ = tick.tick() => {}
+            _ = &mut shutdown => { aborted = Some("interrupted (Ctrl-C)".to_string()); break; }
+        }
+        let now = Instant::now();
+        // schedule and fire faults
+        let mut fire = Vec::new();
+        for p in pending.iter_mut() {
+            if p.0.is_none() {
+                match &p.1 {
+                    Trigger::At(d) => p.0 = Some(run_clock + *d),
+                    Trigger::After { check, delay } => {
+                        if evaluate(check, &st.timeline).holds() {
+                            p.0 = Some(now + *delay);
+                        }
+                    }
+                }
+            }
+        }
+        pending.retain(|p| match p.0 {
+            Some(due) if due <= now => {
+                fire.push((p.2.clone(), p.3, p.4));
+                false
+            }
+            _ => true,
+        });
+        for (action, dur, line) in fire {
+            let rec = apply(&lab, topo, &lay, &action, line, t0, &tx).await;
+            st.step(format!("fault: {}{}", rec.action, if rec.ok { String::new() } else { format!(" FAILED: {}", rec.error) }));
+            if let Some(p) = &st.progress {
+                let _ = p.send(Progress::Fault(rec.clone()));
+            }
+            faults.push(rec);
+            if let (Some(d), Some(undo)) = (dur, action.undo()) {
+                pending.push((Some(now + d), Trigger::At(Duration::ZERO), undo, None, line));
+            }
+        }
+        let settled = judge.update(&st.timeline, t0, Utc::now());
+        let faults_done = pending.is_empty();
+        if opts.stop_when_settled && faults_done {
+            let dialers = crate::expect::dialers_done(topo, &st.timeline);
+            if settled || (judge.all_hold_now(&st.timeline) && dialers) {
+                break;
+            }
+            // a failed expectation will not come back: stop once nothing else can change
+            if judge.any_failed() && dialers && judge.all_hold_now(&st.timeline) {
+                break;
+            }
+        }
+        if now >= deadline {
+            st.step("timeout reached");
+            break;
+        }
+    }
+    // drain what already arrived
+    while let Ok(l) = rx.try_recv() {
+        st.take(l);
+    }
+    let end = Utc::now();
+    let run_ms = run_clock.elapsed().as_millis() as u64;
+    let verdicts = judge.verdicts(&st.timeline, t0, end);
+    for v in &verdicts {
+        if let Some(p) = &st.progress {
+            let _ = p.send(Progress::Verdict(v.clone()));
+        }
+    }
+    let ok = aborted.is_none() && verdicts.iter().all(|v| v.held) && faults.iter().all(|f| f.ok);
+    let mut stderr = BTreeMap::new();
+    if !ok {
+        for c in &lay.containers {
+            stderr.insert(c.name.clone(), lab.stderr_tail(&c.name, 20).await);
+        }
+    }
+    let metrics = pair_metrics(topo, &st.timeline);
+
+    // ---- teardown
+    let td = Instant::now();
+    if opts.keep || (!ok && opts.keep_on_failure) {
+        lab.keep();
+        st.step(format!("keeping the lab: run {}", lab.run_id));
+    } else {
+        st.step("teardown");
+        lab.teardown().await?;
+    }
+    let teardown_ms = td.elapsed().as_millis() as u64;
+    Ok(RunResult {
+        topology: topo.clone(),
+        run_id: lab.run_id.clone(),
+        layout: lay,
+        ok,
+        verdicts,
+        metrics,
+        faults,
+        timeline: st.timeline,
+        other: st.other,
+        started_at,
+        t0,
+        bringup_ms,
+        run_ms,
+        teardown_ms,
+        aborted,
+        stderr,
+    })
+}
+
+async fn bring_up(
+    lab: &mut Lab,
+    topo: &Topology,
+    opts: &Options,
+    tx: &mpsc::UnboundedSender<LogLine>,
+    rx: &mut mpsc::UnboundedReceiver<LogLine>,
+    st: &mut State,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Layout, RunError> {
+    st.step(format!("run {}: networks", lab.run_id));
+    let used = lab.engine().used_subnets().await?;
+    let mut subnets = BTreeMap::new();
+    for seg in &topo.segments {
+        let net = match seg.subnet {
+            Some(net) => {
+                if let Err(u) = plan::check(&net, &used) {
+                    return Err(RunError::SubnetTaken { segment: seg.name.clone(), subnet: net, used: u });
+                }
+                lab.network(&seg.name, net).await?;
+                net
+            }
+            None => {
+                let pool = if seg.nat.is_none() {
+                    plan::internet_pool()
+                } else if topo.is_uplink_of_nat(&seg.name) {
+                    plan::shared_pool()
+                } else {
+                    plan::lan_pool()
+                };
+                lab.allocate_network(&seg.name, pool).await?
+            }
+        };
+        subnets.insert(seg.name.clone(), net);
+    }
+    let lay = layout(topo, &subnets)?;
+    let total = lay.containers.len();
+    let mut up = 0;
+    // infrastructure first (routers in uplink order, VPN exits), then monitors, then the peers
+    let waves: [&dyn Fn(&Planned) -> bool; 3] = [
+        &|p: &Planned| matches!(p.kind, Kind::Router | Kind::VpnExit),
+        &|p: &Planned| p.kind == Kind::Node(crate::topology::Role::Monitor),
+        &|p: &Planned| matches!(p.kind, Kind::Node(r) if r != crate::topology::Role::Monitor),
+    ];
+    for wave in waves {
+        let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
+        for p in &members {
+            // a stacked router needs its uplink router ready first
+            if p.kind == Kind::Router {
+                lab.start(spec(p, &opts.image)).await?;
+                lab.follow(&p.name, tx.clone())?;
+                wait_ready(lab, p, rx, st, shutdown).await?;
+                up += 1;
+                if let Some(pr) = &st.progress {
+                    let _ = pr.send(Progress::Up { name: p.name.clone(), n: up, total });
+                }
+            } else {
+                lab.start(spec(p, &opts.image)).await?;
+                lab.follow(&p.name, tx.clone())?;
+            }
+        }
+        for p in members.iter().filter(|p| p.kind != Kind::Router) {
+            wait_ready(lab, p, rx, st, shutdown).await?;
+            up += 1;
+            if let Some(pr) = &st.progress {
+                let _ = pr.send(Progress::Up { name: p.name.clone(), n: up, total });
+            }
+        }
+    }
+    Ok(lay)
+}
+
+async fn wait_ready(
+    lab: &Lab,
+    p: &Planned,
+    rx: &mut mpsc::UnboundedReceiver<LogLine>,
+    st: &mut State,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), RunError> {
+    let deadline = tokio::time::Instant::now() + READY_WITHIN;
+    let is_ready = |st: &State| match &p.ready {
+        Ready::Started => st.timeline.started(&p.name).is_some(),
+        Ready::Line(needle) => st.other.iter().any(|(_, n, l)| n == &p.name && l.contains(needle)),
+    };
+    loop {
+        if is_ready(st) {
+            return Ok(());
+        }
+        tokio::select! {
+            l = rx.recv() => match l {
+                Some(l) => st.take(l),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.as_mut() => return Err(RunError::Interrupted),
+        }
+    }
+    let why = if lab.running(&p.name).await { "running, but said nothing".to_string() } else { "exited".to_string() };
+    Err(RunError::NotReady { name: p.name.clone(), secs: READY_WITHIN.as_secs(), why, stderr: lab.stderr_tail(&p.name, 20).await })
+}
+
+/// nft table the faults use, in routers and nodes alike.
+const FAULT_TABLE: &str = "p2plab_fault";
+
+async fn sh(lab: &Lab, node: &str, script: &str) -> Result<(), String> {
+    match lab.exec(node, &["sh", "-c", script]).await {
+        Ok(o) if o.code == 0 => Ok(()),
+        Ok(o) => Err(format!("exit {}: {}", o.code, o.stderr.trim())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn drop_all_forwarding() -> String {
+    format!(
+        "nft add table inet {FAULT_TABLE} && nft 'add chain inet {FAULT_TABLE} cut {{ type filter hook forward priority -300; policy drop; }}'"
+    )
+}
+
+fn isolate_node() -> String {
+    format!(
+        "nft add table inet {FAULT_TABLE} && nft 'add chain inet {FAULT_TABLE} in {{ type filter hook input priority -300; policy drop; }}' && nft add rule inet {FAULT_TABLE} in iif lo accept && nft 'add chain inet {FAULT_TABLE} out {{ type filter hook output priority -300; policy drop; }}' && nft add rule inet {FAULT_TABLE} out oif lo accept"
+    )
+}
+
+fn block_addrs(addrs: &[std::net::Ipv4Addr]) -> String {
+    let set: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let set = set.join(", ");
+    format!(
+        "nft add table inet {FAULT_TABLE} && nft 'add chain inet {FAULT_TABLE} in {{ type filter hook input priority -300; }}' && nft 'add chain inet {FAULT_TABLE} out {{ type filter hook output priority -300; }}' && nft 'add rule inet {FAULT_TABLE} in ip saddr {{ {set} }} drop' && nft 'add rule inet {FAULT_TABLE} out ip daddr {{ {set} }} drop'"
+    )
+}
+
+fn heal() -> String {
+    format!("nft delete table inet {FAULT_TABLE} 2>/dev/null; true")
+}
+
+fn impair_cmd(wan_ip: std::net::Ipv4Addr, i: &Impair) -> String {
+    let mut args = String::new();
+    if i.is_empty() {
+        args.push_str(" --clear");
+    } else {
+        if let Some(d) = i.delay_ms {
+            args.push_str(&format!(" --delay {d}"));
+        }
+        if let Some(j) = i.jitter_ms {
+            args.push_str(&format!(" --jitter {j}"));
+        }
+        if let Some(l) = i.loss_pct {
+            args.push_str(&format!(" --loss {l}"));
+        }
+        if let Some(r) = &i.rate {
+            args.push_str(&format!(" --rate {r}"));
+        }
+    }
+    format!("wan=$(ip -o -4 addr show | awk '$4 ~ /^{wan_ip}\\// {{print $2}}'); [ -n \"$wan\" ] && p2plab-impair \"$wan\"{args}")
+}
+
+async fn apply(
+    lab: &Lab,
+    topo: &Topology,
+    lay: &Layout,
+    action: &Action,
+    line: u64,
+    t0: DateTime<Utc>,
+    tx: &mpsc::UnboundedSender<LogLine>,
+) -> FaultRecord {
+    let at = Utc::now();
+    let router = |seg: &str| topo.segment(seg).and_then(|s| s.router_name()).unwrap_or_default();
+    let res: Result<(), String> = match action {
+        Action::Kill(n) => lab.signal(n, "SIGKILL").await.map_err(|e| e.to_string()),
+        Action::Stop(n) => lab.signal(n, "SIGTERM").await.map_err(|e| e.to_string()),
+        Action::Start(n) => match lab.start_again(n).await {
+            Ok(()) => lab.follow(n, tx.clone()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Action::Restart(n) => match lab.restart(n).await {
+            Ok(()) => lab.follow(n, tx.clone()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Action::Pause(n) => lab.pause(n).await.map_err(|e| e.to_string()),
+        Action::Unpause(n) => lab.unpause(n).await.map_err(|e| e.to_string()),
+        Action::Partition(t) => {
+            if topo.segment(t).is_some() {
+                sh(lab, &router(t), &drop_all_forwarding()).await
+            } else {
+                sh(lab, t, &isolate_node()).await
+            }
+        }
+        Action::PartitionGroups(groups) => {
+            let mut r = Ok(());
+            for n in groups.iter().flatten().collect::<HashSet<_>>() {
+                // every node that shares no group with n
+                let others: Vec<std::net::Ipv4Addr> = groups
+                    .iter()
+                    .flatten()
+                    .filter(|o| !groups.iter().any(|g| g.contains(n) && g.contains(o)))
+                    .flat_map(|o| lay.visible_addrs(topo, o))
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                if let Err(e) = sh(lab, n, &block_addrs(&others)).await {
+                    r = Err(format!("{n}: {e}"));
+                }
+            }
+            r
+        }
+        Action::Heal(t) => {
+            if t == "all" {
+                let mut r = Ok(());
+                for c in &lay.containers {
+                    if let Err(e) = sh(lab, &c.name, &heal()).await {
+                        r = Err(format!("{}: {e}", c.name));
+                    }
+                }
+                r
+            } else if topo.segment(t).is_some() {
+                sh(lab, &router(t), &heal()).await
+            } else {
+                sh(lab, t, &heal()).await
+            }
+        }
+        Action::FlushNat(seg) => {
+            sh(
+                lab,
+                &router(seg),
+                "for m in tcp_int tcp_ext udp_int udp_ext; do nft flush map ip p2plab_router $m 2>/dev/null; done; conntrack -F >/dev/null 2>&1; true",
+            )
+            .await
+        }
+        Action::Impair { segment, impair } => {
+            let r = router(segment);
+            match lay.get(&r) {
+                Some(p) => sh(lab, &r, &impair_cmd(p.ip(), impair)).await,
+                None => Err(format!("no router {r}")),
+            }
+        }
+    };
+    FaultRecord {
+        at,
+        t_ms: (at - t0).num_milliseconds(),
+        action: action.label(),
+        line,
+        ok: res.is_ok(),
+        error: res.err().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,1595 @@
+//! Topology files: the YAML a user writes, parsed strictly and validated into a [`Topology`].
+//!
+//! No Docker here. Every error is one [`TopologyError`] that names the file, line and column
+//! and gives a hint; `topologies/README.md` documents every key.
+//!
+//! Parsing goes in two steps: serde-saphyr reads the YAML into the `Raw*` types below (unknown
+//! keys, duplicate keys and wrong types fail there, with their location), then [`validate`]
+//! checks what serde cannot (references, names, subnets, uplink cycles, one kind per fault or
+//! expectation) and builds the model, with replicas expanded.
+
+use std::{collections::BTreeMap, fmt, path::Path as FsPath, time::Duration};
+
+use indexmap::IndexMap;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use p2plab_node::Path;
+
+// ------------------------------------------------------------------------------------ errors ---
+
+/// One error in a topology file, with where it is and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct TopologyError {
+    pub file: String,
+    /// 1-based; 0 when unknown.
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The file's text, for rendering a snippet.
+    pub source_text: String,
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl TopologyError {
+    /// The error with the offending line of the file under it, caret at the column.
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if self.line > 0 {
+            if let Some(text) = self.source_text.lines().nth((self.line - 1) as usize) {
+                let n = self.line.to_string();
+                out.push_str(&format!("\n {n} | {text}\n {} | {}^", " ".repeat(n.len()), " ".repeat(self.column.saturating_sub(1) as usize)));
+            }
+        }
+        out
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, at: Location, message: impl Into<String>, hint: impl Into<Option<String>>) -> TopologyError {
+        TopologyError {
+            file: self.file.to_string(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+            hint: hint.into(),
+            source_text: self.text.to_string(),
+        }
+    }
+}
+
+fn hint(s: impl Into<String>) -> Option<String> {
+    Some(s.into())
+}
+
+// ------------------------------------------------------------------------------- raw (YAML) ---
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    name: S<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    timeout: Option<S<RawDuration>>,
+    #[serde(default)]
+    transport: Option<S<String>>,
+    segments: S<IndexMap<S<String>, S<RawSegment>>>,
+    nodes: S<IndexMap<S<String>, S<RawNode>>>,
+    #[serde(default)]
+    faults: Vec<S<RawFault>>,
+    #[serde(default)]
+    expect: Vec<S<RawExpect>>,
+}
+
+/// A duration: `500ms`, `10s`, `2m`, or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegment {
+    #[serde(default)]
+    nat: Option<S<String>>,
+    #[serde(default)]
+    uplink: Option<S<String>>,
+    #[serde(default)]
+    subnet: Option<S<String>>,
+    #[serde(default)]
+    forward: Vec<S<RawForward>>,
+    #[serde(default)]
+    impair: Option<S<RawImpair>>,
+    #[serde(default)]
+    mapping_timeout: Option<S<RawDuration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    port: S<u16>,
+    to: S<String>,
+    #[serde(default)]
+    proto: Option<S<String>>,
+    #[serde(default)]
+    to_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImpair {
+    #[serde(default)]
+    delay: Option<S<RawDuration>>,
+    #[serde(default)]
+    jitter: Option<S<RawDuration>>,
+    #[serde(default)]
+    loss: Option<S<String>>,
+    #[serde(default)]
+    rate: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    role: S<String>,
+    segment: S<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    transport: Option<S<String>>,
+    #[serde(default)]
+    replicas: Option<S<u32>>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    interval: Option<S<RawDuration>>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    deadline: Option<S<RawDuration>>,
+    #[serde(default)]
+    relay: Option<S<String>>,
+    #[serde(default)]
+    vpn: bool,
+    #[serde(default)]
+    upnp: bool,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default)]
+    at: Option<S<RawDuration>>,
+    #[serde(default)]
+    after: Option<S<RawExpect>>,
+    #[serde(default)]
+    delay: Option<S<RawDuration>>,
+    #[serde(default, rename = "for")]
+    for_: Option<S<RawDuration>>,
+    #[serde(default)]
+    kill: Option<S<String>>,
+    #[serde(default)]
+    stop: Option<S<String>>,
+    #[serde(default)]
+    start: Option<S<String>>,
+    #[serde(default)]
+    restart: Option<S<String>>,
+    #[serde(default)]
+    pause: Option<S<String>>,
+    #[serde(default)]
+    unpause: Option<S<String>>,
+    #[serde(default)]
+    partition: Option<S<RawPartition>>,
+    #[serde(default)]
+    heal: Option<S<String>>,
+    #[serde(default)]
+    flush_nat: Option<S<String>>,
+    #[serde(default)]
+    impair: Option<S<RawImpairFault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPartition {
+    One(String),
+    Groups(Vec<Vec<String>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImpairFault {
+    segment: S<String>,
+    #[serde(default)]
+    delay: Option<S<RawDuration>>,
+    #[serde(default)]
+    jitter: Option<S<RawDuration>>,
+    #[serde(default)]
+    loss: Option<S<String>>,
+    #[serde(default)]
+    rate: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    within: Option<S<RawDuration>>,
+    #[serde(default)]
+    started: Option<S<String>>,
+    #[serde(default)]
+    discovered: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    reservation: Option<S<String>>,
+    #[serde(default)]
+    relayed: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    direct: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    hole_punch_fails: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    delivered: Option<S<RawDelivered>>,
+    #[serde(default)]
+    path: Option<S<RawPathExpect>>,
+    #[serde(default)]
+    event: Option<S<RawEventExpect>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivered {
+    from: S<String>,
+    to: S<String>,
+    count: u64,
+    #[serde(default)]
+    lost: Option<u64>,
+    #[serde(default)]
+    duplicates: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathExpect {
+    from: S<String>,
+    to: S<String>,
+    #[serde(default)]
+    all: Option<S<String>>,
+    #[serde(default)]
+    last: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventExpect {
+    #[serde(default)]
+    node: Option<S<String>>,
+    kind: S<String>,
+    #[serde(default, rename = "where")]
+    where_: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    min: Option<u64>,
+    #[serde(default)]
+    max: Option<u64>,
+}
+
+// ------------------------------------------------------------------------------------ model ---
+
+/// What a node runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Quic,
+    Both,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+            Transport::Both => "both",
+        }
+    }
+}
+
+/// A router's NAT profile (see `docker/router.sh` and the README's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatProfile {
+    Open,
+    Home,
+    Strict,
+    PortForward,
+    Routed,
+    Upnp,
+}
+
+impl NatProfile {
+    pub const NAMES: &'static str = "open, home, strict, port-forward, routed, upnp";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => Self::Open,
+            "home" => Self::Home,
+            "strict" => Self::Strict,
+            "port-forward" => Self::PortForward,
+            "routed" => Self::Routed,
+            "upnp" => Self::Upnp,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Home => "home",
+            Self::Strict => "strict",
+            Self::PortForward => "port-forward",
+            Self::Routed => "routed",
+            Self::Upnp => "upnp",
+        }
+    }
+
+    /// Whether DCUtR can punch through this NAT (towards a peer behind a NAT that allows it).
+    pub fn hole_punchable(self) -> bool {
+        !matches!(self, Self::Strict)
+    }
+}
+
+/// Link impairments of a router's uplink interface (packets leaving the LAN).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Impair {
+    pub delay_ms: Option<u64>,
+    pub jitter_ms: Option<u64>,
+    /// Percent, 0..=100.
+    pub loss_pct: Option<f64>,
+    /// A tc rate, e.g. `10mbit`.
+    pub rate: Option<String>,
+}
+
+impl Impair {
+    pub fn is_empty(&self) -> bool {
+        self.delay_ms.is_none() && self.jitter_ms.is_none() && self.loss_pct.is_none() && self.rate.is_none()
+    }
+}
+
+/// A static port forward on a `port-forward` router.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Forward {
+    /// `tcp`, `udp` or `both`.
+    pub proto: String,
+    pub port: u16,
+    pub to: String,
+    pub to_port: u16,
+}
+
+/// A network segment: public (no `nat`) or a LAN behind a router.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    pub name: String,
+    pub subnet: Option<Ipv4Net>,
+    pub nat: Option<Nat>,
+    pub line: u64,
+}
+
+/// The router of a LAN segment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Nat {
+    pub profile: NatProfile,
+    /// The segment the router's WAN side is on.
+    pub uplink: String,
+    pub forward: Vec<Forward>,
+    pub impair: Impair,
+    pub mapping_timeout_s: Option<u64>,
+}
+
+impl Segment {
+    /// The router container's name.
+    pub fn router_name(&self) -> Option<String> {
+        self.nat.as_ref().map(|_| format!("router-{}", self.name))
+    }
+}
+
+/// A node's role, as the node binaries name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Monitor,
+    Listener,
+    Dialer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Monitor => "monitor",
+            Role::Listener => "listener",
+            Role::Dialer => "dialer",
+        }
+    }
+}
+
+/// One node (replicas already expanded: `peer` × 3 is `peer-1`, `peer-2`, `peer-3`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Node {
+    pub name: String,
+    /// The name in the file (differs from `name` for replicas).
+    pub declared: String,
+    pub role: Role,
+    pub segment: String,
+    pub namespace: String,
+    pub transport: Transport,
+    /// Dialer: messages to send (0 = forever).
+    pub count: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub size: Option<u64>,
+    pub deadline_s: Option<u64>,
+    pub relay: Option<String>,
+    pub vpn: bool,
+    pub upnp: bool,
+    pub seed: Option<u64>,
+    pub args: Vec<String>,
+    pub line: u64,
+}
+
+/// A condition over the merged event timeline: what expectations assert and what faults wait for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "check")]
+pub enum Check {
+    /// The node emitted `started`.
+    Started { node: String },
+    /// `by` found `peer` through the DHT.
+    Discovered { by: String, peer: String },
+    /// The node holds an accepted relay reservation.
+    Reservation { node: String },
+    /// A connection with this path between the two (either side reports it).
+    Connected { a: String, b: String, path: Path },
+    /// DCUtR between the two failed at least once and never succeeded, and no direct
+    /// connection between them ever existed.
+    HolePunchFails { a: String, b: String },
+    /// `from`'s messages to `to`: at least `count` acked, at most `lost` given up, at most
+    /// `duplicates` delivered twice to the application.
+    Delivered { from: String, to: String, count: u64, lost: u64, duplicates: u64 },
+    /// Every ack from `to` to `from` took `path`.
+    PathAll { from: String, to: String, path: Path },
+    /// Acks from `to` to `from` ended on `path`: the last ack took it, and so did every ack
+    /// after the first one that took it.
+    PathLast { from: String, to: String, path: Path },
+    /// Between `min` and `max` events of `kind` (on `node`, or anywhere) whose fields include
+    /// `fields`.
+    Event { node: Option<String>, kind: String, fields: BTreeMap<String, serde_json::Value>, min: u64, max: Option<u64> },
+}
+
+impl Check {
+    /// The nodes the check is about.
+    pub fn nodes(&self) -> Vec<&str> {
+        match self {
+            Check::Started { node } | Check::Reservation { node } => vec![node],
+            Check::Discovered { by, peer } => vec![by, peer],
+            Check::Connected { a, b, .. } | Check::HolePunchFails { a, b } => vec![a, b],
+            Check::Delivered { from, to, .. } | Check::PathAll { from, to, .. } | Check::PathLast { from, to, .. } => {
+                vec![from, to]
+            }
+            Check::Event { node, .. } => node.iter().map(|s| s.as_str()).collect(),
+        }
+    }
+
+    /// A short human label, e.g. `direct bob → alice`.
+    pub fn label(&self) -> String {
+        match self {
+            Check::Started { node } => format!("started {node}"),
+            Check::Discovered { by, peer } => format!("discovered {by} → {peer}"),
+            Check::Reservation { node } => format!("reservation {node}"),
+            Check::Connected { a, b, path } => format!("{} {a} ↔ {b}", path_str(*path)),
+            Check::HolePunchFails { a, b } => format!("hole punch fails {a} ↔ {b}"),
+            Check::Delivered { from, to, count, lost, duplicates } => {
+                format!("delivered {from} → {to}: {count} (lost ≤ {lost}, duplicates ≤ {duplicates})")
+            }
+            Check::PathAll { from, to, path } => format!("path {from} → {to}: all {}", path_str(*path)),
+            Check::PathLast { from, to, path } => format!("path {from} → {to}: last {}", path_str(*path)),
+            Check::Event { node, kind, fields, min, max } => {
+                let mut s = format!("event {kind}");
+                if let Some(n) = node {
+                    s.push_str(&format!(" on {n}"));
+                }
+                if !fields.is_empty() {
+                    let f: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    s.push_str(&format!(" where {}", f.join(",")));
+                }
+                match max {
+                    Some(m) => s.push_str(&format!(" ({min}..={m})")),
+                    None => s.push_str(&format!(" (≥ {min})")),
+                }
+                s
+            }
+        }
+    }
+}
+
+pub fn path_str(p: Path) -> &'static str {
+    match p {
+        Path::Direct => "direct",
+        Path::Relayed => "relayed",
+    }
+}
+
+/// One expectation of the file (one per replica combination).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Expectation {
+    pub name: String,
+    pub check: Check,
+    /// Deadline counted from the moment every node the check names has started.
+    pub within: Option<Duration>,
+    pub line: u64,
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// This long after every node started.
+    At(Duration),
+    /// `delay` after the check first holds.
+    After { check: Check, delay: Duration },
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "target")]
+pub enum Action {
+    /// SIGKILL the node's container.
+    Kill(String),
+    /// SIGTERM: the node stops cleanly.
+    Stop(String),
+    /// Start a killed or stopped node again.
+    Start(String),
+    /// Restart the container (same addresses, same key when the node has a seed).
+    Restart(String),
+    Pause(String),
+    Unpause(String),
+    /// Cut a LAN segment off its uplink (on its router) or a node off every peer.
+    Partition(String),
+    /// Groups that reach only their own members; a node in two groups is Jepsen's bridge.
+    PartitionGroups(Vec<Vec<String>>),
+    /// Undo a partition: a segment, a node, or `all`.
+    Heal(String),
+    /// Forget every NAT mapping and connection-tracking entry of the segment's router.
+    FlushNat(String),
+    /// Set new impairments on the segment's router.
+    Impair { segment: String, impair: Impair },
+}
+
+impl Action {
+    pub fn label(&self) -> String {
+        match self {
+            Action::Kill(n) => format!("kill {n}"),
+            Action::Stop(n) => format!("stop {n}"),
+            Action::Start(n) => format!("start {n}"),
+            Action::Restart(n) => format!("restart {n}"),
+            Action::Pause(n) => format!("pause {n}"),
+            Action::Unpause(n) => format!("unpause {n}"),
+            Action::Partition(n) => format!("partition {n}"),
+            Action::PartitionGroups(g) => {
+                let g: Vec<String> = g.iter().map(|g| format!("[{}]", g.join(","))).collect();
+                format!("partition {}", g.join(" | "))
+            }
+            Action::Heal(n) => format!("heal {n}"),
+            Action::FlushNat(n) => format!("flush nat {n}"),
+            Action::Impair { segment, .. } => format!("impair {segment}"),
+        }
+    }
+
+    /// What undoes this action after `for:`, if anything does.
+    pub fn undo(&self) -> Option<Action> {
+        match self {
+            Action::Kill(n) | Action::Stop(n) => Some(Action::Start(n.clone())),
+            Action::Pause(n) => Some(Action::Unpause(n.clone())),
+            Action::Partition(n) => Some(Action::Heal(n.clone())),
+            Action::PartitionGroups(_) => Some(Action::Heal("all".into())),
+            Action::Impair { segment, .. } => Some(Action::Impair { segment: segment.clone(), impair: Impair::default() }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Fault {
+    pub trigger: Trigger,
+    pub action: Action,
+    /// Undo after this long (`for:`).
+    pub duration: Option<Duration>,
+    pub line: u64,
+}
+
+/// A validated topology.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub description: Option<String>,
+    pub timeout: Duration,
+    pub segments: Vec<Segment>,
+    pub nodes: Vec<Node>,
+    pub faults: Vec<Fault>,
+    pub expect: Vec<Expectation>,
+    /// Declared node name → its instances (itself, or its replicas).
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Topology {
+    pub fn segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.name == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Segments in an order where every router's uplink comes before it.
+    pub fn segments_uplink_first(&self) -> Vec<&Segment> {
+        let mut out: Vec<&Segment> = Vec::new();
+        let mut left: Vec<&Segment> = self.segments.iter().collect();
+        while !left.is_empty() {
+            let before = left.len();
+            left.retain(|s| {
+                let ready = match &s.nat {
+                    None => true,
+                    Some(n) => out.iter().any(|o| o.name == n.uplink),
+                };
+                if ready {
+                    out.push(s);
+                }
+                !ready
+            });
+            if left.len() == before {
+                // a cycle; validation refuses those, so this is unreachable for a valid model
+                out.extend(left.drain(..));
+            }
+        }
+        out
+    }
+
+    /// Whether the segment is used as another router's uplink (a carrier network).
+    pub fn is_uplink_of_nat(&self, segment: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.nat.as_ref().is_some_and(|n| n.uplink == segment))
+    }
+
+    /// The chain of NAT profiles between a segment and the public internet, innermost first.
+    pub fn nat_chain(&self, segment: &str) -> Vec<NatProfile> {
+        let mut out = Vec::new();
+        let mut cur = self.segment(segment);
+        let mut guard = 0;
+        while let Some(s) = cur {
+            guard += 1;
+            if guard > 64 {
+                break;
+            }
+            match &s.nat {
+                Some(n) => {
+                    out.push(n.profile);
+                    cur = self.segment(&n.uplink);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+// -------------------------------------------------------------------------------- loading ---
+
+/// Reads and validates a topology file.
+pub fn load(path: &FsPath) -> Result<Topology, TopologyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the file: {e}"),
+        hint: None,
+        source_text: String::new(),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates a topology given as text (`file` names it in errors).
+pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
+    let cx = Ctx { file, text };
+    let opts = serde_saphyr::options! { with_snippet: false };
+    let raw: RawTopology = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let msg = first_line(&e.to_string());
+        let h = yaml_hint(&msg);
+        cx.err(loc, msg, h)
+    })?;
+    validate(&cx, raw)
+}
+
+fn first_line(s: &str) -> String {
+    // serde-saphyr's message may carry its own location suffix and snippet; keep the message.
+    let l = s.lines().next().unwrap_or(s).trim().to_string();
+    match l.find(" at line ") {
+        Some(i) => l[..i].to_string(),
+        None => l,
+    }
+}
+
+fn yaml_hint(msg: &str) -> Option<String> {
+    if msg.contains("unknown field") {
+        Some("see topologies/README.md for the keys this place accepts".into())
+    } else if msg.contains("missing field") {
+        Some("this key is required here; see topologies/README.md".into())
+    } else if msg.contains("duplicate") {
+        Some("names must be unique within their map".into())
+    } else {
+        None
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" | "min" => n * 60e3,
+        "h" => n * 3600e3,
+        _ => return None,
+    };
+    if ms > 1e12 {
+        return None;
+    }
+    Some(Duration::from_micros((ms * 1e3) as u64))
+}
+
+fn duration(cx: &Ctx<'_>, d: &S<RawDuration>, key: &str) -> Result<Duration, TopologyError> {
+    match &d.value {
+        RawDuration::Secs(n) => Ok(Duration::from_secs(*n)),
+        RawDuration::Text(t) => parse_duration(t).ok_or_else(|| {
+            cx.err(d.referenced, format!("{key}: `{t}` is not a duration"), hint("write e.g. 500ms, 10s or 2m"))
+        }),
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+}
+
+fn percent(cx: &Ctx<'_>, s: &S<String>) -> Result<f64, TopologyError> {
+    let t = s.value.trim();
+    let v: Option<f64> = t.strip_suffix('%').unwrap_or(t).trim().parse().ok();
+    match v {
+        Some(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(cx.err(s.referenced, format!("loss: `{t}` is not a percentage"), hint("write e.g. 10% (0 to 100)"))),
+    }
+}
+
+fn rate(cx: &Ctx<'_>, s: &S<String>) -> Result<String, TopologyError> {
+    let t = s.value.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let ok = !num.is_empty() && num.parse::<u64>().is_ok_and(|n| n > 0) && matches!(unit, "kbit" | "mbit" | "gbit");
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err(cx.err(s.referenced, format!("rate: `{t}` is not a rate"), hint("write e.g. 512kbit, 10mbit or 1gbit")))
+    }
+}
+
+fn impair_of(
+    cx: &Ctx<'_>,
+    delay: &Option<S<RawDuration>>,
+    jitter: &Option<S<RawDuration>>,
+    loss: &Option<S<String>>,
+    rate_: &Option<S<String>>,
+) -> Result<Impair, TopologyError> {
+    let delay_ms = delay.as_ref().map(|d| duration(cx, d, "delay")).transpose()?.map(|d| d.as_millis() as u64);
+    let jitter_ms = jitter.as_ref().map(|d| duration(cx, d, "jitter")).transpose()?.map(|d| d.as_millis() as u64);
+    if let (Some(j), Some(jv)) = (jitter, jitter_ms) {
+        if jv > delay_ms.unwrap_or(0) {
+            return Err(cx.err(j.referenced, "jitter is larger than delay", hint("jitter varies the delay by ± that much; set delay ≥ jitter")));
+        }
+    }
+    Ok(Impair {
+        delay_ms,
+        jitter_ms,
+        loss_pct: loss.as_ref().map(|l| percent(cx, l)).transpose()?,
+        rate: rate_.as_ref().map(|r| rate(cx, r)).transpose()?,
+    })
+}
+
+fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
+    if !valid_name(&raw.name.value) || raw.name.value.len() > 24 {
+        return Err(cx.err(
+            raw.name.referenced,
+            format!("name: `{}` is not a valid lab name", raw.name.value),
+            hint("lowercase letters, digits and '-', starting with a letter, at most 24 characters"),
+        ));
+    }
+    let timeout = match &raw.timeout {
+        Some(t) => duration(cx, t, "timeout")?,
+        None => Duration::from_secs(180),
+    };
+    if timeout.is_zero() {
+        if let Some(t) = &raw.timeout {
+            return Err(cx.err(t.referenced, "timeout must be more than 0", None));
+        }
+    }
+    let default_transport = match &raw.transport {
+        Some(t) => transport(cx, t)?,
+        None => Transport::Both,
+    };
+
+    // ---- segments
+    if raw.segments.value.is_empty() {
+        return Err(cx.err(raw.segments.referenced, "segments: at least one segment is needed", hint("e.g. `segments: { internet: {} }`")));
+    }
+    let mut segments = Vec::new();
+    let public: Vec<&str> = raw
+        .segments
+        .value
+        .iter()
+        .filter(|(_, s)| s.value.nat.is_none())
+        .map(|(k, _)| k.value.as_str())
+        .collect();
+    if public.is_empty() {
+        return Err(cx.err(
+            raw.segments.referenced,
+            "segments: no public segment (one without `nat`)",
+            hint("routers need an internet to uplink to, e.g. `internet: {}`"),
+        ));
+    }
+    for (name, seg) in &raw.segments.value {
+        if !valid_name(&name.value) {
+            return Err(cx.err(name.referenced, format!("segment name `{}` is not valid", name.value), hint("lowercase letters, digits and '-', starting with a letter")));
+        }
+        let s = &seg.value;
+        let subnet = match &s.subnet {
+            Some(sub) => {
+                let net: Ipv4Net = sub.value.parse().map_err(|_| {
+                    cx.err(sub.referenced, format!("subnet: `{}` is not an IPv4 prefix", sub.value), hint("write e.g. 10.1.0.0/24"))
+                })?;
+                if net.trunc() != net {
+                    return Err(cx.err(sub.referenced, format!("subnet: `{}` has host bits set", sub.value), hint(format!("did you mean {}?", net.trunc()))));
+                }
+                if net.prefix_len() > 28 || net.prefix_len() < 16 {
+                    return Err(cx.err(sub.referenced, format!("subnet: /{} is out of range", net.prefix_len()), hint("use a prefix from /16 to /28")));
+                }
+                if let Some(bad) = crate::plan::forbidden().into_iter().find(|f| f.contains(&net.network()) || net.contains(&f.network())) {
+                    return Err(cx.err(
+                        sub.referenced,
+                        format!("subnet: {net} overlaps the reserved range {bad}"),
+                        hint("TEST-NETs host real infrastructure here and 10.255.255.0/24 is the resolver; use 198.18.0.0/15, 10.x or 100.64.0.0/10"),
+                    ));
+                }
+                Some((net, sub.referenced))
+            }
+            None => None,
+        };
+        let nat = match &s.nat {
+            None => {
+                for (key, present, at) in [
+                    ("uplink", s.uplink.is_some(), s.uplink.as_ref().map(|u| u.referenced)),
+                    ("forward", !s.forward.is_empty(), s.forward.first().map(|f| f.referenced)),
+                    ("impair", s.impair.is_some(), s.impair.as_ref().map(|i| i.referenced)),
+                    ("mapping_timeout", s.mapping_timeout.is_some(), s.mapping_timeout.as_ref().map(|i| i.referenced)),
+                ] {
+                    if present {
+                        return Err(cx.err(
+                            at.unwrap_or(name.referenced),
+                            format!("segment `{}`: `{key}` needs a router, and a segment without `nat` has none", name.value),
+                            hint("add `nat: home` (or another profile) to make it a LAN behind a router"),
+                        ));
+                    }
+                }
+                None
+            }
+            Some(p) => {
+                let profile = NatProfile::parse(&p.value).ok_or_else(|| {
+                    cx.err(p.referenced, format!("nat: unknown profile `{}`", p.value), hint(format!("one of {}; a CGNAT is a LAN whose uplink is another LAN", NatProfile::NAMES)))
+                })?;
+                let uplink = match &s.uplink {
+                    Some(u) => u.value.clone(),
+                    None if public.len() == 1 => public[0].to_string(),
+                    None => {
+                        return Err(cx.err(
+                            name.referenced,
+                            format!("segment `{}`: `uplink` is needed, there are several public segments", name.value),
+                            hint(format!("one of: {}", public.join(", "))),
+                        ))
+                    }
+                };
+                if let Some(u) = &s.uplink {
+                    if !raw.segments.value.keys().any(|k| k.value == u.value) {
+                        return Err(cx.err(u.referenced, format!("uplink: no segment named `{}`", u.value), known(raw.segments.value.keys().map(|k| &k.value))));
+                    }
+                    if u.value == name.value {
+                        return Err(cx.err(u.referenced, "uplink: a segment cannot be its own uplink", None));
+                    }
+                }
+                let mut forward = Vec::new();
+                for f in &s.forward {
+                    if profile != NatProfile::PortForward {
+                        return Err(cx.err(f.referenced, format!("forward: only a `port-forward` router forwards ports (this one is `{}`)", profile.as_str()), hint("set `nat: port-forward`")));
+                    }
+                    let fv = &f.value;
+                    let proto = fv.proto.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| "both".into());
+                    if !matches!(proto.as_str(), "tcp" | "udp" | "both") {
+                        if let Some(p) = &fv.proto {
+                            return Err(cx.err(p.referenced, format!("proto: `{proto}` is not tcp, udp or both"), None));
+                        }
+                    }
+                    if fv.port.value == 0 {
+                        return Err(cx.err(fv.port.referenced, "port: 0 is not a port", None));
+                    }
+                    forward.push((
+                        Forward { proto, port: fv.port.value, to: fv.to.value.clone(), to_port: fv.to_port.unwrap_or(fv.port.value) },
+                        fv.to.referenced,
+                    ));
+                }
+                if profile == NatProfile::PortForward && forward.is_empty() {
+                    return Err(cx.err(p.referenced, "a `port-forward` router needs at least one `forward` entry", hint("e.g. `forward: [{ port: 4001, to: alice }]`")));
+                }
+                let impair = match &s.impair {
+                    Some(i) => impair_of(cx, &i.value.delay, &i.value.jitter, &i.value.loss, &i.value.rate)?,
+                    None => Impair::default(),
+                };
+                let mapping_timeout_s = s.mapping_timeout.as_ref().map(|d| duration(cx, d, "mapping_timeout")).transpose()?.map(|d| d.as_secs().max(1));
+                Some((Nat { profile, uplink, forward: forward.iter().map(|f| f.0.clone()).collect(), impair, mapping_timeout_s }, forward))
+            }
+        };
+        let (nat, fwd_refs) = match nat {
+            Some((n, f)) => (Some(n), f),
+            None => (None, Vec::new()),
+        };
+        segments.push((
+            Segment { name: name.value.clone(), subnet: subnet.map(|s| s.0), nat, line: name.referenced.line() },
+            subnet.map(|s| s.1),
+            name.referenced,
+            fwd_refs,
+        ));
+    }
+    // overlapping subnets
+    for (i, (a, a_at, _, _)) in segments.iter().enumerate() {
+        for (b, _, _, _) in segments.iter().skip(i + 1) {
+            if let (Some(x), Some(y)) = (a.subnet, b.subnet) {
+                if x.contains(&y.network()) || y.contains(&x.network()) {
+                    return Err(cx.err(
+                        a_at.unwrap_or(Location::UNKNOWN),
+                        format!("subnet {x} of `{}` overlaps {y} of `{}`", a.name, b.name),
+                        hint("give every segment its own range, or leave `subnet` out to have one allocated"),
+                    ));
+                }
+            }
+        }
+    }
+    // uplink cycles
+    for (s, _, at, _) in &segments {
+        let mut seen = vec![s.name.clone()];
+        let mut cur = s.nat.as_ref().map(|n| n.uplink.clone());
+        while let Some(u) = cur {
+            if seen.contains(&u) {
+                seen.push(u);
+                return Err(cx.err(*at, format!("uplink cycle: {}", seen.join(" → ")), hint("every chain of uplinks must end at a public segment (one without `nat`)")));
+            }
+            seen.push(u.clone());
+            cur = segments.iter().find(|x| x.0.name == u).and_then(|x| x.0.nat.as_ref().map(|n| n.uplink.clone()));
+        }
+    }
+
+    // ---- nodes
+    if raw.nodes.value.is_empty() {
+        return Err(cx.err(raw.nodes.referenced, "nodes: at least one node is needed", None));
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let router_names: Vec<String> = segments.iter().filter_map(|s| s.0.router_name()).collect();
+    for (name, n) in &raw.nodes.value {
+        if !valid_name(&name.value) {
+            return Err(cx.err(name.referenced, format!("node name `{}` is not valid", name.value), hint("lowercase letters, digits and '-', starting with a letter")));
+        }
+        if router_names.contains(&name.value) || name.value.ends_with("-vpn-exit") {
+            return Err(cx.err(name.referenced, format!("node name `{}` is taken by a container the lab makes", name.value), hint("routers are called router-<segment> and VPN exits <node>-vpn-exit")));
+        }
+        let v = &n.value;
+        let role = match v.role.value.as_str() {
+            "monitor" => Role::Monitor,
+            "listener" => Role::Listener,
+            "dialer" => Role::Dialer,
+            other => return Err(cx.err(v.role.referenced, format!("role: unknown role `{other}`"), hint("one of monitor, listener, dialer"))),
+        };
+        if !segments.iter().any(|s| s.0.name == v.segment.value) {
+            return Err(cx.err(v.segment.referenced, format!("segment: no segment named `{}`", v.segment.value), known(segments.iter().map(|s| &s.0.name))));
+        }
+        let on_nat = segments.iter().any(|s| s.0.name == v.segment.value && s.0.nat.is_some());
+        if role == Role::Monitor && on_nat {
+            return Err(cx.err(v.segment.referenced, format!("a monitor is a public bootstrap node; `{}` is behind a NAT", v.segment.value), hint("put monitors on a public segment")));
+        }
+        let transport = match &v.transport {
+            Some(t) => transport(cx, t)?,
+            None => default_transport,
+        };
+        if role != Role::Dialer {
+            for (key, present) in [("count", v.count.is_some()), ("interval", v.interval.is_some()), ("size", v.size.is_some()), ("deadline", v.deadline.is_some())] {
+                if present {
+                    return Err(cx.err(name.referenced, format!("node `{}`: `{key}` is a dialer setting and this is a {}", name.value, role.as_str()), None));
+                }
+            }
+        }
+        if let Some(r) = &v.relay {
+            if !matches!(r.value.as_str(), "auto" | "always" | "never") {
+                return Err(cx.err(r.referenced, format!("relay: `{}` is not auto, always or never", r.value), None));
+            }
+        }
+        let replicas = match &v.replicas {
+            Some(r) if r.value == 0 || r.value > 200 => return Err(cx.err(r.referenced, format!("replicas: {} is out of range", r.value), hint("1 to 200"))),
+            Some(r) => r.value,
+            None => 1,
+        };
+        let interval_ms = v.interval.as_ref().map(|d| duration(cx, d, "interval")).transpose()?.map(|d| d.as_millis() as u64);
+        let deadline_s = v.deadline.as_ref().map(|d| duration(cx, d, "deadline")).transpose()?.map(|d| d.as_secs().max(1));
+        let names: Vec<String> = if replicas == 1 {
+            vec![name.value.clone()]
+        } else {
+            (1..=replicas).map(|i| format!("{}-{i}", name.value)).collect()
+        };
+        for inst in &names {
+            if raw.nodes.value.keys().any(|k| &k.value == inst && k.value != name.value) {
+                return Err(cx.err(name.referenced, format!("replica `{inst}` of `{}` clashes with the node of that name", name.value), None));
+            }
+        }
+        for (i, inst) in names.iter().enumerate() {
+            nodes.push(Node {
+                name: inst.clone(),
+                declared: name.value.clone(),
+                role,
+                segment: v.segment.value.clone(),
+                namespace: v.namespace.clone().unwrap_or_else(|| "p2plab".into()),
+                transport,
+                count: v.count,
+                interval_ms,
+                size: v.size,
+                deadline_s,
+                relay: v.relay.as_ref().map(|r| r.value.clone()),
+                vpn: v.vpn,
+                upnp: v.upnp,
+                seed: v.seed.map(|s| s + i as u64),
+                args: v.args.clone(),
+                line: name.referenced.line(),
+            });
+        }
+        groups.insert(name.value.clone(), names);
+    }
+    if !nodes.iter().any(|n| n.role == Role::Monitor) {
+        return Err(cx.err(raw.nodes.referenced, "nodes: no monitor", hint("peers need a bootstrap node: add one with `role: monitor` on a public segment")));
+    }
+    // port forwards name nodes on their LAN
+    for (s, _, _, fwd) in &segments {
+        for (f, at) in fwd {
+            match nodes.iter().find(|n| n.name == f.to) {
+                None => return Err(cx.err(*at, format!("forward: no node named `{}`", f.to), (known(groups.keys())))),
+                Some(n) if n.segment != s.name => {
+                    return Err(cx.err(*at, format!("forward: `{}` is on `{}`, not on this router's LAN `{}`", f.to, n.segment, s.name), None))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let segs: Vec<Segment> = segments.into_iter().map(|s| s.0).collect();
+    let mut topo = Topology {
+        name: raw.name.value.clone(),
+        description: raw.description.clone(),
+        timeout,
+        segments: segs,
+        nodes,
+        faults: Vec::new(),
+        expect: Vec::new(),
+        groups,
+    };
+
+    // ---- expectations
+    for e in &raw.expect {
+        topo.expect.extend(expectation(cx, &topo, e)?);
+    }
+    // ---- faults
+    for f in &raw.faults {
+        let fault = fault(cx, &topo, f)?;
+        topo.faults.push(fault);
+    }
+    Ok(topo)
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> Option<String> {
+    let v: Vec<&str> = names.map(|s| s.as_str()).collect();
+    Some(format!("known: {}", v.join(", ")))
+}
+
+fn transport(cx: &Ctx<'_>, t: &S<String>) -> Result<Transport, TopologyError> {
+    match t.value.as_str() {
+        "tcp" => Ok(Transport::Tcp),
+        "quic" => Ok(Transport::Quic),
+        "both" => Ok(Transport::Both),
+        other => Err(cx.err(t.referenced, format!("transport: `{other}` is not tcp, quic or both"), None)),
+    }
+}
+
+/// A node reference: a declared name (all its replicas) or one replica's name.
+fn instances(cx: &Ctx<'_>, topo: &Topology, r: &S<String>) -> Result<Vec<String>, TopologyError> {
+    if let Some(g) = topo.groups.get(&r.value) {
+        return Ok(g.clone());
+    }
+    if topo.nodes.iter().any(|n| n.name == r.value) {
+        return Ok(vec![r.value.clone()]);
+    }
+    Err(cx.err(r.referenced, format!("no node named `{}`", r.value), known(topo.groups.keys())))
+}
+
+fn pair(cx: &Ctx<'_>, topo: &Topology, v: &S<Vec<S<String>>>, key: &str) -> Result<Vec<(String, String)>, TopologyError> {
+    if v.value.len() != 2 {
+        return Err(cx.err(v.referenced, format!("{key}: needs exactly two nodes, got {}", v.value.len()), hint(format!("e.g. `{key}: [bob, alice]`"))));
+    }
+    let a = instances(cx, topo, &v.value[0])?;
+    let b = instances(cx, topo, &v.value[1])?;
+    let mut out = Vec::new();
+    for x in &a {
+        for y in &b {
+            if x != y {
+                out.push((x.clone(), y.clone()));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(cx.err(v.referenced, format!("{key}: a node paired with itself"), None));
+    }
+    Ok(out)
+}
+
+fn path_of(cx: &Ctx<'_>, s: &S<String>) -> Result<Path, TopologyError> {
+    match s.value.as_str() {
+        "direct" => Ok(Path::Direct),
+        "relayed" => Ok(Path::Relayed),
+        other => Err(cx.err(s.referenced, format!("`{other}` is not a path"), hint("direct or relayed"))),
+    }
+}
+
+const EVENT_KINDS: &[&str] = &[
+    "started", "listening", "http_listening", "external_addr", "bootstrap_retry", "bootstrapped", "reachability",
+    "reservation", "announced", "discovered", "connected", "disconnected", "connection_error", "hole_punch",
+    "message_sent", "message_received", "message_acked", "message_failed", "error", "stopped", "upnp",
+];
+
+/// The checks one `expect` (or `after`) entry stands for, and its `within`.
+fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Result<(Vec<Check>, Option<Duration>), TopologyError> {
+    let v = &e.value;
+    let kinds = [
+        v.started.is_some(),
+        v.discovered.is_some(),
+        v.reservation.is_some(),
+        v.relayed.is_some(),
+        v.direct.is_some(),
+        v.hole_punch_fails.is_some(),
+        v.delivered.is_some(),
+        v.path.is_some(),
+        v.event.is_some(),
+    ];
+    let n = kinds.iter().filter(|k| **k).count();
+    if n != 1 {
+        return Err(cx.err(
+            e.referenced,
+            format!("{ctx_key}: each entry takes exactly one of started, discovered, reservation, relayed, direct, hole_punch_fails, delivered, path, event (found {n})"),
+            hint("split it into several entries"),
+        ));
+    }
+    let within = v.within.as_ref().map(|d| duration(cx, d, "within")).transpose()?;
+    let mut out = Vec::new();
+    if let Some(s) = &v.started {
+        for node in instances(cx, topo, s)? {
+            out.push(Check::Started { node });
+        }
+    }
+    if let Some(p) = &v.discovered {
+        for (by, peer) in pair(cx, topo, p, "discovered")? {
+            out.push(Check::Discovered { by, peer });
+        }
+    }
+    if let Some(s) = &v.reservation {
+        for node in instances(cx, topo, s)? {
+            out.push(Check::Reservation { node });
+        }
+    }
+    for (p, path, key) in [(&v.relayed, Path::Relayed, "relayed"), (&v.direct, Path::Direct, "direct")] {
+        if let Some(p) = p {
+            for (a, b) in pair(cx, topo, p, key)? {
+                out.push(Check::Connected { a, b, path });
+            }
+        }
+    }
+    if let Some(p) = &v.hole_punch_fails {
+        for (a, b) in pair(cx, topo, p, "hole_punch_fails")? {
+            out.push(Check::HolePunchFails { a, b });
+        }
+    }
+    if let Some(d) = &v.delivered {
+        let dv = &d.value;
+        let froms = instances(cx, topo, &dv.from)?;
+        for f in &froms {
+            if topo.node(f).is_some_and(|n| n.role != Role::Dialer) {
+                return Err(cx.err(dv.from.referenced, format!("delivered: `{f}` is not a dialer, it sends no messages"), None));
+            }
+        }
+        for from in froms {
+            for to in instances(cx, topo, &dv.to)? {
+                out.push(Check::Delivered { from: from.clone(), to, count: dv.count, lost: dv.lost.unwrap_or(0), duplicates: dv.duplicates.unwrap_or(0) });
+            }
+        }
+    }
+    if let Some(p) = &v.path {
+        let pv = &p.value;
+        let (which, path) = match (&pv.all, &pv.last) {
+            (Some(a), None) => ("all", path_of(cx, a)?),
+            (None, Some(l)) => ("last", path_of(cx, l)?),
+            _ => return Err(cx.err(p.referenced, "path: give exactly one of `all` or `last`", hint("e.g. `path: { from: bob, to: alice, all: relayed }`"))),
+        };
+        for from in instances(cx, topo, &pv.from)? {
+            for to in instances(cx, topo, &pv.to)? {
+                out.push(match which {
+                    "all" => Check::PathAll { from: from.clone(), to, path },
+                    _ => Check::PathLast { from: from.clone(), to, path },
+                });
+            }
+        }
+    }
+    if let Some(ev) = &v.event {
+        let evv = &ev.value;
+        if !EVENT_KINDS.contains(&evv.kind.value.as_str()) {
+            return Err(cx.err(evv.kind.referenced, format!("kind: `{}` is not an event of node/EVENTS.md", evv.kind.value), Some(format!("one of {}", EVENT_KINDS.join(", ")))));
+        }
+        let min = evv.min.unwrap_or(if evv.max.is_some() { 0 } else { 1 });
+        if evv.max.is_some_and(|m| m < min) {
+            return Err(cx.err(ev.referenced, "event: max is below min", None));
+        }
+        let targets: Vec<Option<String>> = match &evv.node {
+            Some(n) => instances(cx, topo, n)?.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        for node in targets {
+            out.push(Check::Event { node, kind: evv.kind.value.clone(), fields: evv.where_.clone(), min, max: evv.max });
+        }
+    }
+    Ok((out, within))
+}
+
+fn expectation(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>) -> Result<Vec<Expectation>, TopologyError> {
+    let (cs, within) = checks(cx, topo, e, "expect")?;
+    let many = cs.len() > 1;
+    Ok(cs
+        .into_iter()
+        .map(|check| {
+            let name = match (&e.value.name, many) {
+                (Some(n), false) => n.clone(),
+                (Some(n), true) => format!("{n}: {}", check.label()),
+                (None, _) => check.label(),
+            };
+            Expectation { name, check, within, line: e.referenced.line() }
+        })
+        .collect())
+}
+
+fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, TopologyError> {
+    let v = &f.value;
+    let trigger = match (&v.at, &v.after) {
+        (Some(at), None) => {
+            if let Some(d) = &v.delay {
+                return Err(cx.err(d.referenced, "delay: only with `after` (with `at`, add it to the time)", None));
+            }
+            Trigger::At(duration(cx, at, "at")?)
+        }
+        (None, Some(after)) => {
+            let (cs, within) = checks(cx, topo, after, "after")?;
+            if within.is_some() {
+                return Err(cx.err(after.referenced, "after: `within` has no meaning here", hint("use `delay` on the fault to wait after the condition")));
+            }
+            if cs.len() != 1 {
+                return Err(cx.err(after.referenced, format!("after: the condition names {} node combinations (replicas); name one replica", cs.len()), None));
+            }
+            let delay = v.delay.as_ref().map(|d| duration(cx, d, "delay")).transpose()?.unwrap_or_default();
+            Trigger::After { check: cs.into_iter().next().unwrap_or(Check::Started { node: String::new() }), delay }
+        }
+        _ => {
+            return Err(cx.err(f.referenced, "faults: each fault needs exactly one of `at` or `after`", hint("e.g. `{ at: 30s, kill: boot }` or `{ after: { direct: [bob, alice] }, kill: boot }`")))
+        }
+    };
+    let node = |s: &S<String>| -> Result<String, TopologyError> {
+        if topo.nodes.iter().any(|n| n.name == s.value) {
+            Ok(s.value.clone())
+        } else if topo.groups.get(&s.value).is_some_and(|g| g.len() > 1) {
+            Err(cx.err(s.referenced, format!("`{}` has replicas; a fault names one of them", s.value), Some(format!("e.g. {}-1", s.value))))
+        } else {
+            Err(cx.err(s.referenced, format!("no node named `{}`", s.value), known(topo.groups.keys())))
+        }
+    };
+    let nat_segment = |s: &S<String>| -> Result<String, TopologyError> {
+        match topo.segment(&s.value) {
+            Some(seg) if seg.nat.is_some() => Ok(s.value.clone()),
+            Some(_) => Err(cx.err(s.referenced, format!("`{}` is a public segment; this acts on a LAN's router", s.value), None)),
+            None => Err(cx.err(s.referenced, format!("no segment named `{}`", s.value), known(topo.segments.iter().map(|s| &s.name)))),
+        }
+    };
+    let mut actions = Vec::new();
+    if let Some(s) = &v.kill {
+        actions.push(Action::Kill(node(s)?));
+    }
+    if let Some(s) = &v.stop {
+        actions.push(Action::Stop(node(s)?));
+    }
+    if let Some(s) = &v.start {
+        actions.push(Action::Start(node(s)?));
+    }
+    if let Some(s) = &v.restart {
+        actions.push(Action::Restart(node(s)?));
+    }
+    if let Some(s) = &v.pause {
+        actions.push(Action::Pause(node(s)?));
+    }
+    if let Some(s) = &v.unpause {
+        actions.push(Action::Unpause(node(s)?));
+    }
+    if let Some(p) = &v.partition {
+        match &p.value {
+            RawPartition::One(t) => {
+                let s = S { value: t.clone(), referenced: p.referenced, defined: p.defined };
+                if topo.segment(t).is_some() {
+                    actions.push(Action::Partition(nat_segment(&s)?));
+                } else {
+                    actions.push(Action::Partition(node(&s)?));
+                }
+            }
+            RawPartition::Groups(gs) => {
+                if gs.len() < 2 {
+                    return Err(cx.err(p.referenced, "partition: give at least two groups", hint("e.g. `partition: [[a, b], [c]]`")));
+                }
+                let mut out = Vec::new();
+                for g in gs {
+                    let mut names = Vec::new();
+                    for n in g {
+                        let s = S { value: n.clone(), referenced: p.referenced, defined: p.defined };
+                        names.extend(instances(cx, topo, &s)?);
+                    }
+                    out.push(names);
+                }
+                actions.push(Action::PartitionGroups(out));
+            }
+        }
+    }
+    if let Some(h) = &v.heal {
+        if h.value == "all" || topo.segment(&h.value).is_some() {
+            if h.value != "all" {
+                nat_segment(h)?;
+            }
+            actions.push(Action::Heal(h.value.clone()));
+        } else {
+            actions.push(Action::Heal(node(h)?));
+        }
+    }
+    if let Some(s) = &v.flush_nat {
+        actions.push(Action::FlushNat(nat_segment(s)?));
+    }
+    if let Some(i) = &v.impair {
+        let iv = &i.value;
+        let segment = nat_segment(&iv.segment)?;
+        actions.push(Action::Impair { segment, impair: impair_of(cx, &iv.delay, &iv.jitter, &iv.loss, &iv.rate)? });
+    }
+    if actions.len() != 1 {
+        return Err(cx.err(
+            f.referenced,
+            format!("faults: each fault does exactly one thing (found {})", actions.len()),
+            hint("one of kill, stop, start, restart, pause, unpause, partition, heal, flush_nat, impair"),
+        ));
+    }
+    let action = actions.remove(0);
+    let duration_ = v.for_.as_ref().map(|d| duration(cx, d, "for")).transpose()?;
+    if let (Some(d), None) = (&v.for_, action.undo()) {
+        return Err(cx.err(d.referenced, format!("for: `{}` cannot be undone after a while", action.label()), hint("`for` works with kill, stop, pause, partition and impair")));
+    }
+    Ok(Fault { trigger, action, duration: duration_, line: f.referenced.line() })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const HOME: &str = r#"
+name: home-nat
+segments: { internet: {}, lan-a: { nat: home }, lan-b: { nat: home } }
+nodes:
+  boot:  { role: monitor,  segment: internet }
+  alice: { role: listener, segment: lan-a, namespace: demo }
+  bob:   { role: dialer,   segment: lan-b, namespace: demo, count: 50 }
+faults: [ { after: { direct: [bob, alice] }, kill: boot } ]
+expect:
+  - { discovered: [bob, alice], within: 10s }
+  - { direct: [bob, alice], within: 15s }
+  - { delivered: { from: bob, to: alice, count: 50, lost: 0 } }
+"#;
+
+    fn err(yaml: &str) -> TopologyError {
+        parse("t.yaml", yaml).expect_err("should fail")
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let t = parse("t.yaml", HOME).unwrap();
+        assert_eq!(t.name, "home-nat");
+        assert_eq!(t.nodes.len(), 3);
+        assert_eq!(t.segment("lan-a").unwrap().nat.as_ref().unwrap().uplink, "internet");
+        assert_eq!(t.expect.len(), 3);
+        assert_eq!(t.expect[1].within, Some(Duration::from_secs(15)));
+        assert!(matches!(&t.faults[0].trigger, Trigger::After { check: Check::Connected { path: Path::Direct, .. }, .. }));
+        assert_eq!(t.faults[0].action, Action::Kill("boot".into()));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segmnt: internet }\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("segmnt"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_is_an_error() {
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor }\n");
+        assert!(e.message.contains("segment"), "{e}");
+        assert!(e.line >= 4, "{e}");
+    }
+
+    #[test]
+    fn unknown_segment_reference_points_at_it() {
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internt }\n");
+        assert_eq!((e.line, e.column), (4, 35), "{e}");
+        assert!(e.message.contains("internt"));
+        assert!(e.hint.as_deref().unwrap().contains("internet"));
+    }
+
+    #[test]
+    fn unknown_node_in_expectation() {
+        let e = err(&HOME.replace("[bob, alice], within: 10s", "[bob, alcie], within: 10s"));
+        assert_eq!(e.line, 10, "{e}");
+        assert!(e.message.contains("alcie"));
+    }
+
+    #[test]
+    fn duplicate_name_is_an_error() {
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  boot: { role: monitor, segment: internet }\n");
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn overlapping_subnets() {
+        let e = err("name: x\nsegments:\n  internet: { subnet: 198.18.0.0/16 }\n  lan: { nat: home, subnet: 198.18.5.0/24 }\nnodes:\n  boot: { role: monitor, segment: internet }\n");
+        assert!(e.message.contains("overlaps"), "{e}");
+        assert_eq!(e.line, 3);
+    }
+
+    #[test]
+    fn test_net_subnets_are_refused() {
+        let e = err("name: x\nsegments:\n  internet: { subnet: 203.0.113.0/24 }\nnodes:\n  boot: { role: monitor, segment: internet }\n");
+        assert!(e.message.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn uplink_cycle() {
+        let e = err("name: x\nsegments:\n  internet: {}\n  a: { nat: home, uplink: b }\n  b: { nat: home, uplink: a }\nnodes:\n  boot: { role: monitor, segment: internet }\n");
+        assert!(e.message.contains("cycle"), "{e}");
+        assert!(e.message.contains("a → b → a"), "{e}");
+    }
+
+    #[test]
+    fn cgnat_stacks_and_orders_uplinks_first() {
+        let t = parse(
+            "t.yaml",
+            "name: x\nsegments:\n  lan: { nat: home, uplink: carrier }\n  carrier: { nat: home }\n  internet: {}\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: lan }\n",
+        )
+        .unwrap();
+        let order: Vec<&str> = t.segments_uplink_first().iter().map(|s| s.name.as_str()).collect();
+        let pos = |n: &str| order.iter().position(|x| *x == n).unwrap();
+        assert!(pos("internet") < pos("carrier") && pos("carrier") < pos("lan"));
+        assert_eq!(t.nat_chain("lan"), vec![NatProfile::Home, NatProfile::Home]);
+        assert!(t.is_uplink_of_nat("carrier"));
+    }
+
+    #[test]
+    fn replicas_expand_and_expectations_multiply() {
+        let t = parse(
+            "t.yaml",
+            "name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  l: { role: listener, segment: internet, replicas: 2 }\n  d: { role: dialer, segment: internet, replicas: 3, count: 5 }\nexpect:\n  - { discovered: [d, l] }\n",
+        )
+        .unwrap();
+        assert_eq!(t.groups["l"], vec!["l-1", "l-2"]);
+        assert_eq!(t.expect.len(), 6);
+    }
+
+    #[test]
+    fn a_fault_does_one_thing() {
+        let e = err(&HOME.replace("kill: boot }", "kill: boot, pause: alice }"));
+        assert!(e.message.contains("exactly one thing"), "{e}");
+        assert_eq!(e.line, 8);
+    }
+
+    #[test]
+    fn bad_duration() {
+        let e = err(&HOME.replace("within: 10s", "within: 10 parsecs"));
+        assert!(e.message.contains("not a duration"), "{e}");
+        assert_eq!(e.line, 10);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn partition_groups_and_for() {
+        let t = parse("t.yaml", &HOME.replace("faults: [ { after: { direct: [bob, alice] }, kill: boot } ]", "faults:\n  - { at: 10s, partition: lan-a, for: 20s }\n  - { at: 5s, partition: [[alice, boot], [boot, bob]] }")).unwrap();
+        assert_eq!(t.faults[0].action, Action::Partition("lan-a".into()));
+        assert_eq!(t.faults[0].duration, Some(Duration::from_secs(20)));
+        assert!(matches!(&t.faults[1].action, Action::PartitionGroups(g) if g.len() == 2));
+    }
+
+    #[test]
+    fn port_forward_needs_a_node_on_its_lan() {
+        let e = err("name: x\nsegments:\n  internet: {}\n  lan: { nat: port-forward, forward: [{ port: 4001, to: boot }] }\nnodes:\n  boot: { role: monitor, segment: internet }\n");
+        assert!(e.message.contains("not on this router's LAN"), "{e}");
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for y in ["", ":", "- - -", "name: [", "{{{{", "name: x\nsegments: 5\n", "\u{0}", "name: x\nnodes: {a: {role: monitor, segment: [1]}}\n"] {
+            let _ = parse("t.yaml", y);
+        }
+    }
+}
