@@ -381,7 +381,7 @@ impl Judge {
         match evaluate(&e.check, t) {
             State::Broken { reason } => Some(mk(false, None, serde_json::Value::Null, reason)),
             State::Holds { since, measured } => {
-                let after = reference.map(|r| ms_between(r, since));
+                let after = reference.map(|r| ms_between(r, since).max(0));
                 if late(reference, since) {
                     return Some(mk(false, after, measured, format!("held only after {} ms (within {} ms)", after.unwrap_or(0), within_ms.unwrap_or(0))));
                 }

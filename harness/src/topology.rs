@@ -1104,7 +1104,7 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
     for (s, _, _, fwd) in &segments {
         for (f, at) in fwd {
             match nodes.iter().find(|n| n.name == f.to) {
-                None => return Err(cx.err(*at, format!("forward: no node named `{}`", f.to), (known(groups.keys())))),
+                None => return Err(cx.err(*at, format!("forward: no node named `{}`", f.to), known(groups.keys()))),
                 Some(n) if n.segment != s.name => {
                     return Err(cx.err(*at, format!("forward: `{}` is on `{}`, not on this router's LAN `{}`", f.to, n.segment, s.name), None))
                 }
