@@ -7,6 +7,8 @@
 //!   the per-pair figures of the report (no Docker).
 //! - [`layout`]: every container of a lab (addresses, commands, environment) from a topology
 //!   and its subnets (no Docker).
+//! - [`compose`]: a topology as a docker compose file (v1.29 and v2), from its layout, and
+//!   subnets for it chosen without Docker.
 //! - [`plan`]: address planning (no Docker): subnets that overlap no host route, Docker network,
 //!   resolver or TEST-NET range.
 //! - [`run`]: a topology run for real: bring-up, merged timeline, faults on time, verdicts,
@@ -17,6 +19,7 @@
 //! - [`testing`]: what the Docker tests share: the engine or a clear skip, event waits with
 //!   deadlines.
 
+pub mod compose;
 pub mod docker;
 pub mod expect;
 pub mod image;
