@@ -16,8 +16,13 @@
 #   P2PLAB_DEBIAN_SUITE     suite for debootstrap      (bookworm)
 #   P2PLAB_DEBIAN_SECURITY_MIRROR  security mirror for the base image's apt
 #                           sources (read from host apt sources; "none": omit)
+#   P2PLAB_CARGO_PROFILE    release | dev              (release); dev builds with
+#                           cargo's dev profile into target/debug, quicker
+#                           where the tests built it already (`cargo test`
+#                           uses it); the copies in the image are stripped
 #   P2PLAB_BIN_DIR          where the binaries are     (<repo>/target/release,
-#                                                       or $CARGO_TARGET_DIR/release)
+#                                                       or $CARGO_TARGET_DIR/release;
+#                                                       target/debug for dev)
 #   P2PLAB_SKIP_CARGO       non-empty: do not run cargo, just use P2PLAB_BIN_DIR
 #   P2PLAB_PULL_TIMEOUT     seconds for the `docker pull` attempt (20)
 #
@@ -31,7 +36,13 @@ REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
 IMAGE=${P2PLAB_IMAGE:-p2plab-node:latest}
 BASE=${P2PLAB_BASE:-debian:bookworm-slim}
 SUITE=${P2PLAB_DEBIAN_SUITE:-bookworm}
-BIN_DIR=${P2PLAB_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release}
+PROFILE=${P2PLAB_CARGO_PROFILE:-release}
+case "$PROFILE" in
+    release) PROFILE_DIR=release; CARGO_PROFILE_ARGS=(--release) ;;
+    dev)     PROFILE_DIR=debug;   CARGO_PROFILE_ARGS=() ;;
+    *) echo "$PROG: error: P2PLAB_CARGO_PROFILE=$PROFILE: use release or dev" >&2; exit 1 ;;
+esac
+BIN_DIR=${P2PLAB_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$PROFILE_DIR}
 PULL_TIMEOUT=${P2PLAB_PULL_TIMEOUT:-20}
 BINARIES=(monitor listener dialer probe delayline)
 # Scripts of docker/ that go into the image (the Dockerfile names where).
@@ -236,9 +247,9 @@ ensure_binaries() {
     if [ -z "${P2PLAB_SKIP_CARGO:-}" ]; then
         command -v cargo >/dev/null 2>&1 \
             || die "cargo not found (install Rust, or set P2PLAB_SKIP_CARGO=1 with P2PLAB_BIN_DIR)"
-        log "cargo build --release -p p2plab-node --bins"
-        (cd "$REPO_ROOT" && cargo build --release -p p2plab-node --bins) \
-            || die "cargo build --release -p p2plab-node --bins failed"
+        log "cargo build ${CARGO_PROFILE_ARGS[*]+"${CARGO_PROFILE_ARGS[*]} "}-p p2plab-node --bins"
+        (cd "$REPO_ROOT" && cargo build ${CARGO_PROFILE_ARGS[@]+"${CARGO_PROFILE_ARGS[@]}"} -p p2plab-node --bins) \
+            || die "cargo build ($PROFILE) -p p2plab-node --bins failed"
     fi
     local b
     for b in "${BINARIES[@]}"; do
@@ -255,7 +266,12 @@ build_image() {
     ctx=$TMP
     local b
     for b in "${BINARIES[@]}"; do
-        cp -L -- "$BIN_DIR/$b" "$ctx/$b"
+        # debug info stays on the host: a dev binary is ~300 MB with it, ~40 MB without
+        if command -v strip >/dev/null 2>&1; then
+            strip --strip-debug -o "$ctx/$b" -- "$BIN_DIR/$b" || cp -L -- "$BIN_DIR/$b" "$ctx/$b"
+        else
+            cp -L -- "$BIN_DIR/$b" "$ctx/$b"
+        fi
     done
     cp -- "$SCRIPT_DIR/Dockerfile" "$ctx/Dockerfile"
     for f in "${SCRIPTS[@]}"; do

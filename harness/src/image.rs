@@ -25,13 +25,24 @@ pub struct ImageError {
     pub output: String,
 }
 
-/// Runs `docker/build-image.sh` (quick when nothing changed) and returns the image name.
+/// Runs `docker/build-image.sh` (quick when nothing changed) and returns the image name. The
+/// binaries are release builds unless `P2PLAB_CARGO_PROFILE` says otherwise.
 pub async fn ensure_image() -> Result<String, ImageError> {
+    ensure_image_profile(None).await
+}
+
+/// As [`ensure_image`], with the binaries of cargo profile `profile` (`release` or `dev`) unless
+/// `P2PLAB_CARGO_PROFILE` is set. The tests use `dev`: `cargo test` has built those already.
+pub async fn ensure_image_profile(profile: Option<&str>) -> Result<String, ImageError> {
     let script = repo_root().join("docker").join("build-image.sh");
     let out = tokio::process::Command::new("bash")
         .arg(&script)
         .current_dir(repo_root())
         .env("P2PLAB_IMAGE", image_name())
+        .env(
+            "P2PLAB_CARGO_PROFILE",
+            std::env::var("P2PLAB_CARGO_PROFILE").ok().or(profile.map(str::to_string)).unwrap_or_else(|| "release".into()),
+        )
         .output()
         .await
         .map_err(|e| ImageError {

@@ -91,6 +91,9 @@ pub struct RunResult {
     pub aborted: Option<String>,
     /// The last stderr lines of every node, when something failed.
     pub stderr: BTreeMap<String, String>,
+    /// Containers that had a route out of the lab at the end (must be none; checked in every
+    /// running container with `ip route get` to an outside address, which sends no packet).
+    pub route_out: Vec<String>,
 }
 
 /// Why a lab could not be run at all.
@@ -271,7 +274,11 @@ pub async fn run(
             let _ = p.send(Progress::Verdict(v.clone()));
         }
     }
-    let ok = aborted.is_none() && verdicts.iter().all(|v| v.held) && faults.iter().all(|f| f.ok);
+    let route_out = if aborted.is_none() { routes_out(&lab, &lay).await } else { Vec::new() };
+    if !route_out.is_empty() {
+        st.step(format!("ISOLATION BROKEN: a route out of the lab in {}", route_out.join(", ")));
+    }
+    let ok = aborted.is_none() && verdicts.iter().all(|v| v.held) && faults.iter().all(|f| f.ok) && route_out.is_empty();
     let mut stderr = BTreeMap::new();
     if !ok {
         for c in &lay.containers {
@@ -307,7 +314,20 @@ pub async fn run(
         teardown_ms,
         aborted,
         stderr,
+        route_out,
     })
+}
+
+/// The running containers that have a route to an address outside the lab.
+async fn routes_out(lab: &Lab, lay: &Layout) -> Vec<String> {
+    let checks = lay.containers.iter().map(|c| async move {
+        match lab.exec(&c.name, &["ip", "route", "get", "1.1.1.1"]).await {
+            // exit 0: the kernel found a route; a killed container cannot be asked (Err)
+            Ok(o) if o.code == 0 => Some(format!("{} ({})", c.name, o.stdout.trim())),
+            _ => None,
+        }
+    });
+    futures::future::join_all(checks).await.into_iter().flatten().collect()
 }
 
 async fn bring_up(

@@ -37,10 +37,11 @@ pub fn strings(v: &[&str]) -> Vec<String> {
 
 static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();
 
-/// The node image, built once per test process.
+/// The node image, built once per test process from the dev-profile binaries `cargo test`
+/// built already (`P2PLAB_CARGO_PROFILE=release` to test release builds).
 pub async fn image() -> String {
     let r = IMAGE
-        .get_or_init(|| async { crate::image::ensure_image().await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async { crate::image::ensure_image_profile(Some("dev")).await.map_err(|e| e.to_string()) })
         .await;
     r.clone().unwrap_or_else(|e| panic!("{e}"))
 }

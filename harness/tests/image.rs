@@ -31,6 +31,7 @@ async fn the_image_builds_from_nothing() {
     let out = Command::new("bash")
         .arg(repo_root().join("docker/build-image.sh"))
         .env("P2PLAB_SKIP_CARGO", "1")
+        .env("P2PLAB_CARGO_PROFILE", std::env::var("P2PLAB_CARGO_PROFILE").unwrap_or_else(|_| "dev".into()))
         .env("P2PLAB_BASE", &base)
         .env("P2PLAB_IMAGE", &image)
         .output()
