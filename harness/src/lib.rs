@@ -13,6 +13,11 @@
 //!   resolver or TEST-NET range.
 //! - [`run`]: a topology run for real: bring-up, merged timeline, faults on time, verdicts,
 //!   teardown on every path.
+//! - [`report`]: what a run leaves behind (no Docker): the merged `events.jsonl`, `results.json`
+//!   (with success rates and Wilson intervals over repeats), `junit.xml`, `summary.md`, a
+//!   self-contained `index.html`, and the terminal's verdict block.
+//! - [`graph`]: a topology drawn (no Docker): Mermaid, Graphviz DOT, and the inline SVG of the
+//!   HTML report.
 //! - [`docker`]: the Docker backend (bollard), the one seam with the engine: labelled networks and
 //!   containers, exec, logs, signals, and cleanup on teardown, drop and panic.
 //! - [`image`]: the node image, built offline by `docker/build-image.sh` when missing or stale.
@@ -22,9 +27,11 @@
 pub mod compose;
 pub mod docker;
 pub mod expect;
+pub mod graph;
 pub mod image;
 pub mod layout;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod testing;
 pub mod topology;
