@@ -13,13 +13,14 @@
 # seconds), removes every default route (Docker's route via the host), adds
 # routes for the lab's ranges via P2PLAB_UPLINK_GW when that is set (never a
 # default route), loads its nftables ruleset with a single `nft -f` (one atomic
-# transaction, tables `ip`/`ip6 p2plab_router`, other tables untouched), prints
-# one JSON line on stdout
+# transaction, tables `ip`/`ip6 p2plab_router`, plus `inet p2plab_upnp` for the
+# upnp profile; other tables untouched), starts miniupnpd for the upnp profile,
+# prints one JSON line on stdout
 #   {"event":"router_ready","nat":"home","lan":"eth1","wan":"eth0",...}
 # and then waits; SIGTERM/SIGINT make it exit 0 at once.
 #
 # Environment:
-#   P2PLAB_NAT               open | home | strict | port-forward | routed (required)
+#   P2PLAB_NAT               open | home | strict | port-forward | upnp | routed (required)
 #       open          endpoint-independent mapping, endpoint-independent filtering
 #                     (full cone): any internet host may send to a mapping
 #       home          endpoint-independent mapping, address-and-port-dependent
@@ -27,6 +28,10 @@
 #       strict        endpoint-dependent mapping (a random external port per
 #                     connection) + address-and-port-dependent filtering
 #       port-forward  home + the static DNATs of P2PLAB_FORWARD
+#       upnp          home + a UPnP IGD (miniupnpd, also NAT-PMP/PCP) on the LAN:
+#                     a LAN host may map its own ports (1024-65535 only, to
+#                     itself only: secure_mode), and inbound connections to
+#                     WAN_IP:mapped port reach it. Without a mapping: home.
 #       routed        plain routing: no translation, no stateful firewall
 #     Carrier-grade NAT is not a profile: stack a home/strict router whose WAN
 #     is another router's LAN, with P2PLAB_UPLINK_GW=<outer router's LAN ip>.
@@ -63,6 +68,15 @@ set -u
 PROG=p2plab-router
 RULES=/run/p2plab-router.nft
 TABLE=p2plab_router
+# upnp profile: miniupnpd's table, configuration, log and ports
+UPNP_TABLE=p2plab_upnp
+UPNP_CONF=/run/p2plab-miniupnpd.conf
+UPNP_LOG=/run/p2plab-miniupnpd.log
+UPNP_HTTP_PORT=5000
+SSDP_PORT=1900
+NATPMP_PORT=5351
+STUN_PORT=3478
+UPNP_WAIT=20
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 
@@ -110,11 +124,11 @@ LAB_RANGES=${P2PLAB_LAB_RANGES:-198.18.0.0/15 100.64.0.0/10 10.0.0.0/8}
 
 case "$NAT" in
     open)         MAPPING=endpoint-independent; FILTERING=endpoint-independent ;;
-    home|port-forward) MAPPING=endpoint-independent; FILTERING=address-and-port-dependent ;;
+    home|port-forward|upnp) MAPPING=endpoint-independent; FILTERING=address-and-port-dependent ;;
     strict)       MAPPING=endpoint-dependent;   FILTERING=address-and-port-dependent ;;
     routed)       MAPPING=none;                 FILTERING=none ;;
-    "")           die "P2PLAB_NAT is not set (use open, home, strict, port-forward or routed)" ;;
-    *)            die "P2PLAB_NAT=$NAT: unknown profile (use open, home, strict, port-forward or routed; cgnat = a home/strict router stacked behind another)" ;;
+    "")           die "P2PLAB_NAT is not set (use open, home, strict, port-forward, upnp or routed)" ;;
+    *)            die "P2PLAB_NAT=$NAT: unknown profile (use open, home, strict, port-forward, upnp or routed; cgnat = a home/strict router stacked behind another)" ;;
 esac
 
 [ -n "$LAN_SUBNET" ] || die "P2PLAB_LAN_SUBNET is not set (the LAN prefix, e.g. 10.101.0.0/24)"
@@ -287,7 +301,7 @@ CT_LAN_SRC="ct original ip saddr & $LAN_MASK == $LAN_NET"
 host_set=$(printf '%s, ' "${HOST_ADDRS[@]}"); host_set=${host_set%, }
 
 eim=0; inbound_map=0
-case "$NAT" in open|home|port-forward) eim=1 ;; esac
+case "$NAT" in open|home|port-forward|upnp) eim=1 ;; esac
 [ "$NAT" = open ] && inbound_map=1
 
 # Endpoint-independent mapping, per protocol (udp, tcp):
@@ -331,6 +345,38 @@ map_decls() {   # $1 = udp|tcp ; static elements from P2PLAB_FORWARD
     echo "    }"
 }
 
+# miniupnpd's chains (upnp profile). miniupnpd (nftables backend, 2.3.1) only
+# adds and deletes rules in existing chains of an inet table:
+#   prerouting_miniupnpd   one DNAT per mapping: iif <wan> <proto> dport <ext> dnat to <lan ip>:<port>
+#   postrouting_miniupnpd  PCP PEER SNATs (none for UPnP IGD mappings)
+#   forward_miniupnpd      one accept per mapping; no base chain jumps to it: the
+#                          ip table's forward chain accepts `ct status dnat` from
+#                          the WAN, and only miniupnpd DNATs in this profile
+# The nat chains hook in at dstnat/srcnat like the ip table's; the ip table has
+# no DNAT of its own in this profile, so a new inbound connection is translated
+# by miniupnpd's rule or by none, and its SNATs only match LAN sources leaving
+# the WAN, which miniupnpd's DNATed inbound flows are not.
+upnp_table() {
+    cat <<EOF
+table inet $UPNP_TABLE {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "$WAN_IF" meta nfproto ipv4 jump prerouting_miniupnpd
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "$WAN_IF" meta nfproto ipv4 jump postrouting_miniupnpd
+    }
+    chain prerouting_miniupnpd {
+    }
+    chain postrouting_miniupnpd {
+    }
+    chain forward_miniupnpd {
+    }
+}
+EOF
+}
+
 gen_ruleset() {
     local i
     echo "# generated by $PROG: P2PLAB_NAT=$NAT LAN $LAN_IF $LAN_NET/$LAN_PLEN WAN $WAN_IF $WAN_IP"
@@ -338,6 +384,8 @@ gen_ruleset() {
     echo "delete table ip $TABLE"
     echo "table ip6 $TABLE {}"
     echo "delete table ip6 $TABLE"
+    echo "table inet $UPNP_TABLE {}"
+    echo "delete table inet $UPNP_TABLE"
     echo "table ip $TABLE {"
     echo "    set host_addrs {"
     echo "        type ipv4_addr; comment \"the Docker host on the router's networks\""
@@ -379,7 +427,8 @@ EOF
         echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC ct state new meta l4proto udp ct timeout set \"udp_mapping\""
         echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC accept"
         echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state established,related accept"
-        if [ "$NAT" = open ] || [ "$NAT" = port-forward ]; then
+        if [ "$NAT" = open ] || [ "$NAT" = port-forward ] || [ "$NAT" = upnp ]; then
+            # (upnp: the DNATs are miniupnpd's, in table inet $UPNP_TABLE)
             echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state new ct status dnat meta l4proto udp ct timeout set \"udp_mapping\""
             echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct status dnat accept"
         fi
@@ -412,6 +461,11 @@ EOF
     echo "        type filter hook input priority filter; policy accept;"
     echo "        ct state established,related accept"
     echo "        iif \"lo\" accept"
+    if [ "$NAT" = upnp ]; then
+        # miniupnpd, from the LAN only: SSDP, its HTTP (descriptions and SOAP), NAT-PMP/PCP
+        echo "        iifname \"$LAN_IF\" $LAN_SRC udp dport { $SSDP_PORT, $NATPMP_PORT } accept"
+        echo "        iifname \"$LAN_IF\" $LAN_SRC tcp dport $UPNP_HTTP_PORT accept"
+    fi
     echo "        meta l4proto { tcp, udp } drop"
     echo "    }"
     echo "    chain output {"
@@ -424,6 +478,9 @@ EOF
     echo "        type filter hook forward priority filter; policy drop;"
     echo "    }"
     echo "}"
+    if [ "$NAT" = upnp ]; then
+        upnp_table
+    fi
 }
 
 t0=$(date +%s%N)
@@ -438,6 +495,103 @@ if [ -n "${P2PLAB_DELAY_MS-}${P2PLAB_JITTER_MS-}${P2PLAB_LOSS_PCT-}${P2PLAB_RATE
         || die "$(oneline "${out#p2plab-impair: }")"
 fi
 
+# ------------------------------------------------------------------ upnp ---
+# miniupnpd 2.3.1 refuses to map anything when its external address is
+# "reserved" (its addr_is_reserved(), which includes RFC 2544's 198.18.0.0/15,
+# the lab's internet), and refuses ext_ip= in those ranges. Its STUN mode takes
+# the external address from a STUN answer without that check, so the router
+# answers miniupnpd's STUN test itself, on loopback only: a 30-line responder
+# that reports P2PLAB_WAN_IP and the asking port, i.e. "this router's WAN is on
+# the internet, unfiltered", which is true of the lab's internet. Nothing else
+# can reach the responder (127.0.0.1).
+STUN_RESPONDER='
+import socket, struct, sys
+wan = socket.inet_aton(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, (host, port) = s.recvfrom(2048)
+    if len(data) < 20 or data[0:2] != b"\x00\x01":
+        continue
+    cookie = data[4:8]
+    xport = port ^ ((cookie[0] << 8) | cookie[1])
+    xaddr = bytes(a ^ b for a, b in zip(wan, cookie))
+    body = struct.pack("!HHBBH", 0x0001, 8, 0, 1, port) + wan
+    body += struct.pack("!HHBBH", 0x0020, 8, 0, 1, xport) + xaddr
+    s.sendto(struct.pack("!HH", 0x0101, len(body)) + data[4:20] + body, (host, port))
+'
+upnp_pid="" stun_pid=""
+stop_upnp() {
+    [ -z "$upnp_pid" ] || kill "$upnp_pid" 2>/dev/null
+    [ -z "$stun_pid" ] || kill "$stun_pid" 2>/dev/null
+    [ -z "$upnp_pid" ] || wait "$upnp_pid" 2>/dev/null
+    upnp_pid="" stun_pid=""
+}
+upnp_fail() {   # $1 = what failed; the line names miniupnpd's last words
+    local tail_
+    tail_=$(grep -v -e 'debug' "$UPNP_LOG" 2>/dev/null | tail -n 3)
+    stop_upnp
+    die "P2PLAB_NAT=upnp: $1${tail_:+: $(oneline "$tail_")} (log: $UPNP_LOG)"
+}
+if [ "$NAT" = upnp ]; then
+    command -v miniupnpd >/dev/null 2>&1 || die "P2PLAB_NAT=upnp: miniupnpd is missing (the image lacks miniupnpd-nftables)"
+    command -v python3 >/dev/null 2>&1 || die "P2PLAB_NAT=upnp: python3 is missing (the STUN self-test responder needs it)"
+    uuid=$(cat /proc/sys/kernel/random/uuid 2>/dev/null) || uuid=""
+    cat >"$UPNP_CONF" <<EOF || die "cannot write $UPNP_CONF"
+# generated by $PROG (P2PLAB_NAT=upnp)
+ext_ifname=$WAN_IF
+listening_ip=$LAN_IF
+http_port=$UPNP_HTTP_PORT
+enable_upnp=yes
+enable_natpmp=yes
+ipv6_disable=yes
+secure_mode=yes
+system_uptime=yes
+notify_interval=60
+clean_ruleset_interval=600
+min_lifetime=120
+max_lifetime=86400
+friendly_name=p2plab upnp router
+${uuid:+uuid=$uuid}
+ext_perform_stun=yes
+ext_stun_host=127.0.0.1
+ext_stun_port=$STUN_PORT
+upnp_table_name=$UPNP_TABLE
+upnp_nat_table_name=$UPNP_TABLE
+upnp_forward_chain=forward_miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 $LAN_NET/$LAN_PLEN 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+    : >"$UPNP_LOG"
+    coproc STUN { exec python3 -c "$STUN_RESPONDER" "$WAN_IP" "$STUN_PORT" 2>>"$UPNP_LOG"; }
+    stun_pid=$STUN_PID
+    IFS= read -r -t 5 stun_ready <&"${STUN[0]}" || stun_ready=""
+    [ "$stun_ready" = ready ] || upnp_fail "the STUN self-test responder did not start on 127.0.0.1:$STUN_PORT"
+    # -d: foreground, logs on stderr (to $UPNP_LOG); the router supervises it below
+    miniupnpd -d -f "$UPNP_CONF" >>"$UPNP_LOG" 2>&1 &
+    upnp_pid=$!
+    deadline=$((SECONDS + UPNP_WAIT))
+    while :; do
+        kill -0 "$upnp_pid" 2>/dev/null || upnp_fail "miniupnpd exited"
+        if grep -q "HTTP listening on port $UPNP_HTTP_PORT" "$UPNP_LOG" \
+                && grep -q "Listening for NAT-PMP/PCP traffic on port $NATPMP_PORT" "$UPNP_LOG"; then
+            break
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || upnp_fail "miniupnpd not listening after ${UPNP_WAIT}s"
+        sleep 0.05
+    done
+    # port forwarding must be on: the STUN test said the WAN address is usable
+    if grep -q -e "Port forwarding is now disabled" -e "Port forwarding is impossible" "$UPNP_LOG"; then
+        upnp_fail "miniupnpd disabled port forwarding"
+    fi
+    grep -q "STUN: .*public IP address $WAN_IP" "$UPNP_LOG" \
+        || upnp_fail "miniupnpd did not take $WAN_IP as its external address"
+fi
+t2=$(date +%s%N)
+
 # ------------------------------------------------------------------ ready ---
 fw_json=""
 for i in "${!FWD_PROTO[@]}"; do
@@ -445,21 +599,36 @@ for i in "${!FWD_PROTO[@]}"; do
 done
 host_json=$(printf '"%s",' "${HOST_ADDRS[@]}"); host_json=${host_json%,}
 if [ -n "$UPLINK_GW" ]; then gw_json="\"$UPLINK_GW\""; else gw_json=null; fi
+upnp_json=null
+if [ "$NAT" = upnp ]; then
+    upnp_json="{\"daemon\":\"miniupnpd\",\"pid\":$upnp_pid,\"ext_ip\":\"$WAN_IP\",\"http\":\"$LAN_IP:$UPNP_HTTP_PORT\",\"ssdp_port\":$SSDP_PORT,\"natpmp_port\":$NATPMP_PORT,\"allow\":\"1024-65535 $LAN_NET/$LAN_PLEN 1024-65535\",\"start_ms\":$(( (t2 - t1) / 1000000 ))}"
+fi
 routes_json=""
 if [ "${#UPLINK_ROUTES[@]}" -gt 0 ]; then
     routes_json=$(printf '"%s",' "${UPLINK_ROUTES[@]}"); routes_json=${routes_json%,}
 fi
-printf '{"event":"router_ready","nat":"%s","mapping":"%s","filtering":"%s","lan":"%s","lan_ip":"%s","lan_subnet":"%s","wan":"%s","wan_ip":"%s","wan_subnet":"%s","uplink_gw":%s,"uplink_routes":[%s],"mapping_timeout_s":%s,"forwards":[%s],"blocked_host_addrs":[%s],"ruleset":"%s","apply_ms":%s}\n' \
+printf '{"event":"router_ready","nat":"%s","mapping":"%s","filtering":"%s","lan":"%s","lan_ip":"%s","lan_subnet":"%s","wan":"%s","wan_ip":"%s","wan_subnet":"%s","uplink_gw":%s,"uplink_routes":[%s],"mapping_timeout_s":%s,"forwards":[%s],"upnp":%s,"blocked_host_addrs":[%s],"ruleset":"%s","apply_ms":%s}\n' \
     "$NAT" "$MAPPING" "$FILTERING" "$LAN_IF" "$LAN_IP" "$LAN_NET/$LAN_PLEN" "$WAN_IF" "$WAN_IP" \
-    "$WAN_NET/$WAN_PLEN" "$gw_json" "$routes_json" "$TIMEOUT" "$fw_json" "$host_json" "$RULES" $(( (t1 - t0) / 1000000 ))
+    "$WAN_NET/$WAN_PLEN" "$gw_json" "$routes_json" "$TIMEOUT" "$fw_json" "$upnp_json" "$host_json" "$RULES" $(( (t1 - t0) / 1000000 ))
 
 # ------------------------------------------------------------------- wait ---
 # PID 1 in the container: SIGTERM must be handled explicitly.
+# upnp: miniupnpd is supervised; if it dies, the router says so and exits 1
+# (a upnp router that silently became a home router would mislead a test).
 sleep_pid=""
-on_term() { [ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null; exit 0; }
+on_term() { [ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null; stop_upnp; exit 0; }
 trap on_term TERM INT HUP
 while :; do
     sleep infinity &
     sleep_pid=$!
-    wait "$sleep_pid"
+    if [ -n "$upnp_pid" ]; then
+        wait -n "$sleep_pid" "$upnp_pid"
+        if ! kill -0 "$upnp_pid" 2>/dev/null; then
+            kill "$sleep_pid" 2>/dev/null
+            upnp_pid=""
+            upnp_fail "miniupnpd exited"
+        fi
+    else
+        wait "$sleep_pid"
+    fi
 done
