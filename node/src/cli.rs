@@ -152,6 +152,12 @@ pub struct Common {
     /// Seconds an idle connection stays open.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration_secs)]
     pub idle_timeout: Duration,
+
+    /// Ask the LAN's UPnP Internet Gateway Device to forward the listen ports (TCP and UDP,
+    /// external port = local port) and confirm WAN_IP:port as external addresses. A private
+    /// node waits for the outcome before reserving a relay slot.
+    #[arg(long)]
+    pub upnp: bool,
 }
 
 /// Flags of the roles that join a namespace (listener and dialer).

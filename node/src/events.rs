@@ -82,6 +82,25 @@ pub enum ReservationStatus {
     Lost,
 }
 
+/// What the LAN's UPnP gateway did for `--upnp` (mirrors `libp2p::upnp::Event`, plus the
+/// gateway found and failed attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpnpStatus {
+    /// A gateway answered the search and told its external IP.
+    GatewayFound,
+    /// A listen port is mapped: `addr` is a confirmed external address from now on.
+    Mapped,
+    /// Renewing a mapping failed: `addr` is no longer an external address.
+    Expired,
+    /// An attempt to map a listen port failed (retried with backoff unless no attempt is left).
+    Failed,
+    /// No gateway answered (or it would not tell its external IP): UPnP does nothing more.
+    GatewayNotFound,
+    /// The gateway's external IP is not routable (private, CGNAT, ...): no port is mapped.
+    NonRoutableGateway,
+}
+
 /// The side that opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,6 +251,30 @@ pub enum Event {
         reason: String,
         attempts: u32,
     },
+    /// `--upnp`: the gateway search, a port mapping, or their failure.
+    Upnp {
+        status: UpnpStatus,
+        /// `mapped`, `expired`: the external address (`WAN_IP` and the mapped port).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<Multiaddr>,
+        /// `mapped`, `expired`, `failed`: the listen address concerned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_addr: Option<Multiaddr>,
+        /// `gateway_found`, `non_routable_gateway`: the gateway's control address (IP:PORT).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<std::net::SocketAddr>,
+        /// `gateway_found`, `non_routable_gateway`: what the gateway calls its external IP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_ip: Option<std::net::IpAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// `failed`: which attempt at this mapping failed (from 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        /// `failed`: when the next attempt comes; left out when none will.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
     /// Something went wrong that did not stop the node.
     Error { context: String, message: String },
     /// Last line: the node stopped (signal or fatal error), with its totals.
@@ -264,6 +307,7 @@ impl Event {
             Event::MessageReceived { .. } => "message_received",
             Event::MessageAcked { .. } => "message_acked",
             Event::MessageFailed { .. } => "message_failed",
+            Event::Upnp { .. } => "upnp",
             Event::Error { .. } => "error",
             Event::Stopped { .. } => "stopped",
         }
@@ -390,6 +434,28 @@ mod tests {
         assert!(EventLine::parse(ok).is_ok());
         let unknown = r#"{"ts":"2026-01-01T00:00:00.000Z","node":"a","event":"nope"}"#;
         assert!(EventLine::parse(unknown).is_err());
+    }
+
+    #[test]
+    fn upnp_event_leaves_out_what_it_does_not_know() {
+        let e = Event::Upnp {
+            status: UpnpStatus::Mapped,
+            addr: Some("/ip4/198.18.0.2/tcp/4001".parse().unwrap()),
+            local_addr: Some("/ip4/10.0.0.10/tcp/4001".parse().unwrap()),
+            gateway: None,
+            external_ip: None,
+            error: None,
+            attempt: None,
+            retry_in_ms: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "upnp");
+        assert_eq!(v["status"], "mapped");
+        assert_eq!(v["addr"], "/ip4/198.18.0.2/tcp/4001");
+        assert!(v.get("gateway").is_none() && v.get("error").is_none(), "{v}");
+        let line = r#"{"ts":"2026-01-01T00:00:00.000Z","node":"a","event":"upnp","status":"non_routable_gateway","gateway":"10.1.0.254:5000","external_ip":"100.64.0.2"}"#;
+        let parsed = EventLine::parse(line).unwrap();
+        assert!(matches!(parsed.event, Event::Upnp { status: UpnpStatus::NonRoutableGateway, .. }));
     }
 
     #[test]

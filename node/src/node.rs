@@ -34,11 +34,11 @@ use crate::{
     discovery::{self, PeerRecord},
     events::{
         AddrStatus, Direction, Emitter, Event, Path, Reachability, ReachabilitySource,
-        ReservationStatus, Totals,
+        ReservationStatus, Totals, UpnpStatus,
     },
     http::{self, ConnectionStatus, Metrics, Shared},
     messaging::{Inbox, Outbox, RetryPolicy},
-    swarm::{self as sw, Behaviour, BehaviourEvent, MsgAck, MsgRequest},
+    swarm::{self as sw, upnp, Behaviour, BehaviourEvent, MsgAck, MsgRequest},
     RunError,
 };
 
@@ -59,6 +59,19 @@ struct Boot {
     connected: bool,
     next_try: Option<Instant>,
     backoff: Duration,
+}
+
+/// Where `--upnp` stands; decides whether a private verdict may reserve a relay yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpnpState {
+    /// No `--upnp`.
+    Off,
+    /// Searching the gateway or waiting for the first mapping.
+    Pending,
+    /// A port is mapped (since then): AutoNAT is asked to check it.
+    Mapped(Instant),
+    /// No gateway, an unusable one, or a refused mapping.
+    Failed,
 }
 
 struct Conn {
@@ -92,6 +105,9 @@ pub struct Node {
     reachability: Reachability,
     reach_deadline: Option<Instant>,
     want_relay: bool,
+    /// A private verdict came while `--upnp` was still pending: relay reservations wait.
+    relay_deferred: bool,
+    upnp: UpnpState,
     relays: HashSet<PeerId>,
     reservations: HashMap<ListenerId, PeerId>,
     reservation_addr: HashMap<PeerId, Multiaddr>,
@@ -329,6 +345,8 @@ impl Node {
             reachability,
             reach_deadline,
             want_relay,
+            relay_deferred: false,
+            upnp: if cfg.common.upnp { UpnpState::Pending } else { UpnpState::Off },
             relays: HashSet::new(),
             reservations: HashMap::new(),
             reservation_addr: HashMap::new(),
@@ -405,6 +423,7 @@ impl Node {
         self.dial_bootstraps(now);
         self.join_dht();
         self.check_reachability_timeout(now);
+        self.release_relay_hold(now);
         self.reserve_relays(now);
         self.announce(now);
         self.discover(now);
@@ -475,13 +494,41 @@ impl Node {
         if self.reach_deadline.is_some_and(|d| now >= d) {
             self.reachability = Reachability::Private;
             if p.relay == RelayMode::Auto {
-                self.want_relay = true;
+                self.request_relay(now);
             }
             self.emit(Event::Reachability {
                 status: Reachability::Private,
                 source: ReachabilitySource::Timeout,
                 addr: None,
             });
+        }
+    }
+
+    /// A private verdict with `--relay auto`: reserve relay slots, unless `--upnp` may still
+    /// make the node reachable (see [`Node::relay_held`]).
+    fn request_relay(&mut self, now: Instant) {
+        if self.relay_held(now) {
+            tracing::debug!("private, but UPnP is pending: relay reservations wait");
+            self.relay_deferred = true;
+        } else {
+            self.want_relay = true;
+        }
+    }
+
+    /// Whether UPnP may still make this node reachable: while the gateway search or the first
+    /// mapping is pending (at most `--reachability-timeout` from start), and after a mapping until
+    /// AutoNAT says public (at most `--reachability-timeout` after the mapping).
+    fn relay_held(&self, now: Instant) -> bool {
+        let Some(p) = &self.cfg.peer else { return false };
+        upnp_holds_relay(self.upnp, self.reachability, self.started, p.reachability_timeout, now)
+    }
+
+    fn release_relay_hold(&mut self, now: Instant) {
+        if self.relay_deferred && !self.relay_held(now) {
+            self.relay_deferred = false;
+            if self.reachability != Reachability::Public {
+                self.want_relay = true;
+            }
         }
     }
 
@@ -904,6 +951,7 @@ impl Node {
                 self.on_dcutr(e, now);
             }
             BehaviourEvent::Msg(e) => self.on_msg(e, now),
+            BehaviourEvent::Upnp(e) => self.on_upnp(e, now),
             BehaviourEvent::Limits(never) => match never {},
         }
     }
@@ -1063,15 +1111,77 @@ impl Node {
             autonat::v1::NatStatus::Private => (Reachability::Private, None),
             autonat::v1::NatStatus::Unknown => (Reachability::Unknown, None),
         };
-        if status == Reachability::Private && p.relay == RelayMode::Auto {
-            self.want_relay = true;
-        }
+        let auto = p.relay == RelayMode::Auto;
         self.reachability = status;
+        if status == Reachability::Private && auto {
+            self.request_relay(Instant::now());
+        }
         self.emit(Event::Reachability {
             status,
             source: ReachabilitySource::Autonat,
             addr,
         });
+    }
+
+    fn on_upnp(&mut self, e: upnp::Event, now: Instant) {
+        let mut ev = UpnpEvent::new(UpnpStatus::Failed);
+        match e {
+            upnp::Event::GatewayFound { gateway, external_ip } => {
+                tracing::info!(%gateway, %external_ip, "UPnP gateway found");
+                ev.status = UpnpStatus::GatewayFound;
+                ev.gateway = Some(gateway);
+                ev.external_ip = Some(external_ip);
+            }
+            upnp::Event::NewExternalAddr { local_addr, external_addr } => {
+                tracing::info!(%local_addr, %external_addr, "UPnP mapping");
+                if !matches!(self.upnp, UpnpState::Mapped(_)) {
+                    self.upnp = UpnpState::Mapped(now);
+                }
+                // The swarm confirms the address itself; AutoNAT is asked to check it now
+                // rather than at its next refresh.
+                if self.cfg.peer.is_some() {
+                    self.swarm.behaviour_mut().autonat.probe_address(external_addr.clone());
+                }
+                ev.status = UpnpStatus::Mapped;
+                ev.addr = Some(external_addr);
+                ev.local_addr = Some(local_addr);
+            }
+            upnp::Event::ExpiredExternalAddr { local_addr, external_addr, error } => {
+                tracing::warn!(%local_addr, %external_addr, "UPnP mapping lost: {error}");
+                ev.status = UpnpStatus::Expired;
+                ev.addr = Some(external_addr);
+                ev.local_addr = Some(local_addr);
+                ev.error = Some(error);
+            }
+            upnp::Event::MapFailed { local_addr, error, attempt, retry_in } => {
+                tracing::warn!(%local_addr, attempt, "UPnP mapping failed: {error}");
+                if self.upnp == UpnpState::Pending {
+                    self.upnp = UpnpState::Failed;
+                }
+                ev.local_addr = Some(local_addr);
+                ev.error = Some(error);
+                ev.attempt = Some(attempt);
+                ev.retry_in_ms = retry_in.map(ms);
+            }
+            upnp::Event::GatewayNotFound { error } => {
+                tracing::warn!("no UPnP gateway: {error}");
+                if self.upnp == UpnpState::Pending {
+                    self.upnp = UpnpState::Failed;
+                }
+                ev.status = UpnpStatus::GatewayNotFound;
+                ev.error = Some(error);
+            }
+            upnp::Event::NonRoutableGateway { gateway, external_ip } => {
+                tracing::warn!(%gateway, %external_ip, "UPnP gateway is not on the internet: no mapping");
+                if self.upnp == UpnpState::Pending {
+                    self.upnp = UpnpState::Failed;
+                }
+                ev.status = UpnpStatus::NonRoutableGateway;
+                ev.gateway = Some(gateway);
+                ev.external_ip = Some(external_ip);
+            }
+        }
+        self.emit(ev.into_event());
     }
 
     fn on_relay_client(&mut self, e: relay::client::Event) {
@@ -1176,5 +1286,78 @@ impl Node {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+}
+
+/// See [`Node::relay_held`]: `wait` is `--reachability-timeout`.
+fn upnp_holds_relay(upnp: UpnpState, reachability: Reachability, started: Instant, wait: Duration, now: Instant) -> bool {
+    match upnp {
+        UpnpState::Off | UpnpState::Failed => false,
+        UpnpState::Pending => now < started + wait,
+        UpnpState::Mapped(at) => reachability != Reachability::Public && now < at + wait,
+    }
+}
+
+/// The fields of an [`Event::Upnp`], filled per status.
+struct UpnpEvent {
+    status: UpnpStatus,
+    addr: Option<Multiaddr>,
+    local_addr: Option<Multiaddr>,
+    gateway: Option<std::net::SocketAddr>,
+    external_ip: Option<std::net::IpAddr>,
+    error: Option<String>,
+    attempt: Option<u32>,
+    retry_in_ms: Option<u64>,
+}
+
+impl UpnpEvent {
+    fn new(status: UpnpStatus) -> Self {
+        UpnpEvent {
+            status,
+            addr: None,
+            local_addr: None,
+            gateway: None,
+            external_ip: None,
+            error: None,
+            attempt: None,
+            retry_in_ms: None,
+        }
+    }
+
+    fn into_event(self) -> Event {
+        Event::Upnp {
+            status: self.status,
+            addr: self.addr,
+            local_addr: self.local_addr,
+            gateway: self.gateway,
+            external_ip: self.external_ip,
+            error: self.error,
+            attempt: self.attempt,
+            retry_in_ms: self.retry_in_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upnp_holds_relay_reservations_only_while_it_may_still_help() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(10);
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let (private, public) = (Reachability::Private, Reachability::Public);
+        // Without --upnp, or once it failed: never.
+        assert!(!upnp_holds_relay(UpnpState::Off, private, t0, wait, t0));
+        assert!(!upnp_holds_relay(UpnpState::Failed, private, t0, wait, s(1)));
+        // Searching: until --reachability-timeout from start.
+        assert!(upnp_holds_relay(UpnpState::Pending, private, t0, wait, s(9)));
+        assert!(!upnp_holds_relay(UpnpState::Pending, private, t0, wait, s(10)));
+        // Mapped: until AutoNAT says public, at most --reachability-timeout after the mapping.
+        let mapped = UpnpState::Mapped(s(8));
+        assert!(upnp_holds_relay(mapped, private, t0, wait, s(17)));
+        assert!(!upnp_holds_relay(mapped, private, t0, wait, s(18)));
+        assert!(!upnp_holds_relay(mapped, public, t0, wait, s(9)));
     }
 }

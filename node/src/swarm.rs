@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{cli::Config, RunError, UsageError};
 
+pub mod upnp;
+
 /// The messaging protocol.
 pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/msg/1.0.0");
 /// The Kademlia protocol of p2plab's DHT (kept apart from the public IPFS DHT).
@@ -49,6 +51,8 @@ pub struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
     pub msg: request_response::cbor::Behaviour<MsgRequest, MsgAck>,
+    /// `--upnp`: port mappings on the LAN's IGD.
+    pub upnp: Toggle<upnp::Behaviour>,
 }
 
 /// The identity from `--seed` or `--key-file` (created if missing), else a fresh one.
@@ -177,6 +181,7 @@ pub fn build(
         .with_max_established_per_peer(Some(cfg.common.max_connections_per_peer))
         .with_max_pending_outgoing(Some(cfg.common.max_connections.max(16)));
     let idle = cfg.common.idle_timeout;
+    let upnp_on = cfg.common.upnp;
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -246,6 +251,7 @@ pub fn build(
                         .with_request_timeout(ack_timeout)
                         .with_max_concurrent_streams(1024),
                 ),
+                upnp: Toggle::from(upnp_on.then(upnp::Behaviour::new)),
             }
         })
         .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?
