@@ -16,7 +16,8 @@ use p2plab::{
 fn declared(profile: &str) -> (bool, &'static str, &'static str) {
     match profile {
         "open" => (true, "endpoint-independent", "endpoint-independent"),
-        "home" | "port-forward" | "cgnat" => (true, "endpoint-independent", "address-and-port-dependent"),
+        // upnp: a home NAT plus an IGD; the probe maps nothing, so it measures as home.
+        "home" | "port-forward" | "upnp" | "cgnat" => (true, "endpoint-independent", "address-and-port-dependent"),
         "strict" => (true, "endpoint-dependent", "address-and-port-dependent"),
         "routed" => (false, "endpoint-independent", "endpoint-independent"),
         other => panic!("unknown profile {other}"),
@@ -38,7 +39,7 @@ async fn every_nat_profile_measures_as_declared() {
     let image = image().await;
     let mut lab = Lab::new(engine, "nat-profiles");
     let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
-    let profiles = ["open", "home", "strict", "port-forward", "routed", "cgnat"];
+    let profiles = ["open", "home", "strict", "port-forward", "routed", "cgnat", "upnp"];
     let mut lans = Vec::new();
     for p in profiles {
         lans.push(lab.allocate_network(&format!("lan-{p}"), plan::lan_pool()).await.unwrap());
@@ -56,6 +57,7 @@ async fn every_nat_profile_measures_as_declared() {
                     "open" => "open",
                     "home" => "home",
                     "strict" => "strict",
+                    "upnp" => "upnp",
                     _ => "routed",
                 },
                 ("internet".to_string(), ip(&internet, 2 + i as u32)),
@@ -107,6 +109,7 @@ async fn every_nat_profile_measures_as_declared() {
             ],
             net_admin: true,
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            tun: false,
         })
         .await
         .unwrap();
