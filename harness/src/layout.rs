@@ -11,7 +11,9 @@ use ipnet::Ipv4Net;
 
 use crate::topology::{NatProfile, Node, Role, Topology, Transport};
 
-/// The port every peer listens on (TCP and QUIC).
+/// The port the first peer of a segment listens on (TCP and QUIC); the next ones take 4002, …
+/// so that hosts behind one NAT use different ports, as real ones do (two LAN hosts on the same
+/// source port behind one of our EIM routers defeat the TCP hole punch: a known issue).
 pub const PEER_PORT: u16 = 4001;
 /// The port monitors listen on (the seed's bootstrap port).
 pub const MONITOR_PORT: u16 = 51820;
@@ -245,6 +247,41 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             ips.insert(n.name.clone(), take(&n.segment)?);
         }
     }
+    // port forwards, now that the LAN hosts have addresses
+    for seg in &topo.segments {
+        let Some(nat) = seg.nat.as_ref().filter(|n| !n.forward.is_empty()) else { continue };
+        let mut rules = Vec::new();
+        for f in &nat.forward {
+            let Some(ip) = ips.get(&f.to) else { continue };
+            for proto in ["tcp", "udp"] {
+                if f.proto == proto || f.proto == "both" {
+                    rules.push(format!("{proto}:{}:{ip}:{}", f.port, f.to_port));
+                }
+            }
+        }
+        let router = seg.router_name().unwrap_or_default();
+        if let Some(r) = containers.iter_mut().find(|c| c.name == router) {
+            r.env.push((s("P2PLAB_FORWARD"), rules.join(",")));
+        }
+    }
+    let mut ports: BTreeMap<String, u16> = BTreeMap::new();
+    let mut next_port: BTreeMap<&str, u16> = BTreeMap::new();
+    // a port forward's target listens on the forwarded LAN port
+    for seg in &topo.segments {
+        for f in seg.nat.iter().flat_map(|n| n.forward.iter()) {
+            ports.insert(f.to.clone(), f.to_port);
+        }
+    }
+    let unassigned: Vec<&Node> = topo.nodes.iter().filter(|n| n.role != Role::Monitor && !ports.contains_key(&n.name)).collect();
+    for n in unassigned {
+        let taken: Vec<u16> = topo.nodes.iter().filter(|m| m.segment == n.segment).filter_map(|m| ports.get(&m.name).copied()).collect();
+        let p = next_port.entry(n.segment.as_str()).or_insert(PEER_PORT);
+        while taken.contains(p) {
+            *p = p.saturating_add(1);
+        }
+        ports.insert(n.name.clone(), *p);
+        *p = p.saturating_add(1);
+    }
     let monitors: Vec<&Node> = topo.nodes.iter().filter(|n| n.role == Role::Monitor).collect();
     let bootstrap_of = |n: &Node| -> Vec<String> {
         let mut out = Vec::new();
@@ -268,7 +305,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             let ip = ips[&n.name];
             let seg = topo.segment(&n.segment);
             let on_lan = seg.is_some_and(|s| s.nat.is_some());
-            let port = if role == Role::Monitor { MONITOR_PORT } else { PEER_PORT };
+            let port = if role == Role::Monitor { MONITOR_PORT } else { ports.get(&n.name).copied().unwrap_or(PEER_PORT) };
             let mut cmd = vec![s(role.as_str()), s("--name"), n.name.clone(), s("--listen-addr"), s("0.0.0.0"), s("--port"), port.to_string()];
             cmd.extend([s("--transport"), s(n.transport.as_str())]);
             let mut externals = Vec::new();
@@ -426,8 +463,11 @@ nodes:
         let ip = boot.ip();
         assert!(boot.cmd.contains(&format!("/ip4/{ip}/tcp/51820")));
         let fwd = l.get("fwd").unwrap();
-        let wan = l.get("router-lan-f").unwrap().ip();
+        let router = l.get("router-lan-f").unwrap();
+        let wan = router.ip();
         assert!(fwd.cmd.contains(&format!("/ip4/{wan}/tcp/4001")), "{:?}", fwd.cmd);
+        let rule = format!("tcp:4001:{}:4001,udp:4001:{}:4001", fwd.ip(), fwd.ip());
+        assert!(router.env.contains(&("P2PLAB_FORWARD".into(), rule)), "{:?}", router.env);
     }
 
     #[test]
