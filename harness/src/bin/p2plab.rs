@@ -1,0 +1,400 @@
+//! `p2plab`: the lab's command line. See `p2plab --help` and the README.
+//!
+//! Exit codes: 0 success (for `run`: every expectation held in every repeat); 1 a run whose
+//! expectations failed, or a lab that could not be built; 2 bad input (a topology file that does
+//! not validate, a bad flag), with one message naming the file, line and column or the flag.
+
+use std::{
+    collections::HashMap,
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use p2plab::{
+    compose, docker, graph, image, layout, report,
+    run::{self, Options, Progress, RunResult},
+    topology::{self, Topology},
+    Engine,
+};
+use p2plab_node::{Event, EventLine};
+
+#[derive(Parser)]
+#[command(name = "p2plab", version, about = "A network lab for libp2p: YAML topologies become isolated Docker labs with NAT routers, faults on a timeline and judged expectations")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check topology files: exit 0 if all are valid, 2 with file:line:column otherwise.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Build the lab, run its faults, judge its expectations, tear it down.
+    Run {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Run it this many times (success rate per expectation, with a 95% interval).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: u32,
+        /// Write events.jsonl, results.json, junit.xml, summary.md and index.html here.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Keep the lab afterwards (also: P2PLAB_KEEP=1 keeps a failed one).
+        #[arg(long)]
+        keep: bool,
+        /// Print every node event as it arrives.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Build the lab and stream its events until Ctrl-C, then tear it down.
+    Up {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove a run's containers and networks (found by label), or every p2plab run's.
+    Down {
+        #[arg(value_name = "RUN", required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the p2plab runs on this engine.
+    Ls,
+    /// Print the topology as a graph.
+    Graph {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormat,
+    },
+    /// Print a docker compose file equivalent to the topology (fixed subnets: one copy at a time).
+    Compose {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write it here instead of stdout.
+        #[arg(long, short, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+    /// The node image.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build it offline (release binaries, base image by debootstrap if missing); quick when
+    /// nothing changed.
+    Build,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+/// A topology error: already rendered, exit 2.
+struct BadInput(String);
+
+fn load(path: &Path) -> Result<Topology, BadInput> {
+    topology::load(path).map_err(|e| BadInput(e.render()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("p2plab: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(Failure::Bad(BadInput(msg))) => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("p2plab: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Bad(BadInput),
+    Other(anyhow::Error),
+}
+
+impl From<BadInput> for Failure {
+    fn from(b: BadInput) -> Self {
+        Failure::Bad(b)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+async fn engine() -> Result<Engine> {
+    Engine::connect().await.context("Docker")
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.cmd {
+        Cmd::Validate { files } => {
+            let mut bad = Vec::new();
+            for f in &files {
+                match load(f) {
+                    Ok(t) => println!(
+                        "{}: ok: {} ({} segments, {} nodes, {} faults, {} expectations)",
+                        f.display(),
+                        t.name,
+                        t.segments.len(),
+                        t.nodes.len(),
+                        t.faults.len(),
+                        t.expect.len()
+                    ),
+                    Err(e) => bad.push(e.0),
+                }
+            }
+            if bad.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(BadInput(bad.join("\n")).into())
+            }
+        }
+        Cmd::Run { file, repeat, report: dir, keep, verbose } => {
+            let topo = load(&file)?;
+            let engine = engine().await?;
+            let image = ensure_image().await?;
+            let mut results: Vec<RunResult> = Vec::new();
+            for i in 0..repeat {
+                if repeat > 1 {
+                    eprintln!("p2plab: {} run {}/{repeat}", topo.name, i + 1);
+                }
+                let mut opts = Options::new(image.clone());
+                opts.keep = keep;
+                let r = run_with_progress(engine.clone(), &topo, opts, verbose).await?;
+                println!("{}", report::summary_text(&r));
+                let interrupted = r.aborted.is_some();
+                results.push(r);
+                if interrupted {
+                    break;
+                }
+            }
+            if let Some(dir) = dir {
+                let files = report::write(&dir, &results).with_context(|| format!("writing the report to {}", dir.display()))?;
+                eprintln!("p2plab: report: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+            }
+            if repeat > 1 {
+                let ok = results.iter().filter(|r| r.ok).count();
+                println!("{}: {ok} of {} runs passed", topo.name, results.len());
+            }
+            Ok(if !results.is_empty() && results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Up { file } => {
+            let topo = load(&file)?;
+            let engine = engine().await?;
+            let image = ensure_image().await?;
+            let mut opts = Options::new(image);
+            opts.stop_when_settled = false;
+            let mut topo = topo;
+            // until Ctrl-C; expectations are still judged and printed at the end
+            topo.timeout = Duration::from_secs(7 * 24 * 3600);
+            eprintln!("p2plab: {}: bringing the lab up; Ctrl-C tears it down", topo.name);
+            let r = run_with_progress(engine, &topo, opts, true).await?;
+            println!("{}", report::summary_text(&r));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down { run, all } => {
+            let engine = engine().await?;
+            let label = match (&run, all) {
+                (_, true) => format!("{}=true", docker::LABEL_MANAGED),
+                (Some(r), false) => format!("{}={r}", docker::LABEL_RUN),
+                (None, false) => unreachable!("clap requires RUN or --all"),
+            };
+            let before = docker::list_runs(&engine).await.map_err(anyhow::Error::from)?;
+            docker::remove_by_label(&engine, &label).await.map_err(anyhow::Error::from)?;
+            let removed: Vec<&str> = before
+                .iter()
+                .filter(|r| all || run.as_deref() == Some(r.run_id.as_str()))
+                .map(|r| r.run_id.as_str())
+                .collect();
+            if removed.is_empty() {
+                eprintln!("p2plab: nothing to remove{}", run.map(|r| format!(" for run {r}")).unwrap_or_default());
+            } else {
+                println!("removed: {}", removed.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ls => {
+            let engine = engine().await?;
+            let runs = docker::list_runs(&engine).await.map_err(anyhow::Error::from)?;
+            if runs.is_empty() {
+                println!("no p2plab runs");
+            } else {
+                println!("{:<16} {:<24} {:>10} {:>8} {:>8}  created", "RUN", "LAB", "CONTAINERS", "RUNNING", "NETWORKS");
+                for r in runs {
+                    let created = chrono::DateTime::from_timestamp(r.created as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+                    println!("{:<16} {:<24} {:>10} {:>8} {:>8}  {created}", r.run_id, r.lab, r.containers, r.running, r.networks);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Graph { file, format } => {
+            let topo = load(&file)?;
+            let out = match format {
+                GraphFormat::Mermaid => graph::mermaid(&topo, None),
+                GraphFormat::Dot => graph::dot(&topo, None),
+            };
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Compose { file, output } => {
+            let topo = load(&file)?;
+            let used = match Engine::connect().await {
+                Ok(e) => e.used_subnets().await.map_err(anyhow::Error::from)?,
+                Err(_) => std::fs::read_to_string("/proc/net/route").map(|t| p2plab::plan::parse_proc_routes(&t)).unwrap_or_default(),
+            };
+            let subnets = compose::subnets_for_compose(&topo, &used).map_err(anyhow::Error::msg)?;
+            let lay = layout::layout(&topo, &subnets).map_err(anyhow::Error::from)?;
+            let text = compose::compose(&topo, &lay, &image::image_name());
+            match output {
+                Some(o) => std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Image { cmd: ImageCmd::Build } => {
+            let name = ensure_image().await?;
+            println!("{name}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn ensure_image() -> Result<String> {
+    eprintln!("p2plab: checking the node image (builds it when missing or stale)");
+    image::ensure_image().await.map_err(|e| anyhow::anyhow!("image build failed (exit {}):\n{}", e.code, e.output))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// One event as a short line: `+12.3s alice connected peer=bob path=direct`.
+fn describe(l: &EventLine, names: &HashMap<String, String>, t0: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    let name = |p: &dyn ToString| {
+        let s = p.to_string();
+        names.get(&s).cloned().unwrap_or_else(|| format!("{}…", &s[..s.len().min(12)]))
+    };
+    let t = t0.map(|t0| format!("+{:.1}s ", (l.ts - t0).num_milliseconds() as f64 / 1000.0)).unwrap_or_default();
+    let what = match &l.event {
+        Event::Connected { peer, path, .. } => format!("connected {} ({path:?})", name(peer)),
+        Event::Disconnected { peer, path, .. } => format!("disconnected {} ({path:?})", name(peer)),
+        Event::Discovered { peer, .. } => format!("discovered {}", name(peer)),
+        Event::HolePunch { peer, ok, .. } => format!("hole punch {} {}", name(peer), if *ok { "ok" } else { "failed" }),
+        Event::MessageAcked { to, id, rtt_ms, path, .. } => format!("ack {id} from {} {path:?} {rtt_ms:.1} ms", name(to)),
+        Event::MessageFailed { to, id, reason, .. } => format!("FAILED {id} to {}: {reason}", name(to)),
+        Event::Reservation { relay, status, .. } => format!("reservation {status:?} on {}", name(relay)),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    };
+    format!("{t}{} {what}", l.node)
+}
+
+async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, verbose: bool) -> Result<RunResult> {
+    let tty = std::io::stderr().is_terminal();
+    let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
+    let bar = if tty {
+        let b = ProgressBar::new(0);
+        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        b.enable_steady_tick(Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let say = |bar: &Option<ProgressBar>, s: String| match bar {
+        Some(b) => b.println(s),
+        None => eprintln!("{s}"),
+    };
+    let printer = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut names: HashMap<String, String> = HashMap::new();
+            let mut t0 = None;
+            let mut events = 0u64;
+            while let Some(p) = prx.recv().await {
+                match p {
+                    Progress::Step(s) => {
+                        if let Some(b) = &bar {
+                            b.set_message(s.clone());
+                        }
+                        say(&bar, format!("p2plab: {s}"));
+                    }
+                    Progress::Up { name, n, total } => match &bar {
+                        Some(b) => {
+                            b.set_length(total as u64);
+                            b.set_position(n as u64);
+                            b.set_message(format!("{name} up"));
+                        }
+                        None => eprintln!("p2plab: {name} up ({n}/{total})"),
+                    },
+                    Progress::Event(l) => {
+                        events += 1;
+                        if let Event::Started { peer_id, .. } = &l.event {
+                            names.insert(peer_id.to_string(), l.node.clone());
+                        }
+                        t0.get_or_insert(l.ts);
+                        if verbose {
+                            say(&bar, describe(&l, &names, t0));
+                        }
+                        if let Some(b) = &bar {
+                            b.set_message(format!("{events} events"));
+                        }
+                    }
+                    Progress::Fault(f) => say(&bar, format!("p2plab: +{:.1}s fault: {}{}", f.t_ms as f64 / 1000.0, f.action, if f.ok { String::new() } else { format!(" FAILED: {}", f.error) })),
+                    Progress::Verdict(_) => {}
+                }
+            }
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+        })
+    };
+    let r = run::run(engine, topo, opts, Some(ptx), shutdown_signal()).await;
+    let _ = printer.await;
+    r.map_err(anyhow::Error::from)
+}
