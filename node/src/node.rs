@@ -895,6 +895,10 @@ impl Node {
             b.backoff = BOOT_BACKOFF_MIN;
             b.next_try = None;
             self.rejoin = true;
+            // AutoNAT asks the bootstrap nodes only: a neighbour on the same LAN would confirm a
+            // private address that nobody outside can dial (see swarm.rs, `use_connected`).
+            let addr = remote_of(endpoint);
+            self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
         }
         match path {
             Path::Relayed => {

@@ -182,6 +182,7 @@ pub fn build(
         .with_max_pending_outgoing(Some(cfg.common.max_connections.max(16)));
     let idle = cfg.common.idle_timeout;
     let upnp_on = cfg.common.upnp;
+    let with_bootstrap_servers = !cfg.common.bootstrap.is_empty();
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -214,6 +215,10 @@ pub fn build(
                 // Lab addresses (198.18/15, 10/8, 100.64/10) are not global; AutoNAT v1 would
                 // ignore every one of them.
                 only_global_ips: false,
+                // Probes go to the bootstrap nodes only (added as servers when connected): with
+                // `only_global_ips` off, a peer on the same LAN would dial back a private
+                // address and confirm it as external.
+                use_connected: !with_bootstrap_servers,
                 timeout: Duration::from_secs(10),
                 ..Default::default()
             };

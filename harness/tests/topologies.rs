@@ -1,0 +1,94 @@
+//! The shipped topologies (`topologies/*.yaml`), each run for real and judged: the same path as
+//! `p2plab run`. Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips); the image is built once.
+//! A failed run prints its verdicts and every node's last stderr lines; its report (events,
+//! results, junit, summary, html) is left in `target/p2plab-reports/<name>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use p2plab::{
+    run::{run, Options},
+    testing::{engine_or_skip, image},
+    topology,
+};
+
+fn file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies").join(name)
+}
+
+/// One lab at a time: on two cores, two labs at once would race each other's timing deadlines.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run_topology(name: &str) {
+    let _slot = ONE_AT_A_TIME.lock().await;
+    let topo = topology::load(&file(name)).unwrap_or_else(|e| panic!("{}", e.render()));
+    let Some(engine) = engine_or_skip(&topo.name).await else { return };
+    let image = image().await;
+    let result = run(engine, &topo, Options::new(image), None, std::future::pending())
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", topo.name));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/p2plab-reports").join(&topo.name);
+    let _ = p2plab::report::write(&dir, std::slice::from_ref(&result));
+    let mut text = p2plab::report::summary_text(&result);
+    if !result.ok {
+        for (node, tail) in &result.stderr {
+            text.push_str(&format!("\n--- {node} stderr ---\n{tail}"));
+        }
+        panic!("{text}\nreport: {}", dir.display());
+    }
+    eprintln!("{text}");
+}
+
+#[test]
+fn every_shipped_topology_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            topology::load(&p).unwrap_or_else(|e| panic!("{}", e.render()));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "expected the 8 shipped topologies, found {n}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_local() {
+    run_topology("seed-local.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn home_nat() {
+    run_topology("home-nat.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_nat() {
+    run_topology("strict-nat.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_matrix() {
+    run_topology("nat-matrix.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_production() {
+    run_topology("seed-production.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition() {
+    run_topology("partition.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_bootstrap() {
+    run_topology("multi-bootstrap.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward() {
+    run_topology("port-forward.yaml").await;
+}
