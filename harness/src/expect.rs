@@ -101,16 +101,14 @@ impl Delivery {
                 Event::MessageSent { to: p, id, .. } if t.is(p, to) => {
                     sent.insert(*id);
                 }
-                Event::MessageAcked { to: p, id, path, rtt_ms, .. } if t.is(p, to) => {
-                    if acked.insert(*id) {
-                        d.acks.push((l.ts, *path, *rtt_ms));
-                        match path {
-                            Path::Direct => d.direct += 1,
-                            Path::Relayed => d.relayed += 1,
-                        }
-                        d.first_ack.get_or_insert(l.ts);
-                        d.last_ack = Some(l.ts);
+                Event::MessageAcked { to: p, id, path, rtt_ms, .. } if t.is(p, to) && acked.insert(*id) => {
+                    d.acks.push((l.ts, *path, *rtt_ms));
+                    match path {
+                        Path::Direct => d.direct += 1,
+                        Path::Relayed => d.relayed += 1,
                     }
+                    d.first_ack.get_or_insert(l.ts);
+                    d.last_ack = Some(l.ts);
                 }
                 Event::MessageFailed { to: p, id, .. } if t.is(p, to) => {
                     failed.insert(*id);

@@ -111,6 +111,9 @@ pub enum RunError {
     Interrupted,
 }
 
+/// A fault not fired yet: (due time once known, trigger, action, `for`, line).
+type Pending = (Option<Instant>, Trigger, Action, Option<Duration>, u64);
+
 const READY_WITHIN: Duration = Duration::from_secs(45);
 
 fn spec(p: &Planned, image: &str) -> ContainerSpec {
@@ -198,7 +201,7 @@ pub async fn run(
     let mut judge = Judge::new(topo);
     let mut faults: Vec<FaultRecord> = Vec::new();
     // pending: (index, due time once known, action, line)
-    let mut pending: Vec<(Option<Instant>, Trigger, Action, Option<Duration>, u64)> =
+    let mut pending: Vec<Pending> =
         topo.faults.iter().map(|f| (None, f.trigger.clone(), f.action.clone(), f.duration, f.line)).collect();
     let deadline = run_clock + topo.timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -669,7 +669,7 @@ impl Topology {
             });
             if left.len() == before {
                 // a cycle; validation refuses those, so this is unreachable for a valid model
-                out.extend(left.drain(..));
+                out.append(&mut left);
             }
         }
         out
