@@ -191,7 +191,35 @@ fn event_matches(l: &EventLine, kind: &str, fields: &BTreeMap<String, serde_json
     let Ok(serde_json::Value::Object(obj)) = serde_json::to_value(&l.event) else {
         return false;
     };
-    fields.iter().all(|(k, want)| obj.get(k) == Some(want))
+    fields.iter().all(|(k, want)| obj.get(k).is_some_and(|have| field_matches(have, want)))
+}
+
+/// A `where` value matches a field when equal, or, for a string `">=N"`, `"<=N"`, `">N"` or
+/// `"<N"`, when the field is a number in that range.
+pub fn field_matches(have: &serde_json::Value, want: &serde_json::Value) -> bool {
+    if have == want {
+        return true;
+    }
+    let (Some(w), Some(h)) = (want.as_str(), have.as_f64()) else { return false };
+    let w = w.trim();
+    let (op, num) = if let Some(n) = w.strip_prefix(">=") {
+        (">=", n)
+    } else if let Some(n) = w.strip_prefix("<=") {
+        ("<=", n)
+    } else if let Some(n) = w.strip_prefix('>') {
+        (">", n)
+    } else if let Some(n) = w.strip_prefix('<') {
+        ("<", n)
+    } else {
+        return false;
+    };
+    let Ok(n) = num.trim().parse::<f64>() else { return false };
+    match op {
+        ">=" => h >= n,
+        "<=" => h <= n,
+        ">" => h > n,
+        _ => h < n,
+    }
 }
 
 /// Evaluates one check on the timeline as it is now.
@@ -700,6 +728,17 @@ expect:
         s.ev(100, "boot", r#"{"event":"error","context":"c","message":"m"}"#);
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(1));
         assert!(!v[1].held);
+    }
+
+    #[test]
+    fn where_compares_numbers() {
+        use serde_json::json;
+        assert!(field_matches(&json!(120.5), &json!(">=100")));
+        assert!(!field_matches(&json!(99), &json!(">=100")));
+        assert!(field_matches(&json!(3), &json!("<5")));
+        assert!(field_matches(&json!("direct"), &json!("direct")));
+        assert!(!field_matches(&json!("direct"), &json!(">=1")));
+        assert!(!field_matches(&json!(5), &json!(">=x")));
     }
 
     #[test]

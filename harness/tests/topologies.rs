@@ -92,3 +92,8 @@ async fn multi_bootstrap() {
 async fn port_forward() {
     run_topology("port-forward.yaml").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults() {
+    run_topology("faults.yaml").await;
+}

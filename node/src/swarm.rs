@@ -233,7 +233,12 @@ pub fn build(
                         max_circuits_per_peer: 16,
                         max_circuit_duration: r.max_circuit_duration,
                         max_circuit_bytes: r.max_circuit_bytes,
-                        ..Default::default()
+                        // No rate limits: behind a NAT many peers share one address (the default
+                        // allows 60 circuits a minute per IP), and a dialer retrying a peer that
+                        // restarted opens a circuit per attempt (the default allows 30 per peer
+                        // every 2 minutes); both starved the lab's peers of their relay.
+                        reservation_rate_limiters: Vec::new(),
+                        circuit_src_rate_limiters: Vec::new(),
                     },
                 )
             });
@@ -242,7 +247,11 @@ pub fn build(
                 identify: identify::Behaviour::new(
                     identify::Config::new(ID_PROTOCOL.to_string(), key.public())
                         .with_agent_version(format!("p2plab-node/{}", env!("CARGO_PKG_VERSION")))
-                        .with_push_listen_addr_updates(true),
+                        .with_push_listen_addr_updates(true)
+                        // No address cache for dials: it holds every listen address a peer ever
+                        // reported, loopback ones included, and a dial to a peer's 127.0.0.1 can
+                        // reach ourselves. Kademlia and the peer records keep the usable ones.
+                        .with_cache_size(0),
                 ),
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)).with_timeout(Duration::from_secs(10))),
                 kad,
