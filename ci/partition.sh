@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 repeat=${1:-3}
 scenarios=(topologies/partition.yaml topologies/partition-bridge.yaml)
 
+# the image from the dev-profile node binaries `cargo test` has built (a release build would
+# cost a cold compile here); P2PLAB_CARGO_PROFILE=release to test release builds
+export P2PLAB_CARGO_PROFILE=${P2PLAB_CARGO_PROFILE:-dev}
 cargo build -q -p p2plab --bin p2plab
 bin=${CARGO_TARGET_DIR:-target}/debug/p2plab
 status=0
