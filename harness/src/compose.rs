@@ -225,13 +225,7 @@ pub fn subnets_for_compose(topo: &Topology, used: &[Ipv4Net]) -> Result<BTreeMap
     }
     let start = hash(&topo.name);
     for seg in topo.segments.iter().filter(|s| s.subnet.is_none()) {
-        let pool = if seg.nat.is_none() {
-            plan::internet_pool()
-        } else if topo.is_uplink_of_nat(&seg.name) {
-            plan::shared_pool()
-        } else {
-            plan::lan_pool()
-        };
+        let pool = topo.pool_of(seg);
         let net = plan::allocate(pool, 24, &taken, start).map_err(|e| format!("segment `{}`: {e}", seg.name))?;
         taken.push(net);
         out.insert(seg.name.clone(), net);

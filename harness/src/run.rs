@@ -355,14 +355,7 @@ async fn bring_up(
                 net
             }
             None => {
-                let pool = if seg.nat.is_none() {
-                    plan::internet_pool()
-                } else if topo.is_uplink_of_nat(&seg.name) {
-                    plan::shared_pool()
-                } else {
-                    plan::lan_pool()
-                };
-                lab.allocate_network(&seg.name, pool).await?
+                lab.allocate_network(&seg.name, topo.pool_of(seg)).await?
             }
         };
         subnets.insert(seg.name.clone(), net);

@@ -145,3 +145,13 @@ impl Timeline {
         self.events[skip..].iter().map(|l| format!("  {}\n", l.to_json())).collect()
     }
 }
+
+/// `docker-compose` when installed, else `docker compose`, as a command and its first arguments.
+pub fn compose_cmd() -> Vec<String> {
+    let v1 = std::process::Command::new("docker-compose").arg("version").output();
+    if v1.is_ok_and(|o| o.status.success()) {
+        vec!["docker-compose".into()]
+    } else {
+        vec!["docker".into(), "compose".into()]
+    }
+}

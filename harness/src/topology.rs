@@ -675,6 +675,19 @@ impl Topology {
         out
     }
 
+    /// The pool a segment's subnet is allocated from when the file gives none: the lab's
+    /// internet for public segments, the shared (CGNAT) space for a segment that is another
+    /// LAN's uplink, 10/8 for LANs.
+    pub fn pool_of(&self, segment: &Segment) -> ipnet::Ipv4Net {
+        if segment.nat.is_none() {
+            crate::plan::internet_pool()
+        } else if self.is_uplink_of_nat(&segment.name) {
+            crate::plan::shared_pool()
+        } else {
+            crate::plan::lan_pool()
+        }
+    }
+
     /// Whether the segment is used as another router's uplink (a carrier network).
     pub fn is_uplink_of_nat(&self, segment: &str) -> bool {
         self.segments

@@ -14,6 +14,7 @@ use std::{
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use ipnet::Ipv4Net;
+use p2plab::testing::compose_cmd;
 use p2plab::{
     docker::new_run_id,
     image::repo_root,
@@ -39,15 +40,6 @@ fn compose_file() -> String {
         .to_string()
 }
 
-/// `docker-compose` when installed, else `docker compose`.
-fn compose_cmd() -> Vec<String> {
-    let v1 = Command::new("docker-compose").arg("version").output();
-    if v1.is_ok_and(|o| o.status.success()) {
-        vec!["docker-compose".into()]
-    } else {
-        vec!["docker".into(), "compose".into()]
-    }
-}
 
 /// Runs `down -v --remove-orphans` for the project when dropped (also while a panic unwinds).
 struct Project {

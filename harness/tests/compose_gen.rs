@@ -13,6 +13,7 @@ use std::{
 };
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use p2plab::testing::compose_cmd;
 use p2plab::{
     compose::{compose, subnets_for_compose},
     docker::new_run_id,
@@ -35,15 +36,6 @@ fn topology_yaml(name: &str) -> String {
     )
 }
 
-/// `docker-compose` when installed, else `docker compose`.
-fn compose_cmd() -> Vec<String> {
-    let v1 = Command::new("docker-compose").arg("version").output();
-    if v1.is_ok_and(|o| o.status.success()) {
-        vec!["docker-compose".into()]
-    } else {
-        vec!["docker".into(), "compose".into()]
-    }
-}
 
 /// The project: `down -v` when dropped (also while a panic unwinds), then the temp dir goes.
 struct Project {
