@@ -24,6 +24,7 @@
 //! - [`testing`]: what the Docker tests share: the engine or a clear skip, event waits with
 //!   deadlines.
 
+pub mod bench;
 pub mod compose;
 pub mod docker;
 pub mod expect;

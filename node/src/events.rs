@@ -355,15 +355,28 @@ mod ts_millis {
     }
 }
 
-/// Writes events as JSON lines to stdout, one `write` per line so lines never interleave.
+/// Where a node's events go: stdout (the binaries), or a channel (many nodes in one process).
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Stdout,
+    Channel(tokio::sync::mpsc::UnboundedSender<EventLine>),
+}
+
+/// Writes events as JSON lines to stdout, one `write` per line so lines never interleave, or
+/// sends them to a channel.
 #[derive(Debug, Clone)]
 pub struct Emitter {
     node: String,
+    sink: Sink,
 }
 
 impl Emitter {
     pub fn new(node: impl Into<String>) -> Self {
-        Self { node: node.into() }
+        Self::with_sink(node, Sink::Stdout)
+    }
+
+    pub fn with_sink(node: impl Into<String>, sink: Sink) -> Self {
+        Self { node: node.into(), sink }
     }
 
     pub fn node(&self) -> &str {
@@ -380,14 +393,21 @@ impl Emitter {
         }
     }
 
-    /// Emits `event` on stdout. A closed stdout (reader gone) is not an error worth dying for.
+    /// Emits `event`. A closed stdout or channel (reader gone) is not an error worth dying for.
     pub fn emit(&self, event: Event) {
-        let mut text = self.line(event).to_json();
-        text.push('\n');
-        let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
-        let _ = lock.write_all(text.as_bytes());
-        let _ = lock.flush();
+        match &self.sink {
+            Sink::Stdout => {
+                let mut text = self.line(event).to_json();
+                text.push('\n');
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                let _ = lock.write_all(text.as_bytes());
+                let _ = lock.flush();
+            }
+            Sink::Channel(tx) => {
+                let _ = tx.send(self.line(event));
+            }
+        }
     }
 }
 

@@ -14,6 +14,9 @@
 //! - [`swarm`]: identity, transports, the composed libp2p behaviour and its configuration.
 //! - [`node`]: the event loop: one `tokio::select!` over the swarm, a timer and shutdown.
 //! - [`http`]: `/metrics`, `/health` and `/status`.
+//! - [`perf`]: the `bench` binary's baselines and throughput: raw TCP ping-pong and bulk
+//!   transfer, and one libp2p stream over TCP or QUIC.
+//! - [`load`]: many nodes in one process (the `bench` binary's `swarm` and `p2p-rtt`).
 //!
 //! Shutdown is a future passed to [`run`], so tests drive it; the binaries pass Ctrl-C/SIGTERM.
 
@@ -22,7 +25,9 @@ pub mod discovery;
 pub mod events;
 pub mod http;
 pub mod messaging;
+pub mod load;
 pub mod node;
+pub mod perf;
 pub mod probe;
 pub mod swarm;
 
@@ -84,6 +89,15 @@ impl RunError {
 /// Runs a node until `shutdown` resolves; returns its totals. Emits `stopped` last.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = String>) -> Result<Totals, RunError> {
     node::Node::start(cfg).await?.run(shutdown).await
+}
+
+/// [`run`] with the events sent to a channel instead of stdout: many nodes in one process.
+pub async fn run_with_sink(
+    cfg: Config,
+    sink: tokio::sync::mpsc::UnboundedSender<EventLine>,
+    shutdown: impl Future<Output = String>,
+) -> Result<Totals, RunError> {
+    node::Node::start_with(cfg, events::Sink::Channel(sink)).await?.run(shutdown).await
 }
 
 /// What the binaries call: parse the command line (clap exits 2 on bad flags), set up logging,

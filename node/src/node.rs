@@ -33,7 +33,7 @@ use crate::{
     cli::{Config, RelayMode, Role},
     discovery::{self, PeerRecord},
     events::{
-        AddrStatus, Direction, Emitter, Event, Path, Reachability, ReachabilitySource,
+        AddrStatus, Direction, Emitter, Event, Sink, Path, Reachability, ReachabilitySource,
         ReservationStatus, Totals, UpnpStatus,
     },
     http::{self, ConnectionStatus, Metrics, Shared},
@@ -186,6 +186,11 @@ impl Node {
     /// Builds the swarm, opens the listeners and the HTTP server, and emits `started` and
     /// `listening`. Fails on bad files, ports in use and usage errors.
     pub async fn start(cfg: Config) -> Result<Self, RunError> {
+        Self::start_with(cfg, Sink::Stdout).await
+    }
+
+    /// [`Node::start`] with the events sent to `sink`.
+    pub async fn start_with(cfg: Config, sink: Sink) -> Result<Self, RunError> {
         let metrics_addr = cfg.metrics_addr()?;
         let key = sw::identity(&cfg)?;
         let psk = sw::psk(&cfg)?;
@@ -195,7 +200,7 @@ impl Node {
         let lib_metrics = Libp2pMetrics::new(&mut registry);
         let metrics = Metrics::register(&mut registry);
         let shared = Shared::new(registry);
-        let emitter = Emitter::new(cfg.name());
+        let emitter = Emitter::with_sink(cfg.name(), sink);
 
         let namespace = cfg.peer.as_ref().map(|p| p.namespace.clone());
         emitter.emit(Event::Started {

@@ -1,0 +1,1 @@
+//! Placeholder: benchmark figures, tables and the regression check.

@@ -1,0 +1,1 @@
+//! Placeholder: many nodes in one process.

@@ -1,0 +1,1 @@
+//! Placeholder: being written (raw TCP and libp2p stream benchmarks).
