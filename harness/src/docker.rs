@@ -412,6 +412,26 @@ impl Lab {
             .ok_or_else(|| DockerError::Other(format!("no container {node} in this lab")))
     }
 
+    /// The memory `docker stats` shows for `node`: the cgroup's usage less its inactive file
+    /// cache (`inactive_file` on cgroup v2, `total_inactive_file` on v1), in bytes.
+    pub async fn memory(&self, node: &str) -> Result<u64, DockerError> {
+        let opts = bollard::query_parameters::StatsOptions { stream: false, one_shot: true };
+        let mut stats = self.engine.api().stats(self.id(node)?, Some(opts));
+        let s = stats
+            .next()
+            .await
+            .ok_or_else(|| DockerError::Other(format!("no stats for {node}")))?
+            .map_err(api(format!("stats of {node}")))?;
+        let m = s.memory_stats.ok_or_else(|| DockerError::Other(format!("no memory stats for {node}")))?;
+        let usage = m.usage.unwrap_or(0);
+        let cache = m
+            .stats
+            .as_ref()
+            .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
+            .unwrap_or(0);
+        Ok(usage.saturating_sub(cache))
+    }
+
     /// Runs `cmd` in `node` and collects its output.
     pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
         self.engine.exec(self.id(node)?, node, cmd).await

@@ -62,7 +62,7 @@ impl Timeline {
         self.name_of(peer) == Some(node)
     }
 
-    fn of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a EventLine> + 'a {
+    pub fn of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a EventLine> + 'a {
         self.events.iter().filter(move |l| l.node == node)
     }
 }

@@ -25,6 +25,7 @@
 //!   deadlines.
 
 pub mod bench;
+pub mod benchlab;
 pub mod compose;
 pub mod docker;
 pub mod expect;

@@ -993,6 +993,7 @@ expect:
             aborted: None,
             stderr,
             route_out: Vec::new(),
+            memory: BTreeMap::new(),
         }
     }
 

@@ -34,12 +34,14 @@ pub struct Options {
     pub keep_on_failure: bool,
     /// Stop as soon as every expectation is settled (else run until the timeout or `shutdown`).
     pub stop_when_settled: bool,
+    /// Read every container's memory (as `docker stats` shows it) before the teardown.
+    pub sample_memory: bool,
 }
 
 impl Options {
     pub fn new(image: String) -> Self {
         let keep_env = std::env::var("P2PLAB_KEEP").is_ok_and(|v| v == "1");
-        Options { image, keep: false, keep_on_failure: keep_env, stop_when_settled: true }
+        Options { image, keep: false, keep_on_failure: keep_env, stop_when_settled: true, sample_memory: false }
     }
 }
 
@@ -94,6 +96,8 @@ pub struct RunResult {
     /// Containers that had a route out of the lab at the end (must be none; checked in every
     /// running container with `ip route get` to an outside address, which sends no packet).
     pub route_out: Vec<String>,
+    /// Memory per container in bytes (as `docker stats` shows it), with [`Options::sample_memory`].
+    pub memory: BTreeMap<String, u64>,
 }
 
 /// Why a lab could not be run at all.
@@ -116,7 +120,7 @@ type Pending = (Option<Instant>, Trigger, Action, Option<Duration>, u64);
 
 const READY_WITHIN: Duration = Duration::from_secs(45);
 
-fn spec(p: &Planned, image: &str) -> ContainerSpec {
+pub(crate) fn spec(p: &Planned, image: &str) -> ContainerSpec {
     ContainerSpec {
         name: p.name.clone(),
         image: image.to_string(),
@@ -289,6 +293,15 @@ pub async fn run(
         }
     }
     let metrics = pair_metrics(topo, &st.timeline);
+    let mut memory = BTreeMap::new();
+    if opts.sample_memory {
+        let reads = lay.containers.iter().map(|c| async { (c.name.clone(), lab.memory(&c.name).await) });
+        for (name, m) in futures::future::join_all(reads).await {
+            if let Ok(m) = m {
+                memory.insert(name, m);
+            }
+        }
+    }
 
     // ---- teardown
     let td = Instant::now();
@@ -318,6 +331,7 @@ pub async fn run(
         aborted,
         stderr,
         route_out,
+        memory,
     })
 }
 

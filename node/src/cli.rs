@@ -59,7 +59,7 @@ impl Role {
     }
 }
 
-fn parse_duration_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("expected a number of seconds, got '{s}'"))?;
@@ -81,7 +81,7 @@ fn parse_per_peer(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()
         .map_err(|_| format!("expected a number of bytes, got '{s}'"))?;

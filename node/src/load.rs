@@ -1,1 +1,589 @@
-//! Placeholder: many nodes in one process.
+//! Many p2plab nodes in one process, and the node's own round trip: the `bench` binary's `swarm`
+//! and `p2p-rtt`.
+//!
+//! Both run the very node the `monitor`, `listener` and `dialer` binaries run ([`crate::run_with_sink`]),
+//! configured through the same command lines (so the same defaults and checks), with the events
+//! sent to a channel instead of stdout.
+//!
+//! # `bench swarm`
+//! `--nodes N` nodes in namespaces of `--namespace-size K` (the last one may be smaller), each
+//! with `--dialers-per-namespace D` dialers and K−D listeners. Node `i` listens on TCP
+//! `--listen-addr`:`--port-base`+i and confirms that address as external from the start (no
+//! AutoNAT round: every node is a public DHT server). Without `--bootstrap`, a monitor runs in the
+//! same process on `--port-base`−1.
+//!
+//! 1. The listeners start together; the run waits until each has `announced` (or the deadline).
+//! 2. The dialers start together; each one's discovery time is from its own `started` to the
+//!    `discovered` of the last listener of its namespace.
+//!
+//! With `--hold` there are no dialers: once every listener is `bootstrapped` the run prints
+//! `swarm_ready` and keeps the nodes up until SIGTERM (a load on a monitor in another container).
+//!
+//! Output: JSON lines on stdout, `swarm_ready` (with `--hold`) and `swarm_result`:
+//! `{"event":"swarm_result","nodes":100,"listeners":80,"dialers":20,"namespaces":10,
+//! "bootstrapped":100,"announced":80,"dialers_complete":20,"announce_ms":[...],
+//! "discovery_ms":[...],"rss_kb":123456,"rss_kb_before":2345,"wall_ms":5678}`.
+//!
+//! # `bench p2p-rtt`
+//! A dialer in this process sends `--warmup` + `--count` messages of `--size` bytes, one every
+//! `--interval-ms`, to the one listener of `--namespace`, and reports the round trip of each ack
+//! (the dialer's `message_acked.rtt_ms`) after the warmup, on the `--path` asked for. For
+//! `relayed` the dialer listens on nothing (`--no-direct`), so that no hole punch or direct dial
+//! can replace the relayed connection when the listener is also `--no-direct`.
+//! Output: `{"event":"perf_result","kind":"rtt","transport":"libp2p-direct","size":64,
+//! "samples_ms":[...],"other_path":0}`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
+
+use clap::{Args, Parser, ValueEnum};
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::{timeout_at, Instant},
+};
+
+use crate::{
+    cli::{parse_duration_secs, parse_size, DialerCli, ListenerCli, MonitorCli},
+    Config, Event, EventLine, Path, RunError,
+};
+
+/// `bench swarm`: see the module documentation.
+#[derive(Debug, Clone, Args)]
+pub struct SwarmArgs {
+    /// Nodes in all (listeners and dialers; an in-process monitor is not counted).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub nodes: u32,
+    /// Nodes per namespace.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=5000))]
+    pub namespace_size: u32,
+    /// Dialers per namespace (the others are listeners); forced to 0 by `--hold`.
+    #[arg(long, default_value_t = 2)]
+    pub dialers_per_namespace: u32,
+    /// Bootstrap node (repeatable); none: a monitor in this process.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// The address every node listens on and announces.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_addr: IpAddr,
+    /// Node i listens on port-base + i (the in-process monitor on port-base − 1).
+    #[arg(long, default_value_t = 20000)]
+    pub port_base: u16,
+    /// Seconds each phase may take.
+    #[arg(long, default_value = "120", value_parser = parse_duration_secs)]
+    pub deadline: Duration,
+    /// Listeners only; print `swarm_ready` once all are bootstrapped and stay up until SIGTERM.
+    #[arg(long)]
+    pub hold: bool,
+    /// Identity seeds are seed-base + i.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed_base: u64,
+}
+
+/// `bench p2p-rtt`: see the module documentation.
+#[derive(Debug, Clone, Args)]
+pub struct P2pRttArgs {
+    /// Bootstrap node (repeatable).
+    #[arg(long = "bootstrap", value_name = "MULTIADDR", required = true)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// The namespace of the one listener to measure.
+    #[arg(long)]
+    pub namespace: String,
+    /// Payload bytes per message.
+    #[arg(long, value_parser = parse_size)]
+    pub size: usize,
+    /// Round trips reported.
+    #[arg(long, default_value_t = 200)]
+    pub count: u64,
+    /// Round trips sent first and not reported.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    /// Milliseconds between two messages.
+    #[arg(long, default_value_t = 10)]
+    pub interval_ms: u64,
+    /// The path the messages must take.
+    #[arg(long, value_enum)]
+    pub path: PathArg,
+    /// Seconds the whole measurement may take.
+    #[arg(long, default_value = "120", value_parser = parse_duration_secs)]
+    pub deadline: Duration,
+    /// Identity seed of the dialer.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathArg {
+    Direct,
+    Relayed,
+}
+
+/// What `bench swarm` prints at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmResult {
+    pub event: &'static str,
+    pub nodes: usize,
+    pub listeners: usize,
+    pub dialers: usize,
+    pub namespaces: usize,
+    pub bootstrapped: usize,
+    pub announced: usize,
+    pub dialers_complete: usize,
+    /// Per listener: from its `started` to its first `announced`.
+    pub announce_ms: Vec<f64>,
+    /// Per dialer that found its whole namespace: from its `started` to the last `discovered`.
+    pub discovery_ms: Vec<f64>,
+    /// This process's resident memory with every node up, and before the first node started.
+    pub rss_kb: u64,
+    pub rss_kb_before: u64,
+    pub wall_ms: u64,
+}
+
+/// What `bench p2p-rtt` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct P2pRttResult {
+    pub event: &'static str,
+    pub kind: &'static str,
+    pub transport: &'static str,
+    pub size: usize,
+    pub samples_ms: Vec<f64>,
+    /// Acks (after the warmup) that came over the other path: not in `samples_ms`.
+    pub other_path: u64,
+}
+
+/// This process's resident set size in KiB (`VmRSS` of `/proc/self/status`), 0 where unknown.
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_vm_rss(&s))
+        .unwrap_or(0)
+}
+
+/// `VmRSS` in KiB from the text of a `/proc/<pid>/status`.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The role of node `i` of a swarm: `(namespace index, is dialer)`.
+pub fn plan_node(i: u32, namespace_size: u32, dialers_per_namespace: u32) -> (u32, bool) {
+    let ns = i / namespace_size;
+    let pos = i % namespace_size;
+    (ns, pos >= namespace_size.saturating_sub(dialers_per_namespace))
+}
+
+fn usage(flag: &'static str, value: impl ToString, reason: impl ToString) -> RunError {
+    RunError::Usage(crate::UsageError {
+        flag,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+fn parse_cfg<C: Parser + Into<Config>>(args: &[String]) -> Result<Config, RunError> {
+    C::try_parse_from(args)
+        .map(Into::into)
+        .map_err(|e| RunError::Runtime(format!("bad node flags {args:?}: {e}")))
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A node running in this process; dropping the sender of `stop` shuts every node down.
+struct Nodes {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<crate::Totals, RunError>>,
+    tx: mpsc::UnboundedSender<EventLine>,
+}
+
+impl Nodes {
+    fn new(tx: mpsc::UnboundedSender<EventLine>) -> Self {
+        Nodes {
+            stop: watch::channel(false).0,
+            tasks: JoinSet::new(),
+            tx,
+        }
+    }
+
+    fn spawn(&mut self, cfg: Config) {
+        let mut rx = self.stop.subscribe();
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+            "bench done".to_string()
+        };
+        self.tasks.spawn(crate::run_with_sink(cfg, self.tx.clone(), shutdown));
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(_)) = timeout_at(deadline, self.tasks.join_next()).await {}
+        self.tasks.abort_all();
+    }
+}
+
+/// `bench swarm`.
+pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
+    let dialers_per_ns = if args.hold { 0 } else { args.dialers_per_namespace };
+    if dialers_per_ns >= args.namespace_size {
+        return Err(usage(
+            "--dialers-per-namespace",
+            dialers_per_ns,
+            format!("must be smaller than --namespace-size ({})", args.namespace_size),
+        ));
+    }
+    if u32::from(args.port_base) + args.nodes > 65535 || args.port_base == 0 {
+        return Err(usage("--port-base", args.port_base, format!("{} nodes need ports up to 65535", args.nodes)));
+    }
+    let clock = std::time::Instant::now();
+    let rss_kb_before = rss_kb();
+    let (tx, mut rx) = mpsc::unbounded_channel::<EventLine>();
+    let mut nodes = Nodes::new(tx);
+    let ip = args.listen_addr.to_string();
+
+    let mut bootstrap = args.bootstrap.clone();
+    if bootstrap.is_empty() {
+        let port = args.port_base - 1;
+        nodes.spawn(parse_cfg::<MonitorCli>(&strings(&[
+            "monitor", "--name", "monitor", "--seed", "1", "--listen-addr", &ip, "--port", &port.to_string(),
+            "--transport", "tcp", "--metrics-addr", "off", "--idle-timeout", "3600",
+            "--max-connections", "100000",
+        ]))?);
+        let monitor_id = crate::swarm::identity_from_seed(1)
+            .map_err(|e| RunError::Runtime(format!("monitor identity: {e}")))?
+            .public()
+            .to_peer_id();
+        bootstrap.push(
+            Multiaddr::from(args.listen_addr)
+                .with(Protocol::Tcp(port))
+                .with(Protocol::P2p(monitor_id)),
+        );
+    }
+    let boot_flags: Vec<String> = bootstrap.iter().flat_map(|b| ["--bootstrap".to_string(), b.to_string()]).collect();
+
+    let node_cfg = |i: u32, dialer: bool, ns: u32| -> Result<Config, RunError> {
+        let port = args.port_base as u32 + i;
+        let ext = Multiaddr::from(args.listen_addr).with(Protocol::Tcp(port as u16));
+        let mut a = strings(&[
+            if dialer { "dialer" } else { "listener" },
+            "--name", &format!("n{i}"),
+            "--seed", &(args.seed_base + u64::from(i)).to_string(),
+            "--listen-addr", &ip,
+            "--port", &port.to_string(),
+            "--transport", "tcp",
+            "--external-addr", &ext.to_string(),
+            "--namespace", &format!("ns{ns}"),
+            "--relay", "never",
+            "--idle-timeout", "3600",
+        ]);
+        if dialer {
+            a.extend(strings(&["--count", "1", "--interval", "1000"]));
+            a.extend(boot_flags.iter().cloned());
+            parse_cfg::<DialerCli>(&a)
+        } else {
+            a.extend(boot_flags.iter().cloned());
+            parse_cfg::<ListenerCli>(&a)
+        }
+    };
+
+    // who is who
+    let mut listeners_of: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut dialers: Vec<(u32, u32)> = Vec::new();
+    for i in 0..args.nodes {
+        let (ns, dialer) = plan_node(i, args.namespace_size, dialers_per_ns);
+        if dialer {
+            dialers.push((i, ns));
+        } else {
+            listeners_of.entry(ns).or_default().push(format!("n{i}"));
+        }
+    }
+    let listener_count: usize = listeners_of.values().map(Vec::len).sum();
+
+    let mut seen = Seen::default();
+
+    // ---- phase 1: listeners
+    for i in 0..args.nodes {
+        let (ns, dialer) = plan_node(i, args.namespace_size, dialers_per_ns);
+        if !dialer {
+            nodes.spawn(node_cfg(i, false, ns)?);
+        }
+    }
+    let deadline = Instant::now() + args.deadline;
+    loop {
+        let done = if args.hold {
+            listeners_of.values().flatten().all(|n| seen.bootstrapped.contains(n))
+        } else {
+            listeners_of.values().flatten().all(|n| seen.announced.contains_key(n))
+        };
+        if done || seen.failed.is_some() {
+            break;
+        }
+        match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(l)) => seen.take(l),
+            _ => break,
+        }
+    }
+    if let Some(f) = seen.failed.clone() {
+        nodes.shutdown().await;
+        return Err(RunError::Runtime(format!("a node failed: {f}")));
+    }
+
+    if args.hold {
+        let n_boot = listeners_of.values().flatten().filter(|n| seen.bootstrapped.contains(*n)).count();
+        println!(
+            "{}",
+            serde_json::json!({"event": "swarm_ready", "nodes": listener_count, "bootstrapped": n_boot, "rss_kb": rss_kb(), "wall_ms": clock.elapsed().as_millis() as u64})
+        );
+        let mut stop = Box::pin(crate::shutdown_signal());
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                l = rx.recv() => match l { Some(l) => seen.take(l), None => break },
+            }
+        }
+    } else {
+        // ---- phase 2: dialers
+        for &(i, ns) in &dialers {
+            nodes.spawn(node_cfg(i, true, ns)?);
+        }
+        let deadline = Instant::now() + args.deadline;
+        loop {
+            let complete = dialers.iter().all(|(i, ns)| complete_at(&format!("n{i}"), *ns, &listeners_of, &seen).is_some());
+            if complete || seen.failed.is_some() {
+                break;
+            }
+            match timeout_at(deadline, rx.recv()).await {
+                Ok(Some(l)) => seen.take(l),
+                _ => break,
+            }
+        }
+    }
+    let rss = rss_kb();
+    let wall_ms = clock.elapsed().as_millis() as u64;
+    nodes.shutdown().await;
+    if let Some(f) = seen.failed {
+        return Err(RunError::Runtime(format!("a node failed: {f}")));
+    }
+    let mut discovery_ms = Vec::new();
+    for (i, ns) in &dialers {
+        let name = format!("n{i}");
+        if let (Some(done), Some((t0, _))) = (complete_at(&name, *ns, &listeners_of, &seen), seen.started.get(&name)) {
+            discovery_ms.push(ms_between(*t0, done));
+        }
+    }
+    let mut announce_ms: Vec<f64> = seen.announced.values().copied().collect();
+    announce_ms.sort_by(f64::total_cmp);
+    Ok(SwarmResult {
+        event: "swarm_result",
+        nodes: args.nodes as usize,
+        listeners: listener_count,
+        dialers: dialers.len(),
+        namespaces: listeners_of.len(),
+        bootstrapped: seen.bootstrapped.iter().filter(|n| n.starts_with('n')).count(),
+        announced: seen.announced.len(),
+        dialers_complete: discovery_ms.len(),
+        announce_ms,
+        discovery_ms,
+        rss_kb: rss,
+        rss_kb_before,
+        wall_ms,
+    })
+}
+
+type Ts = chrono::DateTime<chrono::Utc>;
+
+/// What the nodes of a swarm reported, by node name.
+#[derive(Default)]
+struct Seen {
+    started: HashMap<String, (Ts, PeerId)>,
+    bootstrapped: HashSet<String>,
+    /// Milliseconds from `started` to the first `announced`.
+    announced: HashMap<String, f64>,
+    found: HashMap<String, HashMap<PeerId, Ts>>,
+    failed: Option<String>,
+}
+
+impl Seen {
+    fn take(&mut self, l: EventLine) {
+        match &l.event {
+            Event::Started { peer_id, .. } => {
+                self.started.insert(l.node.clone(), (l.ts, *peer_id));
+            }
+            Event::Bootstrapped { .. } => {
+                self.bootstrapped.insert(l.node.clone());
+            }
+            Event::Announced { .. } => {
+                if let Some((t0, _)) = self.started.get(&l.node) {
+                    let t = ms_between(*t0, l.ts);
+                    self.announced.entry(l.node.clone()).or_insert(t);
+                }
+            }
+            Event::Discovered { peer, .. } => {
+                self.found.entry(l.node.clone()).or_default().entry(*peer).or_insert(l.ts);
+            }
+            Event::Stopped { reason, .. } if reason.starts_with("error") => {
+                self.failed.get_or_insert_with(|| format!("{}: {reason}", l.node));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// When dialer `name` had discovered every listener of namespace `ns`.
+fn complete_at(
+    name: &str,
+    ns: u32,
+    listeners_of: &HashMap<u32, Vec<String>>,
+    seen: &Seen,
+) -> Option<Ts> {
+    let found = seen.found.get(name)?;
+    let mut last = None;
+    for l in listeners_of.get(&ns)? {
+        let (_, peer) = seen.started.get(l)?;
+        let t = *found.get(peer)?;
+        last = Some(last.map_or(t, |x: Ts| x.max(t)));
+    }
+    last
+}
+
+fn ms_between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> f64 {
+    (b - a).num_milliseconds() as f64
+}
+
+/// `bench p2p-rtt`.
+pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
+    let total = args.warmup + args.count;
+    let mut a = strings(&[
+        "dialer", "--name", "rtt", "--namespace", &args.namespace, "--transport", "tcp", "--relay", "never",
+        "--count", &total.to_string(), "--interval", &args.interval_ms.max(1).to_string(),
+        "--size", &args.size.to_string(), "--idle-timeout", "3600",
+    ]);
+    if let Some(s) = args.seed {
+        a.extend(strings(&["--seed", &s.to_string()]));
+    }
+    if args.path == PathArg::Relayed {
+        a.push("--no-direct".into());
+    }
+    for b in &args.bootstrap {
+        a.extend(["--bootstrap".to_string(), b.to_string()]);
+    }
+    let cfg = parse_cfg::<DialerCli>(&a)?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<EventLine>();
+    let mut nodes = Nodes::new(tx);
+    nodes.spawn(cfg);
+    let want = match args.path {
+        PathArg::Direct => Path::Direct,
+        PathArg::Relayed => Path::Relayed,
+    };
+    let deadline = Instant::now() + args.deadline;
+    let mut acked = 0u64;
+    let mut samples = Vec::new();
+    let mut other_path = 0u64;
+    let mut error = None;
+    while acked < total {
+        match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(l)) => match l.event {
+                Event::MessageAcked { rtt_ms, path, .. } => {
+                    acked += 1;
+                    if acked > args.warmup {
+                        if path == want {
+                            samples.push(rtt_ms);
+                        } else {
+                            other_path += 1;
+                        }
+                    }
+                }
+                Event::MessageFailed { reason, .. } => {
+                    error = Some(format!("a message failed: {reason}"));
+                    break;
+                }
+                Event::Stopped { reason, .. } => {
+                    error = Some(format!("the dialer stopped: {reason}"));
+                    break;
+                }
+                _ => {}
+            },
+            _ => {
+                error = Some(format!("{acked} of {total} messages acked within {:?}", args.deadline));
+                break;
+            }
+        }
+    }
+    nodes.shutdown().await;
+    if let Some(e) = error {
+        return Err(RunError::Runtime(e));
+    }
+    Ok(P2pRttResult {
+        event: "perf_result",
+        kind: "rtt",
+        transport: match want {
+            Path::Direct => "libp2p-direct",
+            Path::Relayed => "libp2p-relayed",
+        },
+        size: args.size,
+        samples_ms: samples,
+        other_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_from_status() {
+        let s = "Name:\tbench\nVmPeak:\t  10 kB\nVmRSS:\t   12345 kB\nThreads: 3\n";
+        assert_eq!(parse_vm_rss(s), Some(12345));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(rss_kb() > 0);
+    }
+
+    #[test]
+    fn nodes_are_planned_per_namespace() {
+        // 10 per namespace, 2 dialers: positions 8 and 9 dial
+        let roles: Vec<_> = (0..12).map(|i| plan_node(i, 10, 2)).collect();
+        assert_eq!(roles[0], (0, false));
+        assert_eq!(roles[7], (0, false));
+        assert_eq!(roles[8], (0, true));
+        assert_eq!(roles[9], (0, true));
+        assert_eq!(roles[10], (1, false));
+        assert!((0..50).all(|i| !plan_node(i, 10, 0).1));
+    }
+
+    /// A small swarm on loopback, for real: every dialer finds its namespace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_swarm_discovers_its_namespaces() {
+        let args = SwarmArgs::try_parse_from_args(&[
+            "--nodes", "12", "--namespace-size", "6", "--dialers-per-namespace", "1", "--port-base", "24100",
+            "--deadline", "60",
+        ]);
+        let r = swarm(args).await.unwrap();
+        assert_eq!((r.listeners, r.dialers, r.namespaces), (10, 2, 2));
+        assert_eq!(r.announced, 10, "{r:?}");
+        assert_eq!(r.dialers_complete, 2, "{r:?}");
+        assert!(r.discovery_ms.iter().all(|&t| t >= 0.0));
+    }
+
+    impl SwarmArgs {
+        fn try_parse_from_args(a: &[&str]) -> SwarmArgs {
+            #[derive(Parser)]
+            struct W {
+                #[command(flatten)]
+                a: SwarmArgs,
+            }
+            let mut v = vec!["swarm"];
+            v.extend_from_slice(a);
+            W::try_parse_from(v).unwrap().a
+        }
+    }
+}

@@ -58,17 +58,21 @@ pub struct Behaviour {
 /// The identity from `--seed` or `--key-file` (created if missing), else a fresh one.
 pub fn identity(cfg: &Config) -> Result<Keypair, RunError> {
     if let Some(seed) = cfg.common.seed {
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        bytes[8..16].copy_from_slice(b"p2plab!!");
-        let secret = libp2p::identity::ed25519::SecretKey::try_from_bytes(bytes)
-            .map_err(|e| RunError::flag("--seed", seed.to_string(), e))?;
-        return Ok(libp2p::identity::ed25519::Keypair::from(secret).into());
+        return identity_from_seed(seed).map_err(|e| RunError::flag("--seed", seed.to_string(), e));
     }
     match &cfg.common.key_file {
         Some(path) => load_or_create_key(path),
         None => Ok(Keypair::generate_ed25519()),
     }
+}
+
+/// The deterministic identity of `--seed N` (the same key for the same number, in every binary).
+pub fn identity_from_seed(seed: u64) -> Result<Keypair, libp2p::identity::DecodingError> {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(b"p2plab!!");
+    let secret = libp2p::identity::ed25519::SecretKey::try_from_bytes(bytes)?;
+    Ok(libp2p::identity::ed25519::Keypair::from(secret).into())
 }
 
 fn load_or_create_key(path: &FsPath) -> Result<Keypair, RunError> {

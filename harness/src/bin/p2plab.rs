@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use p2plab::{
-    compose, docker, graph, image, layout, report,
+    bench, benchlab, compose, docker, graph, image, layout, report,
     run::{self, Options, Progress, RunResult},
     topology::{self, Topology},
     Engine,
@@ -84,6 +84,32 @@ enum Cmd {
         /// Write it here instead of stdout.
         #[arg(long, short, value_name = "OUT")]
         output: Option<PathBuf>,
+    },
+    /// Measure the node and the lab, each figure next to its baseline: round trips, throughput,
+    /// time to direct, discovery, lab bring-up, memory, many nodes in one process. Prints a table,
+    /// writes JSON, and calls out what is more than 20% worse than docs/benchmarks.md.
+    Bench {
+        /// Groups to run, comma-separated: rtt, throughput, direct, discovery, labs, memory, scale.
+        #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+        only: Vec<String>,
+        /// Fewer repeats everywhere: a smoke run, not figures to publish.
+        #[arg(long)]
+        quick: bool,
+        /// Runs of the home-NAT lab for the time to direct (default 30; 5 with --quick).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        direct_repeats: Option<u32>,
+        /// The earlier figures to compare with: a benchmarks.md written by --write-doc, or a JSON report.
+        #[arg(long, value_name = "FILE", default_value = "docs/benchmarks.md")]
+        baseline: PathBuf,
+        /// Write this run's JSON report here.
+        #[arg(long, value_name = "FILE", default_value = "target/bench/bench.json")]
+        json: PathBuf,
+        /// Write this run as the new benchmarks document (e.g. docs/benchmarks.md).
+        #[arg(long, value_name = "FILE")]
+        write_doc: Option<PathBuf>,
+        /// Exit 3 when a figure regressed by more than 20%.
+        #[arg(long)]
+        fail_on_regression: bool,
     },
     /// The node image.
     Image {
@@ -281,12 +307,88 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench { only, quick, direct_repeats, baseline, json, write_doc, fail_on_regression } => {
+            bench(only, quick, direct_repeats, baseline, json, write_doc, fail_on_regression).await
+        }
         Cmd::Image { cmd: ImageCmd::Build } => {
             let name = ensure_image().await?;
             println!("{name}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reads the earlier figures: `None` when the file does not exist.
+fn read_baseline(path: &Path) -> Result<Option<bench::Report>, Failure> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BadInput(format!("--baseline {}: {e}", path.display())).into()),
+    };
+    let parsed = if text.trim_start().starts_with('{') { bench::Report::from_json(&text) } else { bench::Report::from_markdown(&text) };
+    parsed.map(Some).map_err(|e| BadInput(format!("--baseline {}: {e}", path.display())).into())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench(
+    only: Vec<String>,
+    quick: bool,
+    direct_repeats: Option<u32>,
+    baseline: PathBuf,
+    json: PathBuf,
+    write_doc: Option<PathBuf>,
+    fail_on_regression: bool,
+) -> Result<ExitCode, Failure> {
+    for g in &only {
+        if !benchlab::GROUPS.contains(&g.as_str()) {
+            return Err(BadInput(format!("invalid value '{g}' for '--only': groups are {}", benchlab::GROUPS.join(", "))).into());
+        }
+    }
+    let previous = read_baseline(&baseline)?;
+    let engine = engine().await?;
+    let docker_version = engine.api().version().await.ok().and_then(|v| v.version).unwrap_or_else(|| "unknown".into());
+    let image = ensure_image().await?;
+    let opts = benchlab::BenchOptions {
+        image,
+        only,
+        quick,
+        direct_repeats: direct_repeats.map_or(if quick { 5 } else { 30 }, |n| n as usize),
+    };
+    let command = std::iter::once("p2plab".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let progress = |s: String| eprintln!("p2plab bench: {s}");
+    let figures = tokio::select! {
+        f = benchlab::run_all(&engine, &opts, &progress) => f.map_err(anyhow::Error::from)?,
+        _ = shutdown_signal() => {
+            eprintln!("p2plab bench: interrupted; the labs are torn down");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let report = bench::Report {
+        format: bench::FORMAT,
+        date,
+        command,
+        machine: bench::Machine::detect(docker_version),
+        groups: benchlab::groups(&opts).into_iter().filter(|g| figures.iter().any(|f| f.group == g.id)).collect(),
+        figures,
+    };
+    println!("{}", report.table(previous.as_ref()));
+    if previous.is_none() {
+        println!("No earlier figures to compare with ({} not found).", baseline.display());
+    }
+    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&json, report.to_json()).with_context(|| format!("writing {}", json.display()))?;
+    eprintln!("p2plab bench: JSON report: {}", json.display());
+    if let Some(doc) = write_doc {
+        std::fs::write(&doc, report.markdown(previous.as_ref())).with_context(|| format!("writing {}", doc.display()))?;
+        eprintln!("p2plab bench: wrote {}", doc.display());
+    }
+    let regressed = previous
+        .as_ref()
+        .is_some_and(|p| bench::compare(&report, p, bench::REGRESSION_THRESHOLD).iter().any(|c| c.regression));
+    Ok(if regressed && fail_on_regression { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
 async fn ensure_image() -> Result<String> {

@@ -1,1 +1,45 @@
-fn main() {}
+//! `bench`: the measuring end of `p2plab bench`, in the node image. See `bench --help`, and the
+//! `p2plab_node::perf` and `p2plab_node::load` module documentation for the wire protocols and
+//! the JSON lines printed.
+use clap::{Parser, Subcommand};
+use p2plab_node::{
+    load::{self, P2pRttArgs, SwarmArgs},
+    perf::{self, PerfCommand},
+    RunError,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about = "p2plab benchmarks: raw TCP baselines, libp2p streams, the node's round trip, many nodes in one process")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    #[command(flatten)]
+    Perf(PerfCommand),
+    /// Round trips of the node's own request-response (a dialer in this process) to the one
+    /// listener of a namespace, on the path asked for.
+    P2pRtt(P2pRttArgs),
+    /// Many nodes in one process: discovery time and memory per node, or a held load on a monitor.
+    Swarm(SwarmArgs),
+}
+
+fn main() {
+    p2plab_node::block_on_and_exit(run(Cli::parse()))
+}
+
+fn print(v: &impl serde::Serialize) -> Result<(), RunError> {
+    let line = serde_json::to_string(v).map_err(|e| RunError::Runtime(e.to_string()))?;
+    println!("{line}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), RunError> {
+    match cli.cmd {
+        Cmd::Perf(c) => perf::run(c).await,
+        Cmd::P2pRtt(a) => print(&load::p2p_rtt(a).await?),
+        Cmd::Swarm(a) => print(&load::swarm(a).await?),
+    }
+}
