@@ -32,7 +32,6 @@ use std::fmt::Write as _;
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 
 /// The version of the JSON format written by [`Report::to_json`] (and the only one read).
 pub const FORMAT: u32 = 1;
@@ -327,26 +326,10 @@ impl Report {
 
     /// Reads [`Report::to_json`] (with or without the computed fields) back, exactly.
     pub fn from_json(text: &str) -> Result<Report, BenchError> {
-        // First as it is, for the structure and errors with line and column; then the floats
-        // again from their text, since serde_json's default float parsing may be off by an ulp.
-        let mut report: Report = serde_json::from_str(text)?;
+        // (serde_json's `float_roundtrip`: every sample reads back exactly as written)
+        let report: Report = serde_json::from_str(text)?;
         if report.format != FORMAT {
             return Err(BenchError::Format(report.format));
-        }
-        let exact: Value = serde_json::from_str(&quote_numbers(text))?;
-        let parse = |v: &Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
-        if let Some(x) = parse(&exact["machine"]["memory_gib"]) {
-            report.machine.memory_gib = x;
-        }
-        if let Some(figures) = exact["figures"].as_array() {
-            for (f, fv) in report.figures.iter_mut().zip(figures) {
-                let Some(samples) = fv["samples"].as_array() else { continue };
-                for (s, sv) in f.samples.iter_mut().zip(samples) {
-                    if let Some(x) = parse(sv) {
-                        *s = x;
-                    }
-                }
-            }
         }
         Ok(report)
     }
@@ -739,44 +722,6 @@ fn longest_backtick_run(s: &str) -> usize {
     s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
-/// `json` with every number outside strings turned into a string of its text (`1.5` →
-/// `"1.5"`), so that floats can be parsed from their text with [`str::parse`], which rounds
-/// correctly. Only for JSON serde_json has already accepted.
-fn quote_numbers(json: &str) -> String {
-    let b = json.as_bytes();
-    let mut out = String::with_capacity(json.len() + json.len() / 8);
-    let (mut i, mut copied) = (0, 0);
-    let mut in_string = false;
-    while i < b.len() {
-        let c = b[i];
-        if in_string {
-            match c {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-        } else if c == b'"' {
-            in_string = true;
-            i += 1;
-        } else if c == b'-' || c.is_ascii_digit() {
-            let start = i;
-            while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
-                i += 1;
-            }
-            out.push_str(&json[copied..start]);
-            out.push('"');
-            out.push_str(&json[start..i]);
-            out.push('"');
-            copied = i;
-        } else {
-            i += 1;
-        }
-    }
-    out.push_str(&json[copied..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -918,7 +863,7 @@ mod tests {
         let mut r = report(vec![994.1414234139935, 0.1 + 0.2, 1e-7, f64::MAX, 5e-324], vec![12.345678901234567]);
         r.machine.memory_gib = 31.123456789012345;
         let json = r.to_json();
-        let v: Value = serde_json::from_str(&json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["figures"][1]["summary"]["n"], 5);
         assert!(v["figures"][1]["ratio"].is_number());
         assert!(v["figures"][0].get("ratio").is_none());
@@ -1088,11 +1033,4 @@ mod tests {
         assert!(!m.hostname.is_empty() && !m.kernel.is_empty() && !m.cpu_model.is_empty());
     }
 
-    #[test]
-    fn quote_numbers_leaves_strings() {
-        assert_eq!(
-            quote_numbers(r#"{"a-1": [1, -2.5e-3, true, null], "s": "x \" 3", "n": 0}"#),
-            r#"{"a-1": ["1", "-2.5e-3", true, null], "s": "x \" 3", "n": "0"}"#
-        );
-    }
 }

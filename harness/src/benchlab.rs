@@ -418,15 +418,15 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
                 .exec_json("b", &["bench", "p2p-rtt", "--bootstrap", &boot, "--namespace", "bench-relayed", "--size", &s, "--count", &n, "--path", "relayed", "--seed", &seed_r])
                 .await?;
             let raw_id = format!("rtt.raw_tcp.{id}");
-            figures.push(Figure::new(&raw_id, "rtt", &format!("raw TCP ping-pong, {sl}"), "ms", Better::Lower, f64s(&raw["samples_ms"])));
+            figures.push(Figure::new(&raw_id, "rtt", format!("raw TCP ping-pong, {sl}"), "ms", Better::Lower, f64s(&raw["samples_ms"])));
             let other = |v: &Value| v["other_path"].as_u64().unwrap_or(0);
-            let mut fd = Figure::new(&format!("rtt.libp2p_direct.{id}"), "rtt", &format!("libp2p request-response, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
+            let mut fd = Figure::new(format!("rtt.libp2p_direct.{id}"), "rtt", format!("libp2p request-response, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
             if other(&direct) > 0 {
-                fd = fd.note(&format!("{} acks came over the relay and are not counted", other(&direct)));
+                fd = fd.note(format!("{} acks came over the relay and are not counted", other(&direct)));
             }
-            let mut fr = Figure::new(&format!("rtt.libp2p_relayed.{id}"), "rtt", &format!("libp2p request-response, relayed, {sl}"), "ms", Better::Lower, f64s(&relayed["samples_ms"])).vs(&raw_id);
+            let mut fr = Figure::new(format!("rtt.libp2p_relayed.{id}"), "rtt", format!("libp2p request-response, relayed, {sl}"), "ms", Better::Lower, f64s(&relayed["samples_ms"])).vs(&raw_id);
             if other(&relayed) > 0 {
-                fr = fr.note(&format!("{} acks came over a direct connection and are not counted", other(&relayed)));
+                fr = fr.note(format!("{} acks came over a direct connection and are not counted", other(&relayed)));
             }
             figures.extend([fd, fr]);
         }
@@ -443,7 +443,7 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
         for (id, label, to) in targets {
             progress(format!("throughput: {label}"));
             let v = bl.exec_json("b", &["bench", "throughput", "--to", &to, "--bytes", bytes, "--repeats", repeats]).await?;
-            let mut f = Figure::new(&format!("throughput.{id}"), "throughput", label, "Mbit/s", Better::Higher, f64s(&v["samples_mbit_s"]));
+            let mut f = Figure::new(format!("throughput.{id}"), "throughput", label, "Mbit/s", Better::Higher, f64s(&v["samples_mbit_s"]));
             if id != "raw_tcp" {
                 f = f.vs("throughput.raw_tcp");
             }
@@ -488,7 +488,7 @@ async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         let start = t.started("bob");
         let first_ack = |want: Option<Path>| {
             t.of("bob").find_map(|l| match &l.event {
-                Event::MessageAcked { path, .. } if want.is_none_or(|w| w == path.clone()) => Some(l.ts),
+                Event::MessageAcked { path, .. } if want.is_none_or(|w| w == *path) => Some(l.ts),
                 _ => None,
             })
         };
@@ -514,7 +514,7 @@ async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         Figure::new("direct.first_direct_ack", G, "dialer start → first direct ack", "s", Better::Lower, to_direct).vs("direct.first_ack"),
         Figure::new("direct.relayed_to_direct", G, "first relayed connection → first direct one", "ms", Better::Lower, relayed_to_direct),
         Figure::new("direct.success", G, "runs that went direct", "%", Better::Higher, vec![100.0 * ok as f64 / n.max(1) as f64])
-            .note(&format!("{ok} of {n} runs; Wilson 95% interval {:.0}–{:.0}%", lo * 100.0, hi * 100.0)),
+            .note(format!("{ok} of {n} runs; Wilson 95% interval {:.0}–{:.0}%", lo * 100.0, hi * 100.0)),
     ])
 }
 
@@ -557,7 +557,7 @@ async fn discovery(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(Stri
             bl.lab.signal(&j, "SIGKILL").await.map_err(|e| err(G, e))?;
         }
         bl.teardown().await?;
-        let mut f = Figure::new(&format!("discovery.{n}"), G, &format!("namespace of {n}: join → all {} others found", n - 1), "ms", Better::Lower, samples);
+        let mut f = Figure::new(format!("discovery.{n}"), G, format!("namespace of {n}: join → all {} others found", n - 1), "ms", Better::Lower, samples);
         if n != 2 {
             f = f.vs("discovery.2");
         }
@@ -608,9 +608,9 @@ async fn labs(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             progress(format!("labs: {n} containers, run {} of {runs}: up {:.1} s, down {:.1} s", i + 1, r.bringup_ms as f64 / 1000.0, r.teardown_ms as f64 / 1000.0));
         }
         let vs = |f: Figure, base: &str| if n == 5 { f } else { f.vs(base) };
-        figures.push(vs(Figure::new(&format!("labs.up.{n}"), G, &format!("{n} containers: bring-up"), "s", Better::Lower, up), "labs.up.5"));
-        figures.push(vs(Figure::new(&format!("labs.down.{n}"), G, &format!("{n} containers: teardown"), "s", Better::Lower, down), "labs.down.5"));
-        figures.push(vs(Figure::new(&format!("labs.memory.{n}"), G, &format!("{n} containers: memory per container"), "MiB", Better::Lower, mem), "labs.memory.5"));
+        figures.push(vs(Figure::new(format!("labs.up.{n}"), G, format!("{n} containers: bring-up"), "s", Better::Lower, up), "labs.up.5"));
+        figures.push(vs(Figure::new(format!("labs.down.{n}"), G, format!("{n} containers: teardown"), "s", Better::Lower, down), "labs.down.5"));
+        figures.push(vs(Figure::new(format!("labs.memory.{n}"), G, format!("{n} containers: memory per container"), "MiB", Better::Lower, mem), "labs.memory.5"));
     }
     Ok(figures)
 }
@@ -672,14 +672,14 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         let peers = bl.peers_of(&m);
         let per_conn = (under - before) / peers.max(1) as f64;
         figures.push(
-            Figure::new(&format!("memory.monitor.{n}"), G, &format!("monitor with {n} connected peers"), "MiB", Better::Lower, vec![under / 1024.0])
+            Figure::new(format!("memory.monitor.{n}"), G, format!("monitor with {n} connected peers"), "MiB", Better::Lower, vec![under / 1024.0])
                 .vs("memory.idle.monitor")
-                .note(&format!("{peers} peers connected when read; the same monitor idle: {:.1} MiB", before / 1024.0)),
+                .note(format!("{peers} peers connected when read; the same monitor idle: {:.1} MiB", before / 1024.0)),
         );
-        figures.push(Figure::new(&format!("memory.per_connection.{n}"), G, &format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, vec![per_conn]));
+        figures.push(Figure::new(format!("memory.per_connection.{n}"), G, format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, vec![per_conn]));
         if let Some(v) = bl.line(&load, "swarm_ready") {
             if let Some(rss) = v["rss_kb"].as_f64() {
-                figures.push(Figure::new(&format!("memory.load_node.{n}"), G, &format!("one node of {n} in one process (the load)"), "KiB", Better::Lower, vec![rss / n as f64]));
+                figures.push(Figure::new(format!("memory.load_node.{n}"), G, format!("one node of {n} in one process (the load)"), "KiB", Better::Lower, vec![rss / n as f64]));
             }
         }
         // free the machine before the next size
@@ -711,22 +711,61 @@ async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) 
         let rss = v["rss_kb"].as_f64().unwrap_or(0.0) - v["rss_kb_before"].as_f64().unwrap_or(0.0);
         let share = if dialers > 0.0 { 100.0 * complete / dialers } else { 0.0 };
         figures.push(
-            Figure::new(&format!("scale.share.{n}"), G, &format!("{n} nodes: dialers that found their whole namespace"), "%", Better::Higher, vec![share])
-                .note(&format!("{complete} of {dialers} dialers; {announced} of {listeners} listeners announced")),
+            Figure::new(format!("scale.share.{n}"), G, format!("{n} nodes: dialers that found their whole namespace"), "%", Better::Higher, vec![share])
+                .note(format!("{complete} of {dialers} dialers; {announced} of {listeners} listeners announced")),
         );
-        let mut f = Figure::new(&format!("scale.discovery.{n}"), G, &format!("{n} nodes: dialer start → whole namespace found"), "ms", Better::Lower, f64s(&v["discovery_ms"]));
+        let mut f = Figure::new(format!("scale.discovery.{n}"), G, format!("{n} nodes: dialer start → whole namespace found"), "ms", Better::Lower, f64s(&v["discovery_ms"]));
         if n != 100 {
             f = f.vs("scale.discovery.100");
         }
         figures.push(f);
-        let mut f = Figure::new(&format!("scale.announce.{n}"), G, &format!("{n} nodes: listener start → announced"), "ms", Better::Lower, f64s(&v["announce_ms"]));
+        let mut f = Figure::new(format!("scale.announce.{n}"), G, format!("{n} nodes: listener start → announced"), "ms", Better::Lower, f64s(&v["announce_ms"]));
         if n != 100 {
             f = f.vs("scale.announce.100");
         }
         figures.push(f);
-        figures.push(Figure::new(&format!("scale.memory.{n}"), G, &format!("{n} nodes: memory per node"), "KiB", Better::Lower, vec![rss / (n as f64 + 1.0)]));
+        figures.push(Figure::new(format!("scale.memory.{n}"), G, format!("{n} nodes: memory per node"), "KiB", Better::Lower, vec![rss / (n as f64 + 1.0)]));
         bl.lab.signal(&name, "SIGKILL").await.map_err(|e| err(G, e))?;
     }
     bl.teardown().await?;
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn opts() -> BenchOptions {
+        BenchOptions { image: "img".into(), only: Vec::new(), quick: false, direct_repeats: 30 }
+    }
+
+    /// Every lab the benchmarks build is a valid topology with a layout (no Docker).
+    #[test]
+    fn bench_topologies_validate_and_lay_out() {
+        let discovery = "name: bench-discovery\nsegments:\n  internet: {}\nnodes:\n  m: { role: monitor, segment: internet }\n  \
+            l: { role: listener, segment: internet, namespace: bench, replicas: 49 }\n  j: { role: dialer, segment: internet, namespace: bench, replicas: 5, count: 1 }\n";
+        for (name, yaml) in [("link", LINK_TOPOLOGY), ("direct", DIRECT_TOPOLOGY), ("discovery", discovery)] {
+            let topo = topology::parse(name, yaml).unwrap_or_else(|e| panic!("{}", e.render()));
+            let mut subnets = BTreeMap::new();
+            for (i, seg) in topo.segments.iter().enumerate() {
+                subnets.insert(seg.name.clone(), format!("10.{}.0.0/24", 100 + i).parse().unwrap());
+            }
+            let lay = layout(&topo, &subnets).unwrap();
+            assert!(!lay.containers.is_empty(), "{name}");
+            // our own hosts (.200 and up) never collide with the planned ones
+            assert!(lay.containers.iter().all(|c| c.ip().octets()[3] < 200), "{name}");
+        }
+    }
+
+    #[test]
+    fn groups_cover_every_id_once_and_only_checks_names() {
+        let g = groups(&opts());
+        assert_eq!(g.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), GROUPS);
+        let o = BenchOptions { only: vec!["rtt".into()], ..opts() };
+        assert!(o.wants("rtt") && !o.wants("labs"));
+        assert!(opts().wants("scale"));
+        assert_eq!(size_label(64), "64 B");
+        assert_eq!(size_label(65536), "64 KiB");
+    }
 }
