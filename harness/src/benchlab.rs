@@ -105,47 +105,56 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
         g("labs", "5. Lab bring-up and teardown", format!(
             "The runner (`p2plab run`) brings up a flat lab of one monitor and N−1 listeners (one container each, N in all) until every node has started, waits until every listener has bootstrapped, reads each container's memory (`docker stats`: usage less inactive file cache), and tears the lab down. {} runs per size. Ratios are over the 5-container lab.",
             opts.pick(3, 1))),
-        g("memory", "6. Node memory", "Resident set size (`VmRSS` of the node, PID 1 of its container), the median of 10 readings 200 ms apart. \
+        g("memory", "6. Node memory", "Resident set size (`VmRSS` of the node process in its container), the median of 10 readings 200 ms apart. \
              *Idle*: a monitor with no peer; a listener bootstrapped and announced. \
              *Under load*: a fresh monitor for each size, then N full listener nodes in one other container (`bench swarm --hold`, every one a public DHT server connected to the monitor); read once the monitor counts N connected peers. \
              KB per connection = (RSS under load − the same monitor's idle RSS) / N.".to_string()),
-        g("scale", "7. Many nodes in one process", "One container, one process (`bench swarm`): an in-process monitor and N full p2plab nodes on 127.0.0.1 (TCP), in namespaces of 10 (8 listeners, 2 dialers). \
-             The listeners start together and announce; then the dialers start; a dialer has discovered its namespace when it has found all 8 listeners of it. \
-             Share = dialers that did within 120 s. Times are per dialer from its start. Memory is the process's RSS with every node up, per node.".to_string()),
+        g("scale", "7. Many nodes in one process", "One container, one process (`bench swarm --transport memory`): an in-process monitor and N full p2plab nodes over libp2p's memory transport (noise and yamux as over TCP; loopback TCP would need two open files per connection in one process, beyond the engine's 20,000), in namespaces of 10 (8 listeners, 2 dialers). \
+             The listeners start together and must announce within 120 s; then the dialers start, and have 120 s to find all 8 listeners of their namespace. \
+             Share = dialers that did. Times are per node from its own start. Memory is the process's RSS with every node up, per node; connections are those open at the end, per node.".to_string()),
     ]
 }
 
-/// Runs the groups asked for; `progress` gets one line per step.
+/// Runs the groups asked for; `progress` gets one line per step. A group that fails is
+/// reported in the errors and the others still run.
 pub async fn run_all(
     engine: &Engine,
     opts: &BenchOptions,
     progress: &(dyn Fn(String) + Sync),
-) -> Result<Vec<Figure>, BenchLabError> {
+) -> Result<(Vec<Figure>, Vec<BenchLabError>), BenchLabError> {
     for g in &opts.only {
         if !GROUPS.contains(&g.as_str()) {
             return Err(err("--only", format!("unknown group '{g}' (groups: {})", GROUPS.join(", "))));
         }
     }
     let mut figures = Vec::new();
+    let mut errors = Vec::new();
+    let mut keep = |r: Result<Vec<Figure>, BenchLabError>| match r {
+        Ok(f) => figures.extend(f),
+        Err(e) => {
+            progress(format!("FAILED: {e}"));
+            errors.push(e);
+        }
+    };
     if opts.wants("rtt") || opts.wants("throughput") {
-        figures.extend(link(engine, opts, progress).await?);
+        keep(link(engine, opts, progress).await);
     }
     if opts.wants("direct") {
-        figures.extend(direct(engine, opts, progress).await?);
+        keep(direct(engine, opts, progress).await);
     }
     if opts.wants("discovery") {
-        figures.extend(discovery(engine, opts, progress).await?);
+        keep(discovery(engine, opts, progress).await);
     }
     if opts.wants("labs") {
-        figures.extend(labs(engine, opts, progress).await?);
+        keep(labs(engine, opts, progress).await);
     }
     if opts.wants("memory") {
-        figures.extend(memory(engine, opts, progress).await?);
+        keep(memory(engine, opts, progress).await);
     }
     if opts.wants("scale") {
-        figures.extend(scale(engine, opts, progress).await?);
+        keep(scale(engine, opts, progress).await);
     }
-    Ok(figures)
+    Ok((figures, errors))
 }
 
 // ------------------------------------------------------------------ a lab of our own
@@ -207,6 +216,10 @@ impl BenchLab {
 
     /// A container of our own on `seg` at host number `host`, without a route out.
     async fn start_custom(&mut self, name: &str, seg: &str, host: u32, cmd: &[&str]) -> Result<Ipv4Addr, BenchLabError> {
+        self.start_custom_with(name, seg, host, cmd, None).await
+    }
+
+    async fn start_custom_with(&mut self, name: &str, seg: &str, host: u32, cmd: &[&str], nofile: Option<i64>) -> Result<Ipv4Addr, BenchLabError> {
         let net = self.subnet(seg)?;
         let ip = plan::host(&net, host).ok_or_else(|| err(self.group, format!("no host {host} in {net}")))?;
         self.start(ContainerSpec {
@@ -216,6 +229,7 @@ impl BenchLab {
             env: vec![("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into())],
             attach: vec![Attach { network: seg.to_string(), ip }],
             net_admin: true,
+            nofile,
             ..Default::default()
         })
         .await?;
@@ -288,8 +302,10 @@ impl BenchLab {
         self.other.iter().find(|(n, v)| n == node && v["event"] == event).map(|(_, v)| v)
     }
 
-    /// Connected peers of `node` now, from its `connected`/`disconnected` events.
+    /// Connected peers of `node` now, from its `connected`/`disconnected` events, but for the
+    /// lab's own nodes (those that printed `started`).
     fn peers_of(&self, node: &str) -> usize {
+        let lab: std::collections::HashSet<PeerId> = self.lay.containers.iter().filter_map(|c| self.started(&c.name).map(|s| s.1)).collect();
         let mut open: BTreeMap<PeerId, u32> = BTreeMap::new();
         for l in self.events.iter().filter(|l| l.node == node) {
             match &l.event {
@@ -299,7 +315,7 @@ impl BenchLab {
                 _ => {}
             }
         }
-        open.values().filter(|c| **c > 0).count()
+        open.iter().filter(|(p, c)| **c > 0 && !lab.contains(p)).count()
     }
 
     /// Runs `cmd` in `node`; its last stdout line as JSON.
@@ -312,17 +328,19 @@ impl BenchLab {
         serde_json::from_str(last).map_err(|e| err(self.group, format!("`{}` printed no JSON ({e}): {}", cmd.join(" "), o.stdout.trim())))
     }
 
-    /// `node`'s PID 1 resident set, in KiB.
-    async fn rss_kb(&self, node: &str) -> Result<f64, BenchLabError> {
-        let o = self.lab.exec(node, &["cat", "/proc/1/status"]).await.map_err(|e| err(self.group, e))?;
-        parse_vm_rss(&o.stdout).map(|k| k as f64).ok_or_else(|| err(self.group, format!("no VmRSS for {node}")))
+    /// The resident set of the process `binary` (the oldest of that name) in `node`, in KiB.
+    /// (PID 1 is the container's init.)
+    async fn rss_kb(&self, node: &str, binary: &str) -> Result<f64, BenchLabError> {
+        let script = format!("cat /proc/$(pgrep -o -x {binary})/status");
+        let o = self.lab.exec(node, &["sh", "-c", &script]).await.map_err(|e| err(self.group, e))?;
+        parse_vm_rss(&o.stdout).map(|k| k as f64).ok_or_else(|| err(self.group, format!("no VmRSS for {binary} in {node}: {}", o.stderr.trim())))
     }
 
     /// The median of 10 RSS readings 200 ms apart (a reading cadence, not a wait for an event).
-    async fn rss_settled_kb(&self, node: &str) -> Result<f64, BenchLabError> {
+    async fn rss_settled_kb(&self, node: &str, binary: &str) -> Result<f64, BenchLabError> {
         let mut v = Vec::new();
         for _ in 0..10 {
-            v.push(self.rss_kb(node).await?);
+            v.push(self.rss_kb(node, binary).await?);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         v.sort_by(f64::total_cmp);
@@ -635,10 +653,10 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
     }
     bl.wait(Duration::from_secs(45), "monitors started", |b| ["m0", "m10", "m100", "m500"].iter().all(|m| b.started(m).is_some())).await?;
     let mut figures = Vec::new();
-    let idle_monitor = bl.rss_settled_kb("m0").await?;
+    let idle_monitor = bl.rss_settled_kb("m0", "monitor").await?;
     bl.start_planned("l").await?;
     bl.wait(Duration::from_secs(60), "listener announced", |b| b.has("l", "announced")).await?;
-    let idle_listener = bl.rss_settled_kb("l").await?;
+    let idle_listener = bl.rss_settled_kb("l", "listener").await?;
     figures.push(Figure::new("memory.idle.monitor", G, "monitor, idle", "MiB", Better::Lower, vec![idle_monitor / 1024.0]));
     figures.push(Figure::new("memory.idle.listener", G, "listener, idle (bootstrapped, announced)", "MiB", Better::Lower, vec![idle_listener / 1024.0]));
     let net = bl.subnet("internet")?;
@@ -646,8 +664,7 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         let m = format!("m{n}");
         let m_ip = bl.ip(&m)?;
         let m_id = bl.started(&m).map(|s| s.1).ok_or_else(|| err(G, format!("{m} has no peer id")))?;
-        let before = bl.rss_settled_kb(&m).await?;
-        let peers_before = bl.peers_of(&m);
+        let before = bl.rss_settled_kb(&m, "monitor").await?;
         progress(format!("memory: {n} peers on a fresh monitor"));
         let load = format!("load{n}");
         let host = 200 + i as u32;
@@ -665,10 +682,10 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         let mm = m.clone();
         let ll = load.clone();
         bl.wait(Duration::from_secs(180), &format!("{n} peers connected to {m}"), move |b| {
-            b.line(&ll, "swarm_ready").is_some() && b.peers_of(&mm) >= peers_before + n
+            b.line(&ll, "swarm_ready").is_some() && b.peers_of(&mm) >= n
         })
         .await?;
-        let under = bl.rss_settled_kb(&m).await?;
+        let under = bl.rss_settled_kb(&m, "monitor").await?;
         let peers = bl.peers_of(&m);
         let per_conn = (under - before) / peers.max(1) as f64;
         figures.push(
@@ -701,8 +718,13 @@ async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) 
         progress(format!("scale: {n} nodes in one process"));
         let name = format!("swarm{n}");
         bl.start_custom(&name, "internet", 200 + i as u32, &["sleep", "infinity"]).await?;
+        // the memory transport: over loopback TCP both ends of every connection are files of this
+        // one process, and 1,000 nodes need far more than the engine's 20,000
         let v = bl
-            .exec_json(&name, &["bench", "swarm", "--nodes", &n.to_string(), "--namespace-size", "10", "--dialers-per-namespace", "2", "--deadline", "120"])
+            .exec_json(
+                &name,
+                &["bench", "swarm", "--transport", "memory", "--nodes", &n.to_string(), "--namespace-size", "10", "--dialers-per-namespace", "2", "--deadline", "120"],
+            )
             .await?;
         let dialers = v["dialers"].as_f64().unwrap_or(0.0);
         let complete = v["dialers_complete"].as_f64().unwrap_or(0.0);
@@ -725,6 +747,7 @@ async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) 
         }
         figures.push(f);
         figures.push(Figure::new(format!("scale.memory.{n}"), G, format!("{n} nodes: memory per node"), "KiB", Better::Lower, vec![rss / (n as f64 + 1.0)]));
+        figures.push(Figure::new(format!("scale.connections.{n}"), G, format!("{n} nodes: connections open per node at the end"), "conns", Better::Lower, vec![v["connections_per_node"].as_f64().unwrap_or(0.0)]));
         bl.lab.signal(&name, "SIGKILL").await.map_err(|e| err(G, e))?;
     }
     bl.teardown().await?;

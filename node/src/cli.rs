@@ -12,6 +12,9 @@ pub enum Transport {
     Tcp,
     Quic,
     Both,
+    /// libp2p's in-process memory transport (`/memory/<port>`; noise and yamux as over TCP): many
+    /// nodes in one process without sockets (`bench swarm`). Listens on `/memory/<--port>`.
+    Memory,
 }
 
 impl Transport {
@@ -20,6 +23,9 @@ impl Transport {
     }
     pub fn quic(self) -> bool {
         matches!(self, Transport::Quic | Transport::Both)
+    }
+    pub fn memory(self) -> bool {
+        self == Transport::Memory
     }
 }
 

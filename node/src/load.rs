@@ -83,6 +83,18 @@ pub struct SwarmArgs {
     /// Identity seeds are seed-base + i.
     #[arg(long, default_value_t = 1_000_000)]
     pub seed_base: u64,
+    /// Listeners started per second (0: all at once). The deadline of phase 1 counts from the
+    /// last start.
+    #[arg(long, default_value_t = 0)]
+    pub ramp: u32,
+    /// `tcp` (loopback sockets: both ends of every connection in this process count against the
+    /// open-files limit) or `memory` (libp2p's memory transport, noise and yamux as over TCP).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: SwarmTransport,
+    /// Each node's `--max-connections` (default: the node's own). Both ends of every connection
+    /// are in this process, so N nodes hold about N × this many open files.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 /// `bench p2p-rtt`: see the module documentation.
@@ -118,6 +130,12 @@ pub struct P2pRttArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwarmTransport {
+    Tcp,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PathArg {
     Direct,
     Relayed,
@@ -142,6 +160,8 @@ pub struct SwarmResult {
     pub rss_kb: u64,
     pub rss_kb_before: u64,
     pub wall_ms: u64,
+    /// Connections open at the end, per node (the in-process monitor not counted).
+    pub connections_per_node: f64,
 }
 
 /// What `bench p2p-rtt` prints.
@@ -250,41 +270,53 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let mut nodes = Nodes::new(tx);
     let ip = args.listen_addr.to_string();
 
+    let memory = args.transport == SwarmTransport::Memory;
+    let transport = if memory { "memory" } else { "tcp" };
+    // node i's address
+    let addr_of = |port: u16| {
+        if memory {
+            Multiaddr::empty().with(Protocol::Memory(u64::from(port)))
+        } else {
+            Multiaddr::from(args.listen_addr).with(Protocol::Tcp(port))
+        }
+    };
     let mut bootstrap = args.bootstrap.clone();
     if bootstrap.is_empty() {
         let port = args.port_base - 1;
         nodes.spawn(parse_cfg::<MonitorCli>(&strings(&[
             "monitor", "--name", "monitor", "--seed", "1", "--listen-addr", &ip, "--port", &port.to_string(),
-            "--transport", "tcp", "--metrics-addr", "off", "--idle-timeout", "3600",
+            "--transport", transport, "--metrics-addr", "off",
             "--max-connections", "100000",
         ]))?);
         let monitor_id = crate::swarm::identity_from_seed(1)
             .map_err(|e| RunError::Runtime(format!("monitor identity: {e}")))?
             .public()
             .to_peer_id();
-        bootstrap.push(
-            Multiaddr::from(args.listen_addr)
-                .with(Protocol::Tcp(port))
-                .with(Protocol::P2p(monitor_id)),
-        );
+        bootstrap.push(addr_of(port).with(Protocol::P2p(monitor_id)));
     }
     let boot_flags: Vec<String> = bootstrap.iter().flat_map(|b| ["--bootstrap".to_string(), b.to_string()]).collect();
 
     let node_cfg = |i: u32, dialer: bool, ns: u32| -> Result<Config, RunError> {
         let port = args.port_base as u32 + i;
-        let ext = Multiaddr::from(args.listen_addr).with(Protocol::Tcp(port as u16));
+        let ext = addr_of(port as u16);
         let mut a = strings(&[
             if dialer { "dialer" } else { "listener" },
             "--name", &format!("n{i}"),
             "--seed", &(args.seed_base + u64::from(i)).to_string(),
             "--listen-addr", &ip,
             "--port", &port.to_string(),
-            "--transport", "tcp",
+            "--transport", transport,
             "--external-addr", &ext.to_string(),
             "--namespace", &format!("ns{ns}"),
             "--relay", "never",
-            "--idle-timeout", "3600",
         ]);
+        if let Some(m) = args.max_connections {
+            a.extend(["--max-connections".to_string(), m.to_string()]);
+        }
+        // a held load keeps its connections to the monitor; otherwise the node's own default
+        if args.hold {
+            a.extend(strings(&["--idle-timeout", "3600"]));
+        }
         if dialer {
             a.extend(strings(&["--count", "1", "--interval", "1000"]));
             a.extend(boot_flags.iter().cloned());
@@ -310,11 +342,20 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
 
     let mut seen = Seen::default();
 
-    // ---- phase 1: listeners
+    // ---- phase 1: listeners (at --ramp a second, reading events meanwhile)
+    let ramp_start = Instant::now();
+    let mut n_started = 0u32;
     for i in 0..args.nodes {
         let (ns, dialer) = plan_node(i, args.namespace_size, dialers_per_ns);
         if !dialer {
+            if args.ramp > 0 {
+                let due = ramp_start + Duration::from_secs_f64(f64::from(n_started) / f64::from(args.ramp));
+                while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
+                    seen.take(l);
+                }
+            }
             nodes.spawn(node_cfg(i, false, ns)?);
+            n_started += 1;
         }
     }
     let deadline = Instant::now() + args.deadline;
@@ -369,6 +410,12 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     }
     let rss = rss_kb();
     let wall_ms = clock.elapsed().as_millis() as u64;
+    let connections: u32 = seen
+        .open
+        .iter()
+        .filter(|(n, _)| n.as_str() != "monitor")
+        .flat_map(|(_, peers)| peers.values())
+        .sum();
     nodes.shutdown().await;
     if let Some(f) = seen.failed {
         return Err(RunError::Runtime(format!("a node failed: {f}")));
@@ -396,6 +443,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         rss_kb: rss,
         rss_kb_before,
         wall_ms,
+        connections_per_node: connections as f64 / f64::from(args.nodes.max(1)),
     })
 }
 
@@ -409,6 +457,8 @@ struct Seen {
     /// Milliseconds from `started` to the first `announced`.
     announced: HashMap<String, f64>,
     found: HashMap<String, HashMap<PeerId, Ts>>,
+    /// Open connections per node and remote peer.
+    open: HashMap<String, HashMap<PeerId, u32>>,
     failed: Option<String>,
 }
 
@@ -426,6 +476,9 @@ impl Seen {
                     let t = ms_between(*t0, l.ts);
                     self.announced.entry(l.node.clone()).or_insert(t);
                 }
+            }
+            Event::Connected { peer, connections, .. } | Event::Disconnected { peer, connections, .. } => {
+                self.open.entry(l.node.clone()).or_default().insert(*peer, *connections);
             }
             Event::Discovered { peer, .. } => {
                 self.found.entry(l.node.clone()).or_default().entry(*peer).or_insert(l.ts);
@@ -572,6 +625,18 @@ mod tests {
         assert_eq!(r.announced, 10, "{r:?}");
         assert_eq!(r.dialers_complete, 2, "{r:?}");
         assert!(r.discovery_ms.iter().all(|&t| t >= 0.0));
+    }
+
+    /// The same over libp2p's memory transport.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_memory_swarm_discovers_its_namespaces() {
+        let args = SwarmArgs::try_parse_from_args(&[
+            "--nodes", "12", "--namespace-size", "6", "--dialers-per-namespace", "1", "--port-base", "24200",
+            "--deadline", "60", "--transport", "memory",
+        ]);
+        let r = swarm(args).await.unwrap();
+        assert_eq!(r.announced, 10, "{r:?}");
+        assert_eq!(r.dialers_complete, 2, "{r:?}");
     }
 
     impl SwarmArgs {

@@ -236,7 +236,12 @@ impl Node {
     ) -> Result<Option<std::net::SocketAddr>, RunError> {
         let (tcp_on, quic_on) = sw::transports(cfg, psk)?;
         let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
-        if !no_direct {
+        if !no_direct && cfg.common.transport.memory() {
+            let a = Multiaddr::empty().with(Protocol::Memory(u64::from(cfg.common.port.unwrap_or(0))));
+            swarm
+                .listen_on(a.clone())
+                .map_err(|e| RunError::flag("--port", a.to_string(), e))?;
+        } else if !no_direct {
             let port = cfg.common.port.unwrap_or(0);
             for ip in &cfg.common.listen_addrs {
                 let base = Multiaddr::from(*ip);

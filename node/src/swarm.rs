@@ -122,15 +122,23 @@ pub fn transports(cfg: &Config, psk: bool) -> Result<(bool, bool), UsageError> {
     if psk && !t.tcp() {
         return Err(UsageError {
             flag: "--transport",
-            value: "quic".into(),
+            value: if t.memory() { "memory" } else { "quic" }.into(),
             reason: "a private network (--psk-file) works over TCP only".into(),
         });
     }
     Ok((t.tcp(), t.quic() && !psk))
 }
 
-fn base_transport(key: &Keypair, tcp_on: bool, quic_on: bool, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+fn base_transport(key: &Keypair, tcp_on: bool, quic_on: bool, memory_on: bool, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
+    if memory_on {
+        return Ok(libp2p::core::transport::MemoryTransport::default()
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux::Config::default())
+            .map(|(p, m), _| (p, StreamMuxerBox::new(m)))
+            .boxed());
+    }
     let tcp_t = tcp_on.then(|| {
         let raw = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
         let upgraded = match psk {
@@ -174,6 +182,7 @@ pub fn build(
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, RunError> {
     let (tcp_on, quic_on) = transports(cfg, psk.is_some()).map_err(RunError::Usage)?;
+    let memory_on = cfg.common.transport.memory();
     let relay_limits = cfg.relay_server.clone();
     let ack_timeout = cfg
         .traffic
@@ -191,7 +200,7 @@ pub fn build(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(move |key| {
-            base_transport(key, tcp_on, quic_on, psk)
+            base_transport(key, tcp_on, quic_on, memory_on, psk)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| RunError::Runtime(format!("transport: {e}")))?

@@ -357,8 +357,8 @@ async fn bench(
     let command = std::iter::once("p2plab".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let progress = |s: String| eprintln!("p2plab bench: {s}");
-    let figures = tokio::select! {
-        f = benchlab::run_all(&engine, &opts, &progress) => f.map_err(anyhow::Error::from)?,
+    let (figures, errors) = tokio::select! {
+        f = benchlab::run_all(&engine, &opts, &progress) => f.map_err(|e| BadInput(e.to_string()))?,
         _ = shutdown_signal() => {
             eprintln!("p2plab bench: interrupted; the labs are torn down");
             return Ok(ExitCode::from(130));
@@ -385,10 +385,19 @@ async fn bench(
         std::fs::write(&doc, report.markdown(previous.as_ref())).with_context(|| format!("writing {}", doc.display()))?;
         eprintln!("p2plab bench: wrote {}", doc.display());
     }
+    for e in &errors {
+        println!("NOT MEASURED: {e}");
+    }
     let regressed = previous
         .as_ref()
         .is_some_and(|p| bench::compare(&report, p, bench::REGRESSION_THRESHOLD).iter().any(|c| c.regression));
-    Ok(if regressed && fail_on_regression { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(if !errors.is_empty() {
+        ExitCode::from(1)
+    } else if regressed && fail_on_regression {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn ensure_image() -> Result<String> {
