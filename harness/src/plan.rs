@@ -100,9 +100,48 @@ pub fn host(net: &Ipv4Net, n: u32) -> Option<Ipv4Addr> {
     (net.contains(&addr) && addr != net.broadcast()).then_some(addr)
 }
 
+/// Where the kernel's IPv4 neighbour (ARP) table limit is set.
+pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
+
+/// The ARP entries a lab may hold at once: every container on a segment may learn every other
+/// one. The kernel keeps one neighbour table for all network namespaces, capped by
+/// `gc_thresh3` (1024 by default): past it, new neighbours fail (`neighbor table overflow`,
+/// ENOBUFS) and peers on the same segment stop reaching each other.
+pub fn arp_entries(containers_per_segment: impl IntoIterator<Item = usize>) -> usize {
+    containers_per_segment.into_iter().map(|n| n * n.saturating_sub(1)).sum()
+}
+
+/// The warning for a lab needing `needed` ARP entries when the kernel holds `limit`; `None`
+/// when it fits.
+pub fn arp_warning(needed: usize, limit: usize) -> Option<String> {
+    (needed > limit).then(|| {
+        format!(
+            "this lab may need {needed} ARP entries, more than the kernel's neighbour table holds in all \
+             namespaces together (net.ipv4.neigh.default.gc_thresh3 = {limit}); peers on a crowded segment \
+             will stop reaching each other. Raise it: sysctl -w net.ipv4.neigh.default.gc_thresh3={} \
+             net.ipv4.neigh.default.gc_thresh2={}",
+            (needed * 2).next_power_of_two(),
+            (needed * 2).next_power_of_two() / 2
+        )
+    })
+}
+
+/// The host's `gc_thresh3`, if readable.
+pub fn arp_limit() -> Option<usize> {
+    std::fs::read_to_string(GC_THRESH3).ok()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arp_entries_grow_with_the_square_of_a_segment() {
+        assert_eq!(arp_entries([50]), 2450);
+        assert_eq!(arp_entries([3, 3, 1]), 12);
+        assert!(arp_warning(arp_entries([50]), 1024).is_some_and(|w| w.contains("gc_thresh3=8192")));
+        assert!(arp_warning(arp_entries([20]), 1024).is_none());
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

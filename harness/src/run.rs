@@ -336,6 +336,17 @@ pub async fn run(
     })
 }
 
+/// The ARP entries a layout may need: containers per segment, squared.
+pub fn arp_needed(lay: &Layout) -> usize {
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &lay.containers {
+        for (seg, _) in &c.attach {
+            *per.entry(seg.as_str()).or_default() += 1;
+        }
+    }
+    plan::arp_entries(per.into_values())
+}
+
 /// The running containers that have a route to an address outside the lab.
 async fn routes_out(lab: &Lab, lay: &Layout) -> Vec<String> {
     let checks = lay.containers.iter().map(|c| async move {
@@ -377,6 +388,9 @@ async fn bring_up(
     }
     let lay = layout(topo, &subnets)?;
     let total = lay.containers.len();
+    if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit)) {
+        st.step(format!("WARNING: {w}"));
+    }
     let mut up = 0;
     // infrastructure first (routers in uplink order, VPN exits), then monitors, then the peers
     let waves: [&dyn Fn(&Planned) -> bool; 3] = [
