@@ -707,7 +707,8 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         );
         figures.push(Figure::new(format!("memory.per_connection.{n}"), G, format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, vec![per_conn]));
         if let Some(v) = bl.line(&load, "swarm_ready") {
-            if let Some(rss) = v["rss_kb"].as_f64() {
+            // 0: the load could not read its own /proc/self/status (out of open files)
+            if let Some(rss) = v["rss_kb"].as_f64().filter(|r| *r > 0.0) {
                 figures.push(Figure::new(format!("memory.load_node.{n}"), G, format!("one node of {n} in one process (the load)"), "KiB", Better::Lower, vec![rss / n as f64]));
             }
         }

@@ -39,7 +39,7 @@ async fn the_image_builds_from_nothing() {
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "build-image.sh failed:\n{log}");
     assert!(log.contains("debootstrap"), "the base was not made from nothing:\n{log}");
-    for bin in ["monitor", "listener", "dialer", "probe"] {
+    for bin in ["monitor", "listener", "dialer", "probe", "bench"] {
         let run = Command::new("docker")
             .args(["run", "--rm", "--network", "none", "--label", "org.p2plab.managed=true", &image, bin, "--version"])
             .output()
