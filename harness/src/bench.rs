@@ -495,7 +495,8 @@ impl Report {
              samples taken by one run of `p2plab bench` on the machine below. To measure again, \
              run `cargo run --release -p p2plab -- bench`; the run compares its figures with the \
              ones recorded in this file and calls out every figure more than {}% worse \
-             (a regression).\n",
+             (a regression). What the figures say, and what they found wrong, is in \
+             [`benchmark-findings.md`](benchmark-findings.md).\n",
             threshold_pct()
         );
         s.push_str("## Machine and run\n\n");

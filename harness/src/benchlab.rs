@@ -90,7 +90,7 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
              *libp2p relayed*: the same to a listener reachable only through the monitor's relay (circuit relay v2, both peers `--no-direct`); the relay is a third container on the same segment. \
              Ratios are medians over the raw TCP median.")),
         g("throughput", "2. Throughput of one stream", format!(
-            "The same two containers. One stream carries {} bytes, {} times; the receiver acks the last byte (`bench throughput`). \
+            "The same two containers. One stream carries {}, {} times; the receiver acks the last byte (`bench throughput`). \
              Raw TCP (a new connection each time) vs one libp2p stream (`/p2plab/perf/1.0.0`, libp2p-stream) over TCP (noise + yamux) and over QUIC, each repeat a new stream on one connection.",
             opts.pick("128 MiB", "32 MiB"), opts.pick(5, 3))),
         g("direct", "3. Time to direct behind two home NATs", format!(
@@ -105,7 +105,7 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
         g("labs", "5. Lab bring-up and teardown", format!(
             "The runner (`p2plab run`) brings up a flat lab of one monitor and N−1 listeners (one container each, N in all) until every node has started, waits until every listener has bootstrapped, reads each container's memory (`docker stats`: usage less inactive file cache), and tears the lab down. {} runs per size. Ratios are over the 5-container lab.",
             opts.pick(3, 1))),
-        g("memory", "6. Node memory", "Resident set size (`VmRSS` of the node process in its container), the median of 10 readings 200 ms apart. \
+        g("memory", "6. Node memory", "Resident set size (`VmRSS` of the node process in its container): 10 readings 200 ms apart per figure. \
              *Idle*: a monitor with no peer; a listener bootstrapped and announced. \
              *Under load*: a fresh monitor for each size, then N full listener nodes in one other container (`bench swarm --hold`, every one a public DHT server connected to the monitor); read once the monitor counts N connected peers. \
              KB per connection = (RSS under load − the same monitor's idle RSS) / N.".to_string()),
@@ -337,15 +337,20 @@ impl BenchLab {
         parse_vm_rss(&o.stdout).map(|k| k as f64).ok_or_else(|| err(self.group, format!("no VmRSS for {binary} in {node}: {}", o.stderr.trim())))
     }
 
-    /// The median of 10 RSS readings 200 ms apart (a reading cadence, not a wait for an event).
-    async fn rss_settled_kb(&self, node: &str, binary: &str) -> Result<f64, BenchLabError> {
+    /// 10 RSS readings 200 ms apart (a reading cadence, not a wait for an event).
+    async fn rss_readings_kb(&self, node: &str, binary: &str) -> Result<Vec<f64>, BenchLabError> {
         let mut v = Vec::new();
         for _ in 0..10 {
             v.push(self.rss_kb(node, binary).await?);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        v.sort_by(f64::total_cmp);
-        Ok((v[4] + v[5]) / 2.0)
+        Ok(v)
+    }
+
+    /// The median of [`BenchLab::rss_readings_kb`].
+    async fn rss_settled_kb(&self, node: &str, binary: &str) -> Result<f64, BenchLabError> {
+        let v = self.rss_readings_kb(node, binary).await?;
+        Ok(crate::bench::summarize(&v).map_or(0.0, |s| s.median))
     }
 
     async fn teardown(mut self) -> Result<(), BenchLabError> {
@@ -665,12 +670,13 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
     }
     bl.wait(Duration::from_secs(45), "monitors started", |b| ["m0", "m10", "m100", "m500"].iter().all(|m| b.started(m).is_some())).await?;
     let mut figures = Vec::new();
-    let idle_monitor = bl.rss_settled_kb("m0", "monitor").await?;
+    let idle_monitor = bl.rss_readings_kb("m0", "monitor").await?;
     bl.start_planned("l").await?;
     bl.wait(Duration::from_secs(60), "listener announced", |b| b.has("l", "announced")).await?;
-    let idle_listener = bl.rss_settled_kb("l", "listener").await?;
-    figures.push(Figure::new("memory.idle.monitor", G, "monitor, idle", "MiB", Better::Lower, vec![idle_monitor / 1024.0]));
-    figures.push(Figure::new("memory.idle.listener", G, "listener, idle (bootstrapped, announced)", "MiB", Better::Lower, vec![idle_listener / 1024.0]));
+    let idle_listener = bl.rss_readings_kb("l", "listener").await?;
+    let mib = |v: &[f64]| v.iter().map(|k| k / 1024.0).collect::<Vec<f64>>();
+    figures.push(Figure::new("memory.idle.monitor", G, "monitor, idle", "MiB", Better::Lower, mib(&idle_monitor)));
+    figures.push(Figure::new("memory.idle.listener", G, "listener, idle (bootstrapped, announced)", "MiB", Better::Lower, mib(&idle_listener)));
     let net = bl.subnet("internet")?;
     for (i, n) in sizes.into_iter().enumerate() {
         let m = format!("m{n}");
@@ -697,15 +703,15 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
             b.line(&ll, "swarm_ready").is_some() && b.peers_of(&mm) >= n
         })
         .await?;
-        let under = bl.rss_settled_kb(&m, "monitor").await?;
+        let under = bl.rss_readings_kb(&m, "monitor").await?;
         let peers = bl.peers_of(&m);
-        let per_conn = (under - before) / peers.max(1) as f64;
+        let per_conn: Vec<f64> = under.iter().map(|u| (u - before) / peers.max(1) as f64).collect();
         figures.push(
-            Figure::new(format!("memory.monitor.{n}"), G, format!("monitor with {n} connected peers"), "MiB", Better::Lower, vec![under / 1024.0])
+            Figure::new(format!("memory.monitor.{n}"), G, format!("monitor with {n} connected peers"), "MiB", Better::Lower, mib(&under))
                 .vs("memory.idle.monitor")
                 .note(format!("{peers} peers connected when read; the same monitor idle: {:.1} MiB", before / 1024.0)),
         );
-        figures.push(Figure::new(format!("memory.per_connection.{n}"), G, format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, vec![per_conn]));
+        figures.push(Figure::new(format!("memory.per_connection.{n}"), G, format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, per_conn));
         if let Some(v) = bl.line(&load, "swarm_ready") {
             // 0: the load could not read its own /proc/self/status (out of open files)
             if let Some(rss) = v["rss_kb"].as_f64().filter(|r| *r > 0.0) {
