@@ -217,10 +217,6 @@ impl BenchLab {
 
     /// A container of our own on `seg` at host number `host`, without a route out.
     async fn start_custom(&mut self, name: &str, seg: &str, host: u32, cmd: &[&str]) -> Result<Ipv4Addr, BenchLabError> {
-        self.start_custom_with(name, seg, host, cmd, None).await
-    }
-
-    async fn start_custom_with(&mut self, name: &str, seg: &str, host: u32, cmd: &[&str], nofile: Option<i64>) -> Result<Ipv4Addr, BenchLabError> {
         let net = self.subnet(seg)?;
         let ip = plan::host(&net, host).ok_or_else(|| err(self.group, format!("no host {host} in {net}")))?;
         self.start(ContainerSpec {
@@ -230,7 +226,6 @@ impl BenchLab {
             env: vec![("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into())],
             attach: vec![Attach { network: seg.to_string(), ip }],
             net_admin: true,
-            nofile,
             ..Default::default()
         })
         .await?;

@@ -195,8 +195,6 @@ pub struct ContainerSpec {
     pub sysctls: Vec<(String, String)>,
     /// `/dev/net/tun` (a VPN end); never `--privileged`.
     pub tun: bool,
-    /// Open files allowed (soft and hard `nofile`); `None`: the engine's default.
-    pub nofile: Option<i64>,
 }
 
 /// The output of a command run in a container.
@@ -369,9 +367,6 @@ impl Lab {
                 cap_add: spec.net_admin.then(|| vec!["NET_ADMIN".to_string()]),
                 sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.iter().cloned().collect()),
                 init: Some(true),
-                ulimits: spec.nofile.map(|n| {
-                    vec![bollard::models::ResourcesUlimits { name: Some("nofile".into()), soft: Some(n), hard: Some(n) }]
-                }),
                 devices: spec.tun.then(|| {
                     vec![bollard::models::DeviceMapping {
                         path_on_host: Some("/dev/net/tun".into()),

@@ -130,7 +130,6 @@ pub(crate) fn spec(p: &Planned, image: &str) -> ContainerSpec {
         net_admin: p.net_admin,
         sysctls: p.sysctls.clone(),
         tun: p.tun,
-        nofile: None,
     }
 }
 

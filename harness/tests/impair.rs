@@ -183,7 +183,6 @@ async fn impairments_delay_and_loss() {
         net_admin: true,
         sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
         tun: false,
-        nofile: None,
     })
     .await
     .unwrap();

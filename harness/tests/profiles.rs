@@ -110,7 +110,6 @@ async fn every_nat_profile_measures_as_declared() {
             net_admin: true,
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             tun: false,
-            nofile: None,
         })
         .await
         .unwrap();
