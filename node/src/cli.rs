@@ -1,69 +1,12 @@
 //! The command line of the three binaries. It is part of the contract the harness relies on:
 //! flags are only ever added, never renamed. `README.md` and `node/EVENTS.md` describe it.
 
-use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 use libp2p::Multiaddr;
 
-/// Which transports a node listens and dials on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    Tcp,
-    Quic,
-    Both,
-    /// libp2p's in-process memory transport (`/memory/<port>`; noise and yamux as over TCP): many
-    /// nodes in one process without sockets (`bench swarm`). Listens on `/memory/<--port>`.
-    Memory,
-}
-
-impl Transport {
-    pub fn tcp(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Both)
-    }
-    pub fn quic(self) -> bool {
-        matches!(self, Transport::Quic | Transport::Both)
-    }
-    pub fn memory(self) -> bool {
-        self == Transport::Memory
-    }
-}
-
-/// When a node reserves a slot on a relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RelayMode {
-    /// When AutoNAT says the node is private, or no verdict came within the reachability timeout.
-    Auto,
-    /// As soon as a relay is connected, whatever the reachability.
-    Always,
-    /// Never.
-    Never,
-}
-
-/// Format of the human logs on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// The role a node plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Monitor,
-    Listener,
-    Dialer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Monitor => "monitor",
-            Role::Listener => "listener",
-            Role::Dialer => "dialer",
-        }
-    }
-}
+pub use crate::config::{Config, LogFormat, RelayMode, RelayServer, Role, RoleConfig, Traffic, Transport, MONITOR_METRICS, MONITOR_PORT};
 
 pub(crate) fn parse_duration_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -255,56 +198,14 @@ pub struct DialerCli {
     pub ack_timeout: Duration,
 }
 
-/// Everything the node needs, whatever the role: what the binaries hand to [`crate::run`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub role: Role,
-    pub common: Common,
-    /// Namespace flags; `None` for the monitor.
-    pub peer: Option<Peer>,
-    /// Dialer traffic; `None` for other roles.
-    pub traffic: Option<Traffic>,
-    /// Relay server limits; `Some` for the monitor.
-    pub relay_server: Option<RelayServer>,
-}
-
-/// What a dialer sends.
-#[derive(Debug, Clone)]
-pub struct Traffic {
-    pub count: u64,
-    pub interval: Duration,
-    pub size: usize,
-    pub deadline: Duration,
-    pub ack_timeout: Duration,
-}
-
-/// Relay server limits.
-#[derive(Debug, Clone)]
-pub struct RelayServer {
-    pub max_reservations: usize,
-    pub max_circuits: usize,
-    pub max_circuit_duration: Duration,
-    pub max_circuit_bytes: u64,
-}
-
-/// The default port of the monitor (the seed's).
-pub const MONITOR_PORT: u16 = 51820;
-/// The default metrics address of the monitor.
-pub const MONITOR_METRICS: &str = "0.0.0.0:9090";
-
 impl From<MonitorCli> for Config {
     fn from(c: MonitorCli) -> Self {
         let mut common = c.common;
         common.port.get_or_insert(MONITOR_PORT);
-        common
-            .metrics_addr
-            .get_or_insert_with(|| MONITOR_METRICS.to_string());
+        common.metrics_addr.get_or_insert_with(|| MONITOR_METRICS.to_string());
         Config {
-            role: Role::Monitor,
             common,
-            peer: None,
-            traffic: None,
-            relay_server: Some(RelayServer {
+            role: RoleConfig::Monitor(RelayServer {
                 max_reservations: c.relay_max_reservations,
                 max_circuits: c.relay_max_circuits,
                 max_circuit_duration: c.relay_max_circuit_duration,
@@ -316,52 +217,59 @@ impl From<MonitorCli> for Config {
 
 impl From<ListenerCli> for Config {
     fn from(c: ListenerCli) -> Self {
-        Config {
-            role: Role::Listener,
-            common: c.common,
-            peer: Some(c.peer),
-            traffic: None,
-            relay_server: None,
-        }
+        Config { common: c.common, role: RoleConfig::Listener(c.peer) }
     }
 }
 
 impl From<DialerCli> for Config {
     fn from(c: DialerCli) -> Self {
-        Config {
-            role: Role::Dialer,
-            common: c.common,
-            peer: Some(c.peer),
-            traffic: Some(Traffic {
-                count: c.count,
-                interval: Duration::from_millis(c.interval.max(1)),
-                size: c.size,
-                deadline: c.deadline,
-                ack_timeout: c.ack_timeout,
-            }),
-            relay_server: None,
+        let traffic = Traffic {
+            count: c.count,
+            interval: Duration::from_millis(c.interval.max(1)),
+            size: c.size,
+            deadline: c.deadline,
+            ack_timeout: c.ack_timeout,
+        };
+        Config { common: c.common, role: RoleConfig::Dialer(c.peer, traffic) }
+    }
+}
+
+/// The values of a clap struct when no flag is given, from its own attributes: each default is
+/// written once, in the `#[arg]` that documents it.
+pub(crate) fn defaults<T: clap::FromArgMatches, C: clap::CommandFactory>() -> T {
+    match C::command().no_binary_name(true).try_get_matches_from(Vec::<String>::new()).and_then(|m| T::from_arg_matches(&m)) {
+        Ok(t) => t,
+        // Only a required flag could make this fail, and these commands have none.
+        Err(e) => panic!("flag defaults do not parse: {e}"),
+    }
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        defaults::<Common, ListenerCli>()
+    }
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        defaults::<Peer, ListenerCli>()
+    }
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        match defaults::<DialerCli, DialerCli>().into() {
+            Config { role: RoleConfig::Dialer(_, t), .. } => t,
+            _ => unreachable!("a dialer's command line makes a dialer"),
         }
     }
 }
 
-impl Config {
-    /// The name in events: `--name`, else the role.
-    pub fn name(&self) -> String {
-        self.common
-            .name
-            .clone()
-            .unwrap_or_else(|| self.role.as_str().to_string())
-    }
-
-    /// The metrics address, if enabled. Errors name the flag and value.
-    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, crate::UsageError> {
-        match self.common.metrics_addr.as_deref() {
-            None | Some("off") => Ok(None),
-            Some(s) => s.parse().map(Some).map_err(|_| crate::UsageError {
-                flag: "--metrics-addr",
-                value: s.to_string(),
-                reason: "expected IP:PORT or 'off'".into(),
-            }),
+impl Default for RelayServer {
+    fn default() -> Self {
+        match defaults::<MonitorCli, MonitorCli>().into() {
+            Config { role: RoleConfig::Monitor(r), .. } => r,
+            _ => unreachable!("a monitor's command line makes a monitor"),
         }
     }
 }

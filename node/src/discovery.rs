@@ -6,13 +6,21 @@
 //!   writer), and rust-libp2p hands a `get_providers` caller the peer ids only;
 //! - every member also puts a *peer record* under `/p2plab/peer/<peer id>` whose value lists the
 //!   addresses others can reach it on: its confirmed external addresses, which for a peer behind
-//!   NAT are its relayed (`/p2p-circuit`) addresses. A record is only believed when its Kademlia
-//!   publisher is the peer named in the key.
+//!   NAT are its relayed (`/p2p-circuit`) addresses. The record is **signed**: a libp2p signed
+//!   envelope (domain `/p2plab/peer-record`) around the JSON, made with the peer's own key. A
+//!   record is only believed when the envelope's signature checks and its signing key is the key
+//!   of the peer named in the DHT key; Kademlia's publisher field is not signed, so it proves
+//!   nothing and is not looked at.
 //!
 //! Both are re-announced periodically and whenever the peer's reachable addresses change.
 
-use libp2p::{kad::RecordKey, multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::{core::SignedEnvelope, identity::Keypair, kad::RecordKey, multiaddr::Protocol, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
+
+/// The signature's domain: a signature made for anything else does not verify as a record.
+pub const RECORD_DOMAIN: &str = "/p2plab/peer-record";
+/// The envelope's payload type.
+pub const RECORD_PAYLOAD_TYPE: &[u8] = b"/p2plab/peer-record/json";
 
 /// Largest accepted peer record value, in bytes.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
@@ -43,35 +51,44 @@ pub enum RecordError {
     TooLarge { size: usize },
     #[error("record is not valid JSON: {0}")]
     Malformed(String),
-    #[error("record for {expected} was published by {publisher}")]
-    WrongPublisher { expected: String, publisher: String },
+    #[error("record is not a signed envelope: {0}")]
+    NotSigned(String),
+    #[error("record signature does not verify: {0}")]
+    BadSignature(String),
+    #[error("record for {expected} is signed by {signer}")]
+    WrongSigner { expected: String, signer: String },
 }
 
 impl PeerRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The record as stored in the DHT: signed with `key` (the publishing peer's own).
+    pub fn sign(&self, key: &Keypair) -> Vec<u8> {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        match SignedEnvelope::new(key, RECORD_DOMAIN.to_string(), RECORD_PAYLOAD_TYPE.to_vec(), json) {
+            Ok(env) => env.into_protobuf_encoding(),
+            Err(e) => {
+                tracing::warn!("cannot sign the peer record: {e}");
+                Vec::new()
+            }
+        }
     }
 
-    /// Decodes a record fetched from the DHT for `peer`, checking its publisher and bounding its
-    /// size. Addresses that are unusable for dialing `peer` are dropped (see [`dialable`]).
-    pub fn decode(peer: &PeerId, publisher: Option<PeerId>, value: &[u8]) -> Result<Self, RecordError> {
-        if publisher != Some(*peer) {
-            return Err(RecordError::WrongPublisher {
-                expected: peer.to_string(),
-                publisher: publisher.map_or_else(|| "nobody".to_string(), |p| p.to_string()),
-            });
-        }
+    /// Decodes a record fetched from the DHT for `peer`: bounds its size, checks the envelope's
+    /// signature and that its signing key is `peer`'s. Addresses that are unusable for dialing
+    /// `peer` are dropped (see [`dialable`]).
+    pub fn verify(peer: &PeerId, value: &[u8]) -> Result<Self, RecordError> {
         if value.len() > MAX_RECORD_BYTES {
             return Err(RecordError::TooLarge { size: value.len() });
         }
-        let mut rec: PeerRecord =
-            serde_json::from_slice(value).map_err(|e| RecordError::Malformed(e.to_string()))?;
-        rec.addrs = rec
-            .addrs
-            .into_iter()
-            .filter_map(|a| dialable(peer, a))
-            .take(MAX_RECORD_ADDRS)
-            .collect();
+        let env = SignedEnvelope::from_protobuf_encoding(value).map_err(|e| RecordError::NotSigned(e.to_string()))?;
+        let (json, signer) = env
+            .payload_and_signing_key(RECORD_DOMAIN.to_string(), RECORD_PAYLOAD_TYPE)
+            .map_err(|e| RecordError::BadSignature(e.to_string()))?;
+        let signer = signer.to_peer_id();
+        if signer != *peer {
+            return Err(RecordError::WrongSigner { expected: peer.to_string(), signer: signer.to_string() });
+        }
+        let mut rec: PeerRecord = serde_json::from_slice(json).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        rec.addrs = rec.addrs.into_iter().filter_map(|a| dialable(peer, a)).take(MAX_RECORD_ADDRS).collect();
         Ok(rec)
     }
 }
@@ -125,35 +142,60 @@ mod tests {
         assert_eq!(namespace_key("a"), namespace_key("a"));
     }
 
+    fn signed(key: &Keypair, json: &[u8]) -> Vec<u8> {
+        SignedEnvelope::new(key, RECORD_DOMAIN.into(), RECORD_PAYLOAD_TYPE.to_vec(), json.to_vec())
+            .unwrap()
+            .into_protobuf_encoding()
+    }
+
     #[test]
-    fn record_round_trips_and_checks_publisher() {
-        let p = PeerId::random();
+    fn record_round_trips_signed_by_its_peer() {
+        let key = Keypair::generate_ed25519();
+        let p = key.public().to_peer_id();
         let rec = PeerRecord {
             namespace: "demo".into(),
             addrs: vec![addr("/ip4/10.0.0.2/tcp/4001")],
         };
-        let bytes = rec.encode();
-        assert_eq!(PeerRecord::decode(&p, Some(p), &bytes).unwrap(), rec);
-        let other = PeerId::random();
-        assert!(matches!(
-            PeerRecord::decode(&p, Some(other), &bytes),
-            Err(RecordError::WrongPublisher { .. })
-        ));
-        assert!(PeerRecord::decode(&p, None, &bytes).is_err());
+        let bytes = rec.sign(&key);
+        assert_eq!(PeerRecord::verify(&p, &bytes).unwrap(), rec);
+    }
+
+    #[test]
+    fn forged_records_are_rejected() {
+        let victim = Keypair::generate_ed25519();
+        let p = victim.public().to_peer_id();
+        let rec = PeerRecord { namespace: "demo".into(), addrs: vec![addr("/ip4/10.6.6.6/tcp/1")] };
+        // Signed by someone else and stored under the victim's key.
+        let forger = Keypair::generate_ed25519();
+        assert!(matches!(PeerRecord::verify(&p, &rec.sign(&forger)), Err(RecordError::WrongSigner { .. })));
+        // The victim's genuine envelope with its payload swapped: the signature breaks.
+        let genuine = rec.sign(&victim);
+        let mut tampered = genuine.clone();
+        let at = tampered.windows(4).position(|w| w == b"10.6").unwrap();
+        tampered[at + 1] = b'1';
+        assert!(matches!(PeerRecord::verify(&p, &tampered), Err(RecordError::BadSignature(_) | RecordError::NotSigned(_))));
+        // Unsigned JSON, as the seed stored it.
+        assert!(matches!(PeerRecord::verify(&p, &serde_json::to_vec(&rec).unwrap()), Err(RecordError::NotSigned(_))));
+        // Signed for another purpose (another domain).
+        let other = SignedEnvelope::new(&victim, "/other".into(), RECORD_PAYLOAD_TYPE.to_vec(), serde_json::to_vec(&rec).unwrap())
+            .unwrap()
+            .into_protobuf_encoding();
+        assert!(PeerRecord::verify(&p, &other).is_err());
     }
 
     #[test]
     fn hostile_records_are_rejected_without_panic() {
-        let p = PeerId::random();
+        let key = Keypair::generate_ed25519();
+        let p = key.public().to_peer_id();
         assert!(matches!(
-            PeerRecord::decode(&p, Some(p), &vec![b'x'; MAX_RECORD_BYTES + 1]),
+            PeerRecord::verify(&p, &vec![b'x'; MAX_RECORD_BYTES + 1]),
             Err(RecordError::TooLarge { .. })
         ));
-        assert!(PeerRecord::decode(&p, Some(p), b"\xff\x00garbage").is_err());
-        assert!(PeerRecord::decode(&p, Some(p), br#"{"namespace":1}"#).is_err());
+        assert!(PeerRecord::verify(&p, b"\xff\x00garbage").is_err());
+        assert!(PeerRecord::verify(&p, &signed(&key, br#"{"namespace":1}"#)).is_err());
         let many: Vec<String> = (0..100).map(|i| format!("\"/ip4/10.0.0.{}/tcp/1\"", i % 250 + 1)).collect();
         let json = format!(r#"{{"namespace":"n","addrs":[{}]}}"#, many.join(","));
-        let rec = PeerRecord::decode(&p, Some(p), json.as_bytes()).unwrap();
+        let rec = PeerRecord::verify(&p, &signed(&key, json.as_bytes())).unwrap();
         assert_eq!(rec.addrs.len(), MAX_RECORD_ADDRS);
     }
 

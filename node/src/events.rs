@@ -80,6 +80,8 @@ pub enum ReservationStatus {
     Failed,
     /// An accepted reservation was lost (relay gone or connection closed).
     Lost,
+    /// The node gave the reservation up itself: AutoNAT says it is public.
+    Released,
 }
 
 /// What the LAN's UPnP gateway did for `--upnp` (mirrors `libp2p::upnp::Event`, plus the
@@ -152,6 +154,9 @@ pub enum Event {
         error: String,
         retry_in_ms: u64,
     },
+    /// The bootstrap node at `addr` (given without `/p2p/`) answers with a new identity: `old` is
+    /// forgotten, `new` is used from now on.
+    BootstrapChanged { addr: Multiaddr, old: PeerId, new: PeerId },
     /// The node joined the DHT through `peer` (first successful Kademlia bootstrap; again after
     /// every rejoin).
     Bootstrapped { peer: PeerId, routing_table: usize },
@@ -294,6 +299,7 @@ impl Event {
             Event::HttpListening { .. } => "http_listening",
             Event::ExternalAddr { .. } => "external_addr",
             Event::BootstrapRetry { .. } => "bootstrap_retry",
+            Event::BootstrapChanged { .. } => "bootstrap_changed",
             Event::Bootstrapped { .. } => "bootstrapped",
             Event::Reachability { .. } => "reachability",
             Event::Reservation { .. } => "reservation",

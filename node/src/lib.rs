@@ -21,6 +21,7 @@
 //! Shutdown is a future passed to [`run`], so tests drive it; the binaries pass Ctrl-C/SIGTERM.
 
 pub mod cli;
+pub mod config;
 pub mod discovery;
 pub mod events;
 pub mod http;
@@ -29,11 +30,12 @@ pub mod load;
 pub mod node;
 pub mod perf;
 pub mod probe;
+pub mod state;
 pub mod swarm;
 
 use std::future::Future;
 
-pub use cli::{Config, Role};
+pub use config::{Config, Role};
 pub use events::{Event, EventLine, Path, Totals};
 /// The libp2p this node is built on (the harness and tests name its types, e.g. `PeerId`).
 pub use libp2p;
@@ -126,13 +128,13 @@ pub fn block_on_and_exit<T>(main: impl Future<Output = Result<T, RunError>>) -> 
     std::process::exit(code)
 }
 
-fn init_logging(format: cli::LogFormat) {
+fn init_logging(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,p2plab_node=info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        cli::LogFormat::Text => builder.try_init(),
-        cli::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
     };
 }
 

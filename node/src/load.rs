@@ -39,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::{
@@ -49,7 +49,8 @@ use tokio::{
 };
 
 use crate::{
-    cli::{parse_duration_secs, parse_size, DialerCli, ListenerCli, MonitorCli},
+    cli::{parse_duration_secs, parse_size},
+    config::Transport,
     Config, Event, EventLine, Path, RunError,
 };
 
@@ -208,16 +209,6 @@ fn usage(flag: &'static str, value: impl ToString, reason: impl ToString) -> Run
     })
 }
 
-fn parse_cfg<C: Parser + Into<Config>>(args: &[String]) -> Result<Config, RunError> {
-    C::try_parse_from(args)
-        .map(Into::into)
-        .map_err(|e| RunError::Runtime(format!("bad node flags {args:?}: {e}")))
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 /// A node running in this process; dropping the sender of `stop` shuts every node down.
 struct Nodes {
     stop: watch::Sender<bool>,
@@ -268,10 +259,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let rss_kb_before = rss_kb();
     let (tx, mut rx) = mpsc::unbounded_channel::<EventLine>();
     let mut nodes = Nodes::new(tx);
-    let ip = args.listen_addr.to_string();
 
     let memory = args.transport == SwarmTransport::Memory;
-    let transport = if memory { "memory" } else { "tcp" };
+    let transport = if memory { Transport::Memory } else { Transport::Tcp };
     // node i's address
     let addr_of = |port: u16| {
         if memory {
@@ -283,48 +273,44 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let mut bootstrap = args.bootstrap.clone();
     if bootstrap.is_empty() {
         let port = args.port_base - 1;
-        nodes.spawn(parse_cfg::<MonitorCli>(&strings(&[
-            "monitor", "--name", "monitor", "--seed", "1", "--listen-addr", &ip, "--port", &port.to_string(),
-            "--transport", transport, "--metrics-addr", "off",
-            "--max-connections", "100000",
-        ]))?);
+        let monitor = Config::monitor()
+            .named("monitor")
+            .seed(1)
+            .listen_addr(args.listen_addr)
+            .port(port)
+            .transport(transport)
+            .metrics(None)
+            .max_connections(100_000);
+        nodes.spawn(monitor);
         let monitor_id = crate::swarm::identity_from_seed(1)
             .map_err(|e| RunError::Runtime(format!("monitor identity: {e}")))?
             .public()
             .to_peer_id();
         bootstrap.push(addr_of(port).with(Protocol::P2p(monitor_id)));
     }
-    let boot_flags: Vec<String> = bootstrap.iter().flat_map(|b| ["--bootstrap".to_string(), b.to_string()]).collect();
 
     let node_cfg = |i: u32, dialer: bool, ns: u32| -> Result<Config, RunError> {
         let port = args.port_base as u32 + i;
-        let ext = addr_of(port as u16);
-        let mut a = strings(&[
-            if dialer { "dialer" } else { "listener" },
-            "--name", &format!("n{i}"),
-            "--seed", &(args.seed_base + u64::from(i)).to_string(),
-            "--listen-addr", &ip,
-            "--port", &port.to_string(),
-            "--transport", transport,
-            "--external-addr", &ext.to_string(),
-            "--namespace", &format!("ns{ns}"),
-            "--relay", "never",
-        ]);
+        let namespace = format!("ns{ns}");
+        let mut cfg = if dialer { Config::dialer(namespace).count(1).interval(Duration::from_secs(1)) } else { Config::listener(namespace) }
+            .named(format!("n{i}"))
+            .seed(args.seed_base + u64::from(i))
+            .listen_addr(args.listen_addr)
+            .port(port as u16)
+            .transport(transport)
+            .external_addr(addr_of(port as u16))
+            .relay(crate::config::RelayMode::Never);
         if let Some(m) = args.max_connections {
-            a.extend(["--max-connections".to_string(), m.to_string()]);
+            cfg = cfg.max_connections(m);
         }
         // a held load keeps its connections to the monitor; otherwise the node's own default
         if args.hold {
-            a.extend(strings(&["--idle-timeout", "3600"]));
+            cfg = cfg.idle_timeout(Duration::from_secs(3600));
         }
-        if dialer {
-            a.extend(strings(&["--count", "1", "--interval", "1000"]));
-            a.extend(boot_flags.iter().cloned());
-            parse_cfg::<DialerCli>(&a)
-        } else {
-            a.extend(boot_flags.iter().cloned());
-            parse_cfg::<ListenerCli>(&a)
+        for b in &bootstrap {
+            cfg = cfg.bootstrap(b.clone());
         }
+        Ok(cfg)
     };
 
     // who is who
@@ -515,21 +501,23 @@ fn ms_between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>
 /// `bench p2p-rtt`.
 pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
     let total = args.warmup + args.count;
-    let mut a = strings(&[
-        "dialer", "--name", "rtt", "--namespace", &args.namespace, "--transport", "tcp", "--relay", "never",
-        "--count", &total.to_string(), "--interval", &args.interval_ms.max(1).to_string(),
-        "--size", &args.size.to_string(), "--idle-timeout", "3600",
-    ]);
+    let mut cfg = Config::dialer(args.namespace.clone())
+        .named("rtt")
+        .transport(Transport::Tcp)
+        .relay(crate::config::RelayMode::Never)
+        .count(total)
+        .interval(Duration::from_millis(args.interval_ms.max(1)))
+        .size(args.size)
+        .idle_timeout(Duration::from_secs(3600));
     if let Some(s) = args.seed {
-        a.extend(strings(&["--seed", &s.to_string()]));
+        cfg = cfg.seed(s);
     }
     if args.path == PathArg::Relayed {
-        a.push("--no-direct".into());
+        cfg = cfg.no_direct();
     }
     for b in &args.bootstrap {
-        a.extend(["--bootstrap".to_string(), b.to_string()]);
+        cfg = cfg.bootstrap(b.clone());
     }
-    let cfg = parse_cfg::<DialerCli>(&a)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<EventLine>();
     let mut nodes = Nodes::new(tx);
     nodes.spawn(cfg);
@@ -641,14 +629,14 @@ mod tests {
 
     impl SwarmArgs {
         fn try_parse_from_args(a: &[&str]) -> SwarmArgs {
-            #[derive(Parser)]
+            #[derive(clap::Parser)]
             struct W {
                 #[command(flatten)]
                 a: SwarmArgs,
             }
             let mut v = vec!["swarm"];
             v.extend_from_slice(a);
-            W::try_parse_from(v).unwrap().a
+            <W as clap::Parser>::try_parse_from(v).unwrap().a
         }
     }
 }

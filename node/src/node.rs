@@ -1,15 +1,15 @@
-//! The event loop: one `tokio::select!` over the swarm, a 25 ms tick and the shutdown future.
+//! The event loop. It decides nothing: it turns swarm events into inputs of the state machines in
+//! [`crate::state`], turns their actions into swarm calls and events, and sleeps until the earliest
+//! deadline any of them asked for (no fixed tick: an idle node does not wake).
 //!
-//! What the loop does, by role:
-//! - every role: dials its bootstrap addresses and keeps redialing lost ones with backoff; feeds
-//!   identify's listen addresses to Kademlia; joins the DHT; reports everything as events.
+//! What each role runs:
+//! - every role: [`Bootstrap`] (dialing the bootstrap nodes, (re)joining the DHT), Kademlia fed by
+//!   identify, the event stream, `/metrics` `/health` `/status`.
 //! - monitor: Kademlia server, relay server, AutoNAT server; its listen addresses (or
 //!   `--external-addr`) are confirmed external from the start, so relay and DHT serve at once.
-//! - listener and dialer: learn reachability from AutoNAT (or assume private after a timeout),
-//!   reserve relay slots when private, switch Kademlia to server mode only when directly
-//!   reachable, and close a relayed connection once a direct one to the same peer exists.
-//! - listener: announces itself in its namespace (provider record + peer record).
-//! - dialer: discovers the namespace's listeners and sends each `--count` acked messages.
+//! - listener and dialer: [`Reach`] (reachability, relay reservations), [`Lan`] (direct
+//!   connections on a shared LAN); a direct connection to a peer replaces relayed ones.
+//! - listener: [`Announcer`]. Dialer: [`Discoverer`] and [`Traffic`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,117 +20,48 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    autonat, core::ConnectedPoint, dcutr, identify, kad, multiaddr::Protocol, relay,
+    autonat,
+    core::ConnectedPoint,
+    dcutr, identify,
+    identity::Keypair,
+    kad,
+    metrics::{Metrics as Libp2pMetrics, Recorder},
+    multiaddr::Protocol,
+    relay,
     request_response::{self, OutboundRequestId},
-    core::transport::ListenerId,
-    swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        ConnectionId, SwarmEvent,
+    },
     Multiaddr, PeerId, Swarm,
 };
-use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder};
 use prometheus_client::registry::Registry;
 
 use crate::{
-    cli::{Config, RelayMode, Role},
+    config::{Config, Role},
     discovery::{self, PeerRecord},
-    events::{
-        AddrStatus, Direction, Emitter, Event, Sink, Path, Reachability, ReachabilitySource,
-        ReservationStatus, Totals, UpnpStatus,
-    },
+    events::{AddrStatus, Direction, Emitter, Event, Path, Reachability, Sink, Totals, UpnpStatus},
     http::{self, ConnectionStatus, Metrics, Shared},
-    messaging::{Inbox, Outbox, RetryPolicy},
+    messaging::{Inbox, RetryPolicy},
+    state::{
+        announce::{self, Announcer},
+        bootstrap::{self, Bootstrap},
+        discover::{self, Discoverer},
+        lan::Lan,
+        reach::{self, Reach, Upnp},
+        traffic::{self, Traffic},
+    },
     swarm::{self as sw, upnp, Behaviour, BehaviourEvent, MsgAck, MsgRequest},
     RunError,
 };
 
-const TICK: Duration = Duration::from_millis(25);
-const BOOT_BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BOOT_BACKOFF_MAX: Duration = Duration::from_secs(15);
-const RELAY_RETRY: Duration = Duration::from_secs(2);
-const ANNOUNCE_DEBOUNCE: Duration = Duration::from_millis(200);
-const DISCOVER_FAST: Duration = Duration::from_secs(1);
-const DISCOVER_SLOW: Duration = Duration::from_secs(5);
+/// `/status` and the gauges are refreshed at most this often (and only when something happened).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
-
-/// One `--bootstrap` address and what became of it.
-struct Boot {
-    addr: Multiaddr,
-    peer: Option<PeerId>,
-    dialing: Option<ConnectionId>,
-    connected: bool,
-    next_try: Option<Instant>,
-    backoff: Duration,
-}
-
-/// Where `--upnp` stands; decides whether a private verdict may reserve a relay yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UpnpState {
-    /// No `--upnp`.
-    Off,
-    /// Searching the gateway or waiting for the first mapping.
-    Pending,
-    /// A port is mapped (since then): AutoNAT is asked to check it.
-    Mapped(Instant),
-    /// No gateway, an unusable one, or a refused mapping.
-    Failed,
-}
 
 struct Conn {
     peer: PeerId,
     path: Path,
     remote: Multiaddr,
-}
-
-/// A running node. Build with [`Node::start`], drive with [`Node::run`].
-pub struct Node {
-    cfg: Config,
-    emitter: Emitter,
-    swarm: Swarm<Behaviour>,
-    local: PeerId,
-    started: Instant,
-    totals: Totals,
-    shared: Arc<Shared>,
-    metrics: Metrics,
-    lib_metrics: Libp2pMetrics,
-
-    boots: Vec<Boot>,
-    bootstrapped: bool,
-    /// A bootstrap peer (re)connected: join the DHT through it once identify tells us it serves.
-    rejoin: bool,
-    confirmed: HashSet<Multiaddr>,
-    bootstrap_query: Option<kad::QueryId>,
-
-    conns: HashMap<ConnectionId, Conn>,
-    relayed_since: HashMap<PeerId, Instant>,
-
-    reachability: Reachability,
-    reach_deadline: Option<Instant>,
-    want_relay: bool,
-    /// A private verdict came while `--upnp` was still pending: relay reservations wait.
-    relay_deferred: bool,
-    upnp: UpnpState,
-    relays: HashSet<PeerId>,
-    reservations: HashMap<ListenerId, PeerId>,
-    reservation_addr: HashMap<PeerId, Multiaddr>,
-    reserved: HashSet<PeerId>,
-    relay_retry: HashMap<PeerId, Instant>,
-
-    announce_due: Option<Instant>,
-    announce_queries: HashSet<kad::QueryId>,
-    announce_failed: bool,
-    announcing: Vec<Multiaddr>,
-
-    discover_due: Instant,
-    providers_query: Option<kad::QueryId>,
-    record_queries: HashMap<kad::QueryId, PeerId>,
-    known: HashMap<PeerId, Vec<Multiaddr>>,
-
-    outbox: Outbox<PeerId>,
-    inbox: Inbox<PeerId>,
-    in_flight: HashMap<OutboundRequestId, u64>,
-    sent_to: HashMap<PeerId, u64>,
-    next_send: Instant,
-    payload: Vec<u8>,
-    status_due: Instant,
 }
 
 fn is_loopback(a: &Multiaddr) -> bool {
@@ -147,21 +78,6 @@ fn is_unspecified(a: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
-}
-
-fn peer_of(a: &Multiaddr) -> Option<PeerId> {
-    a.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
-
-fn without_p2p(a: &Multiaddr) -> Multiaddr {
-    a.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
-}
-
-fn remote_of(endpoint: &ConnectedPoint) -> Multiaddr {
-    endpoint.get_remote_address().clone()
 }
 
 fn path_of(endpoint: &ConnectedPoint) -> Path {
@@ -182,6 +98,42 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A running node. Build with [`Node::start`], drive with [`Node::run`].
+pub struct Node {
+    cfg: Config,
+    role: Role,
+    key: Keypair,
+    emitter: Emitter,
+    swarm: Swarm<Behaviour>,
+    local: PeerId,
+    started: Instant,
+    totals: Totals,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    lib_metrics: Libp2pMetrics,
+
+    boot: Bootstrap,
+    reach: Option<Reach>,
+    announcer: Option<Announcer>,
+    discoverer: Option<Discoverer>,
+    traffic: Option<Traffic>,
+    lan: Lan,
+
+    /// The Kademlia bootstrap this node started to (re)join, and whether its outcome was reported.
+    join_query: Option<(kad::QueryId, bool)>,
+    bootstrapped: bool,
+    confirmed: HashSet<Multiaddr>,
+    conns: HashMap<ConnectionId, Conn>,
+    relayed_since: HashMap<PeerId, Instant>,
+    announce_queries: HashMap<kad::QueryId, u64>,
+    provider_queries: HashSet<kad::QueryId>,
+    record_queries: HashMap<kad::QueryId, PeerId>,
+    inbox: Inbox<PeerId>,
+    in_flight: HashMap<OutboundRequestId, u64>,
+    payload: Vec<u8>,
+    status_due: Option<Instant>,
+}
+
 impl Node {
     /// Builds the swarm, opens the listeners and the HTTP server, and emits `started` and
     /// `listening`. Fails on bad files, ports in use and usage errors.
@@ -196,17 +148,16 @@ impl Node {
         let psk = sw::psk(&cfg)?;
         let local = key.public().to_peer_id();
         let mut registry = Registry::default();
-        let mut swarm = sw::build(&cfg, key, psk, &mut registry)?;
+        let mut swarm = sw::build(&cfg, key.clone(), psk, &mut registry)?;
         let lib_metrics = Libp2pMetrics::new(&mut registry);
         let metrics = Metrics::register(&mut registry);
         let shared = Shared::new(registry);
         let emitter = Emitter::with_sink(cfg.name(), sink);
 
-        let namespace = cfg.peer.as_ref().map(|p| p.namespace.clone());
         emitter.emit(Event::Started {
             peer_id: local,
-            role: cfg.role.as_str().to_string(),
-            namespace: namespace.clone(),
+            role: cfg.role().as_str().to_string(),
+            namespace: cfg.peer().map(|p| p.namespace.clone()),
             version: env!("CARGO_PKG_VERSION").to_string(),
         });
 
@@ -223,7 +174,7 @@ impl Node {
                 return Err(e);
             }
         }
-        Self::assemble(cfg, emitter, swarm, local, shared, metrics, lib_metrics, namespace)
+        Self::assemble(cfg, key, emitter, swarm, shared, metrics, lib_metrics, started)
     }
 
     /// Opens the listeners and the HTTP server: what can fail because of the machine.
@@ -235,12 +186,10 @@ impl Node {
         shared: Arc<Shared>,
     ) -> Result<Option<std::net::SocketAddr>, RunError> {
         let (tcp_on, quic_on) = sw::transports(cfg, psk)?;
-        let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
+        let no_direct = cfg.peer().is_some_and(|p| p.no_direct);
         if !no_direct && cfg.common.transport.memory() {
             let a = Multiaddr::empty().with(Protocol::Memory(u64::from(cfg.common.port.unwrap_or(0))));
-            swarm
-                .listen_on(a.clone())
-                .map_err(|e| RunError::flag("--port", a.to_string(), e))?;
+            swarm.listen_on(a.clone()).map_err(|e| RunError::flag("--port", a.to_string(), e))?;
         } else if !no_direct {
             let port = cfg.common.port.unwrap_or(0);
             for ip in &cfg.common.listen_addrs {
@@ -253,9 +202,7 @@ impl Node {
                     addrs.push(base.clone().with(Protocol::Udp(port)).with(Protocol::QuicV1));
                 }
                 for a in addrs {
-                    swarm.listen_on(a.clone()).map_err(|e| {
-                        RunError::flag("--listen-addr/--port", a.to_string(), e)
-                    })?;
+                    swarm.listen_on(a.clone()).map_err(|e| RunError::flag("--listen-addr/--port", a.to_string(), e))?;
                 }
             }
         }
@@ -272,71 +219,52 @@ impl Node {
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         cfg: Config,
+        key: Keypair,
         emitter: Emitter,
         mut swarm: Swarm<Behaviour>,
-        local: PeerId,
         shared: Arc<Shared>,
         metrics: Metrics,
         lib_metrics: Libp2pMetrics,
-        namespace: Option<String>,
+        now: Instant,
     ) -> Result<Self, RunError> {
-        let no_direct = cfg.peer.as_ref().is_some_and(|p| p.no_direct);
-        match cfg.role {
-            Role::Monitor => swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server)),
-            _ => swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Client)),
-        }
-        let mut confirmed = HashSet::new();
+        let role = cfg.role();
+        let local = key.public().to_peer_id();
+        let mode = if role == Role::Monitor { kad::Mode::Server } else { kad::Mode::Client };
+        swarm.behaviour_mut().kad.set_mode(Some(mode));
         for a in &cfg.common.external_addrs {
             swarm.add_external_address(a.clone());
-            confirmed.insert(a.clone());
-            emitter.emit(Event::ExternalAddr {
-                addr: a.clone(),
-                status: AddrStatus::Confirmed,
-            });
+            emitter.emit(Event::ExternalAddr { addr: a.clone(), status: AddrStatus::Confirmed });
         }
-
-        let now = Instant::now();
-        let boots = cfg
-            .common
-            .bootstrap
-            .iter()
-            .map(|a| Boot {
-                addr: a.clone(),
-                peer: peer_of(a),
-                dialing: None,
-                connected: false,
-                next_try: Some(now),
-                backoff: BOOT_BACKOFF_MIN,
-            })
-            .collect();
-
-        let (traffic_deadline, payload) = match &cfg.traffic {
-            Some(t) => (t.deadline, vec![0u8; t.size]),
-            None => (Duration::from_secs(120), Vec::new()),
-        };
-        let mut want_relay = false;
-        let mut reachability = Reachability::Unknown;
-        if let Some(p) = &cfg.peer {
-            if !cfg.common.external_addrs.is_empty() && !no_direct && p.relay != RelayMode::Always {
-                reachability = Reachability::Public;
-                emitter.emit(Event::Reachability {
-                    status: Reachability::Public,
-                    source: ReachabilitySource::Flag,
-                    addr: cfg.common.external_addrs.first().cloned(),
-                });
-            } else if p.relay == RelayMode::Always || (no_direct && p.relay != RelayMode::Never) {
-                want_relay = true;
-                reachability = Reachability::Private;
-                emitter.emit(Event::Reachability {
-                    status: Reachability::Private,
-                    source: ReachabilitySource::Flag,
-                    addr: None,
-                });
+        let reach = cfg.peer().map(|p| {
+            let r = Reach::new(
+                reach::Policy {
+                    relay: p.relay,
+                    no_direct: p.no_direct,
+                    external_addr: (!cfg.common.external_addrs.is_empty()).then_some(()),
+                    timeout: p.reachability_timeout,
+                    upnp: cfg.common.upnp,
+                },
+                now,
+            );
+            if let Some(e) = r.flag_event(cfg.common.external_addrs.first().cloned()) {
+                emitter.emit(e);
             }
-        }
-        let reach_deadline = cfg.peer.as_ref().map(|p| now + p.reachability_timeout);
-
+            r
+        });
+        let announcer = (role == Role::Listener).then(|| Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval)));
+        let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
+        let discoverer = (role == Role::Dialer).then(|| Discoverer::new(seed));
+        let traffic = cfg.traffic().map(|t| {
+            let plan = traffic::Plan { count: t.count, interval: t.interval, size: t.size };
+            let policy = RetryPolicy { deadline: t.deadline, ..RetryPolicy::default() };
+            // Ids start from the clock (µs since 1970), so a dialer restarted with the same
+            // identity never reuses an id its listeners remember.
+            Traffic::new(plan, policy, first_message_id())
+        });
+        let payload = vec![0u8; cfg.traffic().map_or(0, |t| t.size)];
         let mut node = Node {
+            role,
+            key,
             emitter,
             swarm,
             local,
@@ -345,81 +273,56 @@ impl Node {
             shared,
             metrics,
             lib_metrics,
-            boots,
+            boot: Bootstrap::new(&cfg.common.bootstrap, now),
+            reach,
+            announcer,
+            discoverer,
+            traffic,
+            lan: Lan::default(),
+            join_query: None,
             bootstrapped: false,
-            rejoin: false,
-            confirmed,
-            bootstrap_query: None,
+            confirmed: cfg.common.external_addrs.iter().cloned().collect(),
             conns: HashMap::new(),
             relayed_since: HashMap::new(),
-            reachability,
-            reach_deadline,
-            want_relay,
-            relay_deferred: false,
-            upnp: if cfg.common.upnp { UpnpState::Pending } else { UpnpState::Off },
-            relays: HashSet::new(),
-            reservations: HashMap::new(),
-            reservation_addr: HashMap::new(),
-            reserved: HashSet::new(),
-            relay_retry: HashMap::new(),
-            announce_due: None,
-            announce_queries: HashSet::new(),
-            announce_failed: false,
-            announcing: Vec::new(),
-            discover_due: now,
-            providers_query: None,
+            announce_queries: HashMap::new(),
+            provider_queries: HashSet::new(),
             record_queries: HashMap::new(),
-            known: HashMap::new(),
-            // Ids start from the clock (µs since 1970), so a dialer restarted with the same
-            // identity never reuses an id its listeners remember.
-            outbox: Outbox::starting_at(
-                RetryPolicy {
-                    deadline: traffic_deadline,
-                    ..RetryPolicy::default()
-                },
-                first_message_id(),
-            ),
-            inbox: Inbox::new(65_536),
+            inbox: Inbox::new(Inbox::<PeerId>::DEFAULT_WINDOW),
             in_flight: HashMap::new(),
-            sent_to: HashMap::new(),
-            next_send: now,
             payload,
-            status_due: now,
+            status_due: Some(now),
             cfg,
         };
         {
             let mut st = node.shared.status.write().map_err(|_| RunError::Runtime("status lock".into()))?;
             st.name = node.emitter.node().to_string();
-            st.role = node.cfg.role.as_str().to_string();
+            st.role = role.as_str().to_string();
             st.peer_id = Some(local);
-            st.namespace = namespace;
+            st.namespace = node.cfg.peer().map(|p| p.namespace.clone());
         }
-        node.update_kad_mode();
-        if node.cfg.role == Role::Monitor && node.boots.is_empty() {
-            // A monitor without bootstrap peers is the DHT's first member: it serves at once.
-            node.shared.healthy.store(true, Ordering::Relaxed);
-        }
+        // `--external-addr`: publishable from the start.
+        node.external_addrs_changed(now);
         Ok(node)
     }
 
     /// Runs until `shutdown` resolves, then emits `stopped` and returns the totals.
     pub async fn run(mut self, shutdown: impl Future<Output = String>) -> Result<Totals, RunError> {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let far = || tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
         let reason = loop {
+            self.drive(Instant::now());
+            let wake = self.next_deadline().map_or_else(far, tokio::time::Instant::from_std);
+            sleep.as_mut().reset(wake);
             tokio::select! {
                 reason = &mut shutdown => break reason,
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tick.tick() => self.on_tick(Instant::now()),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event, Instant::now()),
+                () = &mut sleep => {}
             }
         };
         self.publish_status();
-        self.emitter.emit(Event::Stopped {
-            reason,
-            uptime_ms: ms(self.started.elapsed()),
-            totals: self.totals.clone(),
-        });
+        self.emit(Event::Stopped { reason, uptime_ms: ms(self.started.elapsed()), totals: self.totals.clone() });
         Ok(self.totals)
     }
 
@@ -427,283 +330,253 @@ impl Node {
         self.emitter.emit(e);
     }
 
-    // ---------------------------------------------------------------- timers
+    // ---------------------------------------------------------------- timers and actions
 
-    fn on_tick(&mut self, now: Instant) {
-        self.dial_bootstraps(now);
-        self.join_dht();
-        self.check_reachability_timeout(now);
-        self.release_relay_hold(now);
-        self.reserve_relays(now);
-        self.announce(now);
-        self.discover(now);
-        self.traffic(now);
-        if now >= self.status_due {
-            self.status_due = now + STATUS_EVERY;
+    fn next_deadline(&self) -> Option<Instant> {
+        crate::state::earliest([
+            self.boot.poll_timeout(),
+            self.reach.as_ref().and_then(Reach::poll_timeout),
+            self.announcer.as_ref().and_then(Announcer::poll_timeout),
+            self.discoverer.as_ref().and_then(Discoverer::poll_timeout),
+            self.traffic.as_ref().and_then(Traffic::poll_timeout),
+            self.status_due,
+        ])
+    }
+
+    /// Wakes every machine whose deadline passed, then applies actions until none is left.
+    fn drive(&mut self, now: Instant) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.boot.poll_timeout()) {
+            self.boot.handle_timeout(now);
+        }
+        if let Some(r) = self.reach.as_mut().filter(|r| due(r.poll_timeout())) {
+            r.handle_timeout(now);
+        }
+        if let Some(a) = self.announcer.as_mut().filter(|a| due(a.poll_timeout())) {
+            a.handle_timeout(now);
+        }
+        if let Some(d) = self.discoverer.as_mut().filter(|d| due(d.poll_timeout())) {
+            d.handle_timeout(now);
+        }
+        if let Some(t) = self.traffic.as_mut().filter(|t| due(t.poll_timeout())) {
+            t.handle_timeout(now);
+        }
+        // Actions feed inputs back (a refused dial, a join): loop until all are quiet.
+        loop {
+            let mut any = false;
+            while let Some(a) = self.boot.poll_action() {
+                any = true;
+                self.on_bootstrap_action(a, now);
+            }
+            while let Some(a) = self.reach.as_mut().and_then(Reach::poll_action) {
+                any = true;
+                self.on_reach_action(a, now);
+            }
+            while let Some(a) = self.announcer.as_mut().and_then(Announcer::poll_action) {
+                any = true;
+                self.on_announce_action(a, now);
+            }
+            while let Some(e) = self.announcer.as_mut().and_then(Announcer::poll_error) {
+                self.emit(Event::Error { context: "announce".into(), message: e });
+            }
+            while let Some(a) = self.discoverer.as_mut().and_then(Discoverer::poll_action) {
+                any = true;
+                self.on_discover_action(a, now);
+            }
+            while let Some(a) = self.traffic.as_mut().and_then(Traffic::poll_action) {
+                any = true;
+                self.on_traffic_action(a);
+            }
+            if !any {
+                break;
+            }
+        }
+        self.update_health();
+        if self.status_due.is_some_and(|t| t <= now) {
+            self.status_due = None;
             self.publish_status();
         }
     }
 
-    fn dial_bootstraps(&mut self, now: Instant) {
-        for i in 0..self.boots.len() {
-            let b = &self.boots[i];
-            if b.connected || b.dialing.is_some() || b.next_try.is_none_or(|t| t > now) {
-                continue;
-            }
-            let opts = match b.peer {
-                Some(p) => DialOpts::peer_id(p).addresses(vec![without_p2p(&b.addr)]).build(),
-                None => DialOpts::unknown_peer_id().address(b.addr.clone()).build(),
-            };
-            let id = opts.connection_id();
-            let addr = b.addr.clone();
-            match self.swarm.dial(opts) {
-                Ok(()) => self.boots[i].dialing = Some(id),
-                Err(e) => self.boot_failed(i, e.to_string(), now),
-            }
-            tracing::debug!(%addr, "dialing bootstrap node");
-        }
-    }
-
-    /// Runs a Kademlia bootstrap after a bootstrap peer (re)connected, as soon as the routing
-    /// table knows a peer (identify feeds it), and again after a failed one.
-    fn join_dht(&mut self) {
-        if !self.rejoin || self.bootstrap_query.is_some() || !self.boots.iter().any(|b| b.connected) {
-            return;
-        }
-        if let Ok(q) = self.swarm.behaviour_mut().kad.bootstrap() {
-            self.bootstrap_query = Some(q);
-            self.rejoin = false;
-        }
-    }
-
-    fn boot_failed(&mut self, i: usize, error: String, now: Instant) {
-        let b = &mut self.boots[i];
-        b.dialing = None;
-        b.connected = false;
-        let wait = b.backoff;
-        b.backoff = (b.backoff * 2).min(BOOT_BACKOFF_MAX);
-        b.next_try = Some(now + wait);
-        let addr = b.addr.clone();
-        tracing::warn!(%addr, %error, "bootstrap node unreachable; retrying in {wait:?}");
-        self.emit(Event::BootstrapRetry {
-            addr,
-            error,
-            retry_in_ms: ms(wait),
-        });
-    }
-
-    fn is_boot_peer(&self, peer: &PeerId) -> bool {
-        self.boots.iter().any(|b| b.peer.as_ref() == Some(peer))
-    }
-
-    fn check_reachability_timeout(&mut self, now: Instant) {
-        let Some(p) = &self.cfg.peer else { return };
-        if self.reachability != Reachability::Unknown || !self.bootstrapped {
-            return;
-        }
-        if self.reach_deadline.is_some_and(|d| now >= d) {
-            self.reachability = Reachability::Private;
-            if p.relay == RelayMode::Auto {
-                self.request_relay(now);
-            }
-            self.emit(Event::Reachability {
-                status: Reachability::Private,
-                source: ReachabilitySource::Timeout,
-                addr: None,
-            });
-        }
-    }
-
-    /// A private verdict with `--relay auto`: reserve relay slots, unless `--upnp` may still
-    /// make the node reachable (see [`Node::relay_held`]).
-    fn request_relay(&mut self, now: Instant) {
-        if self.relay_held(now) {
-            tracing::debug!("private, but UPnP is pending: relay reservations wait");
-            self.relay_deferred = true;
-        } else {
-            self.want_relay = true;
-        }
-    }
-
-    /// Whether UPnP may still make this node reachable: while the gateway search or the first
-    /// mapping is pending (at most `--reachability-timeout` from start), and after a mapping until
-    /// AutoNAT says public (at most `--reachability-timeout` after the mapping).
-    fn relay_held(&self, now: Instant) -> bool {
-        let Some(p) = &self.cfg.peer else { return false };
-        upnp_holds_relay(self.upnp, self.reachability, self.started, p.reachability_timeout, now)
-    }
-
-    fn release_relay_hold(&mut self, now: Instant) {
-        if self.relay_deferred && !self.relay_held(now) {
-            self.relay_deferred = false;
-            if self.reachability != Reachability::Public {
-                self.want_relay = true;
-            }
-        }
-    }
-
-    fn reserve_relays(&mut self, now: Instant) {
-        if !self.want_relay || self.cfg.peer.as_ref().is_some_and(|p| p.relay == RelayMode::Never) {
-            return;
-        }
-        let candidates: Vec<PeerId> = self
-            .relays
-            .iter()
-            .filter(|r| !self.reservations.values().any(|x| x == *r))
-            .filter(|r| self.relay_retry.get(r).is_none_or(|t| *t <= now))
-            .copied()
-            .collect();
-        for relay in candidates {
-            let Some(remote) = self
-                .conns
-                .values()
-                .find(|c| c.peer == relay && c.path == Path::Direct)
-                .map(|c| without_p2p(&c.remote))
-            else {
-                continue;
-            };
-            let addr = remote.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(addr.clone()) {
-                Ok(id) => {
-                    self.reservations.insert(id, relay);
-                    self.reservation_addr.insert(relay, addr);
+    fn on_bootstrap_action(&mut self, a: bootstrap::Action, now: Instant) {
+        match a {
+            bootstrap::Action::Dial { index, addr, peer } => {
+                let opts = match peer {
+                    Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+                    None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                };
+                let conn = opts.connection_id();
+                tracing::debug!(%addr, "dialing bootstrap node");
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.boot.dial_started(index, conn),
+                    Err(e) => self.boot.dial_refused(index, e.to_string(), now),
                 }
-                Err(e) => {
-                    self.relay_retry.insert(relay, now + RELAY_RETRY);
-                    self.emit(Event::Reservation {
-                        relay,
-                        status: ReservationStatus::Failed,
-                        addr: Some(addr),
-                        renewal: false,
-                        error: Some(e.to_string()),
-                    });
+            }
+            bootstrap::Action::Retry { addr, error, retry_in } => {
+                tracing::warn!(%addr, %error, "bootstrap node unreachable; retrying in {retry_in:?}");
+                self.emit(Event::BootstrapRetry { addr, error, retry_in_ms: ms(retry_in) });
+            }
+            bootstrap::Action::Connected { peer, addr } => {
+                // AutoNAT asks the bootstrap nodes only: a neighbour on the same LAN would confirm
+                // a private address that nobody outside can dial (see swarm.rs, `use_connected`).
+                self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
+            }
+            bootstrap::Action::IdentityChanged { addr, old, new } => {
+                tracing::warn!(%addr, %old, %new, "bootstrap node has a new identity");
+                self.swarm.behaviour_mut().kad.remove_peer(&old);
+                if let Some(r) = &mut self.reach {
+                    r.relay_gone(&old);
+                }
+                self.emit(Event::BootstrapChanged { addr, old, new });
+            }
+            bootstrap::Action::Join { rejoin } => {
+                if self.join_query.is_some() {
+                    return;
+                }
+                match self.swarm.behaviour_mut().kad.bootstrap() {
+                    Ok(q) => self.join_query = Some((q, false)),
+                    Err(e) => {
+                        tracing::debug!(rejoin, "cannot join yet: {e}");
+                        self.boot.join_failed(now);
+                    }
+                }
+            }
+            bootstrap::Action::Offline => {
+                tracing::warn!("every bootstrap node is unreachable");
+                if let Some(a) = &mut self.announcer {
+                    a.offline();
+                }
+                if let Some(d) = &mut self.discoverer {
+                    d.offline();
                 }
             }
         }
     }
 
-    fn schedule_announce(&mut self, after: Duration) {
-        if self.cfg.role == Role::Listener {
-            let at = Instant::now() + after;
-            self.announce_due = Some(self.announce_due.map_or(at, |d| d.min(at)));
+    fn on_reach_action(&mut self, a: reach::Action, now: Instant) {
+        let Some(r) = &mut self.reach else { return };
+        match a {
+            reach::Action::Reserve { relay, addr } => match self.swarm.listen_on(addr) {
+                Ok(id) => r.listening(relay, id),
+                Err(e) => r.listen_failed(relay, e.to_string(), now),
+            },
+            reach::Action::Release { listener } => {
+                tracing::info!("public: releasing a relay reservation");
+                self.swarm.remove_listener(listener);
+            }
+            reach::Action::Emit(e) => self.emit(e),
         }
     }
 
-    fn announce(&mut self, now: Instant) {
-        let Some(p) = &self.cfg.peer else { return };
-        if self.cfg.role != Role::Listener || !self.bootstrapped || !self.announce_queries.is_empty() {
-            return;
-        }
-        if self.announce_due.is_none_or(|d| d > now) {
-            return;
-        }
-        let addrs = discovery::publishable(&self.local, self.swarm.external_addresses().cloned());
-        if addrs.is_empty() {
-            // Nothing reachable yet: wait for an external address (AutoNAT or a reservation).
-            self.announce_due = None;
-            return;
-        }
-        let namespace = p.namespace.clone();
-        let interval = p.announce_interval;
-        let record = kad::Record::new(
-            discovery::peer_key(&self.local),
-            PeerRecord {
-                namespace: namespace.clone(),
-                addrs: addrs.clone(),
-            }
-            .encode(),
-        );
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        match kad.put_record(record, kad::Quorum::One) {
-            Ok(q) => {
-                self.announce_queries.insert(q);
-            }
-            Err(e) => tracing::warn!("cannot store peer record: {e}"),
-        }
-        match kad.start_providing(discovery::namespace_key(&namespace)) {
-            Ok(q) => {
-                self.announce_queries.insert(q);
-            }
-            Err(e) => tracing::warn!("cannot provide namespace: {e}"),
-        }
-        self.announcing = addrs;
-        self.announce_failed = false;
-        self.announce_due = Some(now + interval);
-    }
-
-    fn discover(&mut self, now: Instant) {
-        let Some(p) = &self.cfg.peer else { return };
-        if self.cfg.role != Role::Dialer || !self.bootstrapped || self.providers_query.is_some() || now < self.discover_due {
-            return;
-        }
-        let key = discovery::namespace_key(&p.namespace);
-        self.providers_query = Some(self.swarm.behaviour_mut().kad.get_providers(key));
-        let every = if self.known.is_empty() { DISCOVER_FAST } else { DISCOVER_SLOW };
-        self.discover_due = now + every;
-    }
-
-    fn traffic(&mut self, now: Instant) {
-        let Some(t) = self.cfg.traffic.clone() else { return };
-        if now >= self.next_send {
-            self.next_send = now + t.interval;
-            let targets: Vec<PeerId> = self.known.keys().copied().collect();
-            for peer in targets {
-                let sent = self.sent_to.entry(peer).or_default();
-                if t.count != 0 && *sent >= t.count {
-                    continue;
+    fn on_announce_action(&mut self, a: announce::Action, now: Instant) {
+        let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else { return };
+        match a {
+            announce::Action::Announce { round, addrs } => {
+                let value = PeerRecord { namespace: ns.clone(), addrs }.sign(&self.key);
+                let record = kad::Record::new(discovery::peer_key(&self.local), value);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let put = kad.put_record(record, kad::Quorum::One).map_err(|e| e.to_string());
+                let provide = kad.start_providing(discovery::namespace_key(&ns)).map_err(|e| e.to_string());
+                for q in [put, provide] {
+                    match q {
+                        Ok(q) => {
+                            self.announce_queries.insert(q, round);
+                        }
+                        Err(e) => {
+                            if let Some(a) = &mut self.announcer {
+                                a.query_done(round, Some(e), now);
+                            }
+                        }
+                    }
                 }
-                *sent += 1;
-                self.outbox.push(peer, t.size, now);
-                self.totals.messages_sent += 1;
-                self.metrics.messages_sent.inc();
+            }
+            announce::Action::Announced { addrs } => self.emit(Event::Announced { namespace: ns, addrs }),
+        }
+    }
+
+    fn on_discover_action(&mut self, a: discover::Action, now: Instant) {
+        match a {
+            discover::Action::QueryProviders => {
+                let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else { return };
+                let q = self.swarm.behaviour_mut().kad.get_providers(discovery::namespace_key(&ns));
+                self.provider_queries.insert(q);
+            }
+            discover::Action::QueryRecord { peer } => {
+                let q = self.swarm.behaviour_mut().kad.get_record(discovery::peer_key(&peer));
+                self.record_queries.insert(q, peer);
+            }
+            discover::Action::Discovered { peer, addrs } => {
+                for a in &addrs {
+                    self.swarm.add_peer_address(peer, a.clone());
+                }
+                let namespace = self.cfg.peer().map(|p| p.namespace.clone()).unwrap_or_default();
+                self.emit(Event::Discovered { peer, namespace, addrs: addrs.clone() });
+                if let Some(t) = &mut self.traffic {
+                    t.add_target(peer, now);
+                }
+                if !self.swarm.is_connected(&peer) {
+                    let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, "dial: {e}");
+                    }
+                }
+            }
+            discover::Action::Rejected { peer, error } => {
+                tracing::warn!(%peer, "peer record rejected: {error}");
+                self.emit(Event::Error { context: "record".into(), message: format!("{peer}: {error}") });
             }
         }
-        for a in self.outbox.due(now) {
-            let req = MsgRequest {
-                id: a.id,
-                payload: self.payload.clone(),
-            };
-            let rid = self.swarm.behaviour_mut().msg.send_request(&a.to, req);
-            self.in_flight.insert(rid, a.id);
-            self.totals.attempts += 1;
-            self.emit(Event::MessageSent {
-                to: a.to,
-                id: a.id,
-                size: a.size,
-                attempt: a.attempt,
-            });
-        }
-        for f in self.outbox.expire(now) {
-            self.message_failed(f.to, f.id, f.reason, f.attempts);
+    }
+
+    fn on_traffic_action(&mut self, a: traffic::Action) {
+        match a {
+            traffic::Action::Send(a) => {
+                if a.attempt == 1 {
+                    self.totals.messages_sent += 1;
+                    self.metrics.messages_sent.inc();
+                }
+                let req = MsgRequest { id: a.id, payload: self.payload.clone() };
+                let rid = self.swarm.behaviour_mut().msg.send_request(&a.to, req);
+                self.in_flight.insert(rid, a.id);
+                self.totals.attempts += 1;
+                self.emit(Event::MessageSent { to: a.to, id: a.id, size: a.size, attempt: a.attempt });
+            }
+            traffic::Action::Failed(f) => self.message_failed(f.to, f.id, f.reason, f.attempts),
         }
     }
 
     fn message_failed(&mut self, to: PeerId, id: u64, reason: String, attempts: u32) {
         self.totals.messages_failed += 1;
         self.metrics.messages_failed.inc();
-        self.emit(Event::MessageFailed {
-            to,
-            id,
-            reason,
-            attempts,
-        });
+        self.emit(Event::MessageFailed { to, id, reason, attempts });
+    }
+
+    /// `/health`: 200 while the node serves. Monitor: it listens. Listener and dialer: it listens
+    /// (or is `--no-direct`), a bootstrap connection is open, it has joined the DHT, and a listener
+    /// has announced its current addresses.
+    fn update_health(&mut self) {
+        let listening = self.swarm.listeners().next().is_some();
+        let healthy = match self.role {
+            Role::Monitor => listening,
+            Role::Listener | Role::Dialer => {
+                let no_direct = self.cfg.peer().is_some_and(|p| p.no_direct);
+                (listening || no_direct)
+                    && self.boot.online()
+                    && self.bootstrapped
+                    && self.announcer.as_ref().is_none_or(Announcer::is_current)
+            }
+        };
+        self.shared.healthy.store(healthy, Ordering::Relaxed);
     }
 
     fn routing_table_size(&mut self) -> usize {
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .map(|b| b.num_entries())
-            .sum()
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
 
     fn publish_status(&mut self) {
         let rt = self.routing_table_size();
         self.metrics.routing_table_size.set(rt as i64);
-        self.metrics
-            .connected_peers
-            .set(self.swarm.connected_peers().count() as i64);
+        self.metrics.connected_peers.set(self.swarm.connected_peers().count() as i64);
         if let Ok(mut st) = self.shared.status.write() {
             st.bootstrapped = self.bootstrapped;
             st.listen_addrs = self.swarm.listeners().cloned().collect();
@@ -711,159 +584,115 @@ impl Node {
             st.connections = self
                 .conns
                 .values()
-                .map(|c| ConnectionStatus {
-                    peer: c.peer,
-                    path: c.path,
-                    remote_addr: c.remote.clone(),
-                })
+                .map(|c| ConnectionStatus { peer: c.peer, path: c.path, remote_addr: c.remote.clone() })
                 .collect();
             st.routing_table_size = rt;
-            st.namespace_peers = self.known.keys().copied().collect();
+            st.namespace_peers = self.discoverer.as_ref().map(|d| d.members().copied().collect()).unwrap_or_default();
             st.totals = self.totals.clone();
+        }
+    }
+
+    fn update_kad_mode(&mut self) {
+        if self.role == Role::Monitor {
+            return;
+        }
+        let public = self.swarm.external_addresses().any(|a| Path::of([a]) == Path::Direct);
+        let mode = if public { kad::Mode::Server } else { kad::Mode::Client };
+        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+    }
+
+    /// External addresses changed: Kademlia's mode, and what the announcer publishes.
+    fn external_addrs_changed(&mut self, now: Instant) {
+        self.update_kad_mode();
+        let addrs = discovery::publishable(&self.local, self.swarm.external_addresses().cloned());
+        if let Some(a) = &mut self.announcer {
+            a.addresses(addrs, now);
         }
     }
 
     // ---------------------------------------------------------------- swarm events
 
-    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>, now: Instant) {
         self.lib_metrics.record(&event);
-        let now = Instant::now();
+        self.status_due.get_or_insert(now + STATUS_EVERY);
         match event {
             SwarmEvent::Behaviour(b) => self.on_behaviour(b, now),
-            SwarmEvent::NewListenAddr { listener_id, address } => {
-                if let Some(relay) = self.reservations.get(&listener_id) {
-                    tracing::debug!(%relay, %address, "relayed listen address");
-                }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
                 let loopback_only = self.cfg.common.listen_addrs.iter().all(|ip| ip.is_loopback());
-                if self.cfg.role == Role::Monitor
+                if self.role == Role::Monitor
                     && self.cfg.common.external_addrs.is_empty()
-                    && !address.iter().any(|p| p == Protocol::P2pCircuit)
+                    && !circuit
                     && (loopback_only || !is_loopback(&address))
                 {
                     // A bootstrap node is public by role: serve relay and DHT from the first second.
                     self.swarm.add_external_address(address.clone());
                 }
+                if !circuit {
+                    self.lan.listening(&address);
+                }
                 self.emit(Event::Listening { addr: address });
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                tracing::debug!(%address, "listen address expired");
-            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => tracing::debug!(%address, "listen address expired"),
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
-                if let Some(relay) = self.reservations.remove(&listener_id) {
-                    let error = reason.err().map(|e| e.to_string());
-                    let addr = self.reservation_addr.remove(&relay);
-                    self.relay_retry.insert(relay, now + RELAY_RETRY);
-                    let status = if self.reserved.remove(&relay) {
-                        ReservationStatus::Lost
-                    } else {
-                        ReservationStatus::Failed
-                    };
-                    self.emit(Event::Reservation {
-                        relay,
-                        status,
-                        addr,
-                        renewal: false,
-                        error,
-                    });
+                if let Some(r) = &mut self.reach {
+                    r.listener_closed(listener_id, reason.err().map(|e| e.to_string()), now);
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
-                if let Some(relay) = self.reservations.get(&listener_id).copied() {
-                    self.emit(Event::Reservation {
-                        relay,
-                        status: ReservationStatus::Failed,
-                        addr: self.reservation_addr.get(&relay).cloned(),
-                        renewal: false,
-                        error: Some(error.to_string()),
-                    });
-                } else {
-                    self.emit(Event::Error {
-                        context: "listener".into(),
-                        message: error.to_string(),
-                    });
+                let reservation = self.reach.as_mut().is_some_and(|r| r.listener_error(listener_id, error.to_string()));
+                if !reservation {
+                    self.emit(Event::Error { context: "listener".into(), message: error.to_string() });
                 }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 if !self.confirmed.insert(address.clone()) {
                     return; // AutoNAT re-confirms on every refresh: not news.
                 }
-                self.emit(Event::ExternalAddr {
-                    addr: address.clone(),
-                    status: AddrStatus::Confirmed,
-                });
-                self.update_kad_mode();
-                self.schedule_announce(ANNOUNCE_DEBOUNCE);
+                self.emit(Event::ExternalAddr { addr: address, status: AddrStatus::Confirmed });
+                self.external_addrs_changed(now);
             }
             SwarmEvent::ExternalAddrExpired { address } => {
                 self.confirmed.remove(&address);
-                self.emit(Event::ExternalAddr {
-                    addr: address,
-                    status: AddrStatus::Expired,
-                });
-                self.update_kad_mode();
-                self.schedule_announce(ANNOUNCE_DEBOUNCE);
+                self.emit(Event::ExternalAddr { addr: address, status: AddrStatus::Expired });
+                self.external_addrs_changed(now);
             }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get(), now),
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                cause,
-            } => {
-                let path = path_of(&endpoint);
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                self.on_connected(peer_id, connection_id, &endpoint, num_established.get(), now)
+            }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, endpoint, num_established, cause } => {
                 self.conns.remove(&connection_id);
                 if num_established == 0 {
                     self.relayed_since.remove(&peer_id);
+                    self.lan.forget(&peer_id);
+                    if let Some(r) = &mut self.reach {
+                        r.relay_gone(&peer_id);
+                    }
                 }
                 self.emit(Event::Disconnected {
                     peer: peer_id,
-                    path,
-                    remote_addr: remote_of(&endpoint),
+                    path: path_of(&endpoint),
+                    remote_addr: endpoint.get_remote_address().clone(),
                     connections: num_established,
                     cause: cause.map(|c| c.to_string()),
                 });
-                let boot_lost = self
-                    .boots
-                    .iter()
-                    .position(|b| b.peer == Some(peer_id) && b.connected);
-                if let (Some(i), 0) = (boot_lost, num_established) {
-                    self.boots[i].backoff = BOOT_BACKOFF_MIN;
-                    self.boot_failed(i, "connection closed".into(), now);
-                }
-                if num_established == 0 {
-                    self.relays.remove(&peer_id);
-                }
+                self.boot.disconnected(&peer_id, num_established, now);
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id,
-                error,
-            } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 self.totals.connection_failures += 1;
                 self.metrics.connection_failures.inc();
-                let boot = self.boots.iter().position(|b| b.dialing == Some(connection_id));
+                let boot = self.boot.outgoing_error(connection_id, error.to_string(), now);
+                if let (Some(peer), Some(d)) = (peer_id, &mut self.discoverer) {
+                    d.unreachable(&peer, now);
+                }
                 self.emit(Event::ConnectionError {
                     peer: peer_id,
                     direction: Direction::Outbound,
-                    remote_addr: boot.map(|i| self.boots[i].addr.clone()),
+                    remote_addr: boot,
                     error: error.to_string(),
                 });
-                if let Some(i) = boot {
-                    self.boot_failed(i, error.to_string(), now);
-                }
             }
-            SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
-            } => {
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 self.totals.connection_failures += 1;
                 self.metrics.connection_failures.inc();
                 tracing::warn!(%send_back_addr, "incoming connection refused: {error}");
@@ -880,36 +709,17 @@ impl Node {
 
     fn on_connected(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint, n: u32, now: Instant) {
         let path = path_of(endpoint);
-        let remote = remote_of(endpoint);
+        let remote = endpoint.get_remote_address().clone();
         self.totals.connections_established += 1;
-        self.conns.insert(
-            id,
-            Conn {
-                peer,
-                path,
-                remote: remote.clone(),
-            },
-        );
+        self.conns.insert(id, Conn { peer, path, remote: remote.clone() });
         self.emit(Event::Connected {
             peer,
             path,
-            remote_addr: remote,
+            remote_addr: remote.clone(),
             direction: if endpoint.is_dialer() { Direction::Outbound } else { Direction::Inbound },
             connections: n,
         });
-        if let Some(i) = self.boots.iter().position(|b| b.dialing == Some(id) || (b.peer == Some(peer) && !b.connected)) {
-            let b = &mut self.boots[i];
-            b.peer = Some(peer);
-            b.dialing = None;
-            b.connected = true;
-            b.backoff = BOOT_BACKOFF_MIN;
-            b.next_try = None;
-            self.rejoin = true;
-            // AutoNAT asks the bootstrap nodes only: a neighbour on the same LAN would confirm a
-            // private address that nobody outside can dial (see swarm.rs, `use_connected`).
-            let addr = remote_of(endpoint);
-            self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
-        }
+        self.boot.connected(peer, id, &remote);
         match path {
             Path::Relayed => {
                 self.relayed_since.entry(peer).or_insert(now);
@@ -929,37 +739,29 @@ impl Node {
         }
     }
 
-    fn update_kad_mode(&mut self) {
-        if self.cfg.role == Role::Monitor {
-            return;
-        }
-        let public = self
-            .swarm
-            .external_addresses()
-            .any(|a| Path::of([a]) == Path::Direct);
-        let mode = if public { kad::Mode::Server } else { kad::Mode::Client };
-        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
-    }
-
     fn on_behaviour(&mut self, event: BehaviourEvent, now: Instant) {
         match event {
             BehaviourEvent::Identify(e) => {
                 self.lib_metrics.record(&e);
                 if let identify::Event::Received { peer_id, info, connection_id } = e {
-                    self.on_identify(peer_id, connection_id, info);
+                    self.on_identify(peer_id, connection_id, info, now);
                 }
             }
             BehaviourEvent::Kad(e) => {
                 self.lib_metrics.record(&e);
-                self.on_kad(e);
+                self.on_kad(e, now);
             }
             BehaviourEvent::Ping(e) => self.lib_metrics.record(&e),
-            BehaviourEvent::Autonat(e) => self.on_autonat(e),
+            BehaviourEvent::Autonat(e) => self.on_autonat(e, now),
             BehaviourEvent::RelayServer(e) => {
                 self.lib_metrics.record(&e);
                 tracing::debug!("relay: {e:?}");
             }
-            BehaviourEvent::RelayClient(e) => self.on_relay_client(e),
+            BehaviourEvent::RelayClient(e) => {
+                if let (relay::client::Event::ReservationReqAccepted { relay_peer_id, .. }, Some(r)) = (e, &mut self.reach) {
+                    r.accepted(relay_peer_id);
+                }
+            }
             BehaviourEvent::Dcutr(e) => {
                 self.lib_metrics.record(&e);
                 self.on_dcutr(e, now);
@@ -970,7 +772,7 @@ impl Node {
         }
     }
 
-    fn on_identify(&mut self, peer: PeerId, conn: ConnectionId, info: identify::Info) {
+    fn on_identify(&mut self, peer: PeerId, conn: ConnectionId, info: identify::Info, now: Instant) {
         let via_loopback = self.conns.get(&conn).is_some_and(|c| is_loopback(&c.remote));
         let kad_peer = info.protocols.contains(&sw::KAD_PROTOCOL);
         let hop = info.protocols.iter().any(|p| p.as_ref() == relay::HOP_PROTOCOL_NAME.as_ref());
@@ -984,161 +786,142 @@ impl Node {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
             }
         }
-        if hop && self.is_boot_peer(&peer) {
-            self.relays.insert(peer);
+        self.boot.identified(&peer, kad_peer);
+        let direct_to = |conns: &HashMap<ConnectionId, Conn>| {
+            conns.values().find(|c| c.peer == peer && c.path == Path::Direct).map(|c| c.remote.clone())
+        };
+        if hop && self.boot.is_bootstrap(&peer) {
+            if let (Some(remote), Some(r)) = (direct_to(&self.conns), &mut self.reach) {
+                let remote = remote.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+                r.relay_available(peer, remote, now);
+            }
+        }
+        if self.reach.is_some() {
+            let relayed_only = direct_to(&self.conns).is_none();
+            let lan = self.lan.identified(peer, relayed_only, &info.listen_addrs, now);
+            if !lan.is_empty() {
+                tracing::info!(%peer, ?lan, "peer on our LAN: dialing it directly");
+                let opts = DialOpts::peer_id(peer).addresses(lan).condition(PeerCondition::Always).build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, "LAN dial: {e}");
+                }
+            }
         }
     }
 
-    fn on_kad(&mut self, e: kad::Event) {
+    fn on_kad(&mut self, e: kad::Event, now: Instant) {
         let kad::Event::OutboundQueryProgressed { id, result, step, .. } = e else {
             return;
         };
         match result {
-            kad::QueryResult::Bootstrap(r) => {
-                if Some(id) != self.bootstrap_query || !step.last {
+            kad::QueryResult::Bootstrap(r) => self.on_join_step(id, r.map(|_| ()).map_err(|e| e.to_string()), step.last, now),
+            kad::QueryResult::PutRecord(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
+            kad::QueryResult::StartProviding(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
+            kad::QueryResult::GetProviders(r) => {
+                if !self.provider_queries.contains(&id) {
                     return;
                 }
-                self.bootstrap_query = None;
-                match r {
-                    Ok(_) => self.on_bootstrapped(),
-                    Err(e) => {
-                        self.rejoin = true;
-                        self.emit(Event::Error {
-                            context: "bootstrap".into(),
-                            message: e.to_string(),
-                        })
-                    }
+                if let (Ok(kad::GetProvidersOk::FoundProviders { providers, .. }), Some(d)) = (r, &mut self.discoverer) {
+                    d.providers(providers.into_iter().filter(|p| *p != self.local), now);
                 }
-            }
-            kad::QueryResult::PutRecord(r) => self.on_announce_step(id, r.err().map(|e| e.to_string())),
-            kad::QueryResult::StartProviding(r) => self.on_announce_step(id, r.err().map(|e| e.to_string())),
-            kad::QueryResult::GetProviders(r) => {
-                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
-                    for p in providers {
-                        if p != self.local && !self.record_queries.values().any(|x| *x == p) {
-                            let q = self.swarm.behaviour_mut().kad.get_record(discovery::peer_key(&p));
-                            self.record_queries.insert(q, p);
-                        }
+                if step.last {
+                    self.provider_queries.remove(&id);
+                    if let Some(d) = &mut self.discoverer {
+                        d.providers_done();
                     }
-                }
-                if step.last && Some(id) == self.providers_query {
-                    self.providers_query = None;
                 }
             }
             kad::QueryResult::GetRecord(r) => {
                 let Some(peer) = self.record_queries.get(&id).copied() else { return };
-                if step.last {
-                    self.record_queries.remove(&id);
-                }
+                let mut done = step.last;
                 if let Ok(kad::GetRecordOk::FoundRecord(found)) = r {
-                    self.on_peer_record(peer, found.record);
+                    let ns = self.cfg.peer().map(|p| p.namespace.clone()).unwrap_or_default();
+                    let result = PeerRecord::verify(&peer, &found.record.value)
+                        .map(|rec| if rec.namespace == ns { rec.addrs } else { Vec::new() })
+                        .map_err(|e| e.to_string());
+                    let good = result.is_ok();
+                    if let Some(d) = &mut self.discoverer {
+                        d.record(peer, result, now);
+                    }
+                    if good {
+                        // One good copy is enough: stop asking.
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                        done = true;
+                    }
+                }
+                if done {
+                    self.record_queries.remove(&id);
+                    if let Some(d) = &mut self.discoverer {
+                        d.record_done(&peer, now);
+                    }
                 }
             }
             _ => {}
         }
     }
 
-    fn on_bootstrapped(&mut self) {
-        let first = !self.bootstrapped;
-        self.bootstrapped = true;
-        self.shared.healthy.store(true, Ordering::Relaxed);
-        let peer = self
-            .boots
-            .iter()
-            .find(|b| b.connected)
-            .and_then(|b| b.peer)
-            .unwrap_or(self.local);
-        let routing_table = self.routing_table_size();
-        self.emit(Event::Bootstrapped { peer, routing_table });
-        if first {
-            self.schedule_announce(Duration::ZERO);
-            self.discover_due = Instant::now();
-        }
-    }
-
-    fn on_announce_step(&mut self, id: kad::QueryId, error: Option<String>) {
-        if !self.announce_queries.remove(&id) {
+    /// A step of the Kademlia bootstrap that joins the DHT. The self-lookup is its first step: the
+    /// node is in the DHT from then on (the bucket refreshes that follow may take long).
+    fn on_join_step(&mut self, id: kad::QueryId, result: Result<(), String>, last: bool, now: Instant) {
+        let Some((q, reported)) = self.join_query else { return };
+        if q != id {
             return;
         }
-        if let Some(message) = error {
-            self.announce_failed = true;
-            self.emit(Event::Error {
-                context: "announce".into(),
-                message,
-            });
+        if last {
+            self.join_query = None;
+        } else {
+            self.join_query = Some((q, true));
         }
-        if self.announce_queries.is_empty() {
-            if self.announce_failed {
-                self.schedule_announce(Duration::from_secs(2));
-            } else if let Some(p) = &self.cfg.peer {
-                self.emit(Event::Announced {
-                    namespace: p.namespace.clone(),
-                    addrs: self.announcing.clone(),
-                });
-            }
-        }
-    }
-
-    fn on_peer_record(&mut self, peer: PeerId, record: kad::Record) {
-        let Some(p) = &self.cfg.peer else { return };
-        let rec = match PeerRecord::decode(&peer, record.publisher, &record.value) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(%peer, "ignoring peer record: {e}");
-                return;
-            }
-        };
-        if rec.namespace != p.namespace || rec.addrs.is_empty() {
+        if reported {
             return;
         }
-        let namespace = p.namespace.clone();
-        if self.known.get(&peer) != Some(&rec.addrs) {
-            for a in &rec.addrs {
-                self.swarm.add_peer_address(peer, a.clone());
+        match result {
+            Ok(()) => {
+                self.bootstrapped = true;
+                let peer = self.boot.first_connected().unwrap_or(self.local);
+                let routing_table = self.routing_table_size();
+                self.emit(Event::Bootstrapped { peer, routing_table });
+                if let Some(r) = &mut self.reach {
+                    r.joined(now);
+                }
+                if let Some(a) = &mut self.announcer {
+                    a.joined(now);
+                }
+                if let Some(d) = &mut self.discoverer {
+                    d.joined(now);
+                }
             }
-            self.emit(Event::Discovered {
-                peer,
-                namespace,
-                addrs: rec.addrs.clone(),
-            });
-            self.known.insert(peer, rec.addrs.clone());
-        }
-        if !self.swarm.is_connected(&peer) {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(rec.addrs)
-                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%peer, "dial: {e}");
+            Err(message) => {
+                self.boot.join_failed(now);
+                self.emit(Event::Error { context: "bootstrap".into(), message });
             }
         }
     }
 
-    fn on_autonat(&mut self, e: autonat::v1::Event) {
+    fn on_announce_step(&mut self, id: kad::QueryId, error: Option<String>, now: Instant) {
+        let Some(round) = self.announce_queries.remove(&id) else { return };
+        if let Some(a) = &mut self.announcer {
+            a.query_done(round, error, now);
+        }
+    }
+
+    fn on_autonat(&mut self, e: autonat::v1::Event, now: Instant) {
         let autonat::v1::Event::StatusChanged { new, .. } = e else { return };
-        let Some(p) = &self.cfg.peer else { return };
-        if self.reachability == Reachability::Private && self.want_relay && p.relay == RelayMode::Always {
-            return;
-        }
         let (status, addr) = match new {
             autonat::v1::NatStatus::Public(a) => (Reachability::Public, Some(a)),
             autonat::v1::NatStatus::Private => (Reachability::Private, None),
             autonat::v1::NatStatus::Unknown => (Reachability::Unknown, None),
         };
-        let auto = p.relay == RelayMode::Auto;
-        self.reachability = status;
-        if status == Reachability::Private && auto {
-            self.request_relay(Instant::now());
+        if let Some(r) = &mut self.reach {
+            r.autonat(status, addr, now);
         }
-        self.emit(Event::Reachability {
-            status,
-            source: ReachabilitySource::Autonat,
-            addr,
-        });
     }
 
     fn on_upnp(&mut self, e: upnp::Event, now: Instant) {
         let mut ev = UpnpEvent::new(UpnpStatus::Failed);
+        let mut state = None;
         match e {
             upnp::Event::GatewayFound { gateway, external_ip } => {
                 tracing::info!(%gateway, %external_ip, "UPnP gateway found");
@@ -1148,12 +931,10 @@ impl Node {
             }
             upnp::Event::NewExternalAddr { local_addr, external_addr } => {
                 tracing::info!(%local_addr, %external_addr, "UPnP mapping");
-                if !matches!(self.upnp, UpnpState::Mapped(_)) {
-                    self.upnp = UpnpState::Mapped(now);
-                }
+                state = Some(Upnp::Mapped(now));
                 // The swarm confirms the address itself; AutoNAT is asked to check it now
                 // rather than at its next refresh.
-                if self.cfg.peer.is_some() {
+                if self.reach.is_some() {
                     self.swarm.behaviour_mut().autonat.probe_address(external_addr.clone());
                 }
                 ev.status = UpnpStatus::Mapped;
@@ -1169,9 +950,7 @@ impl Node {
             }
             upnp::Event::MapFailed { local_addr, error, attempt, retry_in } => {
                 tracing::warn!(%local_addr, attempt, "UPnP mapping failed: {error}");
-                if self.upnp == UpnpState::Pending {
-                    self.upnp = UpnpState::Failed;
-                }
+                state = Some(Upnp::Failed);
                 ev.local_addr = Some(local_addr);
                 ev.error = Some(error);
                 ev.attempt = Some(attempt);
@@ -1179,39 +958,22 @@ impl Node {
             }
             upnp::Event::GatewayNotFound { error } => {
                 tracing::warn!("no UPnP gateway: {error}");
-                if self.upnp == UpnpState::Pending {
-                    self.upnp = UpnpState::Failed;
-                }
+                state = Some(Upnp::Failed);
                 ev.status = UpnpStatus::GatewayNotFound;
                 ev.error = Some(error);
             }
             upnp::Event::NonRoutableGateway { gateway, external_ip } => {
                 tracing::warn!(%gateway, %external_ip, "UPnP gateway is not on the internet: no mapping");
-                if self.upnp == UpnpState::Pending {
-                    self.upnp = UpnpState::Failed;
-                }
+                state = Some(Upnp::Failed);
                 ev.status = UpnpStatus::NonRoutableGateway;
                 ev.gateway = Some(gateway);
                 ev.external_ip = Some(external_ip);
             }
         }
-        self.emit(ev.into_event());
-    }
-
-    fn on_relay_client(&mut self, e: relay::client::Event) {
-        if let relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } = e {
-            if renewal || !self.reserved.insert(relay_peer_id) {
-                tracing::debug!(relay = %relay_peer_id, "reservation renewed");
-                return;
-            }
-            self.emit(Event::Reservation {
-                relay: relay_peer_id,
-                status: ReservationStatus::Accepted,
-                addr: self.reservation_addr.get(&relay_peer_id).cloned(),
-                renewal,
-                error: None,
-            });
+        if let (Some(s), Some(r)) = (state, &mut self.reach) {
+            r.upnp(s, now);
         }
+        self.emit(ev.into_event());
     }
 
     fn on_dcutr(&mut self, e: dcutr::Event, now: Instant) {
@@ -1223,25 +985,21 @@ impl Node {
         }
         self.metrics.hole_punch(ok);
         let since = self.relayed_since.get(&e.remote_peer_id).map(|t| ms(now - *t));
-        self.emit(Event::HolePunch {
-            peer: e.remote_peer_id,
-            ok,
-            error: e.result.err().map(|e| e.to_string()),
-            ms: since,
-        });
+        self.emit(Event::HolePunch { peer: e.remote_peer_id, ok, error: e.result.err().map(|e| e.to_string()), ms: since });
     }
 
     fn on_msg(&mut self, e: request_response::Event<MsgRequest, MsgAck>, now: Instant) {
         match e {
-            request_response::Event::Message {
-                peer,
-                connection_id,
-                message,
-            } => {
+            request_response::Event::Message { peer, connection_id, message } => {
                 let path = self.conns.get(&connection_id).map_or(Path::Direct, |c| c.path);
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
+                        // Ack first: the sender's round trip should not wait for our bookkeeping.
                         let duplicate = self.inbox.receive(peer, request.id);
+                        let ack = MsgAck { id: request.id, duplicate };
+                        if self.swarm.behaviour_mut().msg.send_response(channel, ack).is_err() {
+                            tracing::debug!(%peer, id = request.id, "ack not sent: stream closed");
+                        }
                         if duplicate {
                             self.totals.duplicates += 1;
                             self.metrics.duplicates.inc();
@@ -1249,27 +1007,14 @@ impl Node {
                             self.totals.messages_received += 1;
                             self.metrics.messages_received.inc();
                         }
-                        self.emit(Event::MessageReceived {
-                            from: peer,
-                            id: request.id,
-                            size: request.payload.len(),
-                            path,
-                            duplicate,
-                        });
-                        let ack = MsgAck {
-                            id: request.id,
-                            duplicate,
-                        };
-                        if self.swarm.behaviour_mut().msg.send_response(channel, ack).is_err() {
-                            tracing::debug!(%peer, id = request.id, "ack not sent: stream closed");
-                        }
+                        self.emit(Event::MessageReceived { from: peer, id: request.id, size: request.payload.len(), path, duplicate });
                     }
                     request_response::Message::Response { request_id, response } => {
                         let Some(id) = self.in_flight.remove(&request_id) else { return };
                         if response.id != id {
                             tracing::warn!(%peer, "ack for {} on request {id}", response.id);
                         }
-                        match self.outbox.ack(id, now) {
+                        match self.traffic.as_mut().and_then(|t| t.acked(id, now)) {
                             Some(a) => {
                                 let rtt = a.rtt.as_secs_f64();
                                 self.totals.messages_acked += 1;
@@ -1291,7 +1036,7 @@ impl Node {
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
                 let Some(id) = self.in_flight.remove(&request_id) else { return };
                 tracing::debug!(%peer, id, "attempt failed: {error}");
-                if let Some(f) = self.outbox.fail(id, &error.to_string(), now) {
+                if let Some(f) = self.traffic.as_mut().and_then(|t| t.failed(id, &error.to_string(), now)) {
                     self.message_failed(f.to, f.id, f.reason, f.attempts);
                 }
             }
@@ -1300,15 +1045,6 @@ impl Node {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
-    }
-}
-
-/// See [`Node::relay_held`]: `wait` is `--reachability-timeout`.
-fn upnp_holds_relay(upnp: UpnpState, reachability: Reachability, started: Instant, wait: Duration, now: Instant) -> bool {
-    match upnp {
-        UpnpState::Off | UpnpState::Failed => false,
-        UpnpState::Pending => now < started + wait,
-        UpnpState::Mapped(at) => reachability != Reachability::Public && now < at + wait,
     }
 }
 
@@ -1326,16 +1062,7 @@ struct UpnpEvent {
 
 impl UpnpEvent {
     fn new(status: UpnpStatus) -> Self {
-        UpnpEvent {
-            status,
-            addr: None,
-            local_addr: None,
-            gateway: None,
-            external_ip: None,
-            error: None,
-            attempt: None,
-            retry_in_ms: None,
-        }
+        UpnpEvent { status, addr: None, local_addr: None, gateway: None, external_ip: None, error: None, attempt: None, retry_in_ms: None }
     }
 
     fn into_event(self) -> Event {
@@ -1349,29 +1076,5 @@ impl UpnpEvent {
             attempt: self.attempt,
             retry_in_ms: self.retry_in_ms,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upnp_holds_relay_reservations_only_while_it_may_still_help() {
-        let t0 = Instant::now();
-        let wait = Duration::from_secs(10);
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let (private, public) = (Reachability::Private, Reachability::Public);
-        // Without --upnp, or once it failed: never.
-        assert!(!upnp_holds_relay(UpnpState::Off, private, t0, wait, t0));
-        assert!(!upnp_holds_relay(UpnpState::Failed, private, t0, wait, s(1)));
-        // Searching: until --reachability-timeout from start.
-        assert!(upnp_holds_relay(UpnpState::Pending, private, t0, wait, s(9)));
-        assert!(!upnp_holds_relay(UpnpState::Pending, private, t0, wait, s(10)));
-        // Mapped: until AutoNAT says public, at most --reachability-timeout after the mapping.
-        let mapped = UpnpState::Mapped(s(8));
-        assert!(upnp_holds_relay(mapped, private, t0, wait, s(17)));
-        assert!(!upnp_holds_relay(mapped, private, t0, wait, s(18)));
-        assert!(!upnp_holds_relay(mapped, public, t0, wait, s(9)));
     }
 }

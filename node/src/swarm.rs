@@ -12,7 +12,7 @@ use libp2p::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::Config, RunError, UsageError};
+use crate::{config::Config, RunError, UsageError};
 
 pub mod upnp;
 
@@ -183,10 +183,9 @@ pub fn build(
 ) -> Result<Swarm<Behaviour>, RunError> {
     let (tcp_on, quic_on) = transports(cfg, psk.is_some()).map_err(RunError::Usage)?;
     let memory_on = cfg.common.transport.memory();
-    let relay_limits = cfg.relay_server.clone();
+    let relay_limits = cfg.relay_server().cloned();
     let ack_timeout = cfg
-        .traffic
-        .as_ref()
+        .traffic()
         .map(|t| t.ack_timeout)
         .unwrap_or(Duration::from_secs(10));
     let limits = connection_limits::ConnectionLimits::default()
@@ -217,7 +216,10 @@ pub fn build(
                 .set_record_ttl(Some(Duration::from_secs(600)))
                 .set_provider_record_ttl(Some(Duration::from_secs(600)))
                 .set_publication_interval(None)
-                .set_provider_publication_interval(None);
+                .set_provider_publication_interval(None)
+                // Kademlia refreshes its buckets every 5 min from each node's start: nodes started
+                // together do it in lockstep. Spread it per node (4 to 6 min).
+                .set_periodic_bootstrap_interval(Some(Duration::from_secs(rand::random::<u64>() % 120 + 240)));
             let kad = kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
             let autonat_cfg = autonat::v1::Config {
                 boot_delay: Duration::from_millis(500),
@@ -282,7 +284,14 @@ pub fn build(
             }
         })
         .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(idle)
+                // Every protocol we open a stream for is the only one offered on that stream, so
+                // the dialer may send its data right behind the protocol name instead of waiting
+                // a round trip for the echo (multistream-select V1 "lazy"): one round trip less
+                // per message. Listeners accept both forms.
+                .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }

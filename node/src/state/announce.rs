@@ -1,0 +1,225 @@
+//! A listener's announcements: the namespace's provider record and the node's signed peer record.
+//!
+//! An announcement goes out as soon as the node has joined the DHT and has an address others can
+//! use (its confirmed external addresses: relayed ones behind NAT, which [`super::reach`] now
+//! reserves at once), again shortly after those addresses change (a reservation, a public verdict,
+//! a reservation released), every `--announce-interval`, after every re-join (a bootstrap node
+//! that restarted lost its records), and 2 s after a failure. One announcement is two Kademlia
+//! queries (`put_record`, `start_providing`); it counts as done when both are.
+
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+
+/// Batches address changes that come together (a reservation confirms its address, AutoNAT
+/// several) into one announcement.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+pub const RETRY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Put the peer record with these addresses and provide the namespace key; report both
+    /// queries' outcomes with [`Announcer::query_done`] under `round`.
+    Announce { round: u64, addrs: Vec<Multiaddr> },
+    /// Both queries of the round succeeded (event `announced`).
+    Announced { addrs: Vec<Multiaddr> },
+}
+
+#[derive(Debug)]
+pub struct Announcer {
+    interval: Duration,
+    joined: bool,
+    addrs: Vec<Multiaddr>,
+    due: Option<Instant>,
+    round: u64,
+    /// Queries of the current round still running, and whether one failed.
+    pending: u8,
+    failed: Option<String>,
+    /// The addresses of the round in flight, and of the last successful one.
+    in_flight: Option<Vec<Multiaddr>>,
+    announced: Option<Vec<Multiaddr>>,
+    actions: std::collections::VecDeque<Action>,
+    errors: std::collections::VecDeque<String>,
+}
+
+impl Announcer {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            joined: false,
+            addrs: Vec::new(),
+            due: None,
+            round: 0,
+            pending: 0,
+            failed: None,
+            in_flight: None,
+            announced: None,
+            actions: Default::default(),
+            errors: Default::default(),
+        }
+    }
+
+    /// The node joined (or re-joined) the DHT: announce now.
+    pub fn joined(&mut self, now: Instant) {
+        self.joined = true;
+        self.schedule(now);
+    }
+
+    /// Every bootstrap connection is gone: nothing to announce to until the next join.
+    pub fn offline(&mut self) {
+        self.joined = false;
+    }
+
+    /// The addresses others can use changed (already filtered by `discovery::publishable`).
+    pub fn addresses(&mut self, addrs: Vec<Multiaddr>, now: Instant) {
+        if addrs != self.addrs {
+            self.addrs = addrs;
+            self.schedule(now + DEBOUNCE);
+        }
+    }
+
+    /// Whether the current addresses are announced (for `/health`): the last round succeeded
+    /// with exactly these addresses and the node is still joined.
+    pub fn is_current(&self) -> bool {
+        self.joined && self.announced.as_ref() == Some(&self.addrs) && !self.addrs.is_empty()
+    }
+
+    fn schedule(&mut self, at: Instant) {
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
+
+    /// One query of `round` finished, with an error or not.
+    pub fn query_done(&mut self, round: u64, error: Option<String>, now: Instant) {
+        if round != self.round || self.pending == 0 {
+            return;
+        }
+        self.pending -= 1;
+        if let Some(e) = error {
+            self.errors.push_back(e.clone());
+            self.failed = Some(e);
+        }
+        if self.pending > 0 {
+            return;
+        }
+        if self.failed.take().is_some() {
+            self.schedule(now + RETRY);
+        } else {
+            let addrs = self.in_flight.take().unwrap_or_default();
+            self.actions.push_back(Action::Announced { addrs: addrs.clone() });
+            self.announced = Some(addrs);
+        }
+    }
+
+    /// Errors of announce queries, to report.
+    pub fn poll_error(&mut self) -> Option<String> {
+        self.errors.pop_front()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.joined || self.pending > 0 || self.due.is_none_or(|d| d > now) {
+            return;
+        }
+        if self.addrs.is_empty() {
+            // Nothing others could use yet: the next address change schedules one.
+            self.due = None;
+            return;
+        }
+        self.round += 1;
+        self.pending = 2;
+        self.in_flight = Some(self.addrs.clone());
+        self.due = Some(now + self.interval);
+        self.actions.push_back(Action::Announce { round: self.round, addrs: self.addrs.clone() });
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.joined || self.pending > 0 {
+            return None;
+        }
+        self.due
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(a: &mut Announcer) -> Vec<Action> {
+        std::iter::from_fn(|| a.poll_action()).collect()
+    }
+
+    fn addrs(s: &[&str]) -> Vec<Multiaddr> {
+        s.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn announces_once_joined_with_an_address_then_periodically() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        let mut a = Announcer::new(every);
+        a.joined(t0);
+        a.handle_timeout(t0);
+        assert!(drain(&mut a).is_empty(), "no address yet");
+        assert_eq!(a.poll_timeout(), None);
+        let relayed = addrs(&["/ip4/198.18.0.10/tcp/51820/p2p/12D3KooWJHsbXYdPv9bCceBBQrxN6aTM5YTDyFCGGB3Gy4tHDQXU/p2p-circuit"]);
+        a.addresses(relayed.clone(), t0);
+        let due = a.poll_timeout().unwrap();
+        assert_eq!(due, t0 + DEBOUNCE);
+        a.handle_timeout(due);
+        assert_eq!(drain(&mut a), [Action::Announce { round: 1, addrs: relayed.clone() }]);
+        assert!(!a.is_current());
+        a.query_done(1, None, due);
+        assert!(drain(&mut a).is_empty(), "one of two queries");
+        a.query_done(1, None, due);
+        assert_eq!(drain(&mut a), [Action::Announced { addrs: relayed.clone() }]);
+        assert!(a.is_current());
+        assert_eq!(a.poll_timeout(), Some(due + every));
+    }
+
+    #[test]
+    fn a_change_during_a_round_is_announced_right_after_it() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(Duration::from_secs(30));
+        a.joined(t0);
+        a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
+        a.handle_timeout(t0 + DEBOUNCE);
+        drain(&mut a);
+        let direct = addrs(&["/ip4/198.18.0.5/tcp/4001"]);
+        a.addresses(direct.clone(), t0 + DEBOUNCE);
+        assert_eq!(a.poll_timeout(), None, "one round at a time");
+        a.query_done(1, None, t0 + DEBOUNCE);
+        a.query_done(1, None, t0 + DEBOUNCE);
+        drain(&mut a);
+        assert!(!a.is_current(), "the announced addresses are stale");
+        let due = a.poll_timeout().unwrap();
+        assert!(due <= t0 + DEBOUNCE * 2);
+        a.handle_timeout(due);
+        assert_eq!(drain(&mut a), [Action::Announce { round: 2, addrs: direct }]);
+    }
+
+    #[test]
+    fn failures_retry_and_rejoins_reannounce() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(Duration::from_secs(30));
+        a.joined(t0);
+        a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
+        a.handle_timeout(t0 + DEBOUNCE);
+        drain(&mut a);
+        a.query_done(1, Some("no peers".into()), t0);
+        a.query_done(1, None, t0);
+        assert_eq!(a.poll_error().as_deref(), Some("no peers"));
+        assert!(drain(&mut a).is_empty());
+        assert_eq!(a.poll_timeout(), Some(t0 + RETRY));
+        a.offline();
+        assert_eq!(a.poll_timeout(), None, "offline: nobody to announce to");
+        a.joined(t0 + Duration::from_secs(1));
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        a.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: 2, .. }]));
+        a.query_done(1, None, t0);
+        assert_eq!(a.poll_timeout(), None, "a stale round's outcome is ignored");
+    }
+}
