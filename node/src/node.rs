@@ -251,7 +251,13 @@ impl Node {
             }
             r
         });
-        let announcer = (role == Role::Listener).then(|| Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval)));
+        let announcer = (role == Role::Listener).then(|| {
+            let mut a = Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval), now);
+            if reach.as_ref().is_some_and(|r| r.reachability() != Reachability::Unknown) {
+                a.verdict();
+            }
+            a
+        });
         let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
         let discoverer = (role == Role::Dialer).then(|| Discoverer::new(seed));
         let traffic = cfg.traffic().map(|t| {
@@ -402,7 +408,9 @@ impl Node {
         match a {
             bootstrap::Action::Dial { index, addr, peer } => {
                 let opts = match peer {
-                    Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+                    // Not `NotDialing`: Kademlia or a request may be dialing the same peer, and
+                    // that must not count as a failure of ours.
+                    Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).condition(PeerCondition::Disconnected).build(),
                     None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };
                 let conn = opts.connection_id();
@@ -464,7 +472,14 @@ impl Node {
                 tracing::info!("public: releasing a relay reservation");
                 self.swarm.remove_listener(listener);
             }
-            reach::Action::Emit(e) => self.emit(e),
+            reach::Action::Emit(e) => {
+                if matches!(e, Event::Reachability { .. }) {
+                    if let Some(a) = &mut self.announcer {
+                        a.verdict();
+                    }
+                }
+                self.emit(e);
+            }
         }
     }
 
@@ -514,7 +529,15 @@ impl Node {
                 if let Some(t) = &mut self.traffic {
                     t.add_target(peer, now);
                 }
-                if !self.swarm.is_connected(&peer) {
+                let direct: Vec<Multiaddr> = addrs.iter().filter(|a| Path::of([*a]) == Path::Direct).cloned().collect();
+                let has_direct = self.conns.values().any(|c| c.peer == peer && c.path == Path::Direct);
+                if self.swarm.is_connected(&peer) && !has_direct && !direct.is_empty() {
+                    // Relayed so far, and now a direct address: take it.
+                    let opts = DialOpts::peer_id(peer).addresses(direct).condition(PeerCondition::Always).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, "dial: {e}");
+                    }
+                } else if !self.swarm.is_connected(&peer) {
                     let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, "dial: {e}");

@@ -222,7 +222,9 @@ pub fn build(
                 .set_periodic_bootstrap_interval(Some(Duration::from_secs(rand::random::<u64>() % 120 + 240)));
             let kad = kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
             let autonat_cfg = autonat::v1::Config {
-                boot_delay: Duration::from_millis(500),
+                // The first probe soon after start: a public node's verdict lets its first
+                // announcement name its direct address (see state/announce.rs, HOLD).
+                boot_delay: Duration::from_millis(300),
                 retry_interval: Duration::from_secs(5),
                 refresh_interval: Duration::from_secs(60),
                 throttle_server_period: Duration::from_secs(2),

@@ -6,6 +6,11 @@
 //! a reservation released), every `--announce-interval`, after every re-join (a bootstrap node
 //! that restarted lost its records), and 2 s after a failure. One announcement is two Kademlia
 //! queries (`put_record`, `start_providing`); it counts as done when both are.
+//!
+//! A node whose only addresses are relayed holds its first announcement until AutoNAT has spoken
+//! or [`HOLD`] from start has passed: a public node gets its verdict in about half a second, and
+//! announcing its relayed address first would send every dialer through the relay (and leave
+//! them there when the relay dies) although a direct address was about to be confirmed.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use libp2p::Multiaddr;
 /// several) into one announcement.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 pub const RETRY: Duration = Duration::from_secs(2);
+/// The longest a relayed-only first announcement waits for AutoNAT, from start.
+pub const HOLD: Duration = Duration::from_millis(600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -38,13 +45,17 @@ pub struct Announcer {
     /// The addresses of the round in flight, and of the last successful one.
     in_flight: Option<Vec<Multiaddr>>,
     announced: Option<Vec<Multiaddr>>,
+    /// Relayed-only announcements wait until then (`None`: no hold).
+    hold_until: Option<Instant>,
     actions: std::collections::VecDeque<Action>,
     errors: std::collections::VecDeque<String>,
 }
 
 impl Announcer {
-    pub fn new(interval: Duration) -> Self {
+    /// `started`: the node's start (the hold counts from it).
+    pub fn new(interval: Duration, started: Instant) -> Self {
         Self {
+            hold_until: Some(started + HOLD),
             interval,
             joined: false,
             addrs: Vec::new(),
@@ -76,6 +87,16 @@ impl Announcer {
             self.addrs = addrs;
             self.schedule(now + DEBOUNCE);
         }
+    }
+
+    /// AutoNAT gave a verdict (or the command line did): no reason to hold any more.
+    pub fn verdict(&mut self) {
+        self.hold_until = None;
+    }
+
+    fn held(&self, now: Instant) -> Option<Instant> {
+        let relayed_only = self.addrs.iter().all(|a| crate::events::Path::of([a]) == crate::events::Path::Relayed);
+        self.hold_until.filter(|t| *t > now && relayed_only && self.announced.is_none())
     }
 
     /// Whether the current addresses are announced (for `/health`): the last round succeeded
@@ -124,6 +145,10 @@ impl Announcer {
             self.due = None;
             return;
         }
+        if let Some(until) = self.held(now) {
+            self.due = Some(until);
+            return;
+        }
         self.round += 1;
         self.pending = 2;
         self.in_flight = Some(self.addrs.clone());
@@ -159,7 +184,8 @@ mod tests {
     fn announces_once_joined_with_an_address_then_periodically() {
         let t0 = Instant::now();
         let every = Duration::from_secs(30);
-        let mut a = Announcer::new(every);
+        let mut a = Announcer::new(every, t0);
+        a.verdict();
         a.joined(t0);
         a.handle_timeout(t0);
         assert!(drain(&mut a).is_empty(), "no address yet");
@@ -180,9 +206,35 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_only_first_announcement_waits_briefly_for_autonat() {
+        let t0 = Instant::now();
+        let relayed = addrs(&["/ip4/198.18.0.10/tcp/51820/p2p/12D3KooWJHsbXYdPv9bCceBBQrxN6aTM5YTDyFCGGB3Gy4tHDQXU/p2p-circuit"]);
+        // No verdict: the relayed address goes out at HOLD.
+        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        a.joined(t0);
+        a.addresses(relayed.clone(), t0);
+        a.handle_timeout(t0 + DEBOUNCE);
+        assert!(drain(&mut a).is_empty());
+        assert_eq!(a.poll_timeout(), Some(t0 + HOLD));
+        a.handle_timeout(t0 + HOLD);
+        assert!(matches!(&drain(&mut a)[..], [Action::Announce { .. }]));
+        // A public verdict and its direct address within the hold: only the direct one goes out.
+        let mut b = Announcer::new(Duration::from_secs(30), t0);
+        b.joined(t0);
+        b.addresses(relayed, t0);
+        b.handle_timeout(t0 + DEBOUNCE);
+        let direct = addrs(&["/ip4/198.18.0.5/tcp/4001"]);
+        b.verdict();
+        b.addresses(direct.clone(), t0 + DEBOUNCE);
+        b.handle_timeout(t0 + DEBOUNCE * 2);
+        assert_eq!(drain(&mut b), [Action::Announce { round: 1, addrs: direct }]);
+    }
+
+    #[test]
     fn a_change_during_a_round_is_announced_right_after_it() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30));
+        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        a.verdict();
         a.joined(t0);
         a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
         a.handle_timeout(t0 + DEBOUNCE);
@@ -203,7 +255,8 @@ mod tests {
     #[test]
     fn failures_retry_and_rejoins_reannounce() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30));
+        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        a.verdict();
         a.joined(t0);
         a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
         a.handle_timeout(t0 + DEBOUNCE);
