@@ -335,6 +335,14 @@ impl Lab {
 
     /// Creates and starts a container; returns when it runs.
     pub async fn start(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
+        let name = spec.name.clone();
+        self.create(spec).await?;
+        self.start_again(&name).await
+    }
+
+    /// Creates a container and attaches it to its networks, without starting it
+    /// ([`Lab::start_again`] starts it).
+    pub async fn create(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
         let docker = &self.engine.docker;
         let docker_name = self.docker_name(&spec.name);
         let endpoint = |a: &Attach| EndpointSettings {
@@ -398,10 +406,6 @@ impl Lab {
                 .await
                 .map_err(api(format!("attach {} to {}", spec.name, a.network)))?;
         }
-        docker
-            .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(api(format!("start {}", spec.name)))?;
         Ok(())
     }
 
@@ -481,7 +485,7 @@ impl Lab {
             .map_err(api(format!("write {dir}/{name} in {node}")))
     }
 
-    /// Starts a stopped (killed) container again, with its addresses and command.
+    /// Starts a stopped (killed) or created container, with its addresses and command.
     pub async fn start_again(&self, node: &str) -> Result<(), DockerError> {
         self.engine
             .docker

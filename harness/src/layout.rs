@@ -64,6 +64,8 @@ pub struct Planned {
     /// The node's `--key-file` in its container (monitors without a seed), which a fault with
     /// `new_identity` removes.
     pub key_file: Option<String>,
+    /// Started at bring-up; else created then, and started by a `start` fault (`start: false`).
+    pub start_with_lab: bool,
 }
 
 impl Planned {
@@ -211,6 +213,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             ready: Ready::Line("router_ready"),
             publish: None,
             key_file: None,
+            start_with_lab: true,
         });
     }
 
@@ -242,6 +245,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             ready: Ready::Line("vpn_ready"),
             publish: None,
             key_file: None,
+            start_with_lab: true,
         });
     }
 
@@ -402,6 +406,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 ready: Ready::Started,
                 publish: (role == Role::Monitor).then_some((METRICS_PORT, METRICS_PORT)),
                 key_file: n.key_file().map(s),
+                start_with_lab: n.start_with_lab,
             });
         }
     }
@@ -529,6 +534,23 @@ nodes:
         for n in ["alice", "bob"] {
             assert!(!l.get(n).unwrap().cmd.iter().any(|a| a == "--key-file"), "{n}");
         }
+    }
+
+    #[test]
+    fn a_node_not_started_with_the_lab_is_planned_all_the_same() {
+        let t = parse(
+            "t.yaml",
+            "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet, start: false }\n  alice: { role: listener, segment: internet }\nfaults:\n  - { at: 5s, start: boot }\n",
+        )
+        .unwrap();
+        let l = layout(&t, &subnets(&[("internet", "198.18.0.0/24")])).unwrap();
+        let boot = l.get("boot").unwrap();
+        assert!(!boot.start_with_lab);
+        assert_eq!(boot.ip(), "198.18.0.2".parse::<Ipv4Addr>().unwrap());
+        let alice = l.get("alice").unwrap();
+        assert!(alice.start_with_lab);
+        // the peers bootstrap from it all the same: its address is known from the start
+        assert!(alice.cmd.contains(&"/ip4/198.18.0.2/tcp/51820".to_string()), "{:?}", alice.cmd);
     }
 
     #[test]

@@ -386,7 +386,7 @@ async fn bring_up(
         subnets.insert(seg.name.clone(), net);
     }
     let lay = layout(topo, &subnets)?;
-    let total = lay.containers.len();
+    let total = lay.containers.iter().filter(|p| p.start_with_lab).count();
     if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit)) {
         st.step(format!("WARNING: {w}"));
     }
@@ -400,6 +400,12 @@ async fn bring_up(
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
         for p in &members {
+            if !p.start_with_lab {
+                // `start: false`: it gets its addresses now, and a `start` fault starts it
+                lab.create(spec(p, &opts.image)).await?;
+                st.step(format!("{}: created, not started (a fault starts it)", p.name));
+                continue;
+            }
             // a stacked router needs its uplink router ready first
             if p.kind == Kind::Router {
                 lab.start(spec(p, &opts.image)).await?;
@@ -414,7 +420,7 @@ async fn bring_up(
                 lab.follow(&p.name, tx.clone())?;
             }
         }
-        for p in members.iter().filter(|p| p.kind != Kind::Router) {
+        for p in members.iter().filter(|p| p.kind != Kind::Router && p.start_with_lab) {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             if let Some(pr) = &st.progress {

@@ -178,6 +178,8 @@ struct RawNode {
     seed: Option<u64>,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    start: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +460,8 @@ pub struct Node {
     pub upnp: bool,
     pub seed: Option<u64>,
     pub args: Vec<String>,
+    /// Started with the lab (`start: true`, the default), or only by a `start` fault.
+    pub start_with_lab: bool,
     pub line: u64,
 }
 
@@ -589,7 +593,7 @@ pub enum Action {
     Kill(String),
     /// SIGTERM: the node stops cleanly.
     Stop(String),
-    /// Start a killed or stopped node again (same addresses and command). A monitor
+    /// Start a killed, stopped or not yet started node (same addresses and command). A monitor
     /// keeps its identity (its key file) unless `new_identity` removes the key first.
     Start { node: String, new_identity: bool },
     /// Restart the container (SIGTERM, then start), as `Start` for the identity.
@@ -1055,6 +1059,8 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
     }
     let mut nodes: Vec<Node> = Vec::new();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // nodes with `start: false`, and where that is written
+    let mut not_started: Vec<(String, Location)> = Vec::new();
     let router_names: Vec<String> = segments.iter().filter_map(|s| s.0.router_name()).collect();
     for (name, n) in &raw.nodes.value {
         if !valid_name(&name.value) {
@@ -1110,6 +1116,9 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
                 return Err(cx.err(name.referenced, format!("replica `{inst}` of `{}` clashes with the node of that name", name.value), None));
             }
         }
+        if let Some(st) = v.start.as_ref().filter(|s| !s.value) {
+            not_started.extend(names.iter().map(|n| (n.clone(), st.referenced)));
+        }
         for (i, inst) in names.iter().enumerate() {
             nodes.push(Node {
                 name: inst.clone(),
@@ -1127,6 +1136,7 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
                 upnp: v.upnp,
                 seed: v.seed.map(|s| s + i as u64),
                 args: v.args.clone(),
+                start_with_lab: v.start.as_ref().is_none_or(|s| s.value),
                 line: name.referenced.line(),
             });
         }
@@ -1168,6 +1178,16 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
     for f in &raw.faults {
         let fault = fault(cx, &topo, f)?;
         topo.faults.push(fault);
+    }
+    // a node not started with the lab needs a fault that starts it
+    for (n, at) in &not_started {
+        if !topo.faults.iter().any(|f| matches!(&f.action, Action::Start { node, .. } if node == n)) {
+            return Err(cx.err(
+                *at,
+                format!("node `{n}` has `start: false` and no fault starts it"),
+                hint(format!("add a fault such as `{{ at: 10s, start: {n} }}`, or drop `start: false`")),
+            ));
+        }
     }
     Ok(topo)
 }
@@ -1706,6 +1726,25 @@ expect:
         assert!(e.message.contains("in `args`"), "{e}");
         let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: yes-please }}\n"));
         assert_eq!(e.line, 8, "{e}");
+    }
+
+    #[test]
+    fn a_node_may_start_later_by_a_fault() {
+        let t = parse(
+            "t.yaml",
+            "name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet, start: false }\n  alice: { role: listener, segment: internet, start: true }\nfaults:\n  - { at: 10s, start: boot }\n",
+        )
+        .unwrap();
+        assert!(!t.node("boot").unwrap().start_with_lab);
+        assert!(t.node("alice").unwrap().start_with_lab);
+        // a node that nothing starts
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  alice: { role: listener, segment: internet, start: false }\nfaults:\n  - { at: 10s, restart: alice }\n");
+        assert_eq!((e.line, e.column), (5, 54), "{e}");
+        assert!(e.message.contains("`alice` has `start: false` and no fault starts it"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("start: alice"), "{e}");
+        // replicas: each one needs its start
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: internet, replicas: 2, start: false }\nfaults:\n  - { at: 10s, start: p-1 }\n");
+        assert!(e.message.contains("`p-2`"), "{e}");
     }
 
     #[test]
