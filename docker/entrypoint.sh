@@ -15,6 +15,14 @@
 #                                argument list, separated by ';', e.g.
 #                                "10.1.0.0/16 via 198.18.0.2;10.2.0.0/16 dev eth1"
 #
+# A key file on the command line (`--key-file PATH` or `--key-file=PATH`): its
+# directory is made (mode 0700) when missing, so that the node can create the
+# key there. When PATH.new-identity exists, PATH and PATH.new-identity are
+# removed first, and one line on stderr says so: the node then makes a new key,
+# a new identity. The p2plab harness leaves that file for a fault with
+# `new_identity: true` (it can write into a stopped container); a plain
+# stop/start/restart keeps the key, as an operator's key file does.
+#
 # Route changes need CAP_NET_ADMIN (`docker run --cap-add NET_ADMIN`). When one
 # of the variables above is set and a change fails, one line naming the variable
 # and its value is printed to stderr and the entrypoint exits 1. When none is
@@ -99,5 +107,30 @@ if [ "$#" -eq 0 ]; then
     echo "$PROG: no command given; usage: docker run [options] IMAGE monitor|listener|dialer [args...]" >&2
     exit 2
 fi
+
+prev=
+for arg in "$@"; do
+    key=
+    case "$arg" in
+        --key-file=*) key=${arg#--key-file=} ;;
+        *) if [ "$prev" = "--key-file" ]; then key=$arg; fi ;;
+    esac
+    prev=$arg
+    [ -n "$key" ] || continue
+    dir=$(dirname -- "$key")
+    if [ ! -d "$dir" ]; then
+        out=$(mkdir -p -m 0700 -- "$dir" 2>&1) || {
+            echo "$PROG: --key-file $key: mkdir $dir failed: $out" >&2
+            exit 1
+        }
+    fi
+    if [ -e "$key.new-identity" ]; then
+        out=$(rm -f -- "$key" "$key.new-identity" 2>&1) || {
+            echo "$PROG: --key-file $key: removing it for a new identity failed: $out" >&2
+            exit 1
+        }
+        echo "$PROG: --key-file $key: removed (new identity asked for)" >&2
+    fi
+done
 
 exec "$@"

@@ -125,6 +125,11 @@ pub fn compose(topo: &Topology, layout: &Layout, image: &str) -> String {
     let _ = writeln!(o, "# Isolation is by routes, not internal networks (those break the NAT routers): no container");
     let _ = writeln!(o, "# has a route out of the lab, and the bridges do not masquerade. Containers get NET_ADMIN");
     let _ = writeln!(o, "# (and /dev/net/tun for VPN ends), never privileged mode or the Docker socket.");
+    let later: Vec<String> = topo.nodes.iter().filter(|n| !n.start_with_lab).map(|n| comment(&n.name)).collect();
+    if !later.is_empty() {
+        let _ = writeln!(o, "# Faults are not in this file. In a p2plab run, {} start only when a fault starts them", later.join(", "));
+        let _ = writeln!(o, "# (`start: false`); here they start with the rest (`stop` and `start` them by hand).");
+    }
     if topo.nodes.iter().any(|n| n.vpn) {
         let _ = writeln!(o, "# The WireGuard keys below are STATIC LAB-ONLY KEYS, published in p2plab's repository:");
         let _ = writeln!(o, "# they protect nothing; never use them outside this lab.");

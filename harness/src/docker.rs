@@ -335,6 +335,14 @@ impl Lab {
 
     /// Creates and starts a container; returns when it runs.
     pub async fn start(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
+        let name = spec.name.clone();
+        self.create(spec).await?;
+        self.start_again(&name).await
+    }
+
+    /// Creates a container and attaches it to its networks, without starting it
+    /// ([`Lab::start_again`] starts it).
+    pub async fn create(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
         let docker = &self.engine.docker;
         let docker_name = self.docker_name(&spec.name);
         let endpoint = |a: &Attach| EndpointSettings {
@@ -398,10 +406,6 @@ impl Lab {
                 .await
                 .map_err(api(format!("attach {} to {}", spec.name, a.network)))?;
         }
-        docker
-            .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(api(format!("start {}", spec.name)))?;
         Ok(())
     }
 
@@ -469,7 +473,19 @@ impl Lab {
             .map_err(api(format!("{signal} {node}")))
     }
 
-    /// Starts a stopped (killed) container again, with its addresses and command.
+    /// Writes a file (mode 0600, owned by root) into `node`'s own filesystem, whether the
+    /// container runs or not: `dir` (which must exist there) gets `name` with `contents`.
+    pub async fn put_file(&self, node: &str, dir: &str, name: &str, contents: &[u8]) -> Result<(), DockerError> {
+        let tar = tar_one_file(name, contents, now_secs()).map_err(|e| DockerError::Other(format!("{node}: {e}")))?;
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(dir).build();
+        self.engine
+            .docker
+            .upload_to_container(self.id(node)?, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(api(format!("write {dir}/{name} in {node}")))
+    }
+
+    /// Starts a stopped (killed) or created container, with its addresses and command.
     pub async fn start_again(&self, node: &str) -> Result<(), DockerError> {
         self.engine
             .docker
@@ -548,6 +564,33 @@ impl Drop for Lab {
         })
         .join();
     }
+}
+
+/// A tar archive (POSIX ustar) holding one regular file, mode 0600, root's, modified at `mtime`:
+/// what the engine's archive endpoint takes to write a file into a container.
+pub fn tar_one_file(name: &str, contents: &[u8], mtime: u64) -> Result<Vec<u8>, String> {
+    if name.is_empty() || name.len() > 100 || name.contains('/') || name.contains('\0') {
+        return Err(format!("`{name}` is not a plain file name of at most 100 bytes"));
+    }
+    let mut h = [0u8; 512];
+    let field = |h: &mut [u8; 512], at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+    field(&mut h, 0, name.as_bytes());
+    field(&mut h, 100, b"0000600\0"); // mode
+    field(&mut h, 108, b"0000000\0"); // uid
+    field(&mut h, 116, b"0000000\0"); // gid
+    field(&mut h, 124, format!("{:011o}\0", contents.len()).as_bytes());
+    field(&mut h, 136, format!("{:011o}\0", mtime & 0o777_7777_7777).as_bytes());
+    field(&mut h, 148, b"        "); // the checksum counts its own field as spaces
+    h[156] = b'0'; // a regular file
+    field(&mut h, 257, b"ustar\0");
+    field(&mut h, 263, b"00");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(contents);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]); // two zero blocks end the archive
+    Ok(out)
 }
 
 fn short_hash(s: &str) -> String {
@@ -638,4 +681,31 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn tar_one_file_is_read_by_tar() {
+        let dir = std::env::temp_dir().join(format!("p2plab-tar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.tar");
+        let body = b"hello\n".repeat(100);
+        std::fs::write(&f, tar_one_file("node.key.new-identity", &body, 1_700_000_000).unwrap()).unwrap();
+        let list = std::process::Command::new("tar").arg("-tvf").arg(&f).output().unwrap();
+        assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+        let l = String::from_utf8_lossy(&list.stdout);
+        assert!(l.starts_with("-rw-------"), "{l}");
+        assert!(l.contains(" 600 ") && l.trim_end().ends_with("node.key.new-identity"), "{l}");
+        let x = std::process::Command::new("tar").arg("-xOf").arg(&f).output().unwrap();
+        assert_eq!(x.stdout, body);
+        std::fs::remove_dir_all(dir).ok();
+        // an empty file, and names that are not plain
+        assert_eq!(tar_one_file("x", b"", 0).unwrap().len(), 512 + 1024);
+        assert!(tar_one_file("a/b", b"", 0).is_err());
+        assert!(tar_one_file("", b"", 0).is_err());
+    }
 }

@@ -61,6 +61,11 @@ pub struct Planned {
     pub ready: Ready,
     /// Published on 127.0.0.1 (compose only): (host port, container port).
     pub publish: Option<(u16, u16)>,
+    /// The node's `--key-file` in its container (monitors without a seed), which a fault with
+    /// `new_identity` removes.
+    pub key_file: Option<String>,
+    /// Started at bring-up; else created then, and started by a `start` fault (`start: false`).
+    pub start_with_lab: bool,
 }
 
 impl Planned {
@@ -207,6 +212,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
             ready: Ready::Line("router_ready"),
             publish: None,
+            key_file: None,
+            start_with_lab: true,
         });
     }
 
@@ -237,6 +244,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
             ready: Ready::Line("vpn_ready"),
             publish: None,
+            key_file: None,
+            start_with_lab: true,
         });
     }
 
@@ -362,6 +371,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             }
             if let Some(seed) = n.seed {
                 cmd.extend([s("--seed"), seed.to_string()]);
+            } else if let Some(k) = n.key_file() {
+                cmd.extend([s("--key-file"), s(k)]);
             }
             if n.upnp {
                 cmd.push(s("--upnp"));
@@ -394,6 +405,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 sysctls: Vec::new(),
                 ready: Ready::Started,
                 publish: (role == Role::Monitor).then_some((METRICS_PORT, METRICS_PORT)),
+                key_file: n.key_file().map(s),
+                start_with_lab: n.start_with_lab,
             });
         }
     }
@@ -490,6 +503,54 @@ nodes:
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn a_monitor_keeps_its_key_in_a_file_unless_it_has_a_seed() {
+        let t = parse(
+            "t.yaml",
+            "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  boot2: { role: monitor, segment: internet, seed: 9 }\n  alice: { role: listener, segment: internet }\n  bob: { role: dialer, segment: internet, count: 1 }\n",
+        )
+        .unwrap();
+        let l = layout(&t, &subnets(&[("internet", "198.18.0.0/24")])).unwrap();
+        let boot = l.get("boot").unwrap();
+        let ip = boot.ip();
+        let other = l.get("boot2").unwrap().ip();
+        let want: Vec<String> = [
+            "monitor", "--name", "boot", "--listen-addr", "0.0.0.0", "--port", "51820", "--transport", "both",
+            "--external-addr", &format!("/ip4/{ip}/tcp/51820"), "--external-addr", &format!("/ip4/{ip}/udp/51820/quic-v1"),
+            "--bootstrap", &format!("/ip4/{other}/tcp/51820"), "--bootstrap", &format!("/ip4/{other}/udp/51820/quic-v1"),
+            "--metrics-addr", "0.0.0.0:9090", "--key-file", "/var/lib/p2plab/node.key",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        assert_eq!(boot.cmd, want);
+        assert_eq!(boot.key_file.as_deref(), Some(crate::topology::KEY_FILE));
+        // a seed wins; peers have no key file (a new identity on every start, as before)
+        let boot2 = l.get("boot2").unwrap();
+        assert!(boot2.cmd.windows(2).any(|w| w == ["--seed", "9"]) && !boot2.cmd.iter().any(|a| a == "--key-file"), "{:?}", boot2.cmd);
+        assert_eq!(boot2.key_file, None);
+        for n in ["alice", "bob"] {
+            assert!(!l.get(n).unwrap().cmd.iter().any(|a| a == "--key-file"), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_node_not_started_with_the_lab_is_planned_all_the_same() {
+        let t = parse(
+            "t.yaml",
+            "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet, start: false }\n  alice: { role: listener, segment: internet }\nfaults:\n  - { at: 5s, start: boot }\n",
+        )
+        .unwrap();
+        let l = layout(&t, &subnets(&[("internet", "198.18.0.0/24")])).unwrap();
+        let boot = l.get("boot").unwrap();
+        assert!(!boot.start_with_lab);
+        assert_eq!(boot.ip(), "198.18.0.2".parse::<Ipv4Addr>().unwrap());
+        let alice = l.get("alice").unwrap();
+        assert!(alice.start_with_lab);
+        // the peers bootstrap from it all the same: its address is known from the start
+        assert!(alice.cmd.contains(&"/ip4/198.18.0.2/tcp/51820".to_string()), "{:?}", alice.cmd);
     }
 
     #[test]

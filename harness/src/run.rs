@@ -21,7 +21,7 @@ use crate::{
     expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
     layout::{layout, Kind, Layout, Planned, Ready},
     plan,
-    topology::{Action, Impair, Topology, Trigger},
+    topology::{Action, Impair, Topology, Trigger, NEW_IDENTITY_SUFFIX},
 };
 
 /// How to run.
@@ -386,7 +386,7 @@ async fn bring_up(
         subnets.insert(seg.name.clone(), net);
     }
     let lay = layout(topo, &subnets)?;
-    let total = lay.containers.len();
+    let total = lay.containers.iter().filter(|p| p.start_with_lab).count();
     if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit)) {
         st.step(format!("WARNING: {w}"));
     }
@@ -400,6 +400,12 @@ async fn bring_up(
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
         for p in &members {
+            if !p.start_with_lab {
+                // `start: false`: it gets its addresses now, and a `start` fault starts it
+                lab.create(spec(p, &opts.image)).await?;
+                st.step(format!("{}: created, not started (a fault starts it)", p.name));
+                continue;
+            }
             // a stacked router needs its uplink router ready first
             if p.kind == Kind::Router {
                 lab.start(spec(p, &opts.image)).await?;
@@ -414,7 +420,7 @@ async fn bring_up(
                 lab.follow(&p.name, tx.clone())?;
             }
         }
-        for p in members.iter().filter(|p| p.kind != Kind::Router) {
+        for p in members.iter().filter(|p| p.kind != Kind::Router && p.start_with_lab) {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             if let Some(pr) = &st.progress {
@@ -510,6 +516,31 @@ fn impair_cmd(wan_ip: std::net::Ipv4Addr, i: &Impair) -> String {
     format!("wan=$(ip -o -4 addr show | awk '$4 ~ /^{wan_ip}\\// {{print $2}}'); [ -n \"$wan\" ] && p2plab-impair \"$wan\"{args}")
 }
 
+/// Starts (or restarts) a node and follows its log again. With `new_identity`, its key file goes
+/// first: the harness leaves `<key file>.new-identity` next to it (the engine writes files into
+/// stopped containers too), and the image's entrypoint removes both before the node starts, so
+/// the node makes a new key: a new identity at the same address.
+async fn bring_back(
+    lab: &Lab,
+    lay: &Layout,
+    node: &str,
+    new_identity: bool,
+    restart: bool,
+    tx: &mpsc::UnboundedSender<LogLine>,
+) -> Result<(), String> {
+    if new_identity {
+        let key = lay.get(node).and_then(|p| p.key_file.clone()).ok_or_else(|| format!("{node} has no key file"))?;
+        if !restart && lab.running(node).await {
+            return Err(format!("{node} is running: `start` brings back a stopped node (`restart` a running one)"));
+        }
+        let (dir, file) = key.rsplit_once('/').ok_or_else(|| format!("{node}: key file {key} has no directory"))?;
+        lab.put_file(node, dir, &format!("{file}{NEW_IDENTITY_SUFFIX}"), b"").await.map_err(|e| e.to_string())?;
+    }
+    let r = if restart { lab.restart(node).await } else { lab.start_again(node).await };
+    r.map_err(|e| e.to_string())?;
+    lab.follow(node, tx.clone()).map_err(|e| e.to_string())
+}
+
 async fn apply(
     lab: &Lab,
     topo: &Topology,
@@ -524,14 +555,8 @@ async fn apply(
     let res: Result<(), String> = match action {
         Action::Kill(n) => lab.signal(n, "SIGKILL").await.map_err(|e| e.to_string()),
         Action::Stop(n) => lab.signal(n, "SIGTERM").await.map_err(|e| e.to_string()),
-        Action::Start(n) => match lab.start_again(n).await {
-            Ok(()) => lab.follow(n, tx.clone()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-        Action::Restart(n) => match lab.restart(n).await {
-            Ok(()) => lab.follow(n, tx.clone()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
+        Action::Start { node, new_identity } => bring_back(lab, lay, node, *new_identity, false, tx).await,
+        Action::Restart { node, new_identity } => bring_back(lab, lay, node, *new_identity, true, tx).await,
         Action::Pause(n) => lab.pause(n).await.map_err(|e| e.to_string()),
         Action::Unpause(n) => lab.unpause(n).await.map_err(|e| e.to_string()),
         Action::Partition(t) => {

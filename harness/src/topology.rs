@@ -178,6 +178,8 @@ struct RawNode {
     seed: Option<u64>,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    start: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +213,8 @@ struct RawFault {
     flush_nat: Option<S<String>>,
     #[serde(default)]
     impair: Option<S<RawImpairFault>>,
+    #[serde(default)]
+    new_identity: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,7 +460,28 @@ pub struct Node {
     pub upnp: bool,
     pub seed: Option<u64>,
     pub args: Vec<String>,
+    /// Started with the lab (`start: true`, the default), or only by a `start` fault.
+    pub start_with_lab: bool,
     pub line: u64,
+}
+
+/// Where a monitor keeps its key in its container (`--key-file`): on the container's own
+/// filesystem, so that it survives stop, start and restart, as an operator's key file does.
+pub const KEY_FILE: &str = "/var/lib/p2plab/node.key";
+/// A file named like the key file plus this, next to it, asks the image's entrypoint to remove
+/// both before the node starts (`new_identity: true` on a `start` or `restart` fault).
+pub const NEW_IDENTITY_SUFFIX: &str = ".new-identity";
+
+impl Node {
+    /// The node's `--key-file`, if the harness gives it one: monitors without a `seed` (and
+    /// without `--seed` or `--key-file` of their own in `args`). Listeners and dialers have none:
+    /// unless they have a seed, every start gives them a new identity.
+    pub fn key_file(&self) -> Option<&'static str> {
+        let own = self.args.iter().any(|a| {
+            ["--seed", "--key-file"].iter().any(|f| a == f || a.strip_prefix(f).is_some_and(|r| r.starts_with('=')))
+        });
+        (self.role == Role::Monitor && self.seed.is_none() && !own).then_some(KEY_FILE)
+    }
 }
 
 /// A condition over the merged event timeline: what expectations assert and what faults wait for.
@@ -568,10 +593,11 @@ pub enum Action {
     Kill(String),
     /// SIGTERM: the node stops cleanly.
     Stop(String),
-    /// Start a killed or stopped node again.
-    Start(String),
-    /// Restart the container (same addresses, same key when the node has a seed).
-    Restart(String),
+    /// Start a killed, stopped or not yet started node (same addresses and command). A monitor
+    /// keeps its identity (its key file) unless `new_identity` removes the key first.
+    Start { node: String, new_identity: bool },
+    /// Restart the container (SIGTERM, then start), as `Start` for the identity.
+    Restart { node: String, new_identity: bool },
     Pause(String),
     Unpause(String),
     /// Cut a LAN segment off its uplink (on its router) or a node off every peer.
@@ -591,8 +617,8 @@ impl Action {
         match self {
             Action::Kill(n) => format!("kill {n}"),
             Action::Stop(n) => format!("stop {n}"),
-            Action::Start(n) => format!("start {n}"),
-            Action::Restart(n) => format!("restart {n}"),
+            Action::Start { node, new_identity } => format!("start {node}{}", if *new_identity { " with a new identity" } else { "" }),
+            Action::Restart { node, new_identity } => format!("restart {node}{}", if *new_identity { " with a new identity" } else { "" }),
             Action::Pause(n) => format!("pause {n}"),
             Action::Unpause(n) => format!("unpause {n}"),
             Action::Partition(n) => format!("partition {n}"),
@@ -609,7 +635,7 @@ impl Action {
     /// What undoes this action after `for:`, if anything does.
     pub fn undo(&self) -> Option<Action> {
         match self {
-            Action::Kill(n) | Action::Stop(n) => Some(Action::Start(n.clone())),
+            Action::Kill(n) | Action::Stop(n) => Some(Action::Start { node: n.clone(), new_identity: false }),
             Action::Pause(n) => Some(Action::Unpause(n.clone())),
             Action::Partition(n) => Some(Action::Heal(n.clone())),
             Action::PartitionGroups(_) => Some(Action::Heal("all".into())),
@@ -1033,6 +1059,8 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
     }
     let mut nodes: Vec<Node> = Vec::new();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // nodes with `start: false`, and where that is written
+    let mut not_started: Vec<(String, Location)> = Vec::new();
     let router_names: Vec<String> = segments.iter().filter_map(|s| s.0.router_name()).collect();
     for (name, n) in &raw.nodes.value {
         if !valid_name(&name.value) {
@@ -1088,6 +1116,9 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
                 return Err(cx.err(name.referenced, format!("replica `{inst}` of `{}` clashes with the node of that name", name.value), None));
             }
         }
+        if let Some(st) = v.start.as_ref().filter(|s| !s.value) {
+            not_started.extend(names.iter().map(|n| (n.clone(), st.referenced)));
+        }
         for (i, inst) in names.iter().enumerate() {
             nodes.push(Node {
                 name: inst.clone(),
@@ -1105,6 +1136,7 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
                 upnp: v.upnp,
                 seed: v.seed.map(|s| s + i as u64),
                 args: v.args.clone(),
+                start_with_lab: v.start.as_ref().is_none_or(|s| s.value),
                 line: name.referenced.line(),
             });
         }
@@ -1146,6 +1178,16 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
     for f in &raw.faults {
         let fault = fault(cx, &topo, f)?;
         topo.faults.push(fault);
+    }
+    // a node not started with the lab needs a fault that starts it
+    for (n, at) in &not_started {
+        if !topo.faults.iter().any(|f| matches!(&f.action, Action::Start { node, .. } if node == n)) {
+            return Err(cx.err(
+                *at,
+                format!("node `{n}` has `start: false` and no fault starts it"),
+                hint(format!("add a fault such as `{{ at: 10s, start: {n} }}`, or drop `start: false`")),
+            ));
+        }
     }
     Ok(topo)
 }
@@ -1373,11 +1415,12 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     if let Some(s) = &v.stop {
         actions.push(Action::Stop(node(s)?));
     }
+    let new_identity = v.new_identity.as_ref().is_some_and(|b| b.value);
     if let Some(s) = &v.start {
-        actions.push(Action::Start(node(s)?));
+        actions.push(Action::Start { node: node(s)?, new_identity });
     }
     if let Some(s) = &v.restart {
-        actions.push(Action::Restart(node(s)?));
+        actions.push(Action::Restart { node: node(s)?, new_identity });
     }
     if let Some(s) = &v.pause {
         actions.push(Action::Pause(node(s)?));
@@ -1438,11 +1481,55 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
         ));
     }
     let action = actions.remove(0);
+    if let Some(ni) = &v.new_identity {
+        new_identity_of(cx, topo, ni, &action)?;
+    }
     let duration_ = v.for_.as_ref().map(|d| duration(cx, d, "for")).transpose()?;
     if let (Some(d), None) = (&v.for_, action.undo()) {
         return Err(cx.err(d.referenced, format!("for: `{}` cannot be undone after a while", action.label()), hint("`for` works with kill, stop, pause, partition and impair")));
     }
     Ok(Fault { trigger, action, duration: duration_, line: f.referenced.line() })
+}
+
+/// Checks `new_identity` on a fault: only `start` and `restart` bring a node back, and only a
+/// node with a key file (a monitor without a `seed`) has an identity to renew.
+fn new_identity_of(cx: &Ctx<'_>, topo: &Topology, ni: &S<bool>, action: &Action) -> Result<(), TopologyError> {
+    let target = match action {
+        Action::Start { node, .. } | Action::Restart { node, .. } => node,
+        other => {
+            return Err(cx.err(
+                ni.referenced,
+                format!("new_identity: only `start` and `restart` bring a node back (this fault is `{}`)", other.label()),
+                hint("e.g. `{ at: 30s, restart: boot, new_identity: true }`"),
+            ))
+        }
+    };
+    if !ni.value {
+        return Ok(());
+    }
+    let Some(n) = topo.node(target) else { return Ok(()) };
+    if n.seed.is_some() {
+        return Err(cx.err(
+            ni.referenced,
+            format!("new_identity: `{target}` has a `seed`, which fixes its identity"),
+            hint("drop `seed` from the node, or `new_identity` from the fault"),
+        ));
+    }
+    if n.role != Role::Monitor {
+        return Err(cx.err(
+            ni.referenced,
+            format!("new_identity: `{target}` is a {}: it has no key file and comes back with a new identity on every start already", n.role.as_str()),
+            hint("only monitors keep their identity (a key file); a `seed` gives a peer a fixed one"),
+        ));
+    }
+    if n.key_file().is_none() {
+        return Err(cx.err(
+            ni.referenced,
+            format!("new_identity: `{target}` sets its identity itself in `args` (--seed or --key-file)"),
+            hint("drop that flag from `args` to let the harness keep its key file"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1597,6 +1684,67 @@ expect:
     fn port_forward_needs_a_node_on_its_lan() {
         let e = err("name: x\nsegments:\n  internet: {}\n  lan: { nat: port-forward, forward: [{ port: 4001, to: boot }] }\nnodes:\n  boot: { role: monitor, segment: internet }\n");
         assert!(e.message.contains("not on this router's LAN"), "{e}");
+    }
+
+    const IDENTITY: &str = "name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  seeded: { role: monitor, segment: internet, seed: 3 }\n  alice: { role: listener, segment: internet }\nfaults:\n";
+
+    #[test]
+    fn new_identity_on_start_and_restart() {
+        let t = parse("t.yaml", &format!("{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: true }}\n  - {{ at: 9s, stop: boot }}\n  - {{ at: 12s, start: boot, new_identity: true }}\n  - {{ at: 15s, restart: boot, new_identity: false }}\n  - {{ at: 20s, kill: boot, for: 2s }}\n")).unwrap();
+        assert_eq!(t.faults[0].action, Action::Restart { node: "boot".into(), new_identity: true });
+        assert_eq!(t.faults[2].action, Action::Start { node: "boot".into(), new_identity: true });
+        assert_eq!(t.faults[3].action, Action::Restart { node: "boot".into(), new_identity: false });
+        assert_eq!(t.faults[0].action.label(), "restart boot with a new identity");
+        assert_eq!(t.faults[3].action.label(), "restart boot");
+        // a kill undone after a while comes back with the identity it had
+        assert_eq!(t.faults[4].action.undo(), Some(Action::Start { node: "boot".into(), new_identity: false }));
+        // the key file: unseeded monitors only
+        assert_eq!(t.node("boot").unwrap().key_file(), Some(KEY_FILE));
+        assert_eq!(t.node("seeded").unwrap().key_file(), None);
+        assert_eq!(t.node("alice").unwrap().key_file(), None);
+    }
+
+    #[test]
+    fn new_identity_on_a_seeded_node_is_an_error_at_its_place() {
+        let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: seeded, new_identity: true }}\n"));
+        assert_eq!((e.line, e.column), (8, 46), "{e}");
+        assert!(e.message.contains("`seeded` has a `seed`"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:8:46: new_identity:"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("drop `seed`"), "{e}");
+    }
+
+    #[test]
+    fn new_identity_needs_start_or_restart_of_a_monitor_with_a_key_file() {
+        let e = err(&format!("{IDENTITY}  - {{ at: 5s, kill: boot, new_identity: true }}\n"));
+        assert!(e.message.contains("only `start` and `restart`") && e.message.contains("kill boot"), "{e}");
+        assert_eq!(e.line, 8);
+        let e = err(&format!("{IDENTITY}  - {{ at: 5s, stop: boot, for: 3s, new_identity: true }}\n"));
+        assert!(e.message.contains("only `start` and `restart`"), "{e}");
+        let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: alice, new_identity: true }}\n"));
+        assert!(e.message.contains("`alice` is a listener") && e.message.contains("new identity on every start already"), "{e}");
+        let e = err(&(IDENTITY.replace("boot: { role: monitor, segment: internet }", "boot: { role: monitor, segment: internet, args: [\"--seed=4\"] }") + "  - { at: 5s, restart: boot, new_identity: true }\n"));
+        assert!(e.message.contains("in `args`"), "{e}");
+        let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: yes-please }}\n"));
+        assert_eq!(e.line, 8, "{e}");
+    }
+
+    #[test]
+    fn a_node_may_start_later_by_a_fault() {
+        let t = parse(
+            "t.yaml",
+            "name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet, start: false }\n  alice: { role: listener, segment: internet, start: true }\nfaults:\n  - { at: 10s, start: boot }\n",
+        )
+        .unwrap();
+        assert!(!t.node("boot").unwrap().start_with_lab);
+        assert!(t.node("alice").unwrap().start_with_lab);
+        // a node that nothing starts
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  alice: { role: listener, segment: internet, start: false }\nfaults:\n  - { at: 10s, restart: alice }\n");
+        assert_eq!((e.line, e.column), (5, 54), "{e}");
+        assert!(e.message.contains("`alice` has `start: false` and no fault starts it"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("start: alice"), "{e}");
+        // replicas: each one needs its start
+        let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: internet, replicas: 2, start: false }\nfaults:\n  - { at: 10s, start: p-1 }\n");
+        assert!(e.message.contains("`p-2`"), "{e}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn every_shipped_topology_validates() {
             n += 1;
         }
     }
-    assert!(n >= 8, "expected the 8 shipped topologies, found {n}");
+    assert!(n >= 13, "expected the 13 shipped topologies, found {n}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,4 +98,19 @@ async fn port_forward() {
 #[tokio::test(flavor = "multi_thread")]
 async fn faults() {
     run_topology("faults.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_lan() {
+    run_topology("one-lan.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_late() {
+    run_topology("bootstrap-late.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_new_identity() {
+    run_topology("bootstrap-new-identity.yaml").await;
 }
