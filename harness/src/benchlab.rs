@@ -97,11 +97,11 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
             "The runner builds a lab of a monitor and two peers, each behind its own `home` NAT (endpoint-independent mapping, address-and-port-dependent filtering), {} times from nothing. \
              From the dialer's start to its first ack over a direct connection, and from the first relayed connection to the first direct one (DCUtR). \
              The baseline is the first relayed connection (the first path there is). Success: the direct path came up and 5 of 5 messages were acked within 60 s. \
-             The listener first waits for AutoNAT's verdict (`--reachability-timeout`, default 10 s) before it reserves a relay slot; that wait dominates.",
+             The listener reserves its relay slot as soon as it is connected to the monitor, and announces its relayed address at most 600 ms after its start (it first gives AutoNAT that long to find it public).",
             opts.direct_repeats)),
         g("discovery", "4. Discovery after join", format!(
-            "A monitor and N−1 listeners in one namespace, all announced; then {} dialers join one after the other, each timed from its `started` to the `discovered` of the last of the N−1 listeners (Kademlia provider lookup plus one peer record per member). Ratios are over the namespace of 2.",
-            opts.pick(5, 3))),
+            "A monitor and N−1 listeners in one namespace, all announced; then {} dialers join one after the other, each timed from its `started` to the `discovered` of the last of the N−1 listeners (Kademlia provider lookup plus one signed peer record per member). Ratios are over the namespace of 2.",
+            opts.pick(20, 3))),
         g("labs", "5. Lab bring-up and teardown", format!(
             "The runner (`p2plab run`) brings up a flat lab of one monitor and N−1 listeners (one container each, N in all) until every node has started, waits until every listener has bootstrapped, reads each container's memory (`docker stats`: usage less inactive file cache), and tears the lab down. {} runs per size. Ratios are over the 5-container lab.",
             opts.pick(3, 1))),
@@ -549,7 +549,8 @@ async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
 
 async fn discovery(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "discovery";
-    let joiners = opts.pick(5, 3);
+    // Enough joiners that a p95 means something.
+    let joiners = opts.pick(20, 3);
     let mut figures = Vec::new();
     for n in [2usize, 10, 50] {
         progress(format!("discovery: namespace of {n}: {} listeners, then {joiners} joiners", n - 1));

@@ -438,8 +438,12 @@ impl Node {
                 self.emit(Event::BootstrapChanged { addr, old, new });
             }
             bootstrap::Action::Join { rejoin } => {
-                if self.join_query.is_some() {
-                    return;
+                // A join still running (its bucket refreshes can take long) was started before
+                // this (re)connection: end it, so this join reports and re-announces.
+                if let Some((q, _)) = self.join_query.take() {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&q) {
+                        q.finish();
+                    }
                 }
                 match self.swarm.behaviour_mut().kad.bootstrap() {
                     Ok(q) => self.join_query = Some((q, false)),
@@ -823,10 +827,10 @@ impl Node {
             let relayed_only = direct_to(&self.conns).is_none();
             let lan = self.lan.identified(peer, relayed_only, &info.listen_addrs, now);
             if !lan.is_empty() {
-                tracing::info!(%peer, ?lan, "peer on our LAN: dialing it directly");
+                tracing::info!(%peer, ?lan, "relayed peer with a LAN or public address: dialing it directly");
                 let opts = DialOpts::peer_id(peer).addresses(lan).condition(PeerCondition::Always).build();
                 if let Err(e) = self.swarm.dial(opts) {
-                    tracing::debug!(%peer, "LAN dial: {e}");
+                    tracing::debug!(%peer, "direct dial: {e}");
                 }
             }
         }

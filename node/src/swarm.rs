@@ -286,14 +286,7 @@ pub fn build(
             }
         })
         .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(idle)
-                // Every protocol we open a stream for is the only one offered on that stream, so
-                // the dialer may send its data right behind the protocol name instead of waiting
-                // a round trip for the echo (multistream-select V1 "lazy"): one round trip less
-                // per message. Listeners accept both forms.
-                .with_substream_upgrade_protocol_override(Version::V1Lazy)
-        })
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
 }

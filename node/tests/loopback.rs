@@ -256,3 +256,70 @@ fn metrics_health_and_status_over_http() {
         assert!(std::time::Instant::now() < deadline, "status never showed 3 messages: {body}");
     }
 }
+
+/// Polls `/health` until it answers `code`, on a deadline.
+fn health_becomes(http: std::net::SocketAddr, code: u16, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (got, _) = http_get(http, "/health");
+        if got == code {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "/health stayed {got}, never {code}");
+        // The endpoint is the thing waited on: poll it until the deadline.
+    }
+}
+
+/// The only bootstrap node dies and is redeployed at the same address with a new identity: a
+/// listener that knew the old one joins the new one (`bootstrap_changed`, no "Unexpected peer
+/// ID" forever), re-announces, and a dialer that starts afterwards finds it. `/health` is 503 while
+/// the bootstrap node is gone and 200 again once the listener has re-announced.
+#[test]
+fn a_bootstrap_node_redeployed_with_a_new_identity_is_joined_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let flags = ["--port", port.as_str(), "--transport", "tcp", "--metrics-addr", "off"];
+    let mut boot = NodeProc::spawn("monitor", "boot", &flags);
+    let old = boot.peer_id();
+    let b = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut alice = NodeProc::spawn(
+        "listener",
+        "alice",
+        &["--bootstrap", &b, "--namespace", "redeploy", "--transport", "tcp", "--metrics-addr", "127.0.0.1:0"],
+    );
+    let a = alice.peer_id();
+    let http = match alice.wait_event("http_listening", SECS(20), |e| matches!(e, Event::HttpListening { .. })) {
+        Event::HttpListening { addr } => addr,
+        _ => unreachable!(),
+    };
+    alice.wait_event("announced", SECS(30), |e| matches!(e, Event::Announced { .. }));
+    health_becomes(http, 200, SECS(10));
+
+    boot.kill();
+    health_becomes(http, 503, SECS(20));
+
+    let mut boot2 = NodeProc::spawn("monitor", "boot2", &flags);
+    let new = boot2.peer_id();
+    assert_ne!(old, new);
+    alice.wait_event("bootstrap_changed", SECS(40), |e| {
+        matches!(e, Event::BootstrapChanged { old: o, new: n, .. } if *o == old && *n == new)
+    });
+    alice.wait_for("a second announcement", SECS(30), |evs| {
+        (evs.iter().filter(|l| matches!(l.event, Event::Announced { .. })).count() >= 2).then_some(())
+    });
+    health_becomes(http, 200, SECS(10));
+
+    let mut bob = NodeProc::spawn(
+        "dialer",
+        "bob",
+        &["--bootstrap", &b, "--namespace", "redeploy", "--transport", "tcp", "--count", "3", "--interval", "100"],
+    );
+    bob.wait_for("3 acks from alice", SECS(30), |evs| (acks_to(evs, &a).len() >= 3).then_some(()));
+    assert!(failures(&bob.seen()).is_empty());
+    let unexpected = alice
+        .seen()
+        .iter()
+        .filter(|e| matches!(e, Event::BootstrapRetry { error, .. } if error.contains("Unexpected peer ID")))
+        .count();
+    assert_eq!(unexpected, 0, "the old identity locked the listener out");
+    boot2.terminate(SECS(2));
+}

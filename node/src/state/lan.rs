@@ -1,4 +1,4 @@
-//! Peers on the same LAN: a direct connection over the LAN instead of the relay.
+//! Relayed peers: a direct connection over the LAN, or to a public address, instead of the relay.
 //!
 //! Two peers behind one home NAT meet through the relay (their records name relayed addresses
 //! only). DCUtR then tries their public address, which works only when the router hairpins, and
@@ -25,7 +25,15 @@ pub const RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct Lan {
     local: Vec<IpAddr>,
-    tried: HashMap<PeerId, Instant>,
+    tried: HashMap<(PeerId, Multiaddr), Instant>,
+}
+
+/// An address anyone may try to reach: not private, loopback, link-local or unspecified.
+fn public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_loopback() || a.is_unspecified() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80),
+    }
 }
 
 fn ip_of(a: &Multiaddr) -> Option<IpAddr> {
@@ -60,23 +68,30 @@ impl Lan {
     /// `peer` told us its listen addresses. `relayed_only`: our connections to it are all relayed.
     /// Returns the addresses to dial directly (empty when none, or tried recently).
     pub fn identified(&mut self, peer: PeerId, relayed_only: bool, listen_addrs: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
-        if !relayed_only || self.tried.get(&peer).is_some_and(|t| now < *t + RETRY) {
+        if !relayed_only {
             return Vec::new();
         }
-        let out: Vec<Multiaddr> = listen_addrs
-            .iter()
-            .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
-            .filter(|a| ip_of(a).is_some_and(|ip| self.local.iter().any(|l| same_lan(*l, ip))))
-            .cloned()
-            .collect();
-        if !out.is_empty() {
-            self.tried.insert(peer, now);
+        let mut out = Vec::new();
+        for a in listen_addrs {
+            if a.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+                continue;
+            }
+            let Some(ip) = ip_of(a) else { continue };
+            if !(public(ip) || self.local.iter().any(|l| same_lan(*l, ip))) {
+                continue;
+            }
+            let key = (peer, a.clone());
+            if self.tried.get(&key).is_some_and(|t| now < *t + RETRY) {
+                continue;
+            }
+            self.tried.insert(key, now);
+            out.push(a.clone());
         }
         out
     }
 
     pub fn forget(&mut self, peer: &PeerId) {
-        self.tried.remove(peer);
+        self.tried.retain(|(p, _), _| p != peer);
     }
 }
 
@@ -89,7 +104,7 @@ mod tests {
     }
 
     #[test]
-    fn dials_a_relayed_peers_address_on_our_lan_only() {
+    fn dials_a_relayed_peers_lan_and_public_addresses_not_foreign_lans() {
         let t0 = Instant::now();
         let mut lan = Lan::default();
         lan.listening(&a("/ip4/192.168.1.10/tcp/4001"));
@@ -106,10 +121,13 @@ mod tests {
         assert!(lan.identified(peer, false, &theirs, t0).is_empty(), "already direct");
         assert_eq!(
             lan.identified(peer, true, &theirs, t0),
-            [a("/ip4/192.168.1.20/tcp/4002"), a("/ip4/192.168.1.20/udp/4002/quic-v1")]
+            [a("/ip4/192.168.1.20/tcp/4002"), a("/ip4/192.168.1.20/udp/4002/quic-v1"), a("/ip4/198.18.0.7/tcp/4002")]
         );
         assert!(lan.identified(peer, true, &theirs, t0 + Duration::from_secs(1)).is_empty(), "tried recently");
-        assert_eq!(lan.identified(peer, true, &theirs, t0 + RETRY).len(), 2);
+        // A public address confirmed later (an identify push) is tried at once.
+        let later = [a("/ip4/198.18.0.9/tcp/4002")];
+        assert_eq!(lan.identified(peer, true, &later, t0 + Duration::from_secs(1)), later);
+        assert_eq!(lan.identified(peer, true, &theirs, t0 + RETRY).len(), 3);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - [`announce`]: a listener's announcements in its namespace.
 //! - [`discover`]: a dialer's lookups of its namespace, without a fixed cadence.
 //! - [`traffic`]: a dialer's messages to every member, over [`crate::messaging`].
-//! - [`lan`]: direct connections to peers on the same LAN, found over a relayed connection.
+//! - [`lan`]: direct connections to relayed peers on the same LAN or with a public address.
 
 pub mod announce;
 pub mod bootstrap;
