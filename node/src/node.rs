@@ -427,7 +427,11 @@ impl Node {
             bootstrap::Action::Connected { peer, addr } => {
                 // AutoNAT asks the bootstrap nodes only: a neighbour on the same LAN would confirm
                 // a private address that nobody outside can dial (see swarm.rs, `use_connected`).
-                self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
+                // A monitor is public by role, and a peer whose command line decided its
+                // reachability has nothing to learn: neither asks for dial-backs.
+                if self.reach.as_ref().is_some_and(Reach::wants_probes) {
+                    self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
+                }
             }
             bootstrap::Action::IdentityChanged { addr, old, new } => {
                 tracing::warn!(%addr, %old, %new, "bootstrap node has a new identity");

@@ -214,6 +214,9 @@ pub fn build(
             kad_cfg
                 .set_query_timeout(Duration::from_secs(15))
                 .set_record_ttl(Some(Duration::from_secs(600)))
+                // No caching of found records at the closest peer that lacked them: one more
+                // write per lookup, for records that are re-announced every 30 s anyway.
+                .set_caching(kad::Caching::Disabled)
                 .set_provider_record_ttl(Some(Duration::from_secs(600)))
                 .set_publication_interval(None)
                 .set_provider_publication_interval(None)

@@ -119,6 +119,12 @@ impl Reach {
         })
     }
 
+    /// Whether AutoNAT can change anything: not when the command line decided (`--external-addr`,
+    /// `--relay always`, `--no-direct`); then the node asks nobody for probes.
+    pub fn wants_probes(&self) -> bool {
+        self.reachability == Reachability::Unknown || self.upnp != Upnp::Off
+    }
+
     pub fn reachability(&self) -> Reachability {
         self.reachability
     }
