@@ -675,9 +675,21 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
         .await
         .map_err(api("list networks"))?;
     for n in networks.iter().filter_map(|n| n.id.clone()) {
-        match docker.remove_network(&n).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(api("remove network")(e)),
+        // The engine (20.10) may still hold a removed container's endpoint for a moment and refuse
+        // with 403 "has active endpoints": try again, with backoff, for up to 10 s.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut wait = std::time::Duration::from_millis(50);
+        loop {
+            match docker.remove_network(&n).await {
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => break,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, ref message })
+                    if message.contains("active endpoints") && tokio::time::Instant::now() + wait < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(api("remove network")(e)),
+            }
         }
     }
     Ok(())
