@@ -908,11 +908,24 @@ impl Node {
         if reported {
             return;
         }
+        let routing_table = self.routing_table_size();
         match result {
-            Ok(()) => {
+            Err(message) if routing_table == 0 => {
+                self.boot.join_failed(now);
+                self.emit(Event::Error { context: "bootstrap".into(), message });
+            }
+            result => {
+                // A self-lookup that timed out (dead peers in the bootstrap node's table answer
+                // nothing for seconds) still put us in the DHT if it filled the routing table:
+                // waiting for a clean one would hold announcements and lookups back for good.
+                if let Err(message) = result {
+                    self.emit(Event::Error {
+                        context: "bootstrap".into(),
+                        message: format!("{message} (joined anyway: {routing_table} peers in the routing table)"),
+                    });
+                }
                 self.bootstrapped = true;
                 let peer = self.boot.first_connected().unwrap_or(self.local);
-                let routing_table = self.routing_table_size();
                 self.emit(Event::Bootstrapped { peer, routing_table });
                 if let Some(r) = &mut self.reach {
                     r.joined(now);
@@ -923,10 +936,6 @@ impl Node {
                 if let Some(d) = &mut self.discoverer {
                     d.joined(now);
                 }
-            }
-            Err(message) => {
-                self.boot.join_failed(now);
-                self.emit(Event::Error { context: "bootstrap".into(), message });
             }
         }
     }
