@@ -240,7 +240,7 @@ impl Node {
                 reach::Policy {
                     relay: p.relay,
                     no_direct: p.no_direct,
-                    external_addr: (!cfg.common.external_addrs.is_empty()).then_some(()),
+                    external_addr: !cfg.common.external_addrs.is_empty(),
                     timeout: p.reachability_timeout,
                     upnp: cfg.common.upnp,
                 },

@@ -65,7 +65,7 @@ pub struct Policy {
     pub relay: RelayMode,
     pub no_direct: bool,
     /// `--external-addr` given: public by flag.
-    pub external_addr: Option<()>,
+    pub external_addr: bool,
     pub timeout: Duration,
     pub upnp: bool,
 }
@@ -102,7 +102,7 @@ impl Reach {
             retry_at: HashMap::new(),
             actions: VecDeque::new(),
         };
-        if policy.external_addr.is_some() && !policy.no_direct && policy.relay != RelayMode::Always {
+        if policy.external_addr && !policy.no_direct && policy.relay != RelayMode::Always {
             r.reachability = Reachability::Public;
         } else if policy.relay == RelayMode::Always || (policy.no_direct && policy.relay != RelayMode::Never) {
             r.reachability = Reachability::Private;
@@ -309,7 +309,7 @@ mod tests {
     use super::*;
 
     fn policy(relay: RelayMode) -> Policy {
-        Policy { relay, no_direct: false, external_addr: None, timeout: Duration::from_secs(10), upnp: false }
+        Policy { relay, no_direct: false, external_addr: false, timeout: Duration::from_secs(10), upnp: false }
     }
 
     fn drain(r: &mut Reach) -> Vec<Action> {
@@ -388,7 +388,7 @@ mod tests {
     fn public_by_flag_does_not_reserve() {
         let t0 = Instant::now();
         let mut p = policy(RelayMode::Auto);
-        p.external_addr = Some(());
+        p.external_addr = true;
         let mut r = Reach::new(p, t0);
         assert!(matches!(r.flag_event(Some(relay_addr())), Some(Event::Reachability { status: Reachability::Public, addr: Some(_), .. })));
         r.relay_available(PeerId::random(), relay_addr(), t0);
