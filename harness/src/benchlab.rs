@@ -4,7 +4,7 @@
 //!
 //! Groups (ids as in `--only`):
 //! - `rtt`: one flat segment; the same two containers measure a raw TCP ping-pong, the node's
-//!   request-response over a direct connection, and over the monitor's relay, at 64 B, 4 KiB
+//!   acked messages over a direct connection, and over the monitor's relay, at 64 B, 4 KiB
 //!   and 64 KiB.
 //! - `throughput`: the same two containers; one stream, raw TCP vs libp2p over TCP and QUIC.
 //! - `direct`: the home-NAT lab run again and again by the runner: time to direct, success.
@@ -86,7 +86,7 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
         g("rtt", "1. Message round trip", format!(
             "Two containers on one lab segment (a veth bridge, no impairment). Each figure is {rtt_n} round trips after 10 of warm-up, one every 10 ms. \
              *Raw TCP*: a ping of the payload size answered by an 8-byte ack on one connection with TCP_NODELAY (`bench rtt`). \
-             *libp2p direct*: the node's own request-response (a dialer's `message_acked.rtt_ms`, `bench p2p-rtt`) to a listener in the other container, over a direct TCP connection (noise, yamux, one stream per message). \
+             *libp2p direct*: the node's own acked messages (a dialer's `message_acked.rtt_ms`, `bench p2p-rtt`) to a listener in the other container, over a direct TCP connection (noise, yamux, `/p2plab/msg/2.0.0`: one stream per connection, acked by the receiver's connection handler). \
              *libp2p relayed*: the same to a listener reachable only through the monitor's relay (circuit relay v2, both peers `--no-direct`); the relay is a third container on the same segment. \
              Ratios are medians over the raw TCP median.")),
         g("throughput", "2. Throughput of one stream", format!(
@@ -447,11 +447,11 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             let raw_id = format!("rtt.raw_tcp.{id}");
             figures.push(Figure::new(&raw_id, "rtt", format!("raw TCP ping-pong, {sl}"), "ms", Better::Lower, f64s(&raw["samples_ms"])));
             let other = |v: &Value| v["other_path"].as_u64().unwrap_or(0);
-            let mut fd = Figure::new(format!("rtt.libp2p_direct.{id}"), "rtt", format!("libp2p request-response, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
+            let mut fd = Figure::new(format!("rtt.libp2p_direct.{id}"), "rtt", format!("libp2p messages, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
             if other(&direct) > 0 {
                 fd = fd.note(format!("{} acks came over the relay and are not counted", other(&direct)));
             }
-            let mut fr = Figure::new(format!("rtt.libp2p_relayed.{id}"), "rtt", format!("libp2p request-response, relayed, {sl}"), "ms", Better::Lower, f64s(&relayed["samples_ms"])).vs(&raw_id);
+            let mut fr = Figure::new(format!("rtt.libp2p_relayed.{id}"), "rtt", format!("libp2p messages, relayed, {sl}"), "ms", Better::Lower, f64s(&relayed["samples_ms"])).vs(&raw_id);
             if other(&relayed) > 0 {
                 fr = fr.note(format!("{} acks came over a direct connection and are not counted", other(&relayed)));
             }

@@ -28,7 +28,6 @@ use libp2p::{
     metrics::{Metrics as Libp2pMetrics, Recorder},
     multiaddr::Protocol,
     relay,
-    request_response::{self, OutboundRequestId},
     swarm::{
         dial_opts::{DialOpts, PeerCondition},
         ConnectionId, SwarmEvent,
@@ -51,7 +50,7 @@ use crate::{
         reach::{self, Reach, Upnp},
         traffic::{self, Traffic},
     },
-    swarm::{self as sw, upnp, Behaviour, BehaviourEvent, MsgAck, MsgRequest},
+    swarm::{self as sw, msg, upnp, Behaviour, BehaviourEvent},
     RunError,
 };
 
@@ -129,8 +128,7 @@ pub struct Node {
     provider_queries: HashSet<kad::QueryId>,
     record_queries: HashMap<kad::QueryId, PeerId>,
     inbox: Inbox<PeerId>,
-    in_flight: HashMap<OutboundRequestId, u64>,
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     status_due: Option<Instant>,
 }
 
@@ -267,7 +265,7 @@ impl Node {
             // identity never reuses an id its listeners remember.
             Traffic::new(plan, policy, first_message_id())
         });
-        let payload = vec![0u8; cfg.traffic().map_or(0, |t| t.size)];
+        let payload = bytes::Bytes::from(vec![0u8; cfg.traffic().map_or(0, |t| t.size)]);
         let mut node = Node {
             role,
             key,
@@ -294,7 +292,6 @@ impl Node {
             provider_queries: HashSet::new(),
             record_queries: HashMap::new(),
             inbox: Inbox::new(Inbox::<PeerId>::DEFAULT_WINDOW),
-            in_flight: HashMap::new(),
             payload,
             status_due: Some(now),
             cfg,
@@ -450,7 +447,22 @@ impl Node {
                     }
                 }
                 match self.swarm.behaviour_mut().kad.bootstrap() {
-                    Ok(q) => self.join_query = Some((q, false)),
+                    Ok(q) => {
+                        self.join_query = Some((q, false));
+                        // Announce and look up at once, beside the self-lookup: the bootstrap node
+                        // is in the routing table, and each of those queries walks the DHT on its
+                        // own. Waiting for the self-lookup cost seconds whenever the bootstrap
+                        // node's table held dead peers (each one a dial timeout).
+                        if let Some(r) = &mut self.reach {
+                            r.joined(now);
+                        }
+                        if let Some(a) = &mut self.announcer {
+                            a.joined(now);
+                        }
+                        if let Some(d) = &mut self.discoverer {
+                            d.joined(now);
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(rejoin, "cannot join yet: {e}");
                         self.boot.join_failed(now);
@@ -566,9 +578,7 @@ impl Node {
                     self.totals.messages_sent += 1;
                     self.metrics.messages_sent.inc();
                 }
-                let req = MsgRequest { id: a.id, payload: self.payload.clone() };
-                let rid = self.swarm.behaviour_mut().msg.send_request(&a.to, req);
-                self.in_flight.insert(rid, a.id);
+                self.swarm.behaviour_mut().msg.send(a.to, a.id, self.payload.clone());
                 self.totals.attempts += 1;
                 self.emit(Event::MessageSent { to: a.to, id: a.id, size: a.size, attempt: a.attempt });
             }
@@ -927,15 +937,6 @@ impl Node {
                 self.bootstrapped = true;
                 let peer = self.boot.first_connected().unwrap_or(self.local);
                 self.emit(Event::Bootstrapped { peer, routing_table });
-                if let Some(r) = &mut self.reach {
-                    r.joined(now);
-                }
-                if let Some(a) = &mut self.announcer {
-                    a.joined(now);
-                }
-                if let Some(d) = &mut self.discoverer {
-                    d.joined(now);
-                }
             }
         }
     }
@@ -1028,62 +1029,41 @@ impl Node {
         self.emit(Event::HolePunch { peer: e.remote_peer_id, ok, error: e.result.err().map(|e| e.to_string()), ms: since });
     }
 
-    fn on_msg(&mut self, e: request_response::Event<MsgRequest, MsgAck>, now: Instant) {
+    fn on_msg(&mut self, e: msg::Event, now: Instant) {
         match e {
-            request_response::Event::Message { peer, connection_id, message } => {
-                let path = self.conns.get(&connection_id).map_or(Path::Direct, |c| c.path);
-                match message {
-                    request_response::Message::Request { request, channel, .. } => {
-                        // Ack first: the sender's round trip should not wait for our bookkeeping.
-                        let duplicate = self.inbox.receive(peer, request.id);
-                        let ack = MsgAck { id: request.id, duplicate };
-                        if self.swarm.behaviour_mut().msg.send_response(channel, ack).is_err() {
-                            tracing::debug!(%peer, id = request.id, "ack not sent: stream closed");
-                        }
-                        if duplicate {
-                            self.totals.duplicates += 1;
-                            self.metrics.duplicates.inc();
-                        } else {
-                            self.totals.messages_received += 1;
-                            self.metrics.messages_received.inc();
-                        }
-                        self.emit(Event::MessageReceived { from: peer, id: request.id, size: request.payload.len(), path, duplicate });
+            msg::Event::Received { peer, connection, id, size } => {
+                // Acked already, by the connection's handler: the sender's round trip never waits
+                // for this loop.
+                let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
+                let duplicate = self.inbox.receive(peer, id);
+                if duplicate {
+                    self.totals.duplicates += 1;
+                    self.metrics.duplicates.inc();
+                } else {
+                    self.totals.messages_received += 1;
+                    self.metrics.messages_received.inc();
+                }
+                self.emit(Event::MessageReceived { from: peer, id, size, path, duplicate });
+            }
+            msg::Event::Acked { peer, connection, id } => {
+                let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
+                match self.traffic.as_mut().and_then(|t| t.acked(id, now)) {
+                    Some(a) => {
+                        let rtt = a.rtt.as_secs_f64();
+                        self.totals.messages_acked += 1;
+                        self.metrics.messages_acked.inc();
+                        self.metrics.observe_rtt(path, rtt);
+                        self.emit(Event::MessageAcked { to: a.to, id: a.id, rtt_ms: (rtt * 1e6).round() / 1e3, path, attempts: a.attempts });
                     }
-                    request_response::Message::Response { request_id, response } => {
-                        let Some(id) = self.in_flight.remove(&request_id) else { return };
-                        if response.id != id {
-                            tracing::warn!(%peer, "ack for {} on request {id}", response.id);
-                        }
-                        match self.traffic.as_mut().and_then(|t| t.acked(id, now)) {
-                            Some(a) => {
-                                let rtt = a.rtt.as_secs_f64();
-                                self.totals.messages_acked += 1;
-                                self.metrics.messages_acked.inc();
-                                self.metrics.observe_rtt(path, rtt);
-                                self.emit(Event::MessageAcked {
-                                    to: a.to,
-                                    id: a.id,
-                                    rtt_ms: (rtt * 1e6).round() / 1e3,
-                                    path,
-                                    attempts: a.attempts,
-                                });
-                            }
-                            None => tracing::debug!(%peer, id, "late ack for a settled message"),
-                        }
-                    }
+                    None => tracing::debug!(%peer, id, "late ack for a settled message"),
                 }
             }
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                let Some(id) = self.in_flight.remove(&request_id) else { return };
+            msg::Event::Failed { peer, id, error } => {
                 tracing::debug!(%peer, id, "attempt failed: {error}");
-                if let Some(f) = self.traffic.as_mut().and_then(|t| t.failed(id, &error.to_string(), now)) {
+                if let Some(f) = self.traffic.as_mut().and_then(|t| t.failed(id, &error, now)) {
                     self.message_failed(f.to, f.id, f.reason, f.attempts);
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "inbound message failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }

@@ -7,38 +7,19 @@ use libp2p::{
     autonat, connection_limits, core::muxing::StreamMuxerBox, core::transport::Boxed,
     core::upgrade::Version, dcutr, identify, identity::Keypair, kad, noise, ping,
     pnet::{PnetConfig, PreSharedKey},
-    relay, request_response, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp,
+    relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp,
     yamux, PeerId, StreamProtocol, Swarm, Transport as _,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::{config::Config, RunError, UsageError};
 
+pub mod msg;
 pub mod upnp;
 
-/// The messaging protocol.
-pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/msg/1.0.0");
 /// The Kademlia protocol of p2plab's DHT (kept apart from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/kad/1.0.0");
 /// The identify protocol version string.
 pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
-
-/// One message of `/p2plab/msg/1.0.0`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MsgRequest {
-    /// Unique per sender; retries carry the same id.
-    pub id: u64,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
-}
-
-/// The receiver's acknowledgement.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MsgAck {
-    pub id: u64,
-    /// The receiver had already seen this id.
-    pub duplicate: bool,
-}
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -50,7 +31,7 @@ pub struct Behaviour {
     pub relay_server: Toggle<relay::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
-    pub msg: request_response::cbor::Behaviour<MsgRequest, MsgAck>,
+    pub msg: msg::Behaviour,
     /// `--upnp`: port mappings on the LAN's IGD.
     pub upnp: Toggle<upnp::Behaviour>,
 }
@@ -279,12 +260,7 @@ pub fn build(
                 relay_server: Toggle::from(relay_server),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(local),
-                msg: request_response::cbor::Behaviour::new(
-                    [(MSG_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(ack_timeout)
-                        .with_max_concurrent_streams(1024),
-                ),
+                msg: msg::Behaviour::new(ack_timeout, crate::MAX_MESSAGE_SIZE),
                 upnp: Toggle::from(upnp_on.then(upnp::Behaviour::new)),
             }
         })

@@ -19,7 +19,7 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Perf(PerfCommand),
-    /// Round trips of the node's own request-response (a dialer in this process) to the one
+    /// Round trips of the node's own acked messages (a dialer in this process) to the one
     /// listener of a namespace, on the path asked for.
     P2pRtt(P2pRttArgs),
     /// Many nodes in one process: discovery time and memory per node, or a held load on a monitor.
