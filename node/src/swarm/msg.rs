@@ -448,9 +448,17 @@ impl ConnectionHandler for Handler {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+        let had = self.events.len();
         self.poll_inbound(cx);
         self.poll_out(cx);
         self.poll_deadlines(cx);
+        if self.events.len() > had && self.events.iter().skip(had).any(|e| matches!(e, HandlerEvent::Received { .. })) {
+            // Acks were just written to the stream, but they reach the socket only when the
+            // connection polls its muxer, after this returns Pending. Tell the behaviour on the
+            // next poll, so the sender's round trip never waits for the hand-off to the loop.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(e) = self.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e));
         }
