@@ -48,6 +48,7 @@ use crate::{
         discover::{self, Discoverer},
         lan::Lan,
         reach::{self, Reach, Upnp},
+        refresh::{self, Refresh},
         traffic::{self, Traffic},
     },
     swarm::{self as sw, msg, upnp, Behaviour, BehaviourEvent},
@@ -117,6 +118,7 @@ pub struct Node {
     discoverer: Option<Discoverer>,
     traffic: Option<Traffic>,
     lan: Lan,
+    refresh: Refresh<kad::QueryId>,
 
     /// The Kademlia bootstrap this node started to (re)join, and whether its outcome was reported.
     join_query: Option<(kad::QueryId, bool)>,
@@ -283,6 +285,7 @@ impl Node {
             discoverer,
             traffic,
             lan: Lan::default(),
+            refresh: Refresh::new(refresh::INTERVAL, seed, now),
             join_query: None,
             bootstrapped: false,
             confirmed: cfg.common.external_addrs.iter().cloned().collect(),
@@ -342,6 +345,7 @@ impl Node {
             self.announcer.as_ref().and_then(Announcer::poll_timeout),
             self.discoverer.as_ref().and_then(Discoverer::poll_timeout),
             self.traffic.as_ref().and_then(Traffic::poll_timeout),
+            self.refresh.poll_timeout(),
             self.status_due,
         ])
     }
@@ -363,6 +367,9 @@ impl Node {
         }
         if let Some(t) = self.traffic.as_mut().filter(|t| due(t.poll_timeout())) {
             t.handle_timeout(now);
+        }
+        if due(self.refresh.poll_timeout()) {
+            self.refresh.handle_timeout(now);
         }
         // Actions feed inputs back (a refused dial, a join): loop until all are quiet.
         loop {
@@ -389,6 +396,12 @@ impl Node {
             while let Some(a) = self.traffic.as_mut().and_then(Traffic::poll_action) {
                 any = true;
                 self.on_traffic_action(a);
+            }
+            while let Some(refresh::Action::FullRefresh) = self.refresh.poll_action() {
+                // No peer known yet: nothing to refresh; the next interval will try again.
+                if let Ok(q) = self.swarm.behaviour_mut().kad.bootstrap() {
+                    self.refresh.started_full(q);
+                }
             }
             if !any {
                 break;
@@ -855,7 +868,17 @@ impl Node {
             return;
         };
         match result {
-            kad::QueryResult::Bootstrap(r) => self.on_join_step(id, r.map(|_| ()).map_err(|e| e.to_string()), step.last, now),
+            kad::QueryResult::Bootstrap(r) => {
+                // Every bootstrap keeps its self-lookup; only the periodic full refresh goes on to
+                // refresh every bucket (see state/refresh.rs). Finishing the query now, before
+                // Kademlia polls it again, ends the next bucket's lookup before it sends anything.
+                if self.refresh.step(id, step.last) == refresh::Step::Cut {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+                self.on_join_step(id, r.map(|_| ()).map_err(|e| e.to_string()), step.last, now)
+            }
             kad::QueryResult::PutRecord(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
             kad::QueryResult::StartProviding(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
             kad::QueryResult::GetProviders(r) => {

@@ -201,9 +201,10 @@ pub fn build(
                 .set_provider_record_ttl(Some(Duration::from_secs(600)))
                 .set_publication_interval(None)
                 .set_provider_publication_interval(None)
-                // Kademlia refreshes its buckets every 5 min from each node's start: nodes started
-                // together do it in lockstep. Spread it per node (4 to 6 min).
-                .set_periodic_bootstrap_interval(Some(Duration::from_secs(rand::random::<u64>() % 120 + 240)));
+                // The node asks for its full bucket refreshes itself, spread per node (see
+                // state/refresh.rs): Kademlia's own would run every 5 min from each node's start,
+                // in lockstep for nodes started together.
+                .set_periodic_bootstrap_interval(None);
             let kad = kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
             let autonat_cfg = autonat::v1::Config {
                 // The first probe soon after start: a public node's verdict lets its first

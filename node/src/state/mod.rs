@@ -10,6 +10,7 @@
 //! - [`reach`]: reachability and the relay policy (reserve at once, drop on a public verdict).
 //! - [`announce`]: a listener's announcements in its namespace.
 //! - [`discover`]: a dialer's lookups of its namespace, without a fixed cadence.
+//! - [`refresh`]: how much of Kademlia's bucket refresh runs (one full refresh per 5 min).
 //! - [`traffic`]: a dialer's messages to every member, over [`crate::messaging`].
 //! - [`lan`]: direct connections to relayed peers on the same LAN or with a public address.
 
@@ -18,6 +19,7 @@ pub mod bootstrap;
 pub mod discover;
 pub mod lan;
 pub mod reach;
+pub mod refresh;
 pub mod traffic;
 
 use std::time::{Duration, Instant};
