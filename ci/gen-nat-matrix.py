@@ -51,7 +51,7 @@ for l, d, t, ns in pairs:
         out.append(f"  - {{ path: {{ from: d-{ns}, to: l-{ns}, all: relayed }} }}")
     else:
         out.append(f"  # listener {l}, dialer {d}, {t}: direct")
-        out.append(f"  - {{ direct: [d-{ns}, l-{ns}], within: 90s }}")
+        out.append(f"  - {{ direct: [d-{ns}, l-{ns}], within: 10s }}")
         out.append(f"  - {{ path: {{ from: d-{ns}, to: l-{ns}, last: direct }} }}")
     out.append(f"  - {{ delivered: {{ from: d-{ns}, to: l-{ns}, count: 10, lost: 0, duplicates: 0 }} }}")
 print("\n".join(out))
