@@ -64,13 +64,10 @@ impl<Q: Copy + Eq + Hash> Refresh<Q> {
 
     /// A bootstrap query (the node's join, libp2p's own, or a full refresh) made a step.
     pub fn step(&mut self, query: Q, last: bool) -> Step {
-        if self.full.contains(&query) {
-            if last {
-                self.full.remove(&query);
-            }
-            return Step::Continue;
-        }
         if last {
+            self.full.remove(&query);
+            Step::Continue
+        } else if self.full.contains(&query) {
             Step::Continue
         } else {
             Step::Cut
