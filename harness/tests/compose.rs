@@ -163,9 +163,41 @@ async fn networks(engine: &Engine, project: &str) -> Vec<String> {
     list.into_iter().filter_map(|n| n.name).collect()
 }
 
-/// The last lines of every service's logs (stdout and stderr), for failure reports.
-fn logs_tail(p: &Project) -> String {
-    p.run(&["logs", "--no-color", "--tail", "15"]).unwrap_or_else(|e| e)
+/// The last lines of every service's logs (stdout and stderr), then each container's state and,
+/// for a container that is not running, its own last lines again: CI keeps the tail of a long
+/// failure message, so what explains a dead service comes last.
+async fn diagnosis(engine: &Engine, p: &Project, ids: &HashMap<String, String>) -> String {
+    let mut out = p.run(&["logs", "--no-color", "--tail", "15"]).unwrap_or_else(|e| e);
+    out.push_str("\n--- container states ---\n");
+    let mut dead = Vec::new();
+    for service in SERVICES {
+        let Some(id) = ids.get(service) else {
+            out.push_str(&format!("{service}: no container\n"));
+            continue;
+        };
+        let state = engine
+            .api()
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map(|c| c.state.unwrap_or_default());
+        match state {
+            Ok(s) if s.running == Some(true) => out.push_str(&format!("{service}: running\n")),
+            Ok(s) => {
+                out.push_str(&format!(
+                    "{service}: NOT RUNNING: status {:?}, exit code {:?}, oom killed {:?}, error {:?}, \
+                     started {:?}, finished {:?}\n",
+                    s.status, s.exit_code, s.oom_killed, s.error, s.started_at, s.finished_at
+                ));
+                dead.push(service);
+            }
+            Err(e) => out.push_str(&format!("{service}: inspect failed: {e}\n")),
+        }
+    }
+    for service in dead {
+        out.push_str(&format!("--- {service}: last 40 lines ---\n"));
+        out.push_str(&p.run(&["logs", "--no-color", "--tail", "40", service]).unwrap_or_else(|e| e));
+    }
+    out
 }
 
 fn peer_id(evs: &[EventLine], node: &str) -> Option<String> {
@@ -220,7 +252,7 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
             ids.contains_key(s),
             "service {s} has no container; have {:?}\n{}",
             ids.keys(),
-            logs_tail(&project)
+            diagnosis(&engine, &project, &ids).await
         );
     }
     let (mut timeline, tx) = Timeline::new();
@@ -234,14 +266,14 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
             match $r {
                 Ok(v) => v,
                 Err(e) => panic!(
-                    "{e}\n--- other lines ---\n{}\n--- logs ---\n{}",
+                    "{e}\n--- other lines ---\n{}\n--- logs ---\n{}\n--- {e}",
                     timeline
                         .other
                         .iter()
                         .map(|l| format!("{}: {}", l.node, l.line))
                         .collect::<Vec<_>>()
                         .join("\n"),
-                    logs_tail(&project)
+                    diagnosis(&engine, &project, &ids).await
                 ),
             }
         };
@@ -252,7 +284,8 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     }
     ok!(timeline.wait_line("vpn-exit", "vpn_ready", SECS(30)).await);
     let ids_of = ok!(timeline
-        .wait_for("started from peer-a, peer-b and peer-d", SECS(30), |evs| {
+        .wait_for("started from the monitor, peer-a, peer-b, peer-c and peer-d", SECS(30), |evs| {
+            peer_id(evs, "monitor")?;
             Some((
                 peer_id(evs, "peer-a")?,
                 peer_id(evs, "peer-b")?,
