@@ -34,7 +34,7 @@
 //! "samples_ms":[...],"other_path":0}`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     time::Duration,
 };
@@ -161,8 +161,12 @@ pub struct SwarmResult {
     pub rss_kb: u64,
     pub rss_kb_before: u64,
     pub wall_ms: u64,
+    /// CPU time (user + system) this process used from before the first node started to the end.
+    pub cpu_ms: u64,
     /// Connections open at the end, per node (the in-process monitor not counted).
     pub connections_per_node: f64,
+    /// The nodes' `error` events, counted by context and the first words of their message.
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// What `bench p2p-rtt` prints.
@@ -183,6 +187,22 @@ pub fn rss_kb() -> u64 {
         .ok()
         .and_then(|s| parse_vm_rss(&s))
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process in ms, 0 where unknown.
+pub fn cpu_ms() -> u64 {
+    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat_cpu_ms(&s)).unwrap_or(0)
+}
+
+/// `utime + stime` in ms from the text of a `/proc/<pid>/stat`. Both count in USER_HZ ticks,
+/// which Linux fixes at 100 a second for user space on every architecture it runs us on.
+pub fn parse_stat_cpu_ms(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
 }
 
 /// `VmRSS` in KiB from the text of a `/proc/<pid>/status`.
@@ -257,6 +277,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     }
     let clock = std::time::Instant::now();
     let rss_kb_before = rss_kb();
+    let cpu_before = cpu_ms();
     let (tx, mut rx) = mpsc::unbounded_channel::<EventLine>();
     let mut nodes = Nodes::new(tx);
 
@@ -396,6 +417,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     }
     let rss = rss_kb();
     let wall_ms = clock.elapsed().as_millis() as u64;
+    let cpu_ms = cpu_ms().saturating_sub(cpu_before);
     let connections: u32 = seen
         .open
         .iter()
@@ -429,7 +451,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         rss_kb: rss,
         rss_kb_before,
         wall_ms,
+        cpu_ms,
         connections_per_node: connections as f64 / f64::from(args.nodes.max(1)),
+        errors: seen.errors,
     })
 }
 
@@ -446,6 +470,7 @@ struct Seen {
     /// Open connections per node and remote peer.
     open: HashMap<String, HashMap<PeerId, u32>>,
     failed: Option<String>,
+    errors: BTreeMap<String, u64>,
 }
 
 impl Seen {
@@ -468,6 +493,11 @@ impl Seen {
             }
             Event::Discovered { peer, .. } => {
                 self.found.entry(l.node.clone()).or_default().entry(*peer).or_insert(l.ts);
+            }
+            Event::Error { context, message } => {
+                // Query errors carry ids and keys: tally by their first words only.
+                let head: String = message.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+                *self.errors.entry(format!("{context}: {head}")).or_default() += 1;
             }
             Event::Stopped { reason, .. } if reason.starts_with("error") => {
                 self.failed.get_or_insert_with(|| format!("{}: {reason}", l.node));
@@ -587,6 +617,14 @@ mod tests {
         assert_eq!(parse_vm_rss(s), Some(12345));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(rss_kb() > 0);
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_stat() {
+        // A command name with a space and a parenthesis; utime 250, stime 50 ticks.
+        let s = "42 (b (x) y) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu_ms(s), Some(3000));
+        assert_eq!(parse_stat_cpu_ms("42 (x) R 1"), None);
     }
 
     #[test]

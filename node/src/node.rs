@@ -251,14 +251,14 @@ impl Node {
             }
             r
         });
+        let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
         let announcer = (role == Role::Listener).then(|| {
-            let mut a = Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval), now);
+            let mut a = Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval), now, seed);
             if reach.as_ref().is_some_and(|r| r.reachability() != Reachability::Unknown) {
                 a.verdict();
             }
             a
         });
-        let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
         let discoverer = (role == Role::Dialer).then(|| Discoverer::new(seed));
         let traffic = cfg.traffic().map(|t| {
             let plan = traffic::Plan { count: t.count, interval: t.interval, size: t.size };

@@ -20,6 +20,12 @@ pub mod upnp;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/kad/1.0.0");
 /// The identify protocol version string.
 pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
+/// Between two pings on a connection (libp2p's default). A ping only feeds the round-trip
+/// metrics: since libp2p-ping 0.44 a failed ping closes nothing. At 5 s, pings were the largest
+/// steady cost of a busy node: 300 nodes in one process spent 343 s of CPU in 180 s and 5 of 60
+/// dialers missed their namespace, against 190 s and 60 of 60 in 104 s at 15 s
+/// (docs/benchmark-findings.md).
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -255,7 +261,7 @@ pub fn build(
                         // reach ourselves. Kademlia and the peer records keep the usable ones.
                         .with_cache_size(0),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)).with_timeout(Duration::from_secs(10))),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(Duration::from_secs(10))),
                 kad,
                 autonat: autonat::v1::Behaviour::new(local, autonat_cfg),
                 relay_server: Toggle::from(relay_server),

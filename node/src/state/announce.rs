@@ -4,7 +4,10 @@
 //! use (its confirmed external addresses: relayed ones behind NAT, which [`super::reach`] now
 //! reserves at once), again shortly after those addresses change (a reservation, a public verdict,
 //! a reservation released), every `--announce-interval`, after every re-join (a bootstrap node
-//! that restarted lost its records), and 2 s after a failure. One announcement is two Kademlia
+//! that restarted lost its records), and after a failure: [`RETRY`], doubling with each failure in
+//! a row up to the interval, spread by ±25% per node. A fixed short retry turns an overloaded DHT
+//! (a thousand nodes starting together on two cores) into a collapsed one: every query that timed
+//! out is sent again at once, with all the work it did lost. One announcement is two Kademlia
 //! queries (`put_record`, `start_providing`); it counts as done when both are.
 //!
 //! A node whose only addresses are relayed holds its first announcement until AutoNAT has spoken
@@ -16,9 +19,12 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 
+use super::{Backoff, Jitter};
+
 /// Batches address changes that come together (a reservation confirms its address, AutoNAT
 /// several) into one announcement.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The first retry after a failed round.
 pub const RETRY: Duration = Duration::from_secs(2);
 /// The longest a relayed-only first announcement waits for AutoNAT, from start.
 pub const HOLD: Duration = Duration::from_millis(600);
@@ -49,12 +55,17 @@ pub struct Announcer {
     hold_until: Option<Instant>,
     actions: std::collections::VecDeque<Action>,
     errors: std::collections::VecDeque<String>,
+    /// The wait after a failed round: [`RETRY`] doubling up to `interval`, reset by a success.
+    retry: Backoff,
+    jitter: Jitter,
 }
 
 impl Announcer {
-    /// `started`: the node's start (the hold counts from it).
-    pub fn new(interval: Duration, started: Instant) -> Self {
+    /// `started`: the node's start (the hold counts from it); `seed` spreads its retries.
+    pub fn new(interval: Duration, started: Instant, seed: u64) -> Self {
         Self {
+            retry: Backoff::new(RETRY, interval.max(RETRY)),
+            jitter: Jitter::new(seed),
             hold_until: Some(started + HOLD),
             interval,
             joined: false,
@@ -123,8 +134,10 @@ impl Announcer {
             return;
         }
         if self.failed.take().is_some() {
-            self.schedule(now + RETRY);
+            let wait = self.jitter.spread(self.retry.next(), 0.25);
+            self.schedule(now + wait);
         } else {
+            self.retry.reset();
             let addrs = self.in_flight.take().unwrap_or_default();
             self.actions.push_back(Action::Announced { addrs: addrs.clone() });
             self.announced = Some(addrs);
@@ -184,7 +197,7 @@ mod tests {
     fn announces_once_joined_with_an_address_then_periodically() {
         let t0 = Instant::now();
         let every = Duration::from_secs(30);
-        let mut a = Announcer::new(every, t0);
+        let mut a = Announcer::new(every, t0, 7);
         a.verdict();
         a.joined(t0);
         a.handle_timeout(t0);
@@ -210,7 +223,7 @@ mod tests {
         let t0 = Instant::now();
         let relayed = addrs(&["/ip4/198.18.0.10/tcp/51820/p2p/12D3KooWJHsbXYdPv9bCceBBQrxN6aTM5YTDyFCGGB3Gy4tHDQXU/p2p-circuit"]);
         // No verdict: the relayed address goes out at HOLD.
-        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
         a.joined(t0);
         a.addresses(relayed.clone(), t0);
         a.handle_timeout(t0 + DEBOUNCE);
@@ -219,7 +232,7 @@ mod tests {
         a.handle_timeout(t0 + HOLD);
         assert!(matches!(&drain(&mut a)[..], [Action::Announce { .. }]));
         // A public verdict and its direct address within the hold: only the direct one goes out.
-        let mut b = Announcer::new(Duration::from_secs(30), t0);
+        let mut b = Announcer::new(Duration::from_secs(30), t0, 7);
         b.joined(t0);
         b.addresses(relayed, t0);
         b.handle_timeout(t0 + DEBOUNCE);
@@ -233,7 +246,7 @@ mod tests {
     #[test]
     fn a_change_during_a_round_is_announced_right_after_it() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
         a.verdict();
         a.joined(t0);
         a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
@@ -255,7 +268,7 @@ mod tests {
     #[test]
     fn failures_retry_and_rejoins_reannounce() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30), t0);
+        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
         a.verdict();
         a.joined(t0);
         a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
@@ -265,14 +278,43 @@ mod tests {
         a.query_done(1, None, t0);
         assert_eq!(a.poll_error().as_deref(), Some("no peers"));
         assert!(drain(&mut a).is_empty());
-        assert_eq!(a.poll_timeout(), Some(t0 + RETRY));
+        let within = |due: Option<Instant>, from: Instant, d: Duration| {
+            let due = due.unwrap();
+            assert!(due >= from + d.mul_f64(0.75) && due < from + d.mul_f64(1.25), "{:?} after, want about {d:?}", due - from);
+        };
+        within(a.poll_timeout(), t0, RETRY);
+        // Failures in a row wait twice as long each time, up to the interval; a success resets.
+        let mut now;
+        for k in 1..=5u32 {
+            now = a.poll_timeout().unwrap();
+            a.handle_timeout(now);
+            let [Action::Announce { round, .. }] = &drain(&mut a)[..] else { panic!("no retry") };
+            a.query_done(*round, Some("timed out".into()), now);
+            a.query_done(*round, None, now);
+            within(a.poll_timeout(), now, (RETRY * 2u32.pow(k)).min(Duration::from_secs(30)));
+        }
+        now = a.poll_timeout().unwrap();
+        a.handle_timeout(now);
+        let [Action::Announce { round, .. }] = &drain(&mut a)[..] else { panic!("no retry") };
+        let round = *round;
+        a.query_done(round, None, now);
+        a.query_done(round, None, now);
+        assert!(matches!(&drain(&mut a)[..], [Action::Announced { .. }]));
+        a.addresses(addrs(&["/ip4/10.0.0.2/tcp/1"]), now);
+        now += DEBOUNCE;
+        a.handle_timeout(now);
+        drain(&mut a);
+        a.query_done(round + 1, Some("no peers".into()), now);
+        a.query_done(round + 1, None, now);
+        within(a.poll_timeout(), now, RETRY);
+        let t0 = now;
         a.offline();
         assert_eq!(a.poll_timeout(), None, "offline: nobody to announce to");
         a.joined(t0 + Duration::from_secs(1));
         assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(1)));
         a.handle_timeout(t0 + Duration::from_secs(1));
-        assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: 2, .. }]));
-        a.query_done(1, None, t0);
+        assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round + 2));
+        a.query_done(round + 1, None, t0);
         assert_eq!(a.poll_timeout(), None, "a stale round's outcome is ignored");
     }
 }
