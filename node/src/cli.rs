@@ -98,6 +98,12 @@ pub struct Common {
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Kademlia's replication factor: how many peers a record is stored on, and how many
+    /// closest peers a lookup must hear from. 20 is the libp2p and IPFS default; a lab-sized DHT
+    /// can do with fewer, and every lookup then contacts (and connects to) fewer peers.
+    #[arg(long, value_name = "K", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub kad_replication: u16,
+
     /// Seconds an idle connection stays open.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration_secs)]
     pub idle_timeout: Duration,

@@ -262,6 +262,12 @@ impl Config {
         self
     }
 
+    /// `--kad-replication`.
+    pub fn kad_replication(mut self, k: u16) -> Self {
+        self.common.kad_replication = k.clamp(1, 64);
+        self
+    }
+
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.common.idle_timeout = d;
         self

@@ -96,6 +96,9 @@ pub struct SwarmArgs {
     /// are in this process, so N nodes hold about N × this many open files.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
+    /// Each node's `--kad-replication` (default: the node's own, 20).
+    #[arg(long, value_name = "K")]
+    pub kad_replication: Option<u16>,
 }
 
 /// `bench p2p-rtt`: see the module documentation.
@@ -167,6 +170,12 @@ pub struct SwarmResult {
     pub connections_per_node: f64,
     /// The nodes' `error` events, counted by context and the first words of their message.
     pub errors: BTreeMap<String, u64>,
+    /// Connections established over the run, counted at both ends (a connection between two
+    /// nodes of this process counts twice): with `connections_per_node`, how much they churn.
+    pub connections_opened: u64,
+    /// Connections closed, by cause (both ends), and failed dials and accepts by the first
+    /// words of their error.
+    pub closed: BTreeMap<String, u64>,
 }
 
 /// What `bench p2p-rtt` prints.
@@ -302,6 +311,10 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             .transport(transport)
             .metrics(None)
             .max_connections(100_000);
+        let monitor = match args.kad_replication {
+            Some(k) => monitor.kad_replication(k),
+            None => monitor,
+        };
         nodes.spawn(monitor);
         let monitor_id = crate::swarm::identity_from_seed(1)
             .map_err(|e| RunError::Runtime(format!("monitor identity: {e}")))?
@@ -323,6 +336,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             .relay(crate::config::RelayMode::Never);
         if let Some(m) = args.max_connections {
             cfg = cfg.max_connections(m);
+        }
+        if let Some(k) = args.kad_replication {
+            cfg = cfg.kad_replication(k);
         }
         // a held load keeps its connections to the monitor; otherwise the node's own default
         if args.hold {
@@ -454,6 +470,8 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         cpu_ms,
         connections_per_node: connections as f64 / f64::from(args.nodes.max(1)),
         errors: seen.errors,
+        connections_opened: seen.opened,
+        closed: seen.closed,
     })
 }
 
@@ -471,6 +489,8 @@ struct Seen {
     open: HashMap<String, HashMap<PeerId, u32>>,
     failed: Option<String>,
     errors: BTreeMap<String, u64>,
+    opened: u64,
+    closed: BTreeMap<String, u64>,
 }
 
 impl Seen {
@@ -488,16 +508,24 @@ impl Seen {
                     self.announced.entry(l.node.clone()).or_insert(t);
                 }
             }
-            Event::Connected { peer, connections, .. } | Event::Disconnected { peer, connections, .. } => {
+            Event::Connected { peer, connections, .. } => {
+                self.opened += 1;
                 self.open.entry(l.node.clone()).or_default().insert(*peer, *connections);
+            }
+            Event::Disconnected { peer, connections, cause, .. } => {
+                let cause = cause.as_deref().map_or("no cause".to_string(), first_words);
+                *self.closed.entry(format!("closed: {cause}")).or_default() += 1;
+                self.open.entry(l.node.clone()).or_default().insert(*peer, *connections);
+            }
+            Event::ConnectionError { direction, error, .. } => {
+                *self.closed.entry(format!("{direction:?} failed: {}", first_words(error))).or_default() += 1;
             }
             Event::Discovered { peer, .. } => {
                 self.found.entry(l.node.clone()).or_default().entry(*peer).or_insert(l.ts);
             }
             Event::Error { context, message } => {
                 // Query errors carry ids and keys: tally by their first words only.
-                let head: String = message.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-                *self.errors.entry(format!("{context}: {head}")).or_default() += 1;
+                *self.errors.entry(format!("{context}: {}", first_words(message))).or_default() += 1;
             }
             Event::Stopped { reason, .. } if reason.starts_with("error") => {
                 self.failed.get_or_insert_with(|| format!("{}: {reason}", l.node));
@@ -505,6 +533,11 @@ impl Seen {
             _ => {}
         }
     }
+}
+
+/// The first four words of an error message (the rest carries ids and addresses).
+fn first_words(message: &str) -> String {
+    message.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
 /// When dialer `name` had discovered every listener of namespace `ns`.

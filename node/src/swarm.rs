@@ -180,6 +180,8 @@ pub fn build(
         .with_max_established_per_peer(Some(cfg.common.max_connections_per_peer))
         .with_max_pending_outgoing(Some(cfg.common.max_connections.max(16)));
     let idle = cfg.common.idle_timeout;
+    let replication = std::num::NonZeroUsize::new(usize::from(cfg.common.kad_replication))
+        .unwrap_or(kad::K_VALUE);
     let upnp_on = cfg.common.upnp;
     let with_bootstrap_servers = !cfg.common.bootstrap.is_empty();
 
@@ -200,6 +202,7 @@ pub fn build(
             let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
             kad_cfg
                 .set_query_timeout(Duration::from_secs(15))
+                .set_replication_factor(replication)
                 .set_record_ttl(Some(Duration::from_secs(600)))
                 // No caching of found records at the closest peer that lacked them: one more
                 // write per lookup, for records that are re-announced every 30 s anyway.
