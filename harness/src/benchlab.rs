@@ -17,12 +17,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
-use p2plab_node::{
-    events::Path,
-    libp2p::PeerId,
-    load::parse_vm_rss,
-    Event, EventLine,
-};
+use p2plab_contract::{ports::MONITOR_PORT, procfs::parse_vm_rss, Event, EventLine, Path, PeerId};
 use serde_json::Value;
 use tokio::{
     sync::mpsc,
@@ -395,7 +390,7 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
     })
     .await?;
     let m_ip = bl.ip("m")?;
-    let boot = format!("/ip4/{m_ip}/tcp/{}", p2plab_node::cli::MONITOR_PORT);
+    let boot = format!("/ip4/{m_ip}/tcp/{}", MONITOR_PORT);
     let perf_peer = bl.line("a", "perf_ready").and_then(|v| v["peer_id"].as_str()).unwrap_or("").to_string();
     let mut figures = Vec::new();
 
@@ -684,7 +679,7 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         let load = format!("load{n}");
         let host = 200 + i as u32;
         let load_ip = plan::host(&net, host).ok_or_else(|| err(G, "no address for the load"))?;
-        let boot = format!("/ip4/{m_ip}/tcp/{}/p2p/{m_id}", p2plab_node::cli::MONITOR_PORT);
+        let boot = format!("/ip4/{m_ip}/tcp/{}/p2p/{m_id}", MONITOR_PORT);
         let ns = n.to_string();
         let seed_base = (2_000_000 + 10_000 * i).to_string();
         bl.start_custom(

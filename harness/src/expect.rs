@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use p2plab_node::{Event, EventLine, Path};
+use p2plab_contract::{Event, EventLine, Path};
 
 use crate::topology::{Check, Expectation, Role, Topology};
 
@@ -239,7 +239,7 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
         }
         Check::Reservation { node } => {
             let hit = t.of(node).find(|l| {
-                matches!(&l.event, Event::Reservation { status: p2plab_node::events::ReservationStatus::Accepted, .. })
+                matches!(&l.event, Event::Reservation { status: p2plab_contract::events::ReservationStatus::Accepted, .. })
             });
             match hit {
                 Some(l) => State::Holds { since: l.ts, measured: serde_json::json!({}) },
@@ -578,7 +578,7 @@ mod tests {
             let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
             let mut s = Ids { t0, t: Timeline::default(), ids: HashMap::new() };
             for n in ["boot", "alice", "bob"] {
-                let id = p2plab_node::libp2p::PeerId::random().to_string();
+                let id = p2plab_contract::PeerId::random().to_string();
                 s.ids.insert(n, id.clone());
                 s.ev(0, n, &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
             }

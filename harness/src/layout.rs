@@ -9,14 +9,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 
-use crate::topology::{NatProfile, Node, Role, Topology, Transport};
+pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
-/// The port the first peer of a segment listens on (TCP and QUIC); the next ones take 4002, …
-/// so that hosts behind one NAT use different ports, as real ones do (two LAN hosts on the same
-/// source port behind one of our EIM routers defeat the TCP hole punch: a known issue).
-pub const PEER_PORT: u16 = 4001;
-/// The port monitors listen on (the seed's bootstrap port).
-pub const MONITOR_PORT: u16 = 51820;
+use crate::topology::{NatProfile, Node, Role, Topology};
+
 /// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
 pub const METRICS_PORT: u16 = 9090;
 /// The UDP port of VPN exits.
@@ -300,10 +296,10 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             }
             let ip = ips[&m.name];
             // dial what both sides speak; TCP first (the common denominator)
-            if n.transport != Transport::Quic && m.transport != Transport::Quic {
+            if n.transport.tcp() && m.transport.tcp() {
                 out.push(format!("/ip4/{ip}/tcp/{MONITOR_PORT}"));
             }
-            if n.transport != Transport::Tcp && m.transport != Transport::Tcp {
+            if n.transport.quic() && m.transport.quic() {
                 out.push(format!("/ip4/{ip}/udp/{MONITOR_PORT}/quic-v1"));
             }
         }
@@ -327,20 +323,20 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                     let public_uplink = topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_none());
                     for f in nat.forward.iter().filter(|f| f.to == n.name && f.to_port == port && public_uplink) {
                         let wan = wan_ip[&seg.name];
-                        if f.proto != "udp" && n.transport != Transport::Quic {
+                        if f.proto != "udp" && n.transport.tcp() {
                             cmd.extend([s("--external-addr"), format!("/ip4/{wan}/tcp/{}", f.port)]);
                         }
-                        if f.proto != "tcp" && n.transport != Transport::Tcp {
+                        if f.proto != "tcp" && n.transport.quic() {
                             cmd.extend([s("--external-addr"), format!("/ip4/{wan}/udp/{}/quic-v1", f.port)]);
                         }
                     }
                 }
             }
             for e in externals {
-                if n.transport != Transport::Quic {
+                if n.transport.tcp() {
                     cmd.extend([s("--external-addr"), format!("/ip4/{e}/tcp/{port}")]);
                 }
-                if n.transport != Transport::Tcp {
+                if n.transport.quic() {
                     cmd.extend([s("--external-addr"), format!("/ip4/{e}/udp/{port}/quic-v1")]);
                 }
             }

@@ -1,4 +1,6 @@
 //! p2plab's harness: builds isolated Docker labs with NAT routers and drives p2plab nodes in them.
+//! It does not link the peer: what it reads from a node (events, roles, transports, ports) comes
+//! from `p2plab-contract`, and the nodes run as binaries in the lab's containers.
 //!
 //! # Layout
 //! - [`topology`]: topology files (YAML) parsed strictly and validated into a model, with

@@ -896,7 +896,7 @@ mod tests {
         topology::parse,
     };
     use chrono::Duration as CD;
-    use p2plab_node::EventLine;
+    use p2plab_contract::EventLine;
     use std::collections::BTreeMap;
 
     const TOPO: &str = r#"
@@ -926,7 +926,7 @@ expect:
             let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
             let mut b = B { t0, t: Timeline::default(), ids: BTreeMap::new() };
             for n in ["boot", "alice", "bob"] {
-                let id = p2plab_node::libp2p::PeerId::random().to_string();
+                let id = p2plab_contract::PeerId::random().to_string();
                 b.ids.insert(n, id.clone());
                 b.ev(0, n, &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
             }

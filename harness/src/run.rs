@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use p2plab_node::EventLine;
+use p2plab_contract::EventLine;
 
 use crate::{
     docker::{Attach, ContainerSpec, DockerError, Engine, Lab, LogLine},

@@ -8,7 +8,7 @@ use std::{
 
 use ipnet::Ipv4Net;
 
-use p2plab_node::{Event, EventLine};
+use p2plab_contract::{Event, EventLine};
 use tokio::sync::{mpsc, OnceCell};
 
 use crate::docker::{Engine, LogLine};

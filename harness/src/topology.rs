@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use p2plab_node::Path;
+use p2plab_contract::Path;
 
 // ------------------------------------------------------------------------------------ errors ---
 
@@ -304,24 +304,7 @@ struct RawEventExpect {
 
 // ------------------------------------------------------------------------------------ model ---
 
-/// What a node runs over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Tcp,
-    Quic,
-    Both,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Quic => "quic",
-            Transport::Both => "both",
-        }
-    }
-}
+pub use p2plab_contract::{Role, Transport};
 
 /// A router's NAT profile (see `docker/router.sh` and the README's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -418,25 +401,6 @@ impl Segment {
     /// The router container's name.
     pub fn router_name(&self) -> Option<String> {
         self.nat.as_ref().map(|_| format!("router-{}", self.name))
-    }
-}
-
-/// A node's role, as the node binaries name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Monitor,
-    Listener,
-    Dialer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Monitor => "monitor",
-            Role::Listener => "listener",
-            Role::Dialer => "dialer",
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use p2plab::{
     testing::{engine_or_skip, image, Timeline},
     Engine,
 };
-use p2plab_node::{Event, EventLine, Path};
+use p2plab_contract::{Event, EventLine, Path};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 

@@ -9,7 +9,7 @@ use p2plab::{
     testing::{engine_or_skip, image},
     topology,
 };
-use p2plab_node::Event;
+use p2plab_contract::Event;
 
 const T: &str = r#"
 name: identity

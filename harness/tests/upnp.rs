@@ -14,10 +14,10 @@ use p2plab::{
     testing::{engine_or_skip, image, ip, strings, Timeline},
     Attach, ContainerSpec, Lab,
 };
-use p2plab_node::{
+use p2plab_contract::{
     events::{Direction, Reachability, ReachabilitySource, UpnpStatus},
-    libp2p::{multiaddr::Protocol, Multiaddr, PeerId},
-    Event, EventLine, Path,
+    multiaddr::Protocol,
+    Event, EventLine, Multiaddr, Path, PeerId,
 };
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -365,7 +365,7 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
         }
     };
     let dave_private = dave_since(&|e| matches!(e, Event::Reachability { status: Reachability::Private, .. }));
-    let dave_reserved = dave_since(&|e| matches!(e, Event::Reservation { status: p2plab_node::events::ReservationStatus::Accepted, .. }));
+    let dave_reserved = dave_since(&|e| matches!(e, Event::Reservation { status: p2plab_contract::events::ReservationStatus::Accepted, .. }));
     let dave_not_found = dave_since(&|e| matches!(e, Event::Upnp { status: UpnpStatus::GatewayNotFound, .. }));
 
     // 6. No container has a route out of the lab.

@@ -22,33 +22,10 @@ use libp2p::Multiaddr;
 
 pub use crate::cli::{Common, Peer};
 
-/// The default port of the monitor (the seed's).
-pub const MONITOR_PORT: u16 = 51820;
-/// The default metrics address of the monitor.
-pub const MONITOR_METRICS: &str = "0.0.0.0:9090";
-
-/// Which transports a node listens and dials on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    Tcp,
-    Quic,
-    Both,
-    /// libp2p's in-process memory transport (`/memory/<port>`; noise and yamux as over TCP): many
-    /// nodes in one process without sockets (`bench swarm`). Listens on `/memory/<--port>`.
-    Memory,
-}
-
-impl Transport {
-    pub fn tcp(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Both)
-    }
-    pub fn quic(self) -> bool {
-        matches!(self, Transport::Quic | Transport::Both)
-    }
-    pub fn memory(self) -> bool {
-        self == Transport::Memory
-    }
-}
+pub use p2plab_contract::{
+    ports::{MONITOR_METRICS, MONITOR_PORT},
+    Role, Transport,
+};
 
 /// When a node reserves a slot on a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,24 +43,6 @@ pub enum RelayMode {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// The role a node plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Monitor,
-    Listener,
-    Dialer,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Monitor => "monitor",
-            Role::Listener => "listener",
-            Role::Dialer => "dialer",
-        }
-    }
 }
 
 /// What a dialer sends.

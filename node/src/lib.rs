@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line of the three binaries, and the [`cli::Config`] they produce.
-//! - [`events`]: the event stream, the contract with the harness (documented in `EVENTS.md`).
+//! - [`events`]: the event stream (its types, and [`ports`], re-exported from `p2plab-contract`,
+//!   the crate the harness compiles instead of this one; documented in `EVENTS.md`), and the
+//!   emitter that writes it.
 //! - [`messaging`]: at-least-once delivery: ids, acks, retries with backoff, duplicates. No I/O.
 //! - [`discovery`]: namespace keys and peer records on the DHT. No I/O.
 //! - [`swarm`]: identity, transports, the composed libp2p behaviour and its configuration.
@@ -39,6 +41,8 @@ pub use config::{Config, Role};
 pub use events::{Event, EventLine, Path, Totals};
 /// The libp2p this node is built on (the harness and tests name its types, e.g. `PeerId`).
 pub use libp2p;
+/// The event stream and the other process-boundary types live in `p2plab-contract`.
+pub use p2plab_contract::ports;
 
 /// Largest payload a dialer may send (`--size`), under the codec's 1 MiB request limit.
 pub const MAX_MESSAGE_SIZE: usize = 512 * 1024;

@@ -23,7 +23,7 @@ use p2plab::{
     topology::{self, Topology},
     Engine,
 };
-use p2plab_node::{Event, EventLine};
+use p2plab_contract::{Event, EventLine};
 
 #[derive(Parser)]
 #[command(name = "p2plab", version, about = "A network lab for libp2p: YAML topologies become isolated Docker labs with NAT routers, faults on a timeline and judged expectations")]

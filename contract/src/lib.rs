@@ -1,0 +1,78 @@
+//! The contract between p2plab's processes: what a peer, a tool and the harness must agree on,
+//! and nothing else. Both sides compile these types, so the contract cannot drift; this crate
+//! is small on purpose (no libp2p swarm, no Docker client), so a reader of events does not build
+//! a peer to read them.
+//!
+//! # Layout
+//! - [`events`]: the JSON lines a node writes on stdout ([`EventLine`], [`Event`], [`Path`]).
+//! - [`Role`] and [`Transport`]: what a node is and what it speaks, as the command lines and the
+//!   topology files name them.
+//! - [`ports`]: the ports a lab relies on.
+//! - [`procfs`]: the `/proc` figures the benchmarks read (resident memory, CPU time), from the
+//!   process itself or from inside a container.
+
+pub mod events;
+pub mod ports;
+pub mod procfs;
+
+pub use events::{Event, EventLine, Path, Totals};
+pub use libp2p_identity::PeerId;
+pub use multiaddr::{self, Multiaddr};
+
+/// The role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The bootstrap node: Kademlia server, relay, AutoNAT server.
+    Monitor,
+    /// A member of a namespace that announces itself and answers messages.
+    Listener,
+    /// A member of a namespace that finds the listeners and sends them messages.
+    Dialer,
+}
+
+impl Role {
+    /// The name of the role and of its binary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Monitor => "monitor",
+            Role::Listener => "listener",
+            Role::Dialer => "dialer",
+        }
+    }
+}
+
+/// Which transports a node listens and dials on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Quic,
+    Both,
+    /// libp2p's in-process memory transport (`/memory/<port>`; noise and yamux as over TCP): many
+    /// nodes in one process without sockets (`bench swarm`). Listens on `/memory/<--port>`. Not
+    /// for labs: a topology cannot name it.
+    Memory,
+}
+
+impl Transport {
+    pub fn tcp(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Both)
+    }
+    pub fn quic(self) -> bool {
+        matches!(self, Transport::Quic | Transport::Both)
+    }
+    pub fn memory(self) -> bool {
+        self == Transport::Memory
+    }
+    /// The value of `--transport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+            Transport::Both => "both",
+            Transport::Memory => "memory",
+        }
+    }
+}
