@@ -24,6 +24,14 @@ pub enum Path {
 }
 
 impl Path {
+    /// The name on the wire (`direct`, `relayed`), in metrics labels and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Relayed => "relayed",
+        }
+    }
+
     /// The path of a connection whose addresses are `addrs`: relayed when any of them goes through
     /// `/p2p-circuit`.
     pub fn of<'a>(addrs: impl IntoIterator<Item = &'a Multiaddr>) -> Self {
@@ -430,6 +438,13 @@ mod tests {
         let line = r#"{"ts":"2026-01-01T00:00:00.000Z","node":"a","event":"upnp","status":"non_routable_gateway","gateway":"10.1.0.254:5000","external_ip":"100.64.0.2"}"#;
         let parsed = EventLine::parse(line).unwrap();
         assert!(matches!(parsed.event, Event::Upnp { status: UpnpStatus::NonRoutableGateway, .. }));
+    }
+
+    #[test]
+    fn path_is_named_as_serialised() {
+        for p in [Path::Direct, Path::Relayed] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
     }
 
     #[test]

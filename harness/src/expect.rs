@@ -287,7 +287,7 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
         Check::PathAll { from, to, path } => {
             let d = Delivery::of(t, from, to);
             if let Some(bad) = d.acks.iter().find(|a| a.1 != *path) {
-                return State::Broken { reason: format!("an ack took the {} path at {}", crate::topology::path_str(bad.1), bad.0.format("%H:%M:%S%.3f")) };
+                return State::Broken { reason: format!("an ack took the {} path at {}", bad.1.as_str(), bad.0.format("%H:%M:%S%.3f")) };
             }
             match d.first_ack {
                 Some(ts) => State::Holds { since: ts, measured: serde_json::json!({ "acks": d.acked }) },
@@ -297,7 +297,7 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
         Check::PathLast { from, to, path } => {
             let d = Delivery::of(t, from, to);
             let Some(first) = d.acks.iter().position(|a| a.1 == *path) else {
-                return not_yet(&format!("no {} ack yet ({} acks)", crate::topology::path_str(*path), d.acked));
+                return not_yet(&format!("no {} ack yet ({} acks)", path.as_str(), d.acked));
             };
             let after: Vec<_> = d.acks[first..].iter().filter(|a| a.1 != *path).collect();
             if after.is_empty() {
@@ -307,7 +307,7 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
                 }
             } else {
                 // may still switch back for good; not settled until the end
-                not_yet(&format!("{} acks left the {} path after it was reached", after.len(), crate::topology::path_str(*path)))
+                not_yet(&format!("{} acks left the {} path after it was reached", after.len(), path.as_str()))
             }
         }
         Check::Event { node, kind, fields, min, max } => {

@@ -496,13 +496,13 @@ impl Check {
             Check::Started { node } => format!("started {node}"),
             Check::Discovered { by, peer } => format!("discovered {by} → {peer}"),
             Check::Reservation { node } => format!("reservation {node}"),
-            Check::Connected { a, b, path } => format!("{} {a} ↔ {b}", path_str(*path)),
+            Check::Connected { a, b, path } => format!("{} {a} ↔ {b}", path.as_str()),
             Check::HolePunchFails { a, b } => format!("hole punch fails {a} ↔ {b}"),
             Check::Delivered { from, to, count, lost, duplicates } => {
                 format!("delivered {from} → {to}: {count} (lost ≤ {lost}, duplicates ≤ {duplicates})")
             }
-            Check::PathAll { from, to, path } => format!("path {from} → {to}: all {}", path_str(*path)),
-            Check::PathLast { from, to, path } => format!("path {from} → {to}: last {}", path_str(*path)),
+            Check::PathAll { from, to, path } => format!("path {from} → {to}: all {}", path.as_str()),
+            Check::PathLast { from, to, path } => format!("path {from} → {to}: last {}", path.as_str()),
             Check::Event { node, kind, fields, min, max } => {
                 let mut s = format!("event {kind}");
                 if let Some(n) = node {
@@ -519,13 +519,6 @@ impl Check {
                 s
             }
         }
-    }
-}
-
-pub fn path_str(p: Path) -> &'static str {
-    match p {
-        Path::Direct => "direct",
-        Path::Relayed => "relayed",
     }
 }
 

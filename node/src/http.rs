@@ -78,11 +78,7 @@ impl Metrics {
     }
 
     pub fn observe_rtt(&self, path: Path, secs: f64) {
-        let path = match path {
-            Path::Direct => "direct",
-            Path::Relayed => "relayed",
-        };
-        self.ack_rtt_seconds.get_or_create(&PathLabel { path }).observe(secs);
+        self.ack_rtt_seconds.get_or_create(&PathLabel { path: path.as_str() }).observe(secs);
     }
 
     pub fn hole_punch(&self, ok: bool) {
