@@ -402,7 +402,9 @@ async fn bench(
 
 async fn ensure_image() -> Result<String> {
     eprintln!("p2plab: checking the node image (builds it when missing or stale)");
-    image::ensure_image().await.map_err(|e| anyhow::anyhow!("image build failed (exit {}):\n{}", e.code, e.output))
+    image::ensure_image_with_progress(None, |phase| eprintln!("p2plab: image: {phase}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("image build failed (exit {}):\n{}", e.code, e.output))
 }
 
 async fn shutdown_signal() {
