@@ -99,6 +99,9 @@ pub struct SwarmArgs {
     /// Each node's `--kad-replication` (default: the node's own, 20).
     #[arg(long, value_name = "K")]
     pub kad_replication: Option<u16>,
+    /// Each node's `--idle-timeout` in seconds (default: the node's own, 60; `--hold`: 3600).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `bench p2p-rtt`: see the module documentation.
@@ -310,7 +313,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             cfg = cfg.kad_replication(k);
         }
         // a held load keeps its connections to the monitor; otherwise the node's own default
-        if args.hold {
+        if let Some(d) = args.idle_timeout {
+            cfg = cfg.idle_timeout(d);
+        } else if args.hold {
             cfg = cfg.idle_timeout(Duration::from_secs(3600));
         }
         for b in &bootstrap {
