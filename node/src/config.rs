@@ -85,9 +85,7 @@ pub struct Config {
 impl Config {
     /// A monitor with the monitor's defaults (port 51820, metrics on 0.0.0.0:9090).
     pub fn monitor() -> Self {
-        let mut common = Common::default();
-        common.port = Some(MONITOR_PORT);
-        common.metrics_addr = Some(MONITOR_METRICS.to_string());
+        let common = Common { port: Some(MONITOR_PORT), metrics_addr: Some(MONITOR_METRICS.to_string()), ..Common::default() };
         Config { common, role: RoleConfig::Monitor(RelayServer::default()) }
     }
 

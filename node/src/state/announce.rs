@@ -134,7 +134,7 @@ impl Announcer {
             return;
         }
         if self.failed.take().is_some() {
-            let wait = self.jitter.spread(self.retry.next(), 0.25);
+            let wait = self.jitter.spread(self.retry.next_wait(), 0.25);
             self.schedule(now + wait);
         } else {
             self.retry.reset();

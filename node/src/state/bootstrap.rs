@@ -166,7 +166,7 @@ impl Bootstrap {
 
     fn retry(&mut self, index: usize, error: String, now: Instant) {
         let Some(e) = self.entries.get_mut(index) else { return };
-        let wait = e.backoff.next();
+        let wait = e.backoff.next_wait();
         e.state = State::Waiting(now + wait);
         self.actions.push_back(Action::Retry { addr: e.addr.clone(), error, retry_in: wait });
     }

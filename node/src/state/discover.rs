@@ -105,7 +105,7 @@ impl Discoverer {
         }
         if new {
             self.interval.reset();
-            let soon = now + self.jitter.spread(self.interval.next(), 0.2);
+            let soon = now + self.jitter.spread(self.interval.next_wait(), 0.2);
             self.next_query = Some(self.next_query.map_or(soon, |t| t.min(soon)));
         }
     }
@@ -126,9 +126,9 @@ impl Discoverer {
                     self.actions.push_back(Action::Discovered { peer, addrs });
                 }
             }
-            Ok(_) => m.next_lookup = Some(now + m.backoff.next()),
+            Ok(_) => m.next_lookup = Some(now + m.backoff.next_wait()),
             Err(error) => {
-                m.next_lookup = Some(now + m.backoff.next());
+                m.next_lookup = Some(now + m.backoff.next_wait());
                 self.actions.push_back(Action::Rejected { peer, error });
             }
         }
@@ -138,7 +138,7 @@ impl Discoverer {
     pub fn record_done(&mut self, peer: &PeerId, now: Instant) {
         if let Some(m) = self.members.get_mut(peer) {
             if m.next_lookup.is_none() {
-                m.next_lookup = Some(now + m.backoff.next());
+                m.next_lookup = Some(now + m.backoff.next_wait());
             }
         }
     }
@@ -160,7 +160,7 @@ impl Discoverer {
         }
         if self.running < PARALLEL && self.next_query.is_some_and(|t| t <= now) {
             self.running += 1;
-            self.next_query = Some(now + self.jitter.spread(self.interval.next(), 0.2));
+            self.next_query = Some(now + self.jitter.spread(self.interval.next_wait(), 0.2));
             self.actions.push_back(Action::QueryProviders);
         }
         let mut due: Vec<PeerId> =

@@ -38,7 +38,7 @@ impl Backoff {
     }
 
     /// The wait to use now; the next one doubles.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_wait(&mut self) -> Duration {
         let d = self.current;
         self.current = self.current.saturating_mul(2).min(self.max);
         d
@@ -82,10 +82,10 @@ mod tests {
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
-        let got: Vec<u128> = (0..4).map(|_| b.next().as_millis()).collect();
+        let got: Vec<u128> = (0..4).map(|_| b.next_wait().as_millis()).collect();
         assert_eq!(got, [500, 1000, 2000, 2000]);
         b.reset();
-        assert_eq!(b.next(), Duration::from_millis(500));
+        assert_eq!(b.next_wait(), Duration::from_millis(500));
     }
 
     #[test]

@@ -224,6 +224,9 @@ pub enum HandlerEvent {
     Failed { id: u64, error: String },
 }
 
+// One per connection, held in place by its handler: boxing the open stream would add an
+// allocation and a pointer chase per message to save bytes nobody copies.
+#[allow(clippy::large_enum_variant)]
 enum Outbound {
     /// No stream; one is requested when a message is queued.
     Idle,
