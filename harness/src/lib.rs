@@ -13,6 +13,8 @@
 //!   subnets for it chosen without Docker.
 //! - [`plan`]: address planning (no Docker): subnets that overlap no host route, Docker network,
 //!   resolver or TEST-NET range.
+//! - [`schedule`]: when a run's faults (and their undos) fire, as a pure function of the time
+//!   and of which checks hold (no Docker).
 //! - [`run`]: a topology run for real: bring-up, merged timeline, faults on time, verdicts,
 //!   teardown on every path.
 //! - [`report`]: what a run leaves behind (no Docker): the merged `events.jsonl`, `results.json`
@@ -37,6 +39,7 @@ pub mod layout;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod testing;
 pub mod topology;
 

@@ -21,7 +21,8 @@ use crate::{
     expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
     layout::{layout, Kind, Layout, Planned, Ready},
     plan,
-    topology::{Action, Impair, Topology, Trigger, NEW_IDENTITY_SUFFIX},
+    schedule::{Due, Schedule},
+    topology::{Action, Impair, Topology, NEW_IDENTITY_SUFFIX},
 };
 
 /// How to run.
@@ -115,9 +116,6 @@ pub enum RunError {
     Interrupted,
 }
 
-/// A fault not fired yet: (due time once known, trigger, action, `for`, line).
-type Pending = (Option<Instant>, Trigger, Action, Option<Duration>, u64);
-
 const READY_WITHIN: Duration = Duration::from_secs(45);
 
 pub(crate) fn spec(p: &Planned, image: &str) -> ContainerSpec {
@@ -204,9 +202,7 @@ pub async fn run(
     // ---- faults and judgement
     let mut judge = Judge::new(topo);
     let mut faults: Vec<FaultRecord> = Vec::new();
-    // pending: (index, due time once known, action, line)
-    let mut pending: Vec<Pending> =
-        topo.faults.iter().map(|f| (None, f.trigger.clone(), f.action.clone(), f.duration, f.line)).collect();
+    let mut schedule = Schedule::new(&topo.faults, run_clock);
     let deadline = run_clock + topo.timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut aborted = None;
@@ -220,40 +216,16 @@ pub async fn run(
             _ = &mut shutdown => { aborted = Some("interrupted (Ctrl-C)".to_string()); break; }
         }
         let now = Instant::now();
-        // schedule and fire faults
-        let mut fire = Vec::new();
-        for p in pending.iter_mut() {
-            if p.0.is_none() {
-                match &p.1 {
-                    Trigger::At(d) => p.0 = Some(run_clock + *d),
-                    Trigger::After { check, delay } => {
-                        if evaluate(check, &st.timeline).holds() {
-                            p.0 = Some(now + *delay);
-                        }
-                    }
-                }
-            }
-        }
-        pending.retain(|p| match p.0 {
-            Some(due) if due <= now => {
-                fire.push((p.2.clone(), p.3, p.4));
-                false
-            }
-            _ => true,
-        });
-        for (action, dur, line) in fire {
+        for Due { action, line } in schedule.due(now, |check| evaluate(check, &st.timeline).holds()) {
             let rec = apply(&lab, topo, &lay, &action, line, t0, &tx).await;
             st.step(format!("fault: {}{}", rec.action, if rec.ok { String::new() } else { format!(" FAILED: {}", rec.error) }));
             if let Some(p) = &st.progress {
                 let _ = p.send(Progress::Fault(rec.clone()));
             }
             faults.push(rec);
-            if let (Some(d), Some(undo)) = (dur, action.undo()) {
-                pending.push((Some(now + d), Trigger::At(Duration::ZERO), undo, None, line));
-            }
         }
         let settled = judge.update(&st.timeline, t0, Utc::now());
-        let faults_done = pending.is_empty();
+        let faults_done = schedule.is_empty();
         if opts.stop_when_settled && faults_done {
             let dialers = crate::expect::dialers_done(topo, &st.timeline);
             if settled || (judge.all_hold_now(&st.timeline) && dialers) {
