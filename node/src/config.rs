@@ -20,6 +20,10 @@ use std::{net::IpAddr, net::SocketAddr, time::Duration};
 use clap::ValueEnum;
 use libp2p::Multiaddr;
 
+/// The range of `--kad-replication` (Kademlia's K): the node's flag, `bench swarm`'s and the
+/// builder all bound it here.
+pub const KAD_REPLICATION: std::ops::RangeInclusive<u16> = 1..=64;
+
 pub use crate::cli::{Common, Peer};
 
 pub use p2plab_contract::{
@@ -221,7 +225,7 @@ impl Config {
 
     /// `--kad-replication`.
     pub fn kad_replication(mut self, k: u16) -> Self {
-        self.common.kad_replication = k.clamp(1, 64);
+        self.common.kad_replication = k.clamp(*KAD_REPLICATION.start(), *KAD_REPLICATION.end());
         self
     }
 
