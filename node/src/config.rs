@@ -250,6 +250,14 @@ impl Config {
         self
     }
 
+    /// `--announce-interval` (listener and dialer).
+    pub fn announce_interval(mut self, d: Duration) -> Self {
+        if let Some(p) = self.peer_mut() {
+            p.announce_interval = d;
+        }
+        self
+    }
+
     /// `--count` (dialer).
     pub fn count(mut self, n: u64) -> Self {
         if let Some(t) = self.traffic_mut() {

@@ -102,6 +102,9 @@ pub struct SwarmArgs {
     /// Each node's `--idle-timeout` in seconds (default: the node's own, 60; `--hold`: 3600).
     #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
     pub idle_timeout: Option<Duration>,
+    /// Each listener's `--announce-interval` in seconds (default: the node's own, 30).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
+    pub announce_interval: Option<Duration>,
 }
 
 /// `bench p2p-rtt`: see the module documentation.
@@ -317,6 +320,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             cfg = cfg.idle_timeout(d);
         } else if args.hold {
             cfg = cfg.idle_timeout(Duration::from_secs(3600));
+        }
+        if let Some(d) = args.announce_interval {
+            cfg = cfg.announce_interval(d);
         }
         for b in &bootstrap {
             cfg = cfg.bootstrap(b.clone());

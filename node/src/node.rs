@@ -252,8 +252,8 @@ impl Node {
             r
         });
         let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
-        let announcer = (role == Role::Listener).then(|| {
-            let mut a = Announcer::new(cfg.peer().map_or(Duration::from_secs(30), |p| p.announce_interval), now, seed);
+        let announcer = cfg.peer().filter(|_| role == Role::Listener).map(|p| {
+            let mut a = Announcer::new(p.announce_interval, now, seed);
             if reach.as_ref().is_some_and(|r| r.reachability() != Reachability::Unknown) {
                 a.verdict();
             }
@@ -435,6 +435,8 @@ impl Node {
                 self.emit(Event::BootstrapRetry { addr, error, retry_in_ms: ms(retry_in) });
             }
             bootstrap::Action::Connected { peer, addr } => {
+                // Held open, so that a close means the bootstrap node went (see swarm/keep.rs).
+                self.swarm.behaviour_mut().keep.keep(peer);
                 // AutoNAT asks the bootstrap nodes only: a neighbour on the same LAN would confirm
                 // a private address that nobody outside can dial (see swarm.rs, `use_connected`).
                 // A monitor is public by role, and a peer whose command line decided its
@@ -446,6 +448,7 @@ impl Node {
             bootstrap::Action::IdentityChanged { addr, old, new } => {
                 tracing::warn!(%addr, %old, %new, "bootstrap node has a new identity");
                 self.swarm.behaviour_mut().kad.remove_peer(&old);
+                self.swarm.behaviour_mut().keep.release(&old);
                 if let Some(r) = &mut self.reach {
                     r.relay_gone(&old);
                 }
@@ -822,7 +825,7 @@ impl Node {
             }
             BehaviourEvent::Msg(e) => self.on_msg(e, now),
             BehaviourEvent::Upnp(e) => self.on_upnp(e, now),
-            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Limits(never) | BehaviourEvent::Keep(never) => match never {},
         }
     }
 

@@ -13,6 +13,7 @@ use libp2p::{
 
 use crate::{config::Config, RunError, UsageError};
 
+pub mod keep;
 pub mod msg;
 pub mod upnp;
 
@@ -38,6 +39,8 @@ pub struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
     pub msg: msg::Behaviour,
+    /// Connections to the bootstrap nodes stay open.
+    pub keep: keep::Behaviour,
     /// `--upnp`: port mappings on the LAN's IGD.
     pub upnp: Toggle<upnp::Behaviour>,
 }
@@ -271,6 +274,7 @@ pub fn build(
                 relay_client,
                 dcutr: dcutr::Behaviour::new(local),
                 msg: msg::Behaviour::new(ack_timeout, crate::MAX_MESSAGE_SIZE),
+                keep: keep::Behaviour::default(),
                 upnp: Toggle::from(upnp_on.then(upnp::Behaviour::new)),
             }
         })
