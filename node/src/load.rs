@@ -13,8 +13,8 @@
 //! same process on `--port-base`−1.
 //!
 //! 1. The listeners start together; the run waits until each has `announced` (or the deadline).
-//! 2. The dialers start together; each one's discovery time is from its own `started` to the
-//!    `discovered` of the last listener of its namespace.
+//! 2. The dialers start together (or `--dialer-ramp` a second); each one's discovery time is from
+//!    its own `started` to the `discovered` of the last listener of its namespace.
 //!
 //! With `--hold` there are no dialers: once every listener is `bootstrapped` the run prints
 //! `swarm_ready` and keeps the nodes up until SIGTERM (a load on a monitor in another container).
@@ -88,6 +88,10 @@ pub struct SwarmArgs {
     /// last start.
     #[arg(long, default_value_t = 0)]
     pub ramp: u32,
+    /// Dialers started per second (0: all at once, the harshest case). Each dialer's discovery
+    /// time counts from its own start; the deadline of phase 2 counts from the last start.
+    #[arg(long, default_value_t = 0)]
+    pub dialer_ramp: u32,
     /// `tcp` (loopback sockets: both ends of every connection in this process count against the
     /// open-files limit) or `memory` (libp2p's memory transport, noise and yamux as over TCP).
     #[arg(long, value_enum, default_value = "tcp")]
@@ -396,7 +400,14 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         }
     } else {
         // ---- phase 2: dialers
-        for &(i, ns) in &dialers {
+        let ramp_start = Instant::now();
+        for (n, &(i, ns)) in dialers.iter().enumerate() {
+            if args.dialer_ramp > 0 {
+                let due = ramp_start + Duration::from_secs_f64(n as f64 / f64::from(args.dialer_ramp));
+                while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
+                    seen.take(l);
+                }
+            }
             nodes.spawn(node_cfg(i, true, ns)?);
         }
         let deadline = Instant::now() + args.deadline;
