@@ -808,7 +808,16 @@ impl Node {
                 self.lib_metrics.record(&e);
                 self.on_kad(e, now);
             }
-            BehaviourEvent::Ping(e) => self.lib_metrics.record(&e),
+            BehaviourEvent::Ping(e) => {
+                self.lib_metrics.record(&e);
+                // A bootstrap connection is held open, so nothing else would notice its path died
+                // (a TCP connection with unacked data hangs for many minutes): close it, and the
+                // bootstrap state machine dials again.
+                if e.result.is_err() && self.boot.is_bootstrap(&e.peer) {
+                    tracing::debug!(peer = %e.peer, "ping to a bootstrap node failed; closing the connection");
+                    self.swarm.close_connection(e.connection);
+                }
+            }
             BehaviourEvent::Autonat(e) => self.on_autonat(e, now),
             BehaviourEvent::RelayServer(e) => {
                 self.lib_metrics.record(&e);

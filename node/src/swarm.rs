@@ -21,12 +21,12 @@ pub mod upnp;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/kad/1.0.0");
 /// The identify protocol version string.
 pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
-/// Between two pings on a connection (libp2p's default). A ping only feeds the round-trip
-/// metrics: since libp2p-ping 0.44 a failed ping closes nothing. At 5 s, pings were the largest
-/// steady cost of a busy node: 300 nodes in one process spent 343 s of CPU in 180 s and 5 of 60
-/// dialers missed their namespace, against 190 s and 60 of 60 in 104 s at 15 s
-/// (docs/benchmark-findings.md).
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Between two pings on a connection. A ping feeds the round-trip metrics and, on a connection
+/// to a bootstrap node (held open, see `keep.rs`), finds a dead path: the node closes it when a
+/// ping fails and dials again. Pings were most of what an idle node costs: 300 idle nodes in one
+/// process used 42% of a core with a ping every 15 s (libp2p's default), 13% with one every 60 s
+/// (docs/benchmark-findings.md), and at 5 s they were a busy node's largest steady cost.
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
