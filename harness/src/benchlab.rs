@@ -104,8 +104,8 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
              *Idle*: a monitor with no peer; a listener bootstrapped and announced. \
              *Under load*: a fresh monitor for each size, then N full listener nodes in one other container (`bench swarm --hold`, every one a public DHT server connected to the monitor); read once the monitor counts N connected peers. \
              KB per connection = (RSS under load − the same monitor's idle RSS) / N.".to_string()),
-        g("scale", "7. Many nodes in one process", "One container, one process (`bench swarm --transport memory`): an in-process monitor and N full p2plab nodes over libp2p's memory transport (noise and yamux as over TCP; loopback TCP would need two open files per connection in one process, beyond the engine's 20,000), in namespaces of 10 (8 listeners, 2 dialers). \
-             The listeners start together and must announce within 120 s; then the dialers start, and have 120 s to find all 8 listeners of their namespace. \
+        g("scale", "7. Many nodes in one process", "One container, one process (`bench swarm --transport memory`): an in-process monitor and N full p2plab nodes over libp2p's memory transport (noise and yamux as over TCP; loopback TCP would need two open files per connection in one process, beyond the engine's 20,000), in namespaces of 10 (8 listeners, 2 dialers), Kademlia's K = 8 (`--kad-replication 8`; the node's default is 20) and connections kept 600 s when idle. \
+             The listeners start at 5 a second and must announce within 120 s of the last start; then the dialers start together, and have 120 s to find all 8 listeners of their namespace. \
              Share = dialers that did. Times are per node from its own start. Memory is the process's RSS with every node up, per node; connections are those open at the end, per node.".to_string()),
     ]
 }
@@ -734,7 +734,11 @@ async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) 
         let v = bl
             .exec_json(
                 &name,
-                &["bench", "swarm", "--transport", "memory", "--nodes", &n.to_string(), "--namespace-size", "10", "--dialers-per-namespace", "2", "--deadline", "120"],
+                &[
+                    "bench", "swarm", "--transport", "memory", "--nodes", &n.to_string(), "--namespace-size", "10",
+                    "--dialers-per-namespace", "2", "--deadline", "120", "--kad-replication", "8", "--ramp", "5",
+                    "--idle-timeout", "600",
+                ],
             )
             .await?;
         let dialers = v["dialers"].as_f64().unwrap_or(0.0);

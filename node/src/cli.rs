@@ -135,8 +135,11 @@ pub struct Peer {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration_secs)]
     pub reachability_timeout: Duration,
 
-    /// Seconds between re-announcements in the namespace.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_duration_secs)]
+    /// Seconds between re-announcements in the namespace: half the 600 s lifetime of the records
+    /// (IPFS republishes at half its record lifetime too). A node also announces at every (re)join
+    /// and whenever its addresses change, so the interval only renews records; at 30 s it was
+    /// most of a thousand idle listeners' DHT traffic (docs/benchmark-findings.md).
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_duration_secs)]
     pub announce_interval: Duration,
 }
 

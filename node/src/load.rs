@@ -106,7 +106,7 @@ pub struct SwarmArgs {
     /// Each node's `--idle-timeout` in seconds (default: the node's own, 60; `--hold`: 3600).
     #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
     pub idle_timeout: Option<Duration>,
-    /// Each listener's `--announce-interval` in seconds (default: the node's own, 30).
+    /// Each listener's `--announce-interval` in seconds (default: the node's own, 300).
     #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
     pub announce_interval: Option<Duration>,
 }
@@ -186,6 +186,8 @@ pub struct SwarmResult {
     /// Connections closed, by cause (both ends), and failed dials and accepts by the first
     /// words of their error.
     pub closed: BTreeMap<String, u64>,
+    /// Each dialer that did not find its whole namespace: how many of its listeners it found.
+    pub incomplete: BTreeMap<String, usize>,
 }
 
 /// What `bench p2p-rtt` prints.
@@ -436,10 +438,13 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         return Err(RunError::Runtime(format!("a node failed: {f}")));
     }
     let mut discovery_ms = Vec::new();
+    let mut incomplete = BTreeMap::new();
     for (i, ns) in &dialers {
         let name = format!("n{i}");
         if let (Some(done), Some((t0, _))) = (complete_at(&name, *ns, &listeners_of, &seen), seen.started.get(&name)) {
             discovery_ms.push(ms_between(*t0, done));
+        } else {
+            incomplete.insert(name.clone(), seen.found.get(&name).map_or(0, HashMap::len));
         }
     }
     let mut announce_ms: Vec<f64> = seen.announced.values().copied().collect();
@@ -463,6 +468,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         errors: seen.errors,
         connections_opened: seen.opened,
         closed: seen.closed,
+        incomplete,
     })
 }
 

@@ -3,7 +3,8 @@
 //! An announcement goes out as soon as the node has joined the DHT and has an address others can
 //! use (its confirmed external addresses: relayed ones behind NAT, which [`super::reach`] now
 //! reserves at once), again shortly after those addresses change (a reservation, a public verdict,
-//! a reservation released), every `--announce-interval`, after every re-join (a bootstrap node
+//! a reservation released), renewed [`RENEW_FIRST`] later and then at doubling waits up to
+//! `--announce-interval`, after every re-join (a bootstrap node
 //! that restarted lost its records), and after a failure: [`RETRY`], doubling with each failure in
 //! a row up to the interval, spread by ±25% per node. A fixed short retry turns an overloaded DHT
 //! (a thousand nodes starting together on two cores) into a collapsed one: every query that timed
@@ -26,6 +27,16 @@ use super::{Backoff, Jitter};
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// The first retry after a failed round.
 pub const RETRY: Duration = Duration::from_secs(2);
+/// The first renewal after a join or an address change; renewals then double up to the interval.
+///
+/// Why not the interval at once: a record lives on the K peers closest to its key when it was
+/// put, and rust-libp2p's Kademlia does not hand records to peers that join closer to the key
+/// later, so a lookup that walks the grown network can miss them. A young network grows fastest
+/// (its peers started together), so young records are renewed soon. Measured: 1,000 nodes in one
+/// process started over 160 s, records renewed only every 300 s: the first namespaces' records sat
+/// on peers no lookup reached any more, and 11 of 200 dialers never found their whole namespace
+/// (docs/benchmark-findings.md).
+pub const RENEW_FIRST: Duration = Duration::from_secs(30);
 /// The longest a relayed-only first announcement waits for AutoNAT, from start.
 pub const HOLD: Duration = Duration::from_millis(600);
 
@@ -57,6 +68,8 @@ pub struct Announcer {
     errors: std::collections::VecDeque<String>,
     /// The wait after a failed round: [`RETRY`] doubling up to `interval`, reset by a success.
     retry: Backoff,
+    /// The wait until the next renewal: [`RENEW_FIRST`] doubling up to `interval`.
+    renew: Backoff,
     jitter: Jitter,
 }
 
@@ -65,6 +78,7 @@ impl Announcer {
     pub fn new(interval: Duration, started: Instant, seed: u64) -> Self {
         Self {
             retry: Backoff::new(RETRY, interval.max(RETRY)),
+            renew: Backoff::new(RENEW_FIRST.min(interval), interval),
             jitter: Jitter::new(seed),
             hold_until: Some(started + HOLD),
             interval,
@@ -84,6 +98,7 @@ impl Announcer {
     /// The node joined (or re-joined) the DHT: announce now.
     pub fn joined(&mut self, now: Instant) {
         self.joined = true;
+        self.renew.reset();
         self.schedule(now);
     }
 
@@ -96,6 +111,7 @@ impl Announcer {
     pub fn addresses(&mut self, addrs: Vec<Multiaddr>, now: Instant) {
         if addrs != self.addrs {
             self.addrs = addrs;
+            self.renew.reset();
             self.schedule(now + DEBOUNCE);
         }
     }
@@ -165,7 +181,7 @@ impl Announcer {
         self.round += 1;
         self.pending = 2;
         self.in_flight = Some(self.addrs.clone());
-        self.due = Some(now + self.interval);
+        self.due = Some(now + self.renew.next_wait());
         self.actions.push_back(Action::Announce { round: self.round, addrs: self.addrs.clone() });
     }
 
@@ -216,6 +232,34 @@ mod tests {
         assert_eq!(drain(&mut a), [Action::Announced { addrs: relayed.clone() }]);
         assert!(a.is_current());
         assert_eq!(a.poll_timeout(), Some(due + every));
+    }
+
+    #[test]
+    fn renewals_start_soon_and_slow_down_to_the_interval_until_a_rejoin() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(Duration::from_secs(300), t0, 7);
+        a.verdict();
+        a.joined(t0);
+        a.addresses(addrs(&["/ip4/198.18.0.5/tcp/4001"]), t0);
+        let mut now = a.poll_timeout().unwrap();
+        let mut gaps = Vec::new();
+        for round in 1..=6 {
+            a.handle_timeout(now);
+            assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round));
+            a.query_done(round, None, now);
+            a.query_done(round, None, now);
+            drain(&mut a);
+            let next = a.poll_timeout().unwrap();
+            gaps.push((next - now).as_secs());
+            now = next;
+        }
+        assert_eq!(gaps, [30, 60, 120, 240, 300, 300]);
+        a.joined(now);
+        a.handle_timeout(now);
+        drain(&mut a);
+        a.query_done(7, None, now);
+        a.query_done(7, None, now);
+        assert_eq!(a.poll_timeout(), Some(now + RENEW_FIRST), "a re-join renews soon again");
     }
 
     #[test]
