@@ -51,7 +51,6 @@ pub enum Action {
 
 #[derive(Debug)]
 pub struct Announcer {
-    interval: Duration,
     joined: bool,
     addrs: Vec<Multiaddr>,
     due: Option<Instant>,
@@ -66,9 +65,9 @@ pub struct Announcer {
     hold_until: Option<Instant>,
     actions: std::collections::VecDeque<Action>,
     errors: std::collections::VecDeque<String>,
-    /// The wait after a failed round: [`RETRY`] doubling up to `interval`, reset by a success.
+    /// The wait after a failed round: [`RETRY`] doubling up to the interval, reset by a success.
     retry: Backoff,
-    /// The wait until the next renewal: [`RENEW_FIRST`] doubling up to `interval`.
+    /// The wait until the next renewal: [`RENEW_FIRST`] doubling up to the interval.
     renew: Backoff,
     jitter: Jitter,
 }
@@ -81,7 +80,6 @@ impl Announcer {
             renew: Backoff::new(RENEW_FIRST.min(interval), interval),
             jitter: Jitter::new(seed),
             hold_until: Some(started + HOLD),
-            interval,
             joined: false,
             addrs: Vec::new(),
             due: None,
