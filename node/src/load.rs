@@ -357,12 +357,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     for i in 0..args.nodes {
         let (ns, dialer) = plan_node(i, args.namespace_size, dialers_per_ns);
         if !dialer {
-            if args.ramp > 0 {
-                let due = ramp_start + Duration::from_secs_f64(f64::from(n_started) / f64::from(args.ramp));
-                while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
-                    seen.take(l);
-                }
-            }
+            seen.read_until_ramp(&mut rx, ramp_start, n_started, args.ramp).await;
             nodes.spawn(node_cfg(i, false, ns)?);
             n_started += 1;
         }
@@ -403,13 +398,8 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     } else {
         // ---- phase 2: dialers
         let ramp_start = Instant::now();
-        for (n, &(i, ns)) in dialers.iter().enumerate() {
-            if args.dialer_ramp > 0 {
-                let due = ramp_start + Duration::from_secs_f64(n as f64 / f64::from(args.dialer_ramp));
-                while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
-                    seen.take(l);
-                }
-            }
+        for (n, &(i, ns)) in (0u32..).zip(&dialers) {
+            seen.read_until_ramp(&mut rx, ramp_start, n, args.dialer_ramp).await;
             nodes.spawn(node_cfg(i, true, ns)?);
         }
         let deadline = Instant::now() + args.deadline;
@@ -491,6 +481,17 @@ struct Seen {
 }
 
 impl Seen {
+    /// Takes the events that come until the `n`th start of a ramp of `per_second` (0: no wait).
+    async fn read_until_ramp(&mut self, rx: &mut mpsc::UnboundedReceiver<EventLine>, start: Instant, n: u32, per_second: u32) {
+        if per_second == 0 {
+            return;
+        }
+        let due = start + Duration::from_secs_f64(f64::from(n) / f64::from(per_second));
+        while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
+            self.take(l);
+        }
+    }
+
     fn take(&mut self, l: EventLine) {
         match &l.event {
             Event::Started { peer_id, .. } => {
