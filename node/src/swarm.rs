@@ -21,12 +21,13 @@ pub mod upnp;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/kad/1.0.0");
 /// The identify protocol version string.
 pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
-/// Between two pings on a connection. A ping feeds the round-trip metrics and, on a connection
-/// to a bootstrap node (held open, see `keep.rs`), finds a dead path: the node closes it when a
-/// ping fails and dials again. Pings were most of what an idle node costs: 300 idle nodes in one
-/// process used 42% of a core with a ping every 15 s (libp2p's default), 13% with one every 60 s
-/// (docs/benchmark-findings.md), and at 5 s they were a busy node's largest steady cost.
-pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// Between two pings on a connection (libp2p's default). A ping feeds the round-trip metrics,
+/// and its traffic renews NAT mappings: at 60 s a dialer's direct connection stayed dead after
+/// the listener's NAT forgot its mappings (topologies/faults.yaml lost a message in a CI run),
+/// although 300 idle nodes in one process used 13% of a core at 60 s against 42% at 15 s
+/// (docs/benchmark-findings.md). On a connection to a bootstrap node (held open, see `keep.rs`)
+/// a failed ping closes the connection so that it is dialed again.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
