@@ -101,7 +101,7 @@ pub struct Common {
     /// Kademlia's replication factor: how many peers a record is stored on, and how many
     /// closest peers a lookup must hear from. 20 is the libp2p and IPFS default; a lab-sized DHT
     /// can do with fewer, and every lookup then contacts (and connects to) fewer peers.
-    #[arg(long, value_name = "K", default_value_t = 20, value_parser = clap::value_parser!(u16).range(i64::from(*crate::config::KAD_REPLICATION.start())..=i64::from(*crate::config::KAD_REPLICATION.end())))]
+    #[arg(long, value_name = "K", default_value_t = 20, value_parser = crate::config::kad_replication_parser())]
     pub kad_replication: u16,
 
     /// Seconds an idle connection stays open.

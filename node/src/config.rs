@@ -24,6 +24,11 @@ use libp2p::Multiaddr;
 /// builder all bound it here.
 pub const KAD_REPLICATION: std::ops::RangeInclusive<u16> = 1..=64;
 
+/// The value parser of a `--kad-replication` flag: a number in [`KAD_REPLICATION`].
+pub fn kad_replication_parser() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(i64::from(*KAD_REPLICATION.start())..=i64::from(*KAD_REPLICATION.end()))
+}
+
 pub use crate::cli::{Common, Peer};
 
 pub use p2plab_contract::{

@@ -101,7 +101,7 @@ pub struct SwarmArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
     /// Each node's `--kad-replication` (default: the node's own, 20).
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(i64::from(*crate::config::KAD_REPLICATION.start())..=i64::from(*crate::config::KAD_REPLICATION.end())))]
+    #[arg(long, value_name = "K", value_parser = crate::config::kad_replication_parser())]
     pub kad_replication: Option<u16>,
     /// Each node's `--idle-timeout` in seconds (default: the node's own, 60; `--hold`: 3600).
     #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
