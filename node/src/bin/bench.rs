@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use p2plab_node::{
     load::{self, P2pRttArgs, SwarmArgs},
     perf::{self, PerfCommand},
-    RunError,
+    RunError, Threads,
 };
 
 #[derive(Debug, Parser)]
@@ -27,7 +27,15 @@ enum Cmd {
 }
 
 fn main() {
-    p2plab_node::block_on_and_exit(run(Cli::parse()))
+    let cli = Cli::parse();
+    let threads = match &cli.cmd {
+        // Round trips and one stream at a time: on one thread, like the peer it is compared with,
+        // so that neither side of a comparison pays cross-thread wake-ups the other does not.
+        Cmd::Perf(_) | Cmd::P2pRtt(_) => Threads::One,
+        // Many nodes in one process.
+        Cmd::Swarm(_) => Threads::Many,
+    };
+    p2plab_node::block_on_and_exit(threads, run(cli))
 }
 
 fn print(v: &impl serde::Serialize) -> Result<(), RunError> {

@@ -7,7 +7,7 @@ use p2plab_node::{
 };
 
 fn main() {
-    p2plab_node::block_on_and_exit(run(ProbeCli::parse()))
+    p2plab_node::block_on_and_exit(p2plab_node::Threads::One, run(ProbeCli::parse()))
 }
 
 async fn run(cli: ProbeCli) -> Result<(), RunError> {
