@@ -247,9 +247,9 @@ ensure_binaries() {
     if [ -z "${P2PLAB_SKIP_CARGO:-}" ]; then
         command -v cargo >/dev/null 2>&1 \
             || die "cargo not found (install Rust, or set P2PLAB_SKIP_CARGO=1 with P2PLAB_BIN_DIR)"
-        log "cargo build ${CARGO_PROFILE_ARGS[*]+"${CARGO_PROFILE_ARGS[*]} "}-p p2plab-node --bins"
-        (cd "$REPO_ROOT" && cargo build ${CARGO_PROFILE_ARGS[@]+"${CARGO_PROFILE_ARGS[@]}"} -p p2plab-node --bins) \
-            || die "cargo build ($PROFILE) -p p2plab-node --bins failed"
+        log "cargo build ${CARGO_PROFILE_ARGS[*]+"${CARGO_PROFILE_ARGS[*]} "}-p p2plab-node -p p2plab-tools --bins"
+        (cd "$REPO_ROOT" && cargo build ${CARGO_PROFILE_ARGS[@]+"${CARGO_PROFILE_ARGS[@]}"} -p p2plab-node -p p2plab-tools --bins) \
+            || die "cargo build ($PROFILE) -p p2plab-node -p p2plab-tools --bins failed"
     fi
     local b
     for b in "${BINARIES[@]}"; do

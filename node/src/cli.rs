@@ -8,7 +8,8 @@ use libp2p::Multiaddr;
 
 pub use crate::config::{Config, LogFormat, RelayMode, RelayServer, Role, RoleConfig, Traffic, Transport, MONITOR_METRICS, MONITOR_PORT};
 
-pub(crate) fn parse_duration_secs(s: &str) -> Result<Duration, String> {
+/// A non-negative number of seconds (fractions allowed), for duration flags.
+pub fn parse_duration_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("expected a number of seconds, got '{s}'"))?;
@@ -30,7 +31,8 @@ fn parse_per_peer(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+/// A message size in bytes, at most [`crate::MAX_MESSAGE_SIZE`].
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let n: usize = s
         .parse()
         .map_err(|_| format!("expected a number of bytes, got '{s}'"))?;

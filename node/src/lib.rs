@@ -16,9 +16,9 @@
 //! - [`swarm`]: identity, transports, the composed libp2p behaviour and its configuration.
 //! - [`node`]: the event loop: one `tokio::select!` over the swarm, a timer and shutdown.
 //! - [`http`]: `/metrics`, `/health` and `/status`.
-//! - [`perf`]: the `bench` binary's baselines and throughput: raw TCP ping-pong and bulk
-//!   transfer, and one libp2p stream over TCP or QUIC.
-//! - [`load`]: many nodes in one process (the `bench` binary's `swarm` and `p2p-rtt`).
+//!
+//! The lab's tools (the NAT probe, the delay line, the `bench` binary) are the `p2plab-tools`
+//! crate: they run this peer ([`run_with_sink`]) but the peer does not need them.
 //!
 //! Shutdown is a future passed to [`run`], so tests drive it; the binaries pass Ctrl-C/SIGTERM.
 
@@ -28,10 +28,7 @@ pub mod discovery;
 pub mod events;
 pub mod http;
 pub mod messaging;
-pub mod load;
 pub mod node;
-pub mod perf;
-pub mod probe;
 pub mod state;
 pub mod swarm;
 

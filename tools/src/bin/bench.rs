@@ -1,11 +1,11 @@
 //! `bench`: the measuring end of `p2plab bench`, in the node image. See `bench --help`, and the
-//! `p2plab_node::perf` and `p2plab_node::load` module documentation for the wire protocols and
+//! `p2plab_tools::perf` and `p2plab_tools::load` module documentation for the wire protocols and
 //! the JSON lines printed.
 use clap::{Parser, Subcommand};
-use p2plab_node::{
+use p2plab_node::{RunError, Threads};
+use p2plab_tools::{
     load::{self, P2pRttArgs, SwarmArgs},
     perf::{self, PerfCommand},
-    RunError, Threads,
 };
 
 #[derive(Debug, Parser)]

@@ -1,7 +1,7 @@
 //! Many p2plab nodes in one process, and the node's own round trip: the `bench` binary's `swarm`
 //! and `p2p-rtt`.
 //!
-//! Both run the very node the `monitor`, `listener` and `dialer` binaries run ([`crate::run_with_sink`]),
+//! Both run the very node the `monitor`, `listener` and `dialer` binaries run ([`p2plab_node::run_with_sink`]),
 //! configured through the same command lines (so the same defaults and checks), with the events
 //! sent to a channel instead of stdout.
 //!
@@ -48,7 +48,7 @@ use tokio::{
     time::{timeout_at, Instant},
 };
 
-use crate::{
+use p2plab_node::{
     cli::{parse_duration_secs, parse_size},
     config::Transport,
     Config, Event, EventLine, Path, RunError,
@@ -101,7 +101,7 @@ pub struct SwarmArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
     /// Each node's `--kad-replication` (default: the node's own, 20).
-    #[arg(long, value_name = "K", value_parser = crate::config::kad_replication_parser())]
+    #[arg(long, value_name = "K", value_parser = p2plab_node::config::kad_replication_parser())]
     pub kad_replication: Option<u16>,
     /// Each node's `--idle-timeout` in seconds (default: the node's own, 60; `--hold`: 3600).
     #[arg(long, value_name = "SECS", value_parser = parse_duration_secs)]
@@ -212,7 +212,7 @@ pub fn plan_node(i: u32, namespace_size: u32, dialers_per_namespace: u32) -> (u3
 }
 
 fn usage(flag: &'static str, value: impl ToString, reason: impl ToString) -> RunError {
-    RunError::Usage(crate::UsageError {
+    RunError::Usage(p2plab_node::UsageError {
         flag,
         value: value.to_string(),
         reason: reason.to_string(),
@@ -222,7 +222,7 @@ fn usage(flag: &'static str, value: impl ToString, reason: impl ToString) -> Run
 /// A node running in this process; dropping the sender of `stop` shuts every node down.
 struct Nodes {
     stop: watch::Sender<bool>,
-    tasks: JoinSet<Result<crate::Totals, RunError>>,
+    tasks: JoinSet<Result<p2plab_node::Totals, RunError>>,
     tx: mpsc::UnboundedSender<EventLine>,
 }
 
@@ -241,7 +241,7 @@ impl Nodes {
             let _ = rx.wait_for(|s| *s).await;
             "bench done".to_string()
         };
-        self.tasks.spawn(crate::run_with_sink(cfg, self.tx.clone(), shutdown));
+        self.tasks.spawn(p2plab_node::run_with_sink(cfg, self.tx.clone(), shutdown));
     }
 
     async fn shutdown(mut self) {
@@ -297,7 +297,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             None => monitor,
         };
         nodes.spawn(monitor);
-        let monitor_id = crate::swarm::identity_from_seed(1)
+        let monitor_id = p2plab_node::swarm::identity_from_seed(1)
             .map_err(|e| RunError::Runtime(format!("monitor identity: {e}")))?
             .public()
             .to_peer_id();
@@ -314,7 +314,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             .port(port as u16)
             .transport(transport)
             .external_addr(addr_of(port as u16))
-            .relay(crate::config::RelayMode::Never);
+            .relay(p2plab_node::config::RelayMode::Never);
         if let Some(m) = args.max_connections {
             cfg = cfg.max_connections(m);
         }
@@ -388,7 +388,7 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             "{}",
             serde_json::json!({"event": "swarm_ready", "nodes": listener_count, "bootstrapped": n_boot, "rss_kb": rss_kb(), "wall_ms": clock.elapsed().as_millis() as u64})
         );
-        let mut stop = Box::pin(crate::shutdown_signal());
+        let mut stop = Box::pin(p2plab_node::shutdown_signal());
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -565,7 +565,7 @@ pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
     let mut cfg = Config::dialer(args.namespace.clone())
         .named("rtt")
         .transport(Transport::Tcp)
-        .relay(crate::config::RelayMode::Never)
+        .relay(p2plab_node::config::RelayMode::Never)
         .count(total)
         .interval(Duration::from_millis(args.interval_ms.max(1)))
         .size(args.size)

@@ -1,13 +1,11 @@
 //! `probe`: the NAT probe, `probe reflect` and `probe measure`. See `probe --help` and the
-//! `p2plab_node::probe` module documentation for the wire protocol and the output.
+//! `p2plab_tools::probe` module documentation for the wire protocol and the output.
 use clap::Parser;
-use p2plab_node::{
-    probe::{self, ProbeCli, ProbeCommand},
-    RunError,
-};
+use p2plab_node::{RunError, Threads};
+use p2plab_tools::probe::{self, ProbeCli, ProbeCommand};
 
 fn main() {
-    p2plab_node::block_on_and_exit(p2plab_node::Threads::One, run(ProbeCli::parse()))
+    p2plab_node::block_on_and_exit(Threads::One, run(ProbeCli::parse()))
 }
 
 async fn run(cli: ProbeCli) -> Result<(), RunError> {

@@ -56,7 +56,7 @@ use tokio::{
     time::{sleep, timeout, timeout_at, Instant},
 };
 
-use crate::{RunError, UsageError};
+use p2plab_node::{RunError, UsageError};
 
 /// Largest request, reply or token datagram/line, in bytes.
 pub const MAX_MESSAGE: usize = 512;

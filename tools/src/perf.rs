@@ -69,7 +69,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::{RunError, UsageError};
+use p2plab_node::{RunError, UsageError};
 
 /// The libp2p protocol of the throughput benchmark.
 pub const PERF_PROTOCOL: &str = "/p2plab/perf/1.0.0";
@@ -343,7 +343,7 @@ pub async fn run(cmd: PerfCommand) -> Result<(), RunError> {
         PerfCommand::Serve(args) => {
             let server = start_server(&args).await?;
             println!("{}", server.ready_line());
-            server.serve(crate::shutdown_signal()).await
+            server.serve(p2plab_node::shutdown_signal()).await
         }
         PerfCommand::Rtt(a) => {
             let interval = Duration::from_millis(a.interval_ms);
@@ -370,7 +370,7 @@ fn print_line(value: &impl Serialize) -> Result<(), RunError> {
 /// id), else a fresh one.
 pub fn identity_from_seed(seed: Option<u64>) -> Result<Keypair, RunError> {
     match seed {
-        Some(seed) => crate::swarm::identity_from_seed(seed).map_err(|e| RunError::flag("--seed", seed.to_string(), e)),
+        Some(seed) => p2plab_node::swarm::identity_from_seed(seed).map_err(|e| RunError::flag("--seed", seed.to_string(), e)),
         None => Ok(Keypair::generate_ed25519()),
     }
 }

@@ -1,0 +1,20 @@
+//! The lab's tools, apart from the peer they measure: they run in the node image next to it,
+//! but nothing in the peer needs them.
+//!
+//! # Layout
+//! - [`probe`]: the NAT probe (`probe reflect`, `probe measure`): what a router does to a
+//!   host's UDP and TCP mappings and filtering, measured from inside the lab.
+//! - [`perf`]: the `bench` binary's baselines and throughput: raw TCP ping-pong and bulk
+//!   transfer, and one libp2p stream over TCP or QUIC.
+//! - [`load`]: many nodes in one process (`bench swarm`) and the node's own round trip
+//!   (`bench p2p-rtt`); they run the very peer of [`p2plab_node`].
+//! - Binaries: `probe`, `bench`, and `delayline` (an NFQUEUE delay and loss line for the
+//!   routers' impairments, where the kernel has no netem).
+//!
+//! Errors, runtimes and shutdown are the node's ([`p2plab_node::RunError`],
+//! [`p2plab_node::block_on_and_exit`], [`p2plab_node::shutdown_signal`]): one exit-code contract
+//! for every binary in the image.
+
+pub mod load;
+pub mod perf;
+pub mod probe;
