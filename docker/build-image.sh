@@ -44,7 +44,7 @@ case "$PROFILE" in
 esac
 BIN_DIR=${P2PLAB_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$PROFILE_DIR}
 PULL_TIMEOUT=${P2PLAB_PULL_TIMEOUT:-20}
-BINARIES=(monitor listener dialer probe delayline bench)
+BINARIES=(monitor listener dialer probe delayline bench router-rules)
 # Scripts of docker/ that go into the image (the Dockerfile names where).
 SCRIPTS=(entrypoint.sh router.sh vpn.sh impair.sh)
 

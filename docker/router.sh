@@ -12,7 +12,8 @@
 # The router waits until both its interfaces exist (up to P2PLAB_WAIT_IFACES
 # seconds), removes every default route (Docker's route via the host), adds
 # routes for the lab's ranges via P2PLAB_UPLINK_GW when that is set (never a
-# default route), loads its nftables ruleset with a single `nft -f` (one atomic
+# default route), has `router-rules` render its nftables ruleset from the typed
+# profile (p2plab-tools, src/nft.rs), loads it with a single `nft -f` (one atomic
 # transaction, tables `ip`/`ip6 p2plab_router`, plus `inet p2plab_upnp` for the
 # upnp profile; other tables untouched), starts miniupnpd for the upnp profile,
 # prints one JSON line on stdout
@@ -67,7 +68,6 @@ set -u
 
 PROG=p2plab-router
 RULES=/run/p2plab-router.nft
-TABLE=p2plab_router
 # upnp profile: miniupnpd's table, configuration, log and ports
 UPNP_TABLE=p2plab_upnp
 UPNP_CONF=/run/p2plab-miniupnpd.conf
@@ -140,7 +140,6 @@ fi
 LAN_PLEN=$((10#$LAN_PLEN))
 net=$(int2ip $(( $(ip2int "$LAN_NET") & $(mask_of "$LAN_PLEN") )))
 [ "$net" = "$LAN_NET" ] || die "P2PLAB_LAN_SUBNET=$LAN_SUBNET: host bits set (did you mean $net/$LAN_PLEN?)"
-LAN_MASK=$(int2ip "$(mask_of "$LAN_PLEN")")
 
 [ -n "$WAN_IP" ] || die "P2PLAB_WAN_IP is not set (the router's address on its uplink segment)"
 is_ipv4 "$WAN_IP" || die "P2PLAB_WAN_IP=$WAN_IP: not an IPv4 address"
@@ -201,6 +200,7 @@ fi
 
 command -v ip >/dev/null 2>&1 || die "the 'ip' command (iproute2) is missing"
 command -v nft >/dev/null 2>&1 || die "the 'nft' command (nftables) is missing"
+command -v router-rules >/dev/null 2>&1 || die "the 'router-rules' command (p2plab-tools) is missing"
 
 fwd=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || echo "?")
 [ "$fwd" = 1 ] || die "net.ipv4.ip_forward=$fwd: run the router container with --sysctl net.ipv4.ip_forward=1"
@@ -292,199 +292,20 @@ if [ -n "$UPLINK_GW" ]; then
 fi
 
 # --------------------------------------------------------------- ruleset ---
-T=${TIMEOUT}s
-LAN_SRC="ip saddr $LAN_NET/$LAN_PLEN"
-# For the conntrack address an explicit mask: nft 1.0.6 compiles
-# `ct original ip saddr 10.1.0.0/24` into a compare without a bitwise mask
-# (seen with --debug=netlink), the masked form is unambiguous.
-CT_LAN_SRC="ct original ip saddr & $LAN_MASK == $LAN_NET"
-host_set=$(printf '%s, ' "${HOST_ADDRS[@]}"); host_set=${host_set%, }
-
-eim=0; inbound_map=0
-case "$NAT" in open|home|port-forward|upnp) eim=1 ;; esac
-[ "$NAT" = open ] && inbound_map=1
-
-# Endpoint-independent mapping, per protocol (udp, tcp):
-#   <p>_int: (lan ip . lan port)  -> (wan ip . external port)
-#   <p>_ext: external port        -> (lan ip . lan port)
-# Both are filled from the packets actually leaving the WAN interface (after
-# SNAT, so the external port is the one the kernel chose) and refreshed by
-# every outbound packet; entries expire after P2PLAB_MAPPING_TIMEOUT idle
-# seconds. A new connection from a LAN endpoint that has a mapping is SNATed
-# to exactly that external port; otherwise the LAN port is kept when no other
-# endpoint holds it as a mapping, else a random free port is taken.
-eim_nat_rules() {   # $1 = udp|tcp
-    local p=$1
-    cat <<EOF
-        oifname "$WAN_IF" $LAN_SRC ip saddr . $p sport @${p}_int snat ip to ip saddr . $p sport map @${p}_int
-        oifname "$WAN_IF" $LAN_SRC $p sport @${p}_ext snat ip to $WAN_IP:1024-65535 random
-EOF
-}
-eim_map_rules() {   # $1 = udp|tcp
-    local p=$1
-    cat <<EOF
-        oifname "$WAN_IF" ct direction original $CT_LAN_SRC ct state new meta l4proto $p ct original ip saddr . ct original proto-src != @${p}_int $p sport @${p}_ext counter drop comment "external port held by another LAN endpoint"
-        oifname "$WAN_IF" ct direction original $CT_LAN_SRC meta l4proto $p update @${p}_int { ct original ip saddr . ct original proto-src timeout $T : ip saddr . $p sport } update @${p}_ext { $p sport timeout $T : ct original ip saddr . ct original proto-src }
-        oifname "$WAN_IF" ct direction reply ct status dnat meta l4proto $p update @${p}_int { ct reply ip saddr . ct reply proto-src timeout $T : ip saddr . $p sport } update @${p}_ext { $p sport timeout $T : ct reply ip saddr . ct reply proto-src }
-EOF
-}
-map_decls() {   # $1 = udp|tcp ; static elements from P2PLAB_FORWARD
-    local p=$1 i int_el="" ext_el=""
-    for i in "${!FWD_PROTO[@]}"; do
-        [ "${FWD_PROTO[$i]}" = "$p" ] || continue
-        int_el="${int_el:+$int_el, }${FWD_IP[$i]} . ${FWD_PORT[$i]} : $WAN_IP . ${FWD_EXT[$i]}"
-        ext_el="${ext_el:+$ext_el, }${FWD_EXT[$i]} : ${FWD_IP[$i]} . ${FWD_PORT[$i]}"
-    done
-    echo "    map ${p}_int {"
-    echo "        type ipv4_addr . inet_service : ipv4_addr . inet_service; flags dynamic, timeout;"
-    [ -z "$int_el" ] || echo "        elements = { $int_el }"
-    echo "    }"
-    echo "    map ${p}_ext {"
-    echo "        type inet_service : ipv4_addr . inet_service; flags dynamic, timeout;"
-    [ -z "$ext_el" ] || echo "        elements = { $ext_el }"
-    echo "    }"
-}
-
-# miniupnpd's chains (upnp profile). miniupnpd (nftables backend, 2.3.1) only
-# adds and deletes rules in existing chains of an inet table:
-#   prerouting_miniupnpd   one DNAT per mapping: iif <wan> <proto> dport <ext> dnat to <lan ip>:<port>
-#   postrouting_miniupnpd  PCP PEER SNATs (none for UPnP IGD mappings)
-#   forward_miniupnpd      one accept per mapping; no base chain jumps to it: the
-#                          ip table's forward chain accepts `ct status dnat` from
-#                          the WAN, and only miniupnpd DNATs in this profile
-# The nat chains hook in at dstnat/srcnat like the ip table's; the ip table has
-# no DNAT of its own in this profile, so a new inbound connection is translated
-# by miniupnpd's rule or by none, and its SNATs only match LAN sources leaving
-# the WAN, which miniupnpd's DNATed inbound flows are not.
-upnp_table() {
-    cat <<EOF
-table inet $UPNP_TABLE {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        iifname "$WAN_IF" meta nfproto ipv4 jump prerouting_miniupnpd
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "$WAN_IF" meta nfproto ipv4 jump postrouting_miniupnpd
-    }
-    chain prerouting_miniupnpd {
-    }
-    chain postrouting_miniupnpd {
-    }
-    chain forward_miniupnpd {
-    }
-}
-EOF
-}
-
-gen_ruleset() {
-    local i
-    echo "# generated by $PROG: P2PLAB_NAT=$NAT LAN $LAN_IF $LAN_NET/$LAN_PLEN WAN $WAN_IF $WAN_IP"
-    echo "table ip $TABLE {}"
-    echo "delete table ip $TABLE"
-    echo "table ip6 $TABLE {}"
-    echo "delete table ip6 $TABLE"
-    echo "table inet $UPNP_TABLE {}"
-    echo "delete table inet $UPNP_TABLE"
-    echo "table ip $TABLE {"
-    echo "    set host_addrs {"
-    echo "        type ipv4_addr; comment \"the Docker host on the router's networks\""
-    echo "        elements = { $host_set }"
-    echo "    }"
-    if [ "$NAT" != routed ]; then
-        cat <<EOF
-    ct timeout udp_mapping {
-        protocol udp; l3proto ip;
-        policy = { unreplied : $TIMEOUT, replied : $TIMEOUT };
-    }
-EOF
-    fi
-    if [ "$eim" = 1 ]; then
-        map_decls udp
-        map_decls tcp
-    fi
-
-    # --- prerouting (dnat): inbound to the WAN address
-    echo "    chain prerouting {"
-    echo "        type nat hook prerouting priority dstnat; policy accept;"
-    if [ "$inbound_map" = 1 ]; then
-        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP dnat ip to udp dport map @udp_ext"
-        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP dnat ip to tcp dport map @tcp_ext"
-    fi
-    for i in "${!FWD_PROTO[@]}"; do
-        echo "        iifname \"$WAN_IF\" ip daddr $WAN_IP ${FWD_PROTO[$i]} dport ${FWD_EXT[$i]} dnat ip to ${FWD_IP[$i]}:${FWD_PORT[$i]}"
-    done
-    echo "    }"
-
-    # --- forward: only LAN <-> WAN, never to the host
-    echo "    chain forward {"
-    echo "        type filter hook forward priority filter; policy drop;"
-    echo "        ip daddr @host_addrs counter drop"
-    if [ "$NAT" = routed ]; then
-        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" accept"
-        echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" accept"
-    else
-        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC ct state new meta l4proto udp ct timeout set \"udp_mapping\""
-        echo "        iifname \"$LAN_IF\" oifname \"$WAN_IF\" $LAN_SRC accept"
-        echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state established,related accept"
-        if [ "$NAT" = open ] || [ "$NAT" = port-forward ] || [ "$NAT" = upnp ]; then
-            # (upnp: the DNATs are miniupnpd's, in table inet $UPNP_TABLE)
-            echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct state new ct status dnat meta l4proto udp ct timeout set \"udp_mapping\""
-            echo "        iifname \"$WAN_IF\" oifname \"$LAN_IF\" ct status dnat accept"
-        fi
-    fi
-    echo "    }"
-
-    # --- postrouting (snat)
-    if [ "$NAT" != routed ]; then
-        echo "    chain postrouting {"
-        echo "        type nat hook postrouting priority srcnat; policy accept;"
-        if [ "$eim" = 1 ]; then
-            eim_nat_rules udp
-            eim_nat_rules tcp
-            echo "        oifname \"$WAN_IF\" $LAN_SRC snat ip to $WAN_IP"
-        else
-            echo "        oifname \"$WAN_IF\" $LAN_SRC snat ip to $WAN_IP random"
-        fi
-        echo "    }"
-    fi
-    if [ "$eim" = 1 ]; then
-        echo "    chain mapping {"
-        echo "        type filter hook postrouting priority srcnat + 10; policy accept;"
-        eim_map_rules udp
-        eim_map_rules tcp
-        echo "    }"
-    fi
-
-    # --- the router itself offers no service and never talks to the host
-    echo "    chain input {"
-    echo "        type filter hook input priority filter; policy accept;"
-    echo "        ct state established,related accept"
-    echo "        iif \"lo\" accept"
-    if [ "$NAT" = upnp ]; then
-        # miniupnpd, from the LAN only: SSDP, its HTTP (descriptions and SOAP), NAT-PMP/PCP
-        echo "        iifname \"$LAN_IF\" $LAN_SRC udp dport { $SSDP_PORT, $NATPMP_PORT } accept"
-        echo "        iifname \"$LAN_IF\" $LAN_SRC tcp dport $UPNP_HTTP_PORT accept"
-    fi
-    echo "        meta l4proto { tcp, udp } drop"
-    echo "    }"
-    echo "    chain output {"
-    echo "        type filter hook output priority filter; policy accept;"
-    echo "        ip daddr @host_addrs drop"
-    echo "    }"
-    echo "}"
-    echo "table ip6 $TABLE {"
-    echo "    chain forward {"
-    echo "        type filter hook forward priority filter; policy drop;"
-    echo "    }"
-    echo "}"
-    if [ "$NAT" = upnp ]; then
-        upnp_table
-    fi
-}
+# The ruleset is rendered from the typed profile by `router-rules` (p2plab-tools' nft module,
+# where unit tests pin what each profile's rules do); this script only gathers what it needs.
+fwd_list=""
+for i in "${!FWD_PROTO[@]}"; do
+    fwd_list="${fwd_list:+$fwd_list,}${FWD_PROTO[$i]}:${FWD_EXT[$i]}:${FWD_IP[$i]}:${FWD_PORT[$i]}"
+done
+rules_args=(--nat "$NAT" --lan-if "$LAN_IF" --wan-if "$WAN_IF" --lan-subnet "$LAN_NET/$LAN_PLEN"
+    --wan-ip "$WAN_IP" --timeout "$TIMEOUT")
+for a in "${HOST_ADDRS[@]}"; do rules_args+=(--host-addr "$a"); done
+[ -z "$fwd_list" ] || rules_args+=(--forward "$fwd_list")
 
 t0=$(date +%s%N)
-gen_ruleset >"$RULES" 2>/dev/null || die "cannot write $RULES"
+out=$(router-rules "${rules_args[@]}" 2>&1 >"$RULES") \
+    || die "P2PLAB_NAT=$NAT: router-rules failed: $(oneline "$out")"
 out=$(nft -f "$RULES" 2>&1) \
     || die "P2PLAB_NAT=$NAT: nft -f $RULES failed: $(oneline "$out")$(cap_hint "$out")"
 t1=$(date +%s%N)

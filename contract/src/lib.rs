@@ -8,10 +8,13 @@
 //! - [`Role`] and [`Transport`]: what a node is and what it speaks, as the command lines and the
 //!   topology files name them.
 //! - [`ports`]: the ports a lab relies on.
+//! - [`nat`]: a lab router's NAT profile (mapping, filtering, what it does to hole punching),
+//!   its port forwards, and the names of its nftables state.
 //! - [`procfs`]: the `/proc` figures the benchmarks read (resident memory, CPU time), from the
 //!   process itself or from inside a container.
 
 pub mod events;
+pub mod nat;
 pub mod ports;
 pub mod procfs;
 

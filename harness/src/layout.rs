@@ -11,6 +11,8 @@ use ipnet::Ipv4Net;
 
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
+use p2plab_contract::nat::{Forward as NatForward, Proto};
+
 use crate::topology::{NatProfile, Node, Role, Topology};
 
 /// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
@@ -257,10 +259,10 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         let Some(nat) = seg.nat.as_ref().filter(|n| !n.forward.is_empty()) else { continue };
         let mut rules = Vec::new();
         for f in &nat.forward {
-            let Some(ip) = ips.get(&f.to) else { continue };
-            for proto in ["tcp", "udp"] {
-                if f.proto == proto || f.proto == "both" {
-                    rules.push(format!("{proto}:{}:{ip}:{}", f.port, f.to_port));
+            let Some(&lan_ip) = ips.get(&f.to) else { continue };
+            for proto in [Proto::Tcp, Proto::Udp] {
+                if f.proto == proto.as_str() || f.proto == "both" {
+                    rules.push(NatForward { proto, ext_port: f.port, lan_ip, lan_port: f.to_port }.to_string());
                 }
             }
         }

@@ -432,6 +432,15 @@ async fn wait_ready(
     Err(RunError::NotReady { name: p.name.clone(), secs: READY_WITHIN.as_secs(), why, stderr: lab.stderr_tail(&p.name, 20).await })
 }
 
+/// A router forgets every mapping, as a reboot would: its mapping maps (named by the contract,
+/// the same names its ruleset was rendered with) and its conntrack table. Maps a profile lacks
+/// (strict, routed) are skipped.
+fn flush_nat_cmd() -> String {
+    use p2plab_contract::nat::{Proto, TABLE};
+    let maps: Vec<&str> = Proto::BOTH.into_iter().flat_map(Proto::maps).collect();
+    format!("for m in {}; do nft flush map ip {TABLE} $m 2>/dev/null; done; conntrack -F >/dev/null 2>&1; true", maps.join(" "))
+}
+
 /// nft table the faults use, in routers and nodes alike.
 const FAULT_TABLE: &str = "p2plab_fault";
 
@@ -572,14 +581,7 @@ async fn apply(
                 sh(lab, t, &heal()).await
             }
         }
-        Action::FlushNat(seg) => {
-            sh(
-                lab,
-                &router(seg),
-                "for m in tcp_int tcp_ext udp_int udp_ext; do nft flush map ip p2plab_router $m 2>/dev/null; done; conntrack -F >/dev/null 2>&1; true",
-            )
-            .await
-        }
+        Action::FlushNat(seg) => sh(lab, &router(seg), &flush_nat_cmd()).await,
         Action::Impair { segment, impair } => {
             let r = router(segment);
             match lay.get(&r) {

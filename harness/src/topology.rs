@@ -306,49 +306,9 @@ struct RawEventExpect {
 
 pub use p2plab_contract::{Role, Transport};
 
-/// A router's NAT profile (see `docker/router.sh` and the README's table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NatProfile {
-    Open,
-    Home,
-    Strict,
-    PortForward,
-    Routed,
-    Upnp,
-}
-
-impl NatProfile {
-    pub const NAMES: &'static str = "open, home, strict, port-forward, routed, upnp";
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "open" => Self::Open,
-            "home" => Self::Home,
-            "strict" => Self::Strict,
-            "port-forward" => Self::PortForward,
-            "routed" => Self::Routed,
-            "upnp" => Self::Upnp,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Home => "home",
-            Self::Strict => "strict",
-            Self::PortForward => "port-forward",
-            Self::Routed => "routed",
-            Self::Upnp => "upnp",
-        }
-    }
-
-    /// Whether DCUtR can punch through this NAT (towards a peer behind a NAT that allows it).
-    pub fn hole_punchable(self) -> bool {
-        !matches!(self, Self::Strict)
-    }
-}
+/// A router's NAT profile: one definition, shared with the router that renders its rules (see
+/// `p2plab_contract::nat` and the README's table).
+pub use p2plab_contract::nat::Profile as NatProfile;
 
 /// Link impairments of a router's uplink interface (packets leaving the LAN).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -918,7 +878,7 @@ fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, TopologyError> {
                 None
             }
             Some(p) => {
-                let profile = NatProfile::parse(&p.value).ok_or_else(|| {
+                let profile = p.value.parse::<NatProfile>().map_err(|_| {
                     cx.err(p.referenced, format!("nat: unknown profile `{}`", p.value), hint(format!("one of {}; a CGNAT is a LAN whose uplink is another LAN", NatProfile::NAMES)))
                 })?;
                 let uplink = match &s.uplink {

@@ -8,13 +8,16 @@
 //!   transfer, and one libp2p stream over TCP or QUIC.
 //! - [`load`]: many nodes in one process (`bench swarm`) and the node's own round trip
 //!   (`bench p2p-rtt`); they run the very peer of [`p2plab_node`].
-//! - Binaries: `probe`, `bench`, and `delayline` (an NFQUEUE delay and loss line for the
-//!   routers' impairments, where the kernel has no netem).
+//! - [`nft`]: a lab router's nftables ruleset, rendered from its typed NAT profile.
+//! - Binaries: `probe`, `bench`, `router-rules` (prints a router's ruleset for
+//!   `docker/router.sh`), and `delayline` (an NFQUEUE delay and loss line for the routers'
+//!   impairments, where the kernel has no netem).
 //!
 //! Errors, runtimes and shutdown are the node's ([`p2plab_node::RunError`],
 //! [`p2plab_node::block_on_and_exit`], [`p2plab_node::shutdown_signal`]): one exit-code contract
 //! for every binary in the image.
 
 pub mod load;
+pub mod nft;
 pub mod perf;
 pub mod probe;
