@@ -28,6 +28,10 @@ pub const ID_PROTOCOL: &str = "/p2plab/id/1.0.0";
 /// (docs/benchmark-findings.md). On a connection to a bootstrap node (held open, see `keep.rs`)
 /// a failed ping closes the connection so that it is dialed again.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Between two pings over the in-process memory transport (`bench swarm`): no NAT can forget a
+/// mapping there, so pings only find dead peers, and at 15 s they were most of what 1,000 idle
+/// nodes in one process cost (docs/benchmark-findings.md).
+pub const PING_INTERVAL_MEMORY: Duration = Duration::from_secs(60);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -268,7 +272,11 @@ pub fn build(
                         // reach ourselves. Kademlia and the peer records keep the usable ones.
                         .with_cache_size(0),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(Duration::from_secs(10))),
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(if memory_on { PING_INTERVAL_MEMORY } else { PING_INTERVAL })
+                        .with_timeout(Duration::from_secs(10)),
+                ),
                 kad,
                 autonat: autonat::v1::Behaviour::new(local, autonat_cfg),
                 relay_server: Toggle::from(relay_server),
