@@ -25,6 +25,7 @@
 //! - [`docker`]: the Docker backend (bollard), the one seam with the engine: labelled networks and
 //!   containers, exec, logs, signals, and cleanup on teardown, drop and panic.
 //! - [`image`]: the node image, built offline by `docker/build-image.sh` when missing or stale.
+//! - `paths` (private): the report's picture of the path each pair held over time.
 //! - [`testing`]: what the Docker tests share: the engine or a clear skip, event waits with
 //!   deadlines.
 
@@ -36,6 +37,7 @@ pub mod expect;
 pub mod graph;
 pub mod image;
 pub mod layout;
+mod paths;
 pub mod plan;
 pub mod report;
 pub mod run;

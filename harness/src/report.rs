@@ -13,7 +13,8 @@
 //!   abort are error testcases).
 //! - `summary.md`: the same as tables.
 //! - `index.html`: one static page (inline CSS, JS and SVG; no network), with the topology, the
-//!   tables, the timeline with a filter, and the data as embedded JSON.
+//!   tables, the path each pair held over time (an SVG from `paths`), the timeline with a
+//!   filter, and the data as embedded JSON.
 
 use std::{
     fmt::Write as _,
@@ -816,6 +817,16 @@ fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
             );
         }
         s.push_str("</tbody></table></section>\n");
+
+        // the same pairs as a picture: which path each held, over time
+        let pairs: Vec<(String, String)> = r.metrics.iter().map(|p| (p.from.clone(), p.to.clone())).collect();
+        let end = r.timeline.events.iter().map(|l| l.ts).chain(r.faults.iter().map(|f| f.at)).max().unwrap_or(r.t0);
+        let _ = writeln!(
+            s,
+            "<section><h2>Paths over time</h2><p class=\"meta\">What each sender held to its peer, from t0 ({}): a direct connection, relayed ones only, or none; hole punches and faults marked.</p><div class=\"graph\">{}</div></section>",
+            e(&rfc3339(r.t0)),
+            crate::paths::svg(&r.timeline, &pairs, &r.faults, r.t0, end.max(r.t0))
+        );
     }
 
     // faults

@@ -1,0 +1,265 @@
+//! The path each pair took over a run, as a picture: one row per pair, coloured by whether the
+//! sender held a direct connection, only a relayed one, or none, with its hole punches and the
+//! run's faults marked. The report's `index.html` shows it above the timeline table, so "relayed,
+//! hole punch, direct, the NAT flushed, relayed again" reads at a glance instead of row by row.
+//!
+//! [`segments`] is the decision (events in, intervals out; unit-tested); [`svg`] only draws.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use chrono::{DateTime, Utc};
+use p2plab_contract::{Event, Path};
+
+use crate::{expect::Timeline, graph::html_escape, run::FaultRecord};
+
+/// What a sender held to its peer during an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// At least one direct connection.
+    Direct,
+    /// Relayed connections only.
+    Relayed,
+    /// No connection.
+    None,
+}
+
+/// One interval of a pair's row, in ms from the picture's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub held: Held,
+}
+
+/// A hole punch the sender reported, in ms from the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Punch {
+    pub at_ms: i64,
+    pub ok: bool,
+}
+
+/// `from`'s connections to `to` over the run, as intervals from `origin` up to `end`, and its hole
+/// punches toward `to`. Intervals with no connection are included (before the first one too).
+pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: DateTime<Utc>) -> (Vec<Segment>, Vec<Punch>) {
+    let ms = |ts: DateTime<Utc>| (ts - origin).num_milliseconds();
+    let mut open: HashMap<Path, u32> = HashMap::new();
+    let held = |open: &HashMap<Path, u32>| {
+        if open.get(&Path::Direct).copied().unwrap_or(0) > 0 {
+            Held::Direct
+        } else if open.get(&Path::Relayed).copied().unwrap_or(0) > 0 {
+            Held::Relayed
+        } else {
+            Held::None
+        }
+    };
+    let mut out = Vec::new();
+    let mut punches = Vec::new();
+    let mut since = 0;
+    let mut now = Held::None;
+    let mut lines: Vec<_> = t.of(from).collect();
+    lines.sort_by_key(|l| l.ts);
+    for l in lines {
+        let (path, delta) = match &l.event {
+            Event::Connected { peer, path, .. } if t.name_of(peer) == Some(to) => (*path, 1i64),
+            Event::Disconnected { peer, path, .. } if t.name_of(peer) == Some(to) => (*path, -1),
+            Event::HolePunch { peer, ok, .. } if t.name_of(peer) == Some(to) => {
+                punches.push(Punch { at_ms: ms(l.ts), ok: *ok });
+                continue;
+            }
+            Event::Stopped { .. } => {
+                open.clear();
+                (Path::Direct, 0)
+            }
+            _ => continue,
+        };
+        let n = open.entry(path).or_insert(0);
+        *n = if delta > 0 { n.saturating_add(1) } else if delta < 0 { n.saturating_sub(1) } else { *n };
+        let next = held(&open);
+        if next != now {
+            let at = ms(l.ts).max(since);
+            if at > since {
+                out.push(Segment { from_ms: since, to_ms: at, held: now });
+            }
+            since = at;
+            now = next;
+        }
+    }
+    let end = ms(end).max(since);
+    if end > since {
+        out.push(Segment { from_ms: since, to_ms: end, held: now });
+    }
+    (out, punches)
+}
+
+const LABEL_W: f64 = 150.0;
+const PLOT_W: f64 = 720.0;
+const ROW_H: f64 = 22.0;
+const TOP: f64 = 8.0;
+
+/// A tick step (ms) that puts 4 to 10 ticks on `span_ms`.
+fn tick_step(span_ms: i64) -> i64 {
+    let mut step = 100;
+    for s in [100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000] {
+        step = s;
+        if span_ms / s <= 10 {
+            break;
+        }
+    }
+    step
+}
+
+/// The picture: a row per pair (`from → to`), from `origin` (ms 0) to `end`, faults as dashed
+/// lines. Inline SVG, no script; hovering a segment or a mark names it.
+pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], origin: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    let span = (end - origin).num_milliseconds().max(1);
+    let x = |ms: i64| LABEL_W + PLOT_W * (ms.clamp(0, span) as f64) / span as f64;
+    let height = TOP + ROW_H * pairs.len() as f64 + 40.0;
+    let width = LABEL_W + PLOT_W + 20.0;
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" class="paths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#);
+    for (i, (from, to)) in pairs.iter().enumerate() {
+        let y = TOP + ROW_H * i as f64;
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{} → {}</text>"#, LABEL_W - 8.0, y + 15.0, html_escape(from), html_escape(to));
+        let (segs, punches) = segments(t, from, to, origin, end);
+        for g in segs {
+            let (fill, what) = match g.held {
+                Held::Direct => ("#2e7d32", "direct"),
+                Held::Relayed => ("#ef8c00", "relayed only"),
+                Held::None => ("#e0e0e0", "no connection"),
+            };
+            let (x0, x1) = (x(g.from_ms), x(g.to_ms));
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{fill}"><title>{what}: {:.1}–{:.1} s</title></rect>"#,
+                y + 3.0,
+                (x1 - x0).max(0.5),
+                ROW_H - 6.0,
+                g.from_ms as f64 / 1e3,
+                g.to_ms as f64 / 1e3
+            );
+        }
+        for p in punches {
+            let (mark, colour, what) = if p.ok { ("▲", "#000", "hole punch") } else { ("✕", "#c62828", "hole punch failed") };
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{colour}" font-size="10">{mark}<title>{what} at {:.1} s</title></text>"#,
+                x(p.at_ms),
+                y + ROW_H - 2.0,
+                p.at_ms as f64 / 1e3
+            );
+        }
+    }
+    let axis_y = TOP + ROW_H * pairs.len() as f64 + 4.0;
+    let _ = writeln!(s, r##"<line x1="{LABEL_W}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#555"/>"##, LABEL_W + PLOT_W);
+    let step = tick_step(span);
+    let mut tick = 0;
+    while tick <= span {
+        let tx = x(tick);
+        let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{axis_y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##, axis_y + 4.0, axis_y + 16.0, tick as f64 / 1e3);
+        tick += step;
+    }
+    for f in faults {
+        let fx = x((f.at - origin).num_milliseconds());
+        let _ = writeln!(
+            s,
+            r##"<line x1="{fx:.1}" y1="{TOP}" x2="{fx:.1}" y2="{axis_y}" stroke="#c62828" stroke-dasharray="4 3"><title>line {}: {}{}</title></line>"##,
+            f.line,
+            html_escape(&f.action),
+            if f.ok { "" } else { " (failed)" }
+        );
+    }
+    let ly = axis_y + 32.0;
+    let mut lx = LABEL_W;
+    for (fill, what) in [("#2e7d32", "direct"), ("#ef8c00", "relayed only"), ("#e0e0e0", "no connection")] {
+        let _ = writeln!(s, r#"<rect x="{lx}" y="{}" width="12" height="10" fill="{fill}"/><text x="{}" y="{ly}">{what}</text>"#, ly - 9.0, lx + 16.0);
+        lx += 120.0;
+    }
+    let _ = writeln!(s, r##"<text x="{lx}" y="{ly}">▲ hole punch · ✕ failed · <tspan fill="#c62828">┆ fault</tspan></text>"##);
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use p2plab_contract::{EventLine, PeerId};
+
+    fn at(t0: DateTime<Utc>, ms: i64, node: &str, event: Event) -> EventLine {
+        EventLine { ts: t0 + Duration::milliseconds(ms), node: node.into(), event }
+    }
+
+    fn started(id: PeerId) -> Event {
+        serde_json::from_value(serde_json::json!({"event": "started", "peer_id": id.to_string(), "role": "listener", "version": "0"})).unwrap()
+    }
+
+    fn conn(peer: PeerId, path: Path, up: bool) -> Event {
+        let tag = if up { "connected" } else { "disconnected" };
+        let path = if path == Path::Direct { "direct" } else { "relayed" };
+        serde_json::from_value(serde_json::json!({
+            "event": tag, "peer": peer.to_string(), "path": path, "remote_addr": "/ip4/10.0.0.1/tcp/1",
+            "direction": "outbound", "connections": 1
+        }))
+        .unwrap()
+    }
+
+    fn punch(peer: PeerId, ok: bool) -> Event {
+        serde_json::from_value(serde_json::json!({"event": "hole_punch", "peer": peer.to_string(), "ok": ok})).unwrap()
+    }
+
+    /// Relayed, a hole punch, direct (the relayed one closes), the direct one dies, relayed again.
+    #[test]
+    fn a_pair_goes_relayed_direct_and_back() {
+        let t0 = Utc::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut t = Timeline::default();
+        for l in [
+            at(t0, 0, "alice", started(a)),
+            at(t0, 100, "bob", started(b)),
+            at(t0, 1_000, "bob", conn(a, Path::Relayed, true)),
+            at(t0, 1_010, "bob", punch(a, true)),
+            at(t0, 1_010, "bob", conn(a, Path::Direct, true)),
+            at(t0, 1_020, "bob", conn(a, Path::Relayed, false)),
+            at(t0, 5_000, "bob", conn(a, Path::Direct, false)),
+            at(t0, 6_000, "bob", conn(a, Path::Relayed, true)),
+        ] {
+            t.push(l);
+        }
+        let (segs, punches) = segments(&t, "bob", "alice", t0, t0 + Duration::milliseconds(8_000));
+        let held: Vec<_> = segs.iter().map(|s| (s.from_ms, s.to_ms, s.held)).collect();
+        assert_eq!(
+            held,
+            vec![
+                (0, 1_000, Held::None),
+                (1_000, 1_010, Held::Relayed),
+                (1_010, 5_000, Held::Direct),
+                (5_000, 6_000, Held::None),
+                (6_000, 8_000, Held::Relayed),
+            ]
+        );
+        assert_eq!(punches, vec![Punch { at_ms: 1_010, ok: true }]);
+        let pic = svg(&t, &[("bob".into(), "alice".into())], &[], t0, t0 + Duration::milliseconds(8_000));
+        assert_eq!(pic.matches("<rect").count(), 5 + 3, "five segments and the legend");
+        assert!(pic.contains("direct: 1.0–5.0 s"), "{pic}");
+        assert!(pic.contains("bob → alice"));
+    }
+
+    #[test]
+    fn connections_to_others_and_unknown_peers_do_not_count() {
+        let t0 = Utc::now();
+        let (a, c) = (PeerId::random(), PeerId::random());
+        let mut t = Timeline::default();
+        t.push(at(t0, 0, "alice", started(a)));
+        t.push(at(t0, 10, "bob", conn(c, Path::Direct, true)));
+        let (segs, _) = segments(&t, "bob", "alice", t0, t0 + Duration::milliseconds(100));
+        assert_eq!(segs, vec![Segment { from_ms: 0, to_ms: 100, held: Held::None }]);
+    }
+
+    #[test]
+    fn ticks_stay_readable() {
+        assert_eq!(tick_step(900), 100);
+        assert_eq!(tick_step(10_000), 1_000);
+        assert_eq!(tick_step(95_000), 10_000);
+        assert_eq!(tick_step(3_600_000), 600_000);
+    }
+}
