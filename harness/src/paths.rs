@@ -116,7 +116,7 @@ pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], ori
     let height = TOP + ROW_H * pairs.len() as f64 + 40.0;
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" class="paths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(s, r#"<svg class="paths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#);
     for (i, (from, to)) in pairs.iter().enumerate() {
         let y = TOP + ROW_H * i as f64;
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{} → {}</text>"#, LABEL_W - 8.0, y + 15.0, html_escape(from), html_escape(to));

@@ -1099,6 +1099,7 @@ expect:
         assert!(!h.contains("http://") && !h.contains("https://"), "no network");
         assert!(!h.contains("<link") && !h.contains(" src="), "nothing external");
         assert!(h.contains("<svg class=\"topo\""));
+        assert!(h.contains("<svg class=\"paths\"") && h.contains("<h2>Paths over time</h2>"), "the pairs' paths pictured");
         assert!(h.contains("<script type=\"application/json\" id=\"p2plab-data\">"));
         assert!(h.contains("<table id=\"expectations\">") && h.contains("<table id=\"pairs\">") && h.contains("<table id=\"timeline\">"));
         assert!(h.contains("<tr class=\"fail\"><td>✘</td><td>direct bob ↔ alice</td>"), "{h}");
