@@ -59,21 +59,20 @@ pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: 
     let mut lines: Vec<_> = t.of(from).collect();
     lines.sort_by_key(|l| l.ts);
     for l in lines {
-        let (path, delta) = match &l.event {
-            Event::Connected { peer, path, .. } if t.name_of(peer) == Some(to) => (*path, 1i64),
-            Event::Disconnected { peer, path, .. } if t.name_of(peer) == Some(to) => (*path, -1),
+        match &l.event {
+            Event::Connected { peer, path, .. } if t.name_of(peer) == Some(to) => *open.entry(*path).or_insert(0) += 1,
+            Event::Disconnected { peer, path, .. } if t.name_of(peer) == Some(to) => {
+                let n = open.entry(*path).or_insert(0);
+                *n = n.saturating_sub(1);
+            }
             Event::HolePunch { peer, ok, .. } if t.name_of(peer) == Some(to) => {
                 punches.push(Punch { at_ms: ms(l.ts), ok: *ok });
                 continue;
             }
-            Event::Stopped { .. } => {
-                open.clear();
-                (Path::Direct, 0)
-            }
+            // A stopped sender holds nothing, whatever close events it did not get to write.
+            Event::Stopped { .. } => open.clear(),
             _ => continue,
-        };
-        let n = open.entry(path).or_insert(0);
-        *n = if delta > 0 { n.saturating_add(1) } else if delta < 0 { n.saturating_sub(1) } else { *n };
+        }
         let next = held(&open);
         if next != now {
             let at = ms(l.ts).max(since);
