@@ -81,12 +81,13 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
         g("rtt", "1. Message round trip", format!(
             "Two containers on one lab segment (a veth bridge, no impairment). Each figure is {rtt_n} round trips after 10 of warm-up, one every 10 ms. \
              *Raw TCP*: a ping of the payload size answered by an 8-byte ack on one connection with TCP_NODELAY (`bench rtt`). \
+             *libp2p stream*: the same ping-pong on one libp2p stream (`/p2plab/perf-ping/1.0.0`, libp2p-stream) over the peer's own transport stack (TCP, noise, yamux) with nothing else on the connection: the floor libp2p sets under the node's messages (`bench rtt --to <multiaddr>`). \
              *libp2p direct*: the node's own acked messages (a dialer's `message_acked.rtt_ms`, `bench p2p-rtt`) to a listener in the other container, over a direct TCP connection (noise, yamux, `/p2plab/msg/2.0.0`: one stream per connection, acked by the receiver's connection handler). \
              *libp2p relayed*: the same to a listener reachable only through the monitor's relay (circuit relay v2, both peers `--no-direct`); the relay is a third container on the same segment. \
              Ratios are medians over the raw TCP median.")),
         g("throughput", "2. Throughput of one stream", format!(
             "The same two containers. One stream carries {}, {} times; the receiver acks the last byte (`bench throughput`). \
-             Raw TCP (a new connection each time) vs one libp2p stream (`/p2plab/perf/1.0.0`, libp2p-stream) over TCP (noise + yamux) and over QUIC, each repeat a new stream on one connection.",
+             Raw TCP (a new connection each time) vs one libp2p stream (`/p2plab/perf/1.0.0`, libp2p-stream) over the peer's own transport stack, TCP (noise + yamux) and QUIC, each repeat a new stream on one connection.",
             opts.pick("128 MiB", "32 MiB"), opts.pick(5, 3))),
         g("direct", "3. Time to direct behind two home NATs", format!(
             "The runner builds a lab of a monitor and two peers, each behind its own `home` NAT (endpoint-independent mapping, address-and-port-dependent filtering), {} times from nothing. \
@@ -378,6 +379,12 @@ nodes:
   m: { role: monitor, segment: internet, transport: tcp, seed: 1, args: ["--idle-timeout", "3600"] }
 "#;
 
+/// `bench rtt` to `to` (raw `IP:PORT` or a libp2p multiaddr): `n` pings of `size` bytes, one
+/// every 10 ms after 10 of warm-up.
+fn ping_pong_cmd<'a>(to: &'a str, size: &'a str, n: &'a str) -> [&'a str; 12] {
+    ["bench", "rtt", "--to", to, "--size", size, "--count", n, "--warmup", "10", "--interval-ms", "10"]
+}
+
 async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "rtt";
     progress("rtt/throughput: a monitor and two hosts on one segment".into());
@@ -427,10 +434,9 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             let s = size.to_string();
             let sl = size_label(size);
             let id = sl.replace(' ', "");
-            progress(format!("rtt {sl}: raw TCP, libp2p direct, libp2p relayed"));
-            let raw = bl
-                .exec_json("b", &["bench", "rtt", "--to", &format!("{a}:5201"), "--size", &s, "--count", &n, "--warmup", "10", "--interval-ms", "10"])
-                .await?;
+            progress(format!("rtt {sl}: raw TCP, libp2p stream, libp2p direct, libp2p relayed"));
+            let raw = bl.exec_json("b", &ping_pong_cmd(&format!("{a}:5201"), &s, &n)).await?;
+            let stream = bl.exec_json("b", &ping_pong_cmd(&format!("/ip4/{a}/tcp/5202/p2p/{perf_peer}"), &s, &n)).await?;
             let seed_d = (100 + 2 * i).to_string();
             let seed_r = (101 + 2 * i).to_string();
             let direct = bl
@@ -441,6 +447,7 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
                 .await?;
             let raw_id = format!("rtt.raw_tcp.{id}");
             figures.push(Figure::new(&raw_id, "rtt", format!("raw TCP ping-pong, {sl}"), "ms", Better::Lower, f64s(&raw["samples_ms"])));
+            figures.push(Figure::new(format!("rtt.libp2p_stream.{id}"), "rtt", format!("libp2p stream ping-pong, {sl}"), "ms", Better::Lower, f64s(&stream["samples_ms"])).vs(&raw_id));
             let other = |v: &Value| v["other_path"].as_u64().unwrap_or(0);
             let mut fd = Figure::new(format!("rtt.libp2p_direct.{id}"), "rtt", format!("libp2p messages, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
             if other(&direct) > 0 {

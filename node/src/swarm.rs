@@ -11,6 +11,8 @@ use libp2p::{
     yamux, PeerId, StreamProtocol, Swarm, Transport as _,
 };
 
+use p2plab_contract::Transport;
+
 use crate::{config::Config, RunError, UsageError};
 
 pub mod keep;
@@ -124,7 +126,13 @@ pub fn transports(cfg: &Config, psk: bool) -> Result<(bool, bool), UsageError> {
     Ok((t.tcp(), t.quic() && !psk))
 }
 
-fn base_transport(key: &Keypair, tcp_on: bool, quic_on: bool, memory_on: bool, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+/// The peer's transport stack: TCP (with the PSK handshake first when there is one), QUIC, or
+/// the in-process memory transport, each upgraded with noise and yamux (multistream-select's lazy
+/// V1 for the upgrade). Public so that the benchmark's libp2p end (`p2plab-tools`, `bench
+/// throughput` and `bench rtt`) measures this very stack rather than one of its own. A PSK turns
+/// QUIC off (pnet is TCP only; [`transports`] reports that as a usage error for the peer).
+pub fn transport(key: &Keypair, transport: Transport, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let (tcp_on, quic_on, memory_on) = (transport.tcp(), transport.quic() && psk.is_none(), transport.memory());
     let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
     if memory_on {
         return Ok(libp2p::core::transport::MemoryTransport::default()
@@ -176,8 +184,9 @@ pub fn build(
     psk: Option<PreSharedKey>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, RunError> {
-    let (tcp_on, quic_on) = transports(cfg, psk.is_some()).map_err(RunError::Usage)?;
-    let memory_on = cfg.common.transport.memory();
+    transports(cfg, psk.is_some()).map_err(RunError::Usage)?;
+    let stack = cfg.common.transport;
+    let memory_on = stack.memory();
     let relay_limits = cfg.relay_server().cloned();
     let ack_timeout = cfg
         .traffic()
@@ -196,7 +205,7 @@ pub fn build(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(move |key| {
-            base_transport(key, tcp_on, quic_on, memory_on, psk)
+            transport(key, stack, psk)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| RunError::Runtime(format!("transport: {e}")))?

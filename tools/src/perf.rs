@@ -1,5 +1,7 @@
 //! The `bench` binary's measurement primitives: raw TCP baselines (ping-pong round trips and bulk
-//! throughput) and the thing under test, one libp2p stream over TCP (noise + yamux) or QUIC.
+//! throughput) and the same over one libp2p stream on the peer's own transport stack (TCP with
+//! noise and yamux, or QUIC; [`p2plab_node::swarm::transport`]) with nothing else on the
+//! connection: the floor under the peer's messages, which add the peer's behaviours and loop.
 //!
 //! Three commands ([`PerfCommand`]):
 //! - `serve` binds a raw TCP server (default port 5201) and a libp2p swarm (default port 5202,
@@ -8,8 +10,9 @@
 //!   `{"event":"perf_ready","peer_id":"12D3...","tcp":"0.0.0.0:5201","p2p":["/ip4/.../tcp/5202",
 //!   "/ip4/.../udp/5202/quic-v1"]}`, `p2p` being the addresses libp2p reported as listening
 //!   (with an unspecified IP, one per interface).
-//! - `rtt --to IP:PORT --size S` measures raw TCP ping-pong round trips and prints
-//!   `{"event":"perf_result","kind":"rtt","transport":"raw-tcp","size":64,"samples_ms":[...]}`.
+//! - `rtt --to IP:PORT|MULTIADDR/p2p/<peer id> --size S` measures ping-pong round trips and prints
+//!   `{"event":"perf_result","kind":"rtt","transport":"raw-tcp"|"libp2p-tcp"|"libp2p-quic",
+//!   "size":64,"samples_ms":[...]}`.
 //! - `throughput --to IP:PORT|MULTIADDR/p2p/<peer id>` measures bulk transfers and prints
 //!   `{"event":"perf_result","kind":"throughput","transport":"raw-tcp"|"libp2p-tcp"|"libp2p-quic",
 //!   "bytes":N,"samples_mbit_s":[...],"samples_s":[...],"connect_ms":x}`.
@@ -25,12 +28,12 @@
 //!   and closes. The client's time runs from its first byte written (the mode byte) to the end of
 //!   the answer; every repeat is a new connection.
 //!
-//! libp2p, protocol [`PERF_PROTOCOL`] on one stream (`libp2p-stream`): the same as raw bulk
-//! without the mode byte: `u64` BE N, N bytes, the client closes its write half, the server
-//! answers N as a `u64` BE and closes. The client dials once and opens a new stream on that
-//! connection for every repeat; its time runs from the first byte written on the stream to the
-//! end of the answer. Round trips over libp2p are measured by the node's own request-response,
-//! not here.
+//! libp2p, one stream each (`libp2p-stream`), without the mode byte: [`PING_PROTOCOL`] is raw
+//! ping-pong on one long-lived stream; [`PERF_PROTOCOL`] is raw bulk: `u64` BE N, N bytes, the
+//! client closes its write half, the server answers N as a `u64` BE and closes. The client dials
+//! once; for bulk it opens a new stream on that connection for every repeat, its time running
+//! from the first byte written on the stream to the end of the answer. The node's own messages
+//! are measured by `bench p2p-rtt` (src/load.rs), not here.
 //!
 //! Server limits: at most 64 raw connections and 64 libp2p streams at once (more are dropped at
 //! once); every read and write waits at most 30 s; a length or count over its limit, an unknown
@@ -52,13 +55,12 @@ use std::{
 };
 
 use clap::{builder::RangedU64ValueParser, Args, Subcommand};
-use futures::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
 use libp2p::{
     identity::Keypair,
     multiaddr::Protocol,
-    noise,
     swarm::{dial_opts::DialOpts, SwarmEvent},
-    tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -69,10 +71,14 @@ use tokio::{
     time::timeout,
 };
 
+use p2plab_contract::Transport as Stack;
 use p2plab_node::{RunError, UsageError};
+use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
 /// The libp2p protocol of the throughput benchmark.
 pub const PERF_PROTOCOL: &str = "/p2plab/perf/1.0.0";
+/// The libp2p protocol of the ping-pong benchmark (raw TCP's `P` mode on one libp2p stream).
+pub const PING_PROTOCOL: &str = "/p2plab/perf-ping/1.0.0";
 /// The raw TCP server's default port.
 pub const DEFAULT_TCP_PORT: u16 = 5201;
 /// The libp2p server's default port, TCP and QUIC (UDP).
@@ -97,6 +103,10 @@ const fn perf_protocol() -> StreamProtocol {
     StreamProtocol::new(PERF_PROTOCOL)
 }
 
+const fn ping_protocol() -> StreamProtocol {
+    StreamProtocol::new(PING_PROTOCOL)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 
@@ -105,7 +115,7 @@ const fn perf_protocol() -> StreamProtocol {
 pub enum PerfCommand {
     /// Serve raw TCP (ping-pong and bulk) and the libp2p perf protocol (TCP and QUIC) until SIGTERM.
     Serve(ServeArgs),
-    /// Raw TCP ping-pong round trips against a `serve`.
+    /// Ping-pong round trips against a `serve`: raw TCP, or one libp2p stream over TCP or QUIC.
     Rtt(RttArgs),
     /// Bulk throughput of one stream: raw TCP, or one libp2p stream over TCP or QUIC.
     Throughput(ThroughputArgs),
@@ -131,9 +141,10 @@ pub struct ServeArgs {
 /// `rtt` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RttArgs {
-    /// The raw TCP server, `IP:PORT`.
-    #[arg(long, value_name = "IP:PORT")]
-    pub to: SocketAddr,
+    /// `IP:PORT` (raw TCP) or a multiaddr ending in `/p2p/<peer id>` (one libp2p stream over
+    /// `/tcp/` or `/quic-v1`, the node's transport stack, nothing else on the connection).
+    #[arg(long, value_name = "IP:PORT|MULTIADDR")]
+    pub to: Target,
     /// Bytes per ping (1 to 1 MiB; suffixes like 4KiB accepted).
     #[arg(long, value_name = "BYTES", value_parser = parse_frame_size)]
     pub size: usize,
@@ -216,7 +227,7 @@ pub fn mbit_per_s(bytes: u64, secs: f64) -> f64 {
     }
 }
 
-/// Where `throughput` goes.
+/// Where `rtt` and `throughput` go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A raw TCP server.
@@ -347,8 +358,7 @@ pub async fn run(cmd: PerfCommand) -> Result<(), RunError> {
         }
         PerfCommand::Rtt(a) => {
             let interval = Duration::from_millis(a.interval_ms);
-            let samples = rtt_raw(a.to, a.size, a.count, a.warmup, interval).await?;
-            print_line(&RttResult::new(Transport::RawTcp, a.size, samples))
+            print_line(&rtt(&a.to, a.size, a.count, a.warmup, interval).await?)
         }
         PerfCommand::Throughput(a) => {
             let result = throughput(&a.to, a.bytes as u64, a.repeats).await?;
@@ -375,14 +385,16 @@ pub fn identity_from_seed(seed: Option<u64>) -> Result<Keypair, RunError> {
     }
 }
 
-/// A swarm with only the stream behaviour, over the node's transports: TCP (nodelay) + noise +
-/// yamux, and QUIC.
+/// A swarm with only the stream behaviour, over the peer's own transport stack
+/// ([`p2plab_node::swarm::transport`]: TCP with nodelay, noise and yamux; QUIC), so that what is
+/// measured is what the peer runs.
 fn build_swarm(key: Keypair) -> Result<Swarm<libp2p_stream::Behaviour>, RunError> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| RunError::Runtime(format!("tcp transport: {e}")))?
-        .with_quic()
+        .with_other_transport(|key| {
+            p2plab_node::swarm::transport(key, Stack::Both, None).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| RunError::Runtime(format!("transport: {e}")))?
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION))
@@ -414,11 +426,11 @@ impl ServerStats {
     pub fn raw_bulk_bytes(&self) -> u64 {
         self.raw_bulk_bytes.load(Ordering::Relaxed)
     }
-    /// Bytes of completed libp2p transfers.
+    /// Bytes of completed libp2p bulk transfers.
     pub fn p2p_bulk_bytes(&self) -> u64 {
         self.p2p_bulk_bytes.load(Ordering::Relaxed)
     }
-    /// Ping-pong frames answered.
+
     pub fn pings(&self) -> u64 {
         self.pings.load(Ordering::Relaxed)
     }
@@ -434,6 +446,7 @@ pub struct Server {
     listener: TcpListener,
     swarm: Swarm<libp2p_stream::Behaviour>,
     incoming: libp2p_stream::IncomingStreams,
+    incoming_pings: libp2p_stream::IncomingStreams,
     stats: Arc<ServerStats>,
 }
 
@@ -457,11 +470,13 @@ pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
     let key = identity_from_seed(args.seed)?;
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(key)?;
-    let incoming = swarm
-        .behaviour()
-        .new_control()
+    let mut control = swarm.behaviour().new_control();
+    let incoming = control
         .accept(perf_protocol())
         .map_err(|e| RunError::Runtime(format!("{PERF_PROTOCOL}: {e}")))?;
+    let incoming_pings = control
+        .accept(ping_protocol())
+        .map_err(|e| RunError::Runtime(format!("{PING_PROTOCOL}: {e}")))?;
 
     let port = args.p2p_port;
     let base = Multiaddr::from(ip);
@@ -506,7 +521,7 @@ pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
         }
     }
 
-    Ok(Server { tcp, p2p, peer_id, listener, swarm, incoming, stats: Arc::default() })
+    Ok(Server { tcp, p2p, peer_id, listener, swarm, incoming, incoming_pings, stats: Arc::default() })
 }
 
 impl Server {
@@ -523,7 +538,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves. Connections and streams in progress are dropped then.
     pub async fn serve(self, shutdown: impl Future<Output = String>) -> Result<(), RunError> {
-        let Server { listener, mut swarm, mut incoming, stats, .. } = self;
+        let Server { listener, mut swarm, mut incoming, mut incoming_pings, stats, .. } = self;
         let mut raw = JoinSet::new();
         raw.spawn(accept_raw(listener, stats.clone()));
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
@@ -541,7 +556,9 @@ impl Server {
                         Ok(permit) => {
                             let stats = stats.clone();
                             streams.spawn(async move {
-                                match serve_p2p_bulk(stream).await {
+                                let mut stream = stream;
+                                let mut buf = vec![0u8; CHUNK];
+                                match serve_bulk(&mut stream, &mut buf).await {
                                     Ok(n) => {
                                         stats.p2p_bulk_bytes.fetch_add(n, Ordering::Relaxed);
                                     }
@@ -551,6 +568,21 @@ impl Server {
                             });
                         }
                         Err(_) => tracing::debug!(%peer, "perf stream refused: too many"),
+                    }
+                }
+                Some((peer, mut stream)) = incoming_pings.next() => {
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let stats = stats.clone();
+                            streams.spawn(async move {
+                                let mut buf = vec![0u8; CHUNK];
+                                if let Err(e) = serve_pings(&mut stream, &mut buf, &stats).await {
+                                    tracing::debug!(%peer, error = %e, "ping stream failed");
+                                }
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => tracing::debug!(%peer, "ping stream refused: too many"),
                     }
                 }
                 Some(_) = streams.join_next(), if !streams.is_empty() => {}
@@ -620,72 +652,23 @@ async fn write_all_tokio(s: &mut TcpStream, buf: &[u8], what: &str) -> io::Resul
     timeout(IDLE, s.write_all(buf)).await.map_err(|_| timed_out(what))?
 }
 
+/// Reads exactly `buf.len()` bytes, each read waiting at most [`IDLE`].
+async fn read_exact<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8], what: &str) -> io::Result<()> {
+    timeout(IDLE, s.read_exact(buf)).await.map_err(|_| timed_out(what))?
+}
+
+/// Writes and flushes `buf`, waiting at most [`IDLE`].
+async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, buf: &[u8], what: &str) -> io::Result<()> {
+    timeout(IDLE, async {
+        s.write_all(buf).await?;
+        s.flush().await
+    })
+    .await
+    .map_err(|_| timed_out(what))?
+}
+
 /// Reads and discards `n` bytes into `buf`.
-async fn discard_tokio(s: &mut TcpStream, mut n: u64, buf: &mut [u8]) -> io::Result<()> {
-    while n > 0 {
-        let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-        let Some(chunk) = buf.get_mut(..want) else { return Err(io::Error::other("buffer")) };
-        let got = timeout(IDLE, s.read(chunk)).await.map_err(|_| timed_out("payload"))??;
-        if got == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{n} bytes missing")));
-        }
-        n -= got as u64;
-    }
-    Ok(())
-}
-
-async fn serve_raw(mut s: TcpStream, stats: &ServerStats) -> io::Result<()> {
-    s.set_nodelay(true)?;
-    let mut mode = [0u8; 1];
-    read_exact_tokio(&mut s, &mut mode, "mode byte").await?;
-    let mut buf = vec![0u8; CHUNK];
-    match mode[0] {
-        MODE_PING => {
-            let mut index = 0u64;
-            loop {
-                let mut len = [0u8; 4];
-                match timeout(IDLE, s.read_exact(&mut len)).await {
-                    Err(_) => return Err(timed_out("frame length")),
-                    // The client is done.
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Ok(r) => r?,
-                };
-                let len = u32::from_be_bytes(len) as usize;
-                if len == 0 || len > MAX_FRAME {
-                    return Err(invalid(format!("frame length {len} outside 1..={MAX_FRAME}")));
-                }
-                discard_tokio(&mut s, len as u64, &mut buf).await?;
-                write_all_tokio(&mut s, &index.to_be_bytes(), "ack").await?;
-                stats.pings.fetch_add(1, Ordering::Relaxed);
-                index += 1;
-            }
-        }
-        MODE_BULK => {
-            let mut count = [0u8; 8];
-            read_exact_tokio(&mut s, &mut count, "byte count").await?;
-            let n = u64::from_be_bytes(count);
-            if n > MAX_BULK {
-                return Err(invalid(format!("byte count {n} over {MAX_BULK}")));
-            }
-            discard_tokio(&mut s, n, &mut buf).await?;
-            stats.raw_bulk_bytes.fetch_add(n, Ordering::Relaxed);
-            write_all_tokio(&mut s, &n.to_be_bytes(), "answer").await?;
-            let _ = timeout(IDLE, s.shutdown()).await;
-            Ok(())
-        }
-        other => Err(invalid(format!("unknown mode byte {other:#04x}"))),
-    }
-}
-
-/// One libp2p perf stream, server side; returns the bytes received.
-async fn serve_p2p_bulk(mut s: libp2p::Stream) -> io::Result<u64> {
-    let mut count = [0u8; 8];
-    timeout(IDLE, s.read_exact(&mut count)).await.map_err(|_| timed_out("byte count"))??;
-    let n = u64::from_be_bytes(count);
-    if n > MAX_BULK {
-        return Err(invalid(format!("byte count {n} over {MAX_BULK}")));
-    }
-    let mut buf = vec![0u8; CHUNK];
+async fn discard<S: AsyncRead + Unpin>(s: &mut S, n: u64, buf: &mut [u8]) -> io::Result<()> {
     let mut left = n;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -696,12 +679,60 @@ async fn serve_p2p_bulk(mut s: libp2p::Stream) -> io::Result<u64> {
         }
         left -= got as u64;
     }
-    let answer = async {
-        s.write_all(&n.to_be_bytes()).await?;
-        s.flush().await?;
-        s.close().await
-    };
-    timeout(IDLE, answer).await.map_err(|_| timed_out("answer"))??;
+    Ok(())
+}
+
+async fn serve_raw(mut s: TcpStream, stats: &ServerStats) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut mode = [0u8; 1];
+    read_exact_tokio(&mut s, &mut mode, "mode byte").await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut s = s.compat();
+    match mode[0] {
+        MODE_PING => serve_pings(&mut s, &mut buf, stats).await,
+        MODE_BULK => {
+            let n = serve_bulk(&mut s, &mut buf).await?;
+            stats.raw_bulk_bytes.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        other => Err(invalid(format!("unknown mode byte {other:#04x}"))),
+    }
+}
+
+/// Ping-pong, server side, on a raw connection after its mode byte or on a libp2p ping stream:
+/// answers every frame with its index until the client closes.
+async fn serve_pings<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8], stats: &ServerStats) -> io::Result<()> {
+    let mut index = 0u64;
+    loop {
+        let mut len = [0u8; 4];
+        match read_exact(s, &mut len, "frame length").await {
+            // The client is done.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            r => r?,
+        };
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 || len > MAX_FRAME {
+            return Err(invalid(format!("frame length {len} outside 1..={MAX_FRAME}")));
+        }
+        discard(s, len as u64, buf).await?;
+        write_all(s, &index.to_be_bytes(), "ack").await?;
+        stats.pings.fetch_add(1, Ordering::Relaxed);
+        index += 1;
+    }
+}
+
+/// One bulk transfer, server side (raw after the mode byte, or a libp2p perf stream): returns the
+/// bytes received once it has answered their count and closed.
+async fn serve_bulk<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8]) -> io::Result<u64> {
+    let mut count = [0u8; 8];
+    read_exact(s, &mut count, "byte count").await?;
+    let n = u64::from_be_bytes(count);
+    if n > MAX_BULK {
+        return Err(invalid(format!("byte count {n} over {MAX_BULK}")));
+    }
+    discard(s, n, buf).await?;
+    write_all(s, &n.to_be_bytes(), "answer").await?;
+    let _ = timeout(IDLE, s.close()).await;
     Ok(n)
 }
 
@@ -725,15 +756,9 @@ async fn connect_raw(to: SocketAddr) -> Result<TcpStream, RunError> {
     Ok(s)
 }
 
-/// Raw TCP ping-pong: `warmup` then `count` round trips of `size`-byte frames, `interval` apart;
-/// returns the `count` round trips in milliseconds.
-pub async fn rtt_raw(
-    to: SocketAddr,
-    size: usize,
-    count: usize,
-    warmup: usize,
-    interval: Duration,
-) -> Result<Vec<f64>, RunError> {
+/// Ping-pong: `warmup` then `count` round trips of `size`-byte frames, `interval` apart, on one
+/// raw TCP connection or one libp2p stream; returns the `count` round trips in milliseconds.
+pub async fn rtt(to: &Target, size: usize, count: usize, warmup: usize, interval: Duration) -> Result<RttResult, RunError> {
     if size == 0 || size > MAX_FRAME {
         let reason = format!("must be 1 to {MAX_FRAME} bytes");
         return Err(UsageError { flag: "--size", value: size.to_string(), reason }.into());
@@ -741,9 +766,31 @@ pub async fn rtt_raw(
     if count == 0 {
         return Err(UsageError { flag: "--count", value: "0".into(), reason: "must be at least 1".into() }.into());
     }
-    let mut s = connect_raw(to).await?;
     let what = format!("ping-pong with {to}");
-    write_all_tokio(&mut s, &[MODE_PING], "mode byte").await.map_err(io_err(&what))?;
+    let (transport, samples) = match to {
+        Target::Raw(addr) => {
+            let mut s = connect_raw(*addr).await?;
+            write_all_tokio(&mut s, &[MODE_PING], "mode byte").await.map_err(io_err(&what))?;
+            (Transport::RawTcp, ping_pong(&mut s.compat(), &what, size, count, warmup, interval).await?)
+        }
+        Target::Libp2p(addr) => {
+            let client = Libp2pClient::connect(addr).await?;
+            let mut stream = client.open(ping_protocol(), &what).await?;
+            let samples = ping_pong(&mut stream, &what, size, count, warmup, interval).await?;
+            (client.transport, samples)
+        }
+    };
+    Ok(RttResult::new(transport, size, samples))
+}
+
+async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    what: &str,
+    size: usize,
+    count: usize,
+    warmup: usize,
+    interval: Duration,
+) -> Result<Vec<f64>, RunError> {
     let mut frame = vec![FILL; 4 + size];
     frame[..4].copy_from_slice(&(size as u32).to_be_bytes());
     let mut samples = Vec::with_capacity(count);
@@ -752,9 +799,9 @@ pub async fn rtt_raw(
             tokio::time::sleep(interval).await;
         }
         let t0 = Instant::now();
-        write_all_tokio(&mut s, &frame, "frame").await.map_err(io_err(&what))?;
+        write_all(s, &frame, "frame").await.map_err(io_err(what))?;
         let mut ack = [0u8; 8];
-        read_exact_tokio(&mut s, &mut ack, "ack").await.map_err(io_err(&what))?;
+        read_exact(s, &mut ack, "ack").await.map_err(io_err(what))?;
         let rtt = t0.elapsed();
         let got = u64::from_be_bytes(ack);
         if got != i as u64 {
@@ -764,6 +811,7 @@ pub async fn rtt_raw(
             samples.push(ms(rtt));
         }
     }
+    let _ = timeout(IDLE, s.close()).await;
     Ok(samples)
 }
 
@@ -820,43 +868,61 @@ fn check_answer(what: &str, answer: [u8; 8], bytes: u64) -> Result<(), RunError>
     Ok(())
 }
 
-async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Result<ThroughputResult, RunError> {
-    let (peer, dial_addr, transport) = libp2p_target(addr).map_err(|e| RunError::flag("--to", addr.to_string(), e))?;
-    let mut swarm = build_swarm(Keypair::generate_ed25519())?;
-    let mut control = swarm.behaviour().new_control();
+/// A client swarm with one connection to a `serve`, driven in the background until dropped.
+struct Libp2pClient {
+    peer: PeerId,
+    control: libp2p_stream::Control,
+    transport: Transport,
+    connect_ms: f64,
+    _driver: AbortOnDrop,
+}
 
-    let t_connect = Instant::now();
-    swarm
-        .dial(DialOpts::peer_id(peer).addresses(vec![dial_addr]).build())
-        .map_err(|e| RunError::Runtime(format!("dial {addr}: {e}")))?;
-    let established = async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
-                SwarmEvent::OutgoingConnectionError { error, .. } => return Err(error.to_string()),
-                _ => {}
+impl Libp2pClient {
+    async fn connect(addr: &Multiaddr) -> Result<Self, RunError> {
+        let (peer, dial_addr, transport) = libp2p_target(addr).map_err(|e| RunError::flag("--to", addr.to_string(), e))?;
+        let mut swarm = build_swarm(Keypair::generate_ed25519())?;
+        let control = swarm.behaviour().new_control();
+        let t_connect = Instant::now();
+        swarm
+            .dial(DialOpts::peer_id(peer).addresses(vec![dial_addr]).build())
+            .map_err(|e| RunError::Runtime(format!("dial {addr}: {e}")))?;
+        let established = async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => return Err(error.to_string()),
+                    _ => {}
+                }
             }
-        }
-    };
-    timeout(CONNECT_TIMEOUT, established)
-        .await
-        .map_err(|_| RunError::Runtime(format!("dial {addr}: timed out")))?
-        .map_err(|e| RunError::Runtime(format!("dial {addr}: {e}")))?;
-    let connect_ms = ms(t_connect.elapsed());
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    }));
+        };
+        timeout(CONNECT_TIMEOUT, established)
+            .await
+            .map_err(|_| RunError::Runtime(format!("dial {addr}: timed out")))?
+            .map_err(|e| RunError::Runtime(format!("dial {addr}: {e}")))?;
+        let connect_ms = ms(t_connect.elapsed());
+        let driver = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        }));
+        Ok(Libp2pClient { peer, control, transport, connect_ms, _driver: driver })
+    }
 
+    async fn open(&self, protocol: StreamProtocol, what: &str) -> Result<libp2p::Stream, RunError> {
+        timeout(CONNECT_TIMEOUT, self.control.clone().open_stream(self.peer, protocol))
+            .await
+            .map_err(elapsed_err(what))?
+            .map_err(|e| RunError::Runtime(format!("{what}: {e}")))
+    }
+}
+
+async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Result<ThroughputResult, RunError> {
+    let client = Libp2pClient::connect(addr).await?;
     let chunk = vec![FILL; CHUNK];
     let mut samples = Vec::with_capacity(repeats);
     for i in 0..repeats {
         let what = format!("stream {i} to {addr}");
-        let mut stream = timeout(CONNECT_TIMEOUT, control.open_stream(peer, perf_protocol()))
-            .await
-            .map_err(elapsed_err(&what))?
-            .map_err(|e| RunError::Runtime(format!("{what}: {e}")))?;
+        let mut stream = client.open(perf_protocol(), &what).await?;
         let transfer = async {
             let t0 = Instant::now();
             timeout(IDLE, stream.write_all(&bytes.to_be_bytes())).await.map_err(|_| timed_out("header"))??;
@@ -881,7 +947,7 @@ async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Resu
         check_answer(&what, answer, bytes)?;
         samples.push(secs);
     }
-    Ok(ThroughputResult::new(transport, bytes, samples, connect_ms))
+    Ok(ThroughputResult::new(client.transport, bytes, samples, client.connect_ms))
 }
 
 #[cfg(test)]
@@ -1072,11 +1138,34 @@ mod tests {
     #[tokio::test]
     async fn raw_rtt_on_loopback() {
         let (tcp, _, _, stats, _server) = spawn_server().await;
-        let samples = timeout(DEADLINE, rtt_raw(tcp, 4096, 20, 3, Duration::from_millis(1))).await.unwrap().unwrap();
-        assert_eq!(samples.len(), 20);
-        assert!(samples.iter().all(|&s| s > 0.0 && s.is_finite()), "{samples:?}");
+        let r = timeout(DEADLINE, rtt(&Target::Raw(tcp), 4096, 20, 3, Duration::from_millis(1))).await.unwrap().unwrap();
+        assert_eq!((r.kind, r.transport, r.size, r.samples_ms.len()), (Kind::Rtt, Transport::RawTcp, 4096, 20));
+        assert!(r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
         assert_eq!(stats.pings(), 23);
-        assert!(rtt_raw(tcp, MAX_FRAME + 1, 1, 0, Duration::ZERO).await.is_err());
+        assert!(rtt(&Target::Raw(tcp), MAX_FRAME + 1, 1, 0, Duration::ZERO).await.is_err());
+    }
+
+    /// The server's first libp2p address over TCP (`quic` false) or QUIC, with its peer id.
+    fn p2p_target(p2p: &[Multiaddr], peer: PeerId, quic: bool) -> Target {
+        let addr = p2p
+            .iter()
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
+            .unwrap_or_else(|| panic!("no {} address in {p2p:?}", if quic { "quic" } else { "tcp" }))
+            .clone()
+            .with(Protocol::P2p(peer));
+        addr.to_string().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn libp2p_rtt_on_loopback() {
+        let (_, p2p, peer, stats, _server) = spawn_server().await;
+        for (quic, want, pings) in [(false, Transport::Libp2pTcp, 13), (true, Transport::Libp2pQuic, 26)] {
+            let target = p2p_target(&p2p, peer, quic);
+            let r = timeout(DEADLINE, rtt(&target, 64, 10, 3, Duration::from_millis(1))).await.unwrap().unwrap();
+            assert_eq!((r.transport, r.size, r.samples_ms.len()), (want, 64, 10));
+            assert!(r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
+            assert_eq!(stats.pings(), pings);
+        }
     }
 
     #[tokio::test]
@@ -1094,13 +1183,7 @@ mod tests {
 
     async fn libp2p_throughput(quic: bool) {
         let (_, p2p, peer, stats, _server) = spawn_server().await;
-        let addr = p2p
-            .iter()
-            .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-            .unwrap_or_else(|| panic!("no {} address in {p2p:?}", if quic { "quic" } else { "tcp" }))
-            .clone()
-            .with(Protocol::P2p(peer));
-        let target: Target = addr.to_string().parse().unwrap();
+        let target = p2p_target(&p2p, peer, quic);
         let n = 2u64 << 20;
         let r = timeout(DEADLINE, throughput(&target, n, 3)).await.unwrap().unwrap();
         let want = if quic { Transport::Libp2pQuic } else { Transport::Libp2pTcp };
