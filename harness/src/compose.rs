@@ -203,6 +203,24 @@ pub fn compose(topo: &Topology, layout: &Layout, image: &str) -> String {
     o
 }
 
+/// The repository's `compose/docker-compose.yml`: the topology it is generated from, relative to
+/// the repository's root, and how to regenerate it (a test fails when the file is stale).
+pub const REPO_FILE: &str = "compose/docker-compose.yml";
+/// See [`REPO_FILE`].
+pub const REPO_TOPOLOGY: &str = "topologies/seed-production.yaml";
+/// See [`REPO_FILE`].
+pub const REGENERATE: &str =
+    "cargo run -p p2plab -- compose topologies/seed-production.yaml --fixed-subnets -o compose/docker-compose.yml";
+
+/// The compose file of `topo` with subnets chosen without looking at any machine's networks
+/// (`p2plab compose --fixed-subnets`): the same text on every machine, for a file kept in a
+/// repository. `up` fails with "Pool overlaps" where one of them is taken.
+pub fn fixed(topo: &Topology, image: &str) -> Result<(String, Layout), String> {
+    let subnets = subnets_for_compose(topo, &[])?;
+    let layout = crate::layout::layout(topo, &subnets).map_err(|e| e.to_string())?;
+    Ok((compose(topo, &layout, image), layout))
+}
+
 fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -244,6 +262,21 @@ mod tests {
     use super::*;
     use crate::{layout::layout, topology::parse};
     use serde_json::Value;
+
+    #[test]
+    fn the_repository_compose_file_is_generated_and_current() {
+        let root = crate::image::repo_root();
+        let topo = crate::topology::load(&root.join(REPO_TOPOLOGY)).map_err(|e| e.render()).unwrap();
+        let (want, _) = fixed(&topo, crate::image::DEFAULT_IMAGE).unwrap();
+        let have = std::fs::read_to_string(root.join(REPO_FILE)).unwrap();
+        if have != want {
+            let line = have.lines().zip(want.lines()).position(|(h, w)| h != w).map_or(have.lines().count().min(want.lines().count()), |i| i) + 1;
+            panic!(
+                "{REPO_FILE} is not what `p2plab compose` makes of {REPO_TOPOLOGY} (first difference at line {line}); \
+                 regenerate it with `{REGENERATE}`"
+            );
+        }
+    }
 
     const T: &str = r#"
 name: mixed

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 /// The image every lab container runs.
 pub fn image_name() -> String {
-    std::env::var("P2PLAB_IMAGE").unwrap_or_else(|_| "p2plab-node:latest".to_string())
+    std::env::var("P2PLAB_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_string())
 }
+
+/// The node image's tag when `P2PLAB_IMAGE` does not name another.
+pub const DEFAULT_IMAGE: &str = "p2plab-node:latest";
 
 /// The repository root (where `docker/` lives).
 pub fn repo_root() -> PathBuf {

@@ -84,6 +84,10 @@ enum Cmd {
         /// Write it here instead of stdout.
         #[arg(long, short, value_name = "OUT")]
         output: Option<PathBuf>,
+        /// Choose the subnets without looking at this machine's networks and routes: the same
+        /// file on every machine, for a repository (compose/docker-compose.yml is made so).
+        #[arg(long)]
+        fixed_subnets: bool,
     },
     /// Measure the node and the lab, each figure next to its baseline: round trips, throughput,
     /// time to direct, discovery, lab bring-up, memory, many nodes in one process. Prints a table,
@@ -292,15 +296,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Compose { file, output } => {
+        Cmd::Compose { file, output, fixed_subnets } => {
             let topo = load(&file)?;
-            let used = match Engine::connect().await {
-                Ok(e) => e.used_subnets().await.map_err(anyhow::Error::from)?,
-                Err(_) => std::fs::read_to_string("/proc/net/route").map(|t| p2plab::plan::parse_proc_routes(&t)).unwrap_or_default(),
+            let text = if fixed_subnets {
+                compose::fixed(&topo, &image::image_name()).map_err(anyhow::Error::msg)?.0
+            } else {
+                let used = match Engine::connect().await {
+                    Ok(e) => e.used_subnets().await.map_err(anyhow::Error::from)?,
+                    Err(_) => std::fs::read_to_string("/proc/net/route").map(|t| p2plab::plan::parse_proc_routes(&t)).unwrap_or_default(),
+                };
+                let subnets = compose::subnets_for_compose(&topo, &used).map_err(anyhow::Error::msg)?;
+                let lay = layout::layout(&topo, &subnets).map_err(anyhow::Error::from)?;
+                compose::compose(&topo, &lay, &image::image_name())
             };
-            let subnets = compose::subnets_for_compose(&topo, &used).map_err(anyhow::Error::msg)?;
-            let lay = layout::layout(&topo, &subnets).map_err(anyhow::Error::from)?;
-            let text = compose::compose(&topo, &lay, &image::image_name());
             match output {
                 Some(o) => std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?,
                 None => print!("{text}"),
