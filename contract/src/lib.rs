@@ -10,6 +10,8 @@
 //! - [`ports`]: the ports a lab relies on.
 //! - [`nat`]: a lab router's NAT profile (mapping, filtering, what it does to hole punching),
 //!   its port forwards, and the names of its nftables state.
+//! - [`router`]: a router container's typed `P2PLAB_*` environment (written by the harness,
+//!   read back by the router) and its `router_ready` line.
 //! - [`procfs`]: the `/proc` figures the benchmarks read (resident memory, CPU time), from the
 //!   process itself or from inside a container.
 
@@ -17,6 +19,7 @@ pub mod events;
 pub mod nat;
 pub mod ports;
 pub mod procfs;
+pub mod router;
 
 pub use events::{Event, EventLine, Path, Totals};
 pub use libp2p_identity::PeerId;

@@ -14,7 +14,8 @@ pub const TABLE: &str = "p2plab_router";
 pub const UPNP_TABLE: &str = "p2plab_upnp";
 
 /// How a router picks the external address and port of a LAN endpoint's flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mapping {
     /// One external port per LAN endpoint, whatever the destination (RFC 4787 "endpoint-
     /// independent"): what a peer learns from one remote (identify, AutoNAT) holds for every
@@ -28,7 +29,8 @@ pub enum Mapping {
 }
 
 /// Which inbound packets a router lets through to a mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Filtering {
     /// Anyone may send to a mapping once it exists (full cone).
     EndpointIndependent,

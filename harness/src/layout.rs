@@ -11,7 +11,10 @@ use ipnet::Ipv4Net;
 
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
-use p2plab_contract::nat::{Forward as NatForward, Proto};
+use p2plab_contract::{
+    nat::{Forward as NatForward, Proto},
+    router::{Prefix, RouterEnv},
+};
 
 use crate::topology::{NatProfile, Node, Role, Topology};
 
@@ -169,23 +172,21 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
     let mut containers = Vec::new();
     // routers, uplinks first
     let mut wan_ip: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    let mut routers: BTreeMap<String, RouterEnv> = BTreeMap::new();
     for seg in topo.segments_uplink_first() {
         let Some(nat) = &seg.nat else { continue };
         let name = seg.router_name().unwrap_or_default();
         let wan = take(&nat.uplink)?;
         wan_ip.insert(seg.name.clone(), wan);
         let lan = subnets[&seg.name];
-        let mut env = vec![
-            (s("P2PLAB_NAT"), s(nat.profile.as_str())),
-            (s("P2PLAB_LAN_SUBNET"), lan.to_string()),
-            (s("P2PLAB_WAN_IP"), wan.to_string()),
-        ];
+        let mut router = RouterEnv::new(nat.profile, Prefix { net: lan.network(), len: lan.prefix_len() }, wan);
         if topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_some()) {
-            env.push((s("P2PLAB_UPLINK_GW"), gw(&nat.uplink).to_string()));
+            router.uplink_gw = Some(gw(&nat.uplink));
         }
-        if let Some(t) = nat.mapping_timeout_s {
-            env.push((s("P2PLAB_MAPPING_TIMEOUT"), t.to_string()));
-        }
+        router.mapping_timeout_s = nat.mapping_timeout_s.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+        // The router's own settings first (forwards are added once the LAN hosts have
+        // addresses), then the impairments, which are `p2plab-impair`'s.
+        let mut env = Vec::new();
         let i = &nat.impair;
         if let Some(d) = i.delay_ms {
             env.push((s("P2PLAB_DELAY_MS"), d.to_string()));
@@ -199,6 +200,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         if let Some(r) = &i.rate {
             env.push((s("P2PLAB_RATE"), r.clone()));
         }
+        routers.insert(name.clone(), router);
         containers.push(Planned {
             name,
             kind: Kind::Router,
@@ -257,18 +259,21 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
     // port forwards, now that the LAN hosts have addresses
     for seg in &topo.segments {
         let Some(nat) = seg.nat.as_ref().filter(|n| !n.forward.is_empty()) else { continue };
-        let mut rules = Vec::new();
+        let Some(router) = seg.router_name().and_then(|r| routers.get_mut(&r)) else { continue };
         for f in &nat.forward {
             let Some(&lan_ip) = ips.get(&f.to) else { continue };
             for proto in [Proto::Tcp, Proto::Udp] {
                 if f.proto == proto.as_str() || f.proto == "both" {
-                    rules.push(NatForward { proto, ext_port: f.port, lan_ip, lan_port: f.to_port }.to_string());
+                    router.forwards.push(NatForward { proto, ext_port: f.port, lan_ip, lan_port: f.to_port });
                 }
             }
         }
-        let router = seg.router_name().unwrap_or_default();
-        if let Some(r) = containers.iter_mut().find(|c| c.name == router) {
-            r.env.push((s("P2PLAB_FORWARD"), rules.join(",")));
+    }
+    for c in containers.iter_mut() {
+        if let Some(r) = routers.get(&c.name) {
+            let impairments = std::mem::take(&mut c.env);
+            c.env = r.to_env();
+            c.env.extend(impairments);
         }
     }
     let mut ports: BTreeMap<String, u16> = BTreeMap::new();

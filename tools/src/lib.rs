@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`probe`]: the NAT probe (`probe reflect`, `probe measure`): what a router does to a
 //!   host's UDP and TCP mappings and filtering, measured from inside the lab.
-//! - [`perf`]: the `bench` binary's baselines and throughput: raw TCP ping-pong and bulk
-//!   transfer, and one libp2p stream over TCP or QUIC.
+//! - [`perf`]: the `bench` binary's baselines: raw TCP ping-pong and bulk transfer, and the same
+//!   over one libp2p stream on the peer's own transport stack (TCP or QUIC).
 //! - [`load`]: many nodes in one process (`bench swarm`) and the node's own round trip
 //!   (`bench p2p-rtt`); they run the very peer of [`p2plab_node`].
 //! - [`nft`]: a lab router's nftables ruleset, rendered from its typed NAT profile.
-//! - Binaries: `probe`, `bench`, `router-rules` (prints a router's ruleset for
-//!   `docker/router.sh`), and `delayline` (an NFQUEUE delay and loss line for the routers'
+//! - [`router`]: the rest of a router's decisions: its settings from the typed environment, its
+//!   interfaces, miniupnpd's configuration, the STUN answer of its self-test, its ready line.
+//! - Binaries: `probe`, `bench`, `router-rules` (a router's decisions for `docker/router.sh`,
+//!   which only waits for interfaces, sets routes, loads the ruleset and supervises miniupnpd), and `delayline` (an NFQUEUE delay and loss line for the routers'
 //!   impairments, where the kernel has no netem).
 //!
 //! Errors, runtimes and shutdown are the node's ([`p2plab_node::RunError`],
@@ -21,3 +23,4 @@ pub mod load;
 pub mod nft;
 pub mod perf;
 pub mod probe;
+pub mod router;

@@ -1,78 +1,181 @@
-//! `router-rules`: prints a lab router's nftables ruleset (see the `p2plab_tools::nft` module).
-//! `docker/router.sh` runs it with what it found about the router, then loads the output with
-//! `nft -f`. Bad flags: one line on stderr and exit 2.
-use std::net::Ipv4Addr;
+//! `router-rules`: a lab router's decisions for `docker/router.sh` (see `p2plab_tools::router`).
+//! Every command reads the router's settings from its `P2PLAB_*` environment
+//! ([`RouterEnv::from_env`]); a bad setting is one line on stderr naming the variable and its
+//! value, and exit 1. Bad flags: exit 2.
+//!
+//! - `env`: checks the settings; prints them as `NAME='value'` lines for the shell's `eval`.
+//! - `ifaces --addrs "$(ip -o -4 addr show)" --routes "$(ip -4 route show default)"`: finds the
+//!   LAN and WAN interfaces and the Docker host's addresses; prints them for `eval`. Exit 3 when
+//!   an interface is missing (it may still appear: try again), 1 when waiting cannot help.
+//! - `rules --lan-if IF --wan-if IF --host-addr IP...`: the nftables ruleset for `nft -f`.
+//! - `upnp-conf --lan-if IF --wan-if IF [--uuid U]`: miniupnpd's configuration.
+//! - `stun`: answers STUN binding requests on 127.0.0.1 with the WAN address (miniupnpd's
+//!   self-test); prints `ready` once bound, then serves until killed.
+//! - `ready ...`: the `router_ready` line.
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    process::ExitCode,
+};
 
-use clap::Parser;
-use p2plab_contract::nat::{Forward, Profile};
-use p2plab_tools::nft::Router;
+use clap::{Args, Parser, Subcommand};
+use p2plab_contract::router::{Prefix, RouterEnv};
+use p2plab_tools::router::{self, Ifaces, STUN_PORT};
 
 #[derive(Debug, Parser)]
-#[command(name = "router-rules", version, about = "Print a lab router's nftables ruleset for its NAT profile")]
+#[command(name = "router-rules", version, about = "A lab router's decisions, from its P2PLAB_* environment")]
 struct Cli {
-    /// The NAT profile (open, home, strict, port-forward, upnp, routed).
-    #[arg(long, value_name = "PROFILE")]
-    nat: Profile,
-    /// The LAN interface.
-    #[arg(long, value_name = "IFACE", value_parser = iface)]
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check the settings and print them for the shell.
+    Env,
+    /// Find the interfaces and the Docker host's addresses.
+    Ifaces {
+        /// The output of `ip -o -4 addr show`.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        addrs: String,
+        /// The output of `ip -4 route show default`.
+        #[arg(long, value_name = "TEXT", default_value = "", allow_hyphen_values = true)]
+        routes: String,
+    },
+    /// The nftables ruleset.
+    Rules(Found),
+    /// miniupnpd's configuration (the upnp profile).
+    UpnpConf {
+        #[command(flatten)]
+        found: Found,
+        /// The IGD's UUID.
+        #[arg(long, value_name = "UUID")]
+        uuid: Option<String>,
+    },
+    /// A STUN responder on 127.0.0.1 answering with the WAN address.
+    Stun {
+        #[arg(long, value_name = "PORT", default_value_t = STUN_PORT)]
+        port: u16,
+    },
+    /// The router_ready line.
+    Ready {
+        #[command(flatten)]
+        found: Found,
+        /// The router's LAN address.
+        #[arg(long, value_name = "IP")]
+        lan_ip: Ipv4Addr,
+        /// The WAN interface's prefix.
+        #[arg(long, value_name = "PREFIX")]
+        wan_subnet: Prefix,
+        /// The ruleset file loaded.
+        #[arg(long, value_name = "FILE")]
+        ruleset: String,
+        /// Milliseconds to render and load it.
+        #[arg(long, value_name = "MS")]
+        apply_ms: u64,
+        /// miniupnpd's pid (the upnp profile).
+        #[arg(long, value_name = "PID")]
+        upnp_pid: Option<u32>,
+        /// Milliseconds miniupnpd took to listen.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        upnp_start_ms: u64,
+    },
+}
+
+/// What `ifaces` found, handed back by the shell.
+#[derive(Debug, Args)]
+struct Found {
+    #[arg(long, value_name = "IFACE")]
     lan_if: String,
-    /// The WAN interface.
-    #[arg(long, value_name = "IFACE", value_parser = iface)]
+    #[arg(long, value_name = "IFACE")]
     wan_if: String,
-    /// The LAN prefix, e.g. 10.101.0.0/24 (no host bits).
-    #[arg(long, value_name = "PREFIX", value_parser = prefix)]
-    lan_subnet: (Ipv4Addr, u8),
-    /// The router's address on its WAN segment.
-    #[arg(long, value_name = "IP")]
-    wan_ip: Ipv4Addr,
-    /// An address of the Docker host on one of the router's networks (repeatable).
-    #[arg(long = "host-addr", value_name = "IP", required = true)]
+    /// An address of the Docker host on the router's networks (repeatable; space-separated lists accepted).
+    #[arg(long = "host-addr", value_name = "IP", value_delimiter = ' ', num_args = 1..)]
     host_addrs: Vec<Ipv4Addr>,
-    /// Seconds an idle mapping lives.
-    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=86_400))]
-    timeout: u32,
-    /// Static forwards, comma-separated proto:ext_port:lan_ip:lan_port (port-forward only).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    forward: Vec<Forward>,
 }
 
-fn iface(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!("'{s}' is not an interface name"))
+impl Found {
+    fn ifaces(self, lan_ip: Ipv4Addr, wan_subnet: Prefix) -> Ifaces {
+        Ifaces { lan_if: self.lan_if, lan_ip, wan_if: self.wan_if, wan_subnet, host_addrs: self.host_addrs }
     }
 }
 
-fn prefix(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("'{s}' is not an IPv4 prefix like 10.101.0.0/24");
-    let (net, len) = s.split_once('/').ok_or_else(bad)?;
-    let net: Ipv4Addr = net.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().ok().filter(|l| (1..=30).contains(l)).ok_or_else(bad)?;
-    if u32::from(net) & !u32::from(p2plab_tools::nft::mask(len)) != 0 {
-        return Err(format!("'{s}' has host bits set"));
-    }
-    Ok((net, len))
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("router-rules: {message}");
+    ExitCode::from(code)
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !cli.forward.is_empty() && cli.nat != Profile::PortForward {
-        eprintln!("error: invalid value for '--forward': only used with --nat port-forward (--nat {})", cli.nat);
-        std::process::exit(2);
-    }
-    let (lan_net, lan_len) = cli.lan_subnet;
-    let router = Router {
-        profile: cli.nat,
-        lan_if: cli.lan_if,
-        wan_if: cli.wan_if,
-        lan_net,
-        lan_len,
-        wan_ip: cli.wan_ip,
-        host_addrs: cli.host_addrs,
-        timeout_s: cli.timeout,
-        forwards: cli.forward,
+    let env = match RouterEnv::from_env(|k| std::env::var(k).ok()) {
+        Ok(e) => e,
+        Err(e) => return fail(1, e),
     };
-    print!("{}", router.ruleset());
+    let unknown = Ipv4Addr::UNSPECIFIED;
+    let nowhere = Prefix::of(unknown, 0);
+    match cli.cmd {
+        Cmd::Env => {
+            let routes: Vec<String> = env.uplink_routes().iter().map(Prefix::to_string).collect();
+            print!(
+                "{}",
+                router::shell(&[
+                    ("NAT", env.profile.as_str().into()),
+                    ("LAN_SUBNET", env.lan.to_string()),
+                    ("WAN_IP", env.wan_ip.to_string()),
+                    ("UPLINK_GW", env.uplink_gw.map(|g| g.to_string()).unwrap_or_default()),
+                    ("UPLINK_ROUTES", routes.join(" ")),
+                    ("WAIT_IFACES", env.wait_ifaces_s().to_string()),
+                    ("UPNP_HTTP_PORT", p2plab_tools::nft::UPNP_HTTP_PORT.to_string()),
+                    ("NATPMP_PORT", p2plab_tools::nft::NATPMP_PORT.to_string()),
+                    ("STUN_PORT", STUN_PORT.to_string()),
+                ])
+            );
+        }
+        Cmd::Ifaces { addrs, routes } => match router::find_ifaces(&env, &addrs, &routes) {
+            Ok(i) => {
+                let hosts: Vec<String> = i.host_addrs.iter().map(Ipv4Addr::to_string).collect();
+                print!(
+                    "{}",
+                    router::shell(&[
+                        ("LAN_IF", i.lan_if),
+                        ("LAN_IP", i.lan_ip.to_string()),
+                        ("WAN_IF", i.wan_if),
+                        ("WAN_SUBNET", i.wan_subnet.to_string()),
+                        ("HOST_ADDRS", hosts.join(" ")),
+                    ])
+                );
+            }
+            Err(e) => return fail(if e.retry { 3 } else { 1 }, e.message),
+        },
+        Cmd::Rules(found) => print!("{}", router::rules(&env, &found.ifaces(unknown, nowhere)).ruleset()),
+        Cmd::UpnpConf { found, uuid } => print!("{}", router::upnp_conf(&env, &found.ifaces(unknown, nowhere), uuid.as_deref())),
+        Cmd::Stun { port } => return stun(port, env.wan_ip),
+        Cmd::Ready { found, lan_ip, wan_subnet, ruleset, apply_ms, upnp_pid, upnp_start_ms } => {
+            let ready = router::ready(&env, &found.ifaces(lan_ip, wan_subnet), &ruleset, apply_ms, upnp_pid.map(|p| (p, upnp_start_ms)));
+            match serde_json::to_string(&ready) {
+                Ok(line) => println!("{line}"),
+                Err(e) => return fail(1, e),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Serves STUN on 127.0.0.1:`port` until killed.
+fn stun(port: u16, wan: Ipv4Addr) -> ExitCode {
+    let socket = match UdpSocket::bind((Ipv4Addr::LOCALHOST, port)) {
+        Ok(s) => s,
+        Err(e) => return fail(1, format!("stun: bind 127.0.0.1:{port}: {e}")),
+    };
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) => return fail(1, format!("stun: {e}")),
+        };
+        let (SocketAddr::V4(from), Some(request)) = (from, buf.get(..n)) else { continue };
+        if let Some(answer) = router::stun_answer(request, from, wan) {
+            let _ = socket.send_to(&answer, from);
+        }
+    }
 }

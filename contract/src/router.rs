@@ -1,0 +1,504 @@
+//! A lab router container's contract: what it is told (its `P2PLAB_*` environment, [`RouterEnv`])
+//! and what it says when it is up (its `router_ready` line, [`RouterReady`]).
+//!
+//! The harness writes the environment from a topology (`layout.rs`, through
+//! [`RouterEnv::to_env`]); the router reads it back with [`RouterEnv::from_env`] (the
+//! `router-rules env` command of `p2plab-tools`, which `docker/router.sh` runs first), so a
+//! setting means the same on both sides and a bad one is refused with one line naming the
+//! variable and its value.
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::nat::{Filtering, Forward, Mapping, Profile};
+
+/// An IPv4 prefix with no host bits set, e.g. `10.101.0.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub net: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The prefix of `len` bits that holds `ip`.
+    pub fn of(ip: Ipv4Addr, len: u8) -> Self {
+        let len = len.min(32);
+        Self { net: Ipv4Addr::from(u32::from(ip) & u32::from(mask(len))), len }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(mask(self.len)) == u32::from(self.net)
+    }
+
+    /// Docker's gateway on a subnet: its first address (none for /31 and /32).
+    pub fn docker_gateway(&self) -> Option<Ipv4Addr> {
+        (self.len <= 30).then(|| Ipv4Addr::from(u32::from(self.net) + 1))
+    }
+}
+
+/// The netmask of a prefix length (0..=32).
+pub fn mask(len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) })
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not an IPv4 prefix like 10.101.0.0/24");
+        let (net, len) = s.split_once('/').ok_or_else(bad)?;
+        let net: Ipv4Addr = net.parse().map_err(|_| bad())?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
+        let p = Prefix::of(net, len);
+        if p.net != net {
+            return Err(format!("'{s}' has host bits set (did you mean {p}?)"));
+        }
+        Ok(p)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The lab's ranges, routed via a stacked router's uplink gateway (never a default route): the
+/// internet pool, the shared (carrier) pool and the LAN pool.
+pub const LAB_RANGES: [Prefix; 3] = [
+    Prefix { net: Ipv4Addr::new(198, 18, 0, 0), len: 15 },
+    Prefix { net: Ipv4Addr::new(100, 64, 0, 0), len: 10 },
+    Prefix { net: Ipv4Addr::new(10, 0, 0, 0), len: 8 },
+];
+/// Seconds an idle mapping lives when the topology does not say.
+pub const DEFAULT_MAPPING_TIMEOUT_S: u32 = 120;
+/// Seconds a router waits for its two interfaces by default.
+pub const DEFAULT_WAIT_IFACES_S: u32 = 10;
+
+/// The variables, by name.
+pub mod var {
+    pub const NAT: &str = "P2PLAB_NAT";
+    pub const LAN_SUBNET: &str = "P2PLAB_LAN_SUBNET";
+    pub const WAN_IP: &str = "P2PLAB_WAN_IP";
+    pub const UPLINK_GW: &str = "P2PLAB_UPLINK_GW";
+    pub const LAB_RANGES: &str = "P2PLAB_LAB_RANGES";
+    pub const FORWARD: &str = "P2PLAB_FORWARD";
+    pub const MAPPING_TIMEOUT: &str = "P2PLAB_MAPPING_TIMEOUT";
+    pub const WAIT_IFACES: &str = "P2PLAB_WAIT_IFACES";
+}
+
+/// A router's settings (its link impairments are `p2plab-impair`'s, see `docker/impair.sh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterEnv {
+    /// `P2PLAB_NAT`.
+    pub profile: Profile,
+    /// `P2PLAB_LAN_SUBNET`: the LAN interface is the one with an address in it. /1 to /30.
+    pub lan: Prefix,
+    /// `P2PLAB_WAN_IP`: the router's address on its uplink segment; the WAN interface holds it.
+    pub wan_ip: Ipv4Addr,
+    /// `P2PLAB_UPLINK_GW` (stacked NAT): the lab's ranges are routed via this on-link address of
+    /// the WAN segment (the outer router's LAN address); never a default route.
+    pub uplink_gw: Option<Ipv4Addr>,
+    /// `P2PLAB_LAB_RANGES` (space-separated): what is routed via `uplink_gw`. Default
+    /// [`LAB_RANGES`].
+    pub lab_ranges: Vec<Prefix>,
+    /// `P2PLAB_FORWARD` (comma-separated `proto:ext_port:lan_ip:lan_port`): `port-forward` only,
+    /// and required there.
+    pub forwards: Vec<Forward>,
+    /// `P2PLAB_MAPPING_TIMEOUT`: seconds an idle mapping (and its filtering state) lives, 1 to
+    /// 86,400. `None`: [`DEFAULT_MAPPING_TIMEOUT_S`].
+    pub mapping_timeout_s: Option<u32>,
+    /// `P2PLAB_WAIT_IFACES`: seconds to wait for the two interfaces. `None`:
+    /// [`DEFAULT_WAIT_IFACES_S`].
+    pub wait_ifaces_s: Option<u32>,
+}
+
+/// A bad setting: `P2PLAB_X=value: why`, or `P2PLAB_X is not set (…)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError {
+    pub var: &'static str,
+    /// `None`: the variable is not set.
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}: {}", self.var, self.reason),
+            None => write!(f, "{} is not set ({})", self.var, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+impl RouterEnv {
+    /// A router with only the required settings.
+    pub fn new(profile: Profile, lan: Prefix, wan_ip: Ipv4Addr) -> Self {
+        Self {
+            profile,
+            lan,
+            wan_ip,
+            uplink_gw: None,
+            lab_ranges: LAB_RANGES.to_vec(),
+            forwards: Vec::new(),
+            mapping_timeout_s: None,
+            wait_ifaces_s: None,
+        }
+    }
+
+    pub fn mapping_timeout_s(&self) -> u32 {
+        self.mapping_timeout_s.unwrap_or(DEFAULT_MAPPING_TIMEOUT_S)
+    }
+
+    pub fn wait_ifaces_s(&self) -> u32 {
+        self.wait_ifaces_s.unwrap_or(DEFAULT_WAIT_IFACES_S)
+    }
+
+    /// The routes via `uplink_gw` (none without one).
+    pub fn uplink_routes(&self) -> &[Prefix] {
+        if self.uplink_gw.is_some() {
+            &self.lab_ranges
+        } else {
+            &[]
+        }
+    }
+
+    /// The environment, in a fixed order; only what differs from the defaults.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (var::NAT.to_string(), self.profile.as_str().to_string()),
+            (var::LAN_SUBNET.to_string(), self.lan.to_string()),
+            (var::WAN_IP.to_string(), self.wan_ip.to_string()),
+        ];
+        if let Some(gw) = self.uplink_gw {
+            env.push((var::UPLINK_GW.to_string(), gw.to_string()));
+        }
+        if self.lab_ranges != LAB_RANGES {
+            let ranges: Vec<String> = self.lab_ranges.iter().map(Prefix::to_string).collect();
+            env.push((var::LAB_RANGES.to_string(), ranges.join(" ")));
+        }
+        if !self.forwards.is_empty() {
+            let fw: Vec<String> = self.forwards.iter().map(Forward::to_string).collect();
+            env.push((var::FORWARD.to_string(), fw.join(",")));
+        }
+        if let Some(t) = self.mapping_timeout_s {
+            env.push((var::MAPPING_TIMEOUT.to_string(), t.to_string()));
+        }
+        if let Some(w) = self.wait_ifaces_s {
+            env.push((var::WAIT_IFACES.to_string(), w.to_string()));
+        }
+        env
+    }
+
+    /// Reads and checks the environment through `get` (`std::env::var(..).ok()` in a router). An
+    /// empty variable counts as unset.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let get = |v: &str| get(v).filter(|s| !s.is_empty());
+        let err = |var: &'static str, value: &str, reason: String| EnvError { var, value: Some(value.to_string()), reason };
+        let required = |var: &'static str, what: &str| {
+            get(var).ok_or_else(|| EnvError { var, value: None, reason: what.to_string() })
+        };
+
+        let nat = required(var::NAT, &format!("use {}", Profile::NAMES))?;
+        let profile: Profile = nat.parse().map_err(|_| {
+            err(var::NAT, &nat, format!("unknown profile (use {}; cgnat = a home/strict router stacked behind another)", Profile::NAMES))
+        })?;
+
+        let lan_s = required(var::LAN_SUBNET, "the LAN prefix, e.g. 10.101.0.0/24")?;
+        let lan: Prefix = lan_s.parse().map_err(|e: String| err(var::LAN_SUBNET, &lan_s, e))?;
+        if !(1..=30).contains(&lan.len) {
+            return Err(err(var::LAN_SUBNET, &lan_s, "the prefix length must be 1 to 30".into()));
+        }
+
+        let wan_s = required(var::WAN_IP, "the router's address on its uplink segment")?;
+        let wan_ip: Ipv4Addr = wan_s.parse().map_err(|_| err(var::WAN_IP, &wan_s, "not an IPv4 address".into()))?;
+        if lan.contains(wan_ip) {
+            return Err(err(var::WAN_IP, &wan_s, format!("lies inside {}={lan}", var::LAN_SUBNET)));
+        }
+
+        let uplink_gw = match get(var::UPLINK_GW) {
+            Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| err(var::UPLINK_GW, &g, "not an IPv4 address".into()))?),
+            None => None,
+        };
+        let lab_ranges = match get(var::LAB_RANGES) {
+            None => LAB_RANGES.to_vec(),
+            Some(r) => {
+                let mut out = Vec::new();
+                for range in r.split_whitespace() {
+                    let p: Prefix = range.parse().map_err(|e: String| err(var::LAB_RANGES, &r, e))?;
+                    if p.len == 0 {
+                        return Err(err(var::LAB_RANGES, &r, format!("'{range}' is a default route, which would lead out of the lab")));
+                    }
+                    out.push(p);
+                }
+                if out.is_empty() {
+                    return Err(err(var::LAB_RANGES, &r, "no range given".into()));
+                }
+                out
+            }
+        };
+
+        let number = |var: &'static str, max: u32| -> Result<Option<u32>, EnvError> {
+            let Some(v) = get(var) else { return Ok(None) };
+            match v.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(err(var, &v, format!("not a number of seconds between 1 and {max}"))),
+            }
+        };
+        let mapping_timeout_s = number(var::MAPPING_TIMEOUT, 86_400)?;
+        let wait_ifaces_s = number(var::WAIT_IFACES, 3_600)?;
+
+        let forwards = match (profile, get(var::FORWARD)) {
+            (Profile::PortForward, None) => {
+                return Err(EnvError {
+                    var: var::FORWARD,
+                    value: None,
+                    reason: format!("{}=port-forward needs e.g. tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001", var::NAT),
+                })
+            }
+            (Profile::PortForward, Some(list)) => forwards(&list, lan).map_err(|e| err(var::FORWARD, &list, e))?,
+            (_, Some(list)) => {
+                return Err(err(var::FORWARD, &list, format!("only used with {}=port-forward ({}={nat})", var::NAT, var::NAT)))
+            }
+            (_, None) => Vec::new(),
+        };
+
+        Ok(Self { profile, lan, wan_ip, uplink_gw, lab_ranges, forwards, mapping_timeout_s, wait_ifaces_s })
+    }
+}
+
+/// `P2PLAB_FORWARD`'s entries: each in the LAN, one forward per external port and per LAN
+/// endpoint (per protocol).
+fn forwards(list: &str, lan: Prefix) -> Result<Vec<Forward>, String> {
+    let mut out: Vec<Forward> = Vec::new();
+    for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let f: Forward = spec.parse()?;
+        if !lan.contains(f.lan_ip) {
+            return Err(format!("{} (in '{spec}') is not in {}={lan}", f.lan_ip, var::LAN_SUBNET));
+        }
+        for g in out.iter().filter(|g| g.proto == f.proto) {
+            if g.ext_port == f.ext_port {
+                return Err(format!("{} port {} is forwarded twice", f.proto, f.ext_port));
+            }
+            if (g.lan_ip, g.lan_port) == (f.lan_ip, f.lan_port) {
+                return Err(format!(
+                    "{} {}:{} is the target of two forwards (one external port per LAN endpoint)",
+                    f.proto, f.lan_ip, f.lan_port
+                ));
+            }
+        }
+        out.push(f);
+    }
+    if out.is_empty() {
+        return Err("no forward given".into());
+    }
+    Ok(out)
+}
+
+/// The router's one line on stdout once its rules are in place:
+/// `{"event":"router_ready","nat":"home",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename = "router_ready")]
+pub struct RouterReady {
+    pub nat: Profile,
+    /// RFC 4787 terms: `endpoint-independent`, `endpoint-dependent` or `none`.
+    pub mapping: Mapping,
+    /// `endpoint-independent`, `address-and-port-dependent` or `none`.
+    pub filtering: Filtering,
+    pub lan: String,
+    pub lan_ip: Ipv4Addr,
+    pub lan_subnet: Prefix,
+    pub wan: String,
+    pub wan_ip: Ipv4Addr,
+    pub wan_subnet: Prefix,
+    pub uplink_gw: Option<Ipv4Addr>,
+    pub uplink_routes: Vec<Prefix>,
+    pub mapping_timeout_s: u32,
+    pub forwards: Vec<ReadyForward>,
+    pub upnp: Option<ReadyUpnp>,
+    /// The Docker host's addresses on the router's networks: nothing is forwarded or sent there.
+    pub blocked_host_addrs: Vec<Ipv4Addr>,
+    /// The ruleset file loaded.
+    pub ruleset: String,
+    /// Milliseconds to render and load the ruleset.
+    pub apply_ms: u64,
+}
+
+/// A forward as `router_ready` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyForward {
+    pub proto: String,
+    pub port: u16,
+    /// `lan_ip:lan_port`.
+    pub to: String,
+}
+
+impl From<&Forward> for ReadyForward {
+    fn from(f: &Forward) -> Self {
+        Self { proto: f.proto.as_str().to_string(), port: f.ext_port, to: format!("{}:{}", f.lan_ip, f.lan_port) }
+    }
+}
+
+/// The `upnp` profile's IGD as `router_ready` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyUpnp {
+    pub daemon: String,
+    pub pid: u32,
+    pub ext_ip: Ipv4Addr,
+    /// `lan_ip:port` of the IGD's HTTP (control) server.
+    pub http: String,
+    pub ssdp_port: u16,
+    pub natpmp_port: u16,
+    /// miniupnpd's one `allow` rule.
+    pub allow: String,
+    pub start_ms: u64,
+}
+
+/// A map of variables, for tests and for `from_env` over a literal environment.
+pub fn lookup(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    let map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    move |k| map.get(k).map(|v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::Proto;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> Result<RouterEnv, String> {
+        let e = env(pairs);
+        RouterEnv::from_env(lookup(&e)).map_err(|e| e.to_string())
+    }
+
+    const BASE: [(&str, &str); 3] = [(var::NAT, "home"), (var::LAN_SUBNET, "10.101.0.0/24"), (var::WAN_IP, "198.18.0.2")];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = BASE.to_vec();
+        for (k, val) in extra {
+            v.retain(|(k2, _)| k2 != k);
+            v.push((k, val));
+        }
+        v
+    }
+
+    #[test]
+    fn prefixes_parse_strictly() {
+        assert_eq!("10.1.2.0/24".parse::<Prefix>().unwrap().to_string(), "10.1.2.0/24");
+        assert_eq!("10.1.2.3/24".parse::<Prefix>().unwrap_err(), "'10.1.2.3/24' has host bits set (did you mean 10.1.2.0/24?)");
+        for bad in ["10.1.2.0", "10.1.2.0/33", "x/24", "10.1.2.0/"] {
+            assert!(bad.parse::<Prefix>().is_err(), "{bad}");
+        }
+        let p: Prefix = "198.18.4.0/24".parse().unwrap();
+        assert!(p.contains(Ipv4Addr::new(198, 18, 4, 200)) && !p.contains(Ipv4Addr::new(198, 18, 5, 1)));
+        assert_eq!(p.docker_gateway(), Some(Ipv4Addr::new(198, 18, 4, 1)));
+        assert_eq!(Prefix::of(Ipv4Addr::new(10, 0, 0, 9), 31).docker_gateway(), None);
+    }
+
+    #[test]
+    fn the_environment_round_trips() {
+        let mut r = RouterEnv::new(Profile::PortForward, "10.101.0.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2));
+        r.uplink_gw = Some(Ipv4Addr::new(100, 64, 0, 254));
+        r.forwards = vec!["tcp:4001:10.101.0.10:4001".parse().unwrap(), "udp:4001:10.101.0.10:4001".parse().unwrap()];
+        r.mapping_timeout_s = Some(30);
+        let e = r.to_env();
+        assert_eq!(
+            e,
+            env(&[
+                (var::NAT, "port-forward"),
+                (var::LAN_SUBNET, "10.101.0.0/24"),
+                (var::WAN_IP, "198.18.0.2"),
+                (var::UPLINK_GW, "100.64.0.254"),
+                (var::FORWARD, "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"),
+                (var::MAPPING_TIMEOUT, "30"),
+            ])
+        );
+        assert_eq!(RouterEnv::from_env(lookup(&e)), Ok(r.clone()));
+        assert_eq!(r.uplink_routes(), &LAB_RANGES);
+        assert_eq!(r.mapping_timeout_s(), 30);
+        assert_eq!(r.wait_ifaces_s(), DEFAULT_WAIT_IFACES_S);
+        let plain = RouterEnv::from_env(lookup(&env(&BASE))).unwrap();
+        assert_eq!(plain, RouterEnv::new(Profile::Home, "10.101.0.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2)));
+        assert!(plain.uplink_routes().is_empty());
+    }
+
+    #[test]
+    fn every_bad_setting_is_one_line_naming_the_variable_and_its_value() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![], "P2PLAB_NAT is not set (use open"),
+            (with(&[(var::NAT, "cgnat")]), "P2PLAB_NAT=cgnat: unknown profile"),
+            (vec![(var::NAT, "home")], "P2PLAB_LAN_SUBNET is not set"),
+            (with(&[(var::LAN_SUBNET, "10.101.0.1/24")]), "P2PLAB_LAN_SUBNET=10.101.0.1/24: '10.101.0.1/24' has host bits set (did you mean 10.101.0.0/24?)"),
+            (with(&[(var::LAN_SUBNET, "10.101.0.0/31")]), "P2PLAB_LAN_SUBNET=10.101.0.0/31: the prefix length must be 1 to 30"),
+            (with(&[(var::WAN_IP, "10.101.0.9")]), "P2PLAB_WAN_IP=10.101.0.9: lies inside P2PLAB_LAN_SUBNET=10.101.0.0/24"),
+            (with(&[(var::WAN_IP, "1.2.3")]), "P2PLAB_WAN_IP=1.2.3: not an IPv4 address"),
+            (with(&[(var::UPLINK_GW, "gw")]), "P2PLAB_UPLINK_GW=gw: not an IPv4 address"),
+            (with(&[(var::LAB_RANGES, "0.0.0.0/0")]), "P2PLAB_LAB_RANGES=0.0.0.0/0: '0.0.0.0/0' is a default route"),
+            (with(&[(var::MAPPING_TIMEOUT, "0")]), "P2PLAB_MAPPING_TIMEOUT=0: not a number of seconds between 1 and 86400"),
+            (with(&[(var::MAPPING_TIMEOUT, "86401")]), "P2PLAB_MAPPING_TIMEOUT=86401:"),
+            (with(&[(var::WAIT_IFACES, "soon")]), "P2PLAB_WAIT_IFACES=soon:"),
+            (with(&[(var::FORWARD, "tcp:1:10.101.0.2:1")]), "P2PLAB_FORWARD=tcp:1:10.101.0.2:1: only used with P2PLAB_NAT=port-forward (P2PLAB_NAT=home)"),
+            (with(&[(var::NAT, "port-forward")]), "P2PLAB_FORWARD is not set (P2PLAB_NAT=port-forward needs"),
+            (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.9.0.2:1")]), "P2PLAB_FORWARD=tcp:1:10.9.0.2:1: 10.9.0.2 (in 'tcp:1:10.9.0.2:1') is not in P2PLAB_LAN_SUBNET=10.101.0.0/24"),
+            (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2:1,tcp:1:10.101.0.3:1")]), "tcp port 1 is forwarded twice"),
+            (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2:1,tcp:2:10.101.0.2:1")]), "tcp 10.101.0.2:1 is the target of two forwards"),
+            (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2")]), "P2PLAB_FORWARD=tcp:1:10.101.0.2: bad forward 'tcp:1:10.101.0.2'"),
+            (with(&[(var::NAT, "port-forward"), (var::FORWARD, " , ")]), "no forward given"),
+        ];
+        for (pairs, want) in cases {
+            let got = read(&pairs).unwrap_err();
+            assert!(got.contains(want), "{pairs:?}: {got}");
+            assert!(!got.contains('\n'), "{got}");
+        }
+        // The same protocol number on another protocol is fine.
+        let ok = read(&with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2:1, udp:1:10.101.0.2:1")])).unwrap();
+        assert_eq!(ok.forwards.iter().map(|f| f.proto).collect::<Vec<_>>(), [Proto::Tcp, Proto::Udp]);
+    }
+
+    #[test]
+    fn the_ready_line_names_what_the_router_did() {
+        let r = RouterReady {
+            nat: Profile::PortForward,
+            mapping: Profile::PortForward.mapping(),
+            filtering: Profile::PortForward.filtering(),
+            lan: "eth1".into(),
+            lan_ip: Ipv4Addr::new(10, 101, 0, 254),
+            lan_subnet: "10.101.0.0/24".parse().unwrap(),
+            wan: "eth0".into(),
+            wan_ip: Ipv4Addr::new(198, 18, 0, 2),
+            wan_subnet: "198.18.0.0/24".parse().unwrap(),
+            uplink_gw: None,
+            uplink_routes: vec![],
+            mapping_timeout_s: 120,
+            forwards: vec![(&"tcp:4001:10.101.0.10:4001".parse::<Forward>().unwrap()).into()],
+            upnp: None,
+            blocked_host_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
+            ruleset: "/run/p2plab-router.nft".into(),
+            apply_ms: 12,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"router_ready","nat":"port-forward","mapping":"endpoint-independent","filtering":"address-and-port-dependent","lan":"eth1","lan_ip":"10.101.0.254","lan_subnet":"10.101.0.0/24","wan":"eth0","wan_ip":"198.18.0.2","wan_subnet":"198.18.0.0/24","uplink_gw":null,"uplink_routes":[],"mapping_timeout_s":120,"forwards":[{"proto":"tcp","port":4001,"to":"10.101.0.10:4001"}],"upnp":null,"blocked_host_addrs":["198.18.0.1"],"ruleset":"/run/p2plab-router.nft","apply_ms":12}"#
+        );
+        assert_eq!(serde_json::from_str::<RouterReady>(&line).unwrap(), r);
+    }
+}
