@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use p2plab_contract::{Event, EventLine};
 use tokio::sync::{mpsc, OnceCell};
 
-use crate::docker::{Engine, LogLine};
+use crate::engine::docker::{Engine, LogLine};
 
 /// The engine, or `None` when `P2PLAB_SKIP_DOCKER=1` asks to skip Docker tests. Without an
 /// engine and without that variable this panics with one clear message: a test that claims a
@@ -41,7 +41,7 @@ static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();
 /// built already (`P2PLAB_CARGO_PROFILE=release` to test release builds).
 pub async fn image() -> String {
     let r = IMAGE
-        .get_or_init(|| async { crate::image::ensure_image_profile(Some("dev")).await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async { crate::engine::image::ensure_image_profile(Some("dev")).await.map_err(|e| e.to_string()) })
         .await;
     r.clone().unwrap_or_else(|e| panic!("{e}"))
 }

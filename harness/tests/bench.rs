@@ -6,7 +6,7 @@
 
 use p2plab::{
     bench::Report,
-    benchlab::{self, BenchOptions},
+    bench::lab::{self, BenchOptions},
     testing::{engine_or_skip, image},
 };
 
@@ -14,7 +14,7 @@ use p2plab::{
 async fn bench_measures_round_trips_and_throughput_against_raw_tcp() {
     let Some(engine) = engine_or_skip("bench").await else { return };
     let opts = BenchOptions { image: image().await, only: vec!["rtt".into(), "throughput".into()], quick: true, direct_repeats: 1 };
-    let (figures, errors) = benchlab::run_all(&engine, &opts, &|s| eprintln!("bench: {s}")).await.unwrap();
+    let (figures, errors) = lab::run_all(&engine, &opts, &|s| eprintln!("bench: {s}")).await.unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let ids: Vec<&str> = figures.iter().map(|f| f.id.as_str()).collect();
     for size in ["64B", "4KiB", "64KiB"] {
@@ -41,7 +41,7 @@ async fn bench_measures_round_trips_and_throughput_against_raw_tcp() {
         date: "2026-01-01T00:00:00Z".into(),
         command: "test".into(),
         machine: p2plab::bench::Machine::detect("test".into()),
-        groups: benchlab::groups(&opts),
+        groups: lab::groups(&opts),
         figures,
     };
     assert_eq!(Report::from_markdown(&report.markdown(None)).unwrap(), report);

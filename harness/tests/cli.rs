@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use p2plab::{docker, testing::engine_or_skip};
+use p2plab::{engine::docker, testing::engine_or_skip};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_p2plab"))

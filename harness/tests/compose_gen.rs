@@ -1,4 +1,4 @@
-//! `p2plab::compose` for real: a topology file (a monitor and a dialer on the internet, a
+//! `p2plab::plan::compose` for real: a topology file (a monitor and a dialer on the internet, a
 //! listener behind a `home` NAT) turned into a compose file with subnets chosen around the
 //! engine's, brought up with docker-compose, until the dialer has 5 acks; `down -v` must leave
 //! no container or network of the project. Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1`
@@ -15,11 +15,11 @@ use std::{
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use p2plab::testing::compose_cmd;
 use p2plab::{
-    compose::{compose, subnets_for_compose},
-    docker::new_run_id,
-    layout::layout,
+    plan::compose::{compose, subnets_for_compose},
+    engine::docker::new_run_id,
+    plan::layout::layout,
     testing::{engine_or_skip, image},
-    topology, Engine,
+    model as topology, Engine,
 };
 use tokio::sync::mpsc;
 

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2plab::{
-    run::{run, Options},
+    engine::run::{run, Options},
     testing::{engine_or_skip, image},
-    topology,
+    model as topology,
 };
 use p2plab_contract::Event;
 

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use p2plab::{docker::new_run_id, image::repo_root, testing};
+use p2plab::{engine::docker::new_run_id, engine::image::repo_root, testing};
 
 struct RemoveImages(Vec<String>);
 

@@ -92,7 +92,7 @@ impl Impair {
         node: &str,
         cmd: &[&str],
         within: Duration,
-    ) -> p2plab::docker::ExecOutput {
+    ) -> p2plab::engine::docker::ExecOutput {
         match tokio::time::timeout(within, self.lab.exec(node, cmd)).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => self.fail(format!("exec {cmd:?} in {node}: {e}")).await,

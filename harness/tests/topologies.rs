@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use p2plab::{
-    run::{run, Options},
+    engine::run::{run, Options},
     testing::{engine_or_skip, image},
-    topology,
+    model as topology,
 };
 
 fn file(name: &str) -> PathBuf {

@@ -18,9 +18,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use p2plab::{
-    bench, benchlab, compose, docker, graph, image, layout, report,
-    run::{self, Options, Progress, RunResult},
-    topology::{self, Topology},
+    bench, bench::lab as benchlab, plan::compose, engine::docker, report::graph, engine::image, plan::layout, report,
+    engine::run::{self, Options, Progress, RunResult},
+    model::{self as topology, Topology},
     Engine,
 };
 use p2plab_contract::{Event, EventLine};

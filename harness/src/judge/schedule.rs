@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::topology::{Action, Check, Fault, Trigger};
+use crate::model::{Action, Check, Fault, Trigger};
 
 /// A fault to apply now.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,10 +13,10 @@ use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 
 use crate::{
-    docker::{LABEL_LAB, LABEL_MANAGED},
-    layout::{Kind, Layout, Planned},
+    engine::docker::{LABEL_LAB, LABEL_MANAGED},
+    plan::layout::{Kind, Layout, Planned},
     plan,
-    topology::{Role, Topology},
+    model::{Role, Topology},
 };
 
 /// A JSON string: a safe YAML double-quoted scalar.
@@ -217,7 +217,7 @@ pub const REGENERATE: &str =
 /// repository. `up` fails with "Pool overlaps" where one of them is taken.
 pub fn fixed(topo: &Topology, image: &str) -> Result<(String, Layout), String> {
     let subnets = subnets_for_compose(topo, &[])?;
-    let layout = crate::layout::layout(topo, &subnets).map_err(|e| e.to_string())?;
+    let layout = crate::plan::layout::layout(topo, &subnets).map_err(|e| e.to_string())?;
     Ok((compose(topo, &layout, image), layout))
 }
 
@@ -260,14 +260,14 @@ pub fn subnets_for_compose(topo: &Topology, used: &[Ipv4Net]) -> Result<BTreeMap
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::{layout::layout, topology::parse};
+    use crate::{plan::layout::layout, model::parse};
     use serde_json::Value;
 
     #[test]
     fn the_repository_compose_file_is_generated_and_current() {
-        let root = crate::image::repo_root();
-        let topo = crate::topology::load(&root.join(REPO_TOPOLOGY)).map_err(|e| e.render()).unwrap();
-        let (want, _) = fixed(&topo, crate::image::DEFAULT_IMAGE).unwrap();
+        let root = crate::engine::image::repo_root();
+        let topo = crate::model::load(&root.join(REPO_TOPOLOGY)).map_err(|e| e.render()).unwrap();
+        let (want, _) = fixed(&topo, crate::engine::image::DEFAULT_IMAGE).unwrap();
         let have = std::fs::read_to_string(root.join(REPO_FILE)).unwrap();
         if have != want {
             let line = have.lines().zip(want.lines()).position(|(h, w)| h != w).map_or(have.lines().count().min(want.lines().count()), |i| i) + 1;

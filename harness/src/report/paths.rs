@@ -10,7 +10,7 @@ use std::{collections::HashMap, fmt::Write as _};
 use chrono::{DateTime, Utc};
 use p2plab_contract::{Event, Path};
 
-use crate::{expect::Timeline, graph::html_escape, run::FaultRecord};
+use crate::{judge::expect::Timeline, report::graph::html_escape, engine::run::FaultRecord};
 
 /// What a sender held to its peer during an interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,9 @@
 //! - [`Report::table`]: the same figures as a plain-text table for the terminal, with the
 //!   comparison against a previous run and its regressions, if given one.
 
+
+pub mod lab;
+
 use std::fmt::Write as _;
 
 use chrono::{SecondsFormat, Utc};

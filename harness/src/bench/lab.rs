@@ -26,11 +26,11 @@ use tokio::{
 
 use crate::{
     bench::{Better, Figure, Group},
-    docker::{Attach, ContainerSpec, Engine, Lab, LogLine},
-    layout::{layout, Kind, Layout},
+    engine::docker::{Attach, ContainerSpec, Engine, Lab, LogLine},
+    plan::layout::{layout, Kind, Layout},
     plan,
-    run::{self, Options},
-    topology::{self, Role},
+    engine::run::{self, Options},
+    model::{self, Role},
 };
 
 /// Why a benchmark could not be measured.
@@ -170,7 +170,7 @@ struct BenchLab {
 
 impl BenchLab {
     async fn new(engine: &Engine, group: &'static str, yaml: &str, image: &str) -> Result<Self, BenchLabError> {
-        let topo = topology::parse(&format!("<bench {group}>"), yaml).map_err(|e| err(group, e.render()))?;
+        let topo = model::parse(&format!("<bench {group}>"), yaml).map_err(|e| err(group, e.render()))?;
         let mut lab = Lab::new(engine.clone(), &topo.name);
         let mut subnets = BTreeMap::new();
         for seg in &topo.segments {
@@ -503,7 +503,7 @@ expect:
 
 async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "direct";
-    let topo = topology::parse("<bench direct>", DIRECT_TOPOLOGY).map_err(|e| err(G, e.render()))?;
+    let topo = model::parse("<bench direct>", DIRECT_TOPOLOGY).map_err(|e| err(G, e.render()))?;
     let mut to_direct = Vec::new();
     let mut to_relayed = Vec::new();
     let mut relayed_to_direct = Vec::new();
@@ -623,7 +623,7 @@ async fn labs(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             n - 1,
             n - 1
         );
-        let topo = topology::parse("<bench labs>", &yaml).map_err(|e| err(G, e.render()))?;
+        let topo = model::parse("<bench labs>", &yaml).map_err(|e| err(G, e.render()))?;
         if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(plan::arp_entries([n]), limit)) {
             return Err(err(G, w));
         }
@@ -791,7 +791,7 @@ mod tests {
         let discovery = "name: bench-discovery\nsegments:\n  internet: {}\nnodes:\n  m: { role: monitor, segment: internet }\n  \
             l: { role: listener, segment: internet, namespace: bench, replicas: 49 }\n  j: { role: dialer, segment: internet, namespace: bench, replicas: 5, count: 1 }\n";
         for (name, yaml) in [("link", LINK_TOPOLOGY), ("direct", DIRECT_TOPOLOGY), ("discovery", discovery)] {
-            let topo = topology::parse(name, yaml).unwrap_or_else(|e| panic!("{}", e.render()));
+            let topo = model::parse(name, yaml).unwrap_or_else(|e| panic!("{}", e.render()));
             let mut subnets = BTreeMap::new();
             for (i, seg) in topo.segments.iter().enumerate() {
                 subnets.insert(seg.name.clone(), format!("10.{}.0.0/24", 100 + i).parse().unwrap());

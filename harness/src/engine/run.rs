@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 use p2plab_contract::EventLine;
 
 use crate::{
-    docker::{Attach, ContainerSpec, DockerError, Engine, Lab, LogLine},
-    expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
-    layout::{layout, Kind, Layout, Planned, Ready},
+    engine::docker::{Attach, ContainerSpec, DockerError, Engine, Lab, LogLine},
+    judge::expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
+    plan::layout::{layout, Kind, Layout, Planned, Ready},
     plan,
-    schedule::{Due, Schedule},
-    topology::{Action, Impair, Topology, NEW_IDENTITY_SUFFIX},
+    judge::schedule::{Due, Schedule},
+    model::{Action, Impair, Topology, NEW_IDENTITY_SUFFIX},
 };
 
 /// How to run.
@@ -109,7 +109,7 @@ pub enum RunError {
     #[error("segment `{segment}`: subnet {subnet} overlaps {used} (a host route, another Docker network or a reserved range); leave `subnet` out to have one allocated")]
     SubnetTaken { segment: String, subnet: Ipv4Net, used: Ipv4Net },
     #[error("{0}")]
-    Layout(#[from] crate::layout::LayoutError),
+    Layout(#[from] crate::plan::layout::LayoutError),
     #[error("{name} was not ready within {secs} s ({why})\n--- {name} stderr ---\n{stderr}")]
     NotReady { name: String, secs: u64, why: String, stderr: String },
     #[error("interrupted during bring-up")]
@@ -227,7 +227,7 @@ pub async fn run(
         let settled = judge.update(&st.timeline, t0, Utc::now());
         let faults_done = schedule.is_empty();
         if opts.stop_when_settled && faults_done {
-            let dialers = crate::expect::dialers_done(topo, &st.timeline);
+            let dialers = crate::judge::expect::dialers_done(topo, &st.timeline);
             if settled || (judge.all_hold_now(&st.timeline) && dialers) {
                 break;
             }
@@ -366,8 +366,8 @@ async fn bring_up(
     // infrastructure first (routers in uplink order, VPN exits), then monitors, then the peers
     let waves: [&dyn Fn(&Planned) -> bool; 3] = [
         &|p: &Planned| matches!(p.kind, Kind::Router | Kind::VpnExit),
-        &|p: &Planned| p.kind == Kind::Node(crate::topology::Role::Monitor),
-        &|p: &Planned| matches!(p.kind, Kind::Node(r) if r != crate::topology::Role::Monitor),
+        &|p: &Planned| p.kind == Kind::Node(crate::model::Role::Monitor),
+        &|p: &Planned| matches!(p.kind, Kind::Node(r) if r != crate::model::Role::Monitor),
     ];
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();

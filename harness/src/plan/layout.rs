@@ -16,7 +16,7 @@ use p2plab_contract::{
     router::{Prefix, RouterEnv},
 };
 
-use crate::topology::{NatProfile, Node, Role, Topology};
+use crate::model::{NatProfile, Node, Role, Topology};
 
 /// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
 pub const METRICS_PORT: u16 = 9090;
@@ -420,7 +420,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::topology::parse;
+    use crate::model::parse;
 
     fn subnets(pairs: &[(&str, &str)]) -> BTreeMap<String, Ipv4Net> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.parse().unwrap())).collect()
@@ -529,7 +529,7 @@ nodes:
         .map(|a| a.to_string())
         .collect();
         assert_eq!(boot.cmd, want);
-        assert_eq!(boot.key_file.as_deref(), Some(crate::topology::KEY_FILE));
+        assert_eq!(boot.key_file.as_deref(), Some(crate::model::KEY_FILE));
         // a seed wins; peers have no key file (a new identity on every start, as before)
         let boot2 = l.get("boot2").unwrap();
         assert!(boot2.cmd.windows(2).any(|w| w == ["--seed", "9"]) && !boot2.cmd.iter().any(|a| a == "--key-file"), "{:?}", boot2.cmd);

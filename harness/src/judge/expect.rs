@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use p2plab_contract::{Event, EventLine, Path};
 
-use crate::topology::{Check, Expectation, Role, Topology};
+use crate::model::{Check, Expectation, Role, Topology};
 
 /// Where a check stands on the events seen so far.
 #[derive(Debug, Clone, PartialEq)]
@@ -564,7 +564,7 @@ pub fn pair_metrics(topo: &Topology, t: &Timeline) -> Vec<PairMetrics> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::topology::parse;
+    use crate::model::parse;
     use chrono::Duration as CD;
 
     struct Ids {

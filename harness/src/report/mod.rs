@@ -16,6 +16,10 @@
 //!   tables, the path each pair held over time (an SVG from `paths`), the timeline with a
 //!   filter, and the data as embedded JSON.
 
+
+pub mod graph;
+mod paths;
+
 use std::{
     fmt::Write as _,
     fs, io,
@@ -28,11 +32,11 @@ use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, Te
 use serde_json::{json, Value};
 
 use crate::{
-    expect::{PairMetrics, Verdict},
-    graph::{self, html_escape},
-    layout::Kind,
-    run::{FaultRecord, RunResult},
-    topology::Role,
+    judge::expect::{PairMetrics, Verdict},
+    report::graph::html_escape,
+    plan::layout::Kind,
+    engine::run::{FaultRecord, RunResult},
+    model::Role,
 };
 
 /// Rows of the HTML timeline at most (`events.jsonl` has them all).
@@ -825,7 +829,7 @@ fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
             s,
             "<section><h2>Paths over time</h2><p class=\"meta\">What each sender held to its peer, from t0 ({}): a direct connection, relayed ones only, or none; hole punches and faults marked.</p><div class=\"graph\">{}</div></section>",
             e(&rfc3339(r.t0)),
-            crate::paths::svg(&r.timeline, &pairs, &r.faults, r.t0, end.max(r.t0))
+            crate::report::paths::svg(&r.timeline, &pairs, &r.faults, r.t0, end.max(r.t0))
         );
     }
 
@@ -902,9 +906,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::{
-        expect::{pair_metrics, Judge, Timeline},
-        layout::layout,
-        topology::parse,
+        judge::expect::{pair_metrics, Judge, Timeline},
+        plan::layout::layout,
+        model::parse,
     };
     use chrono::Duration as CD;
     use p2plab_contract::EventLine;

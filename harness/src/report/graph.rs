@@ -11,8 +11,8 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    layout::Layout,
-    topology::{Impair, Node, Role, Segment, Topology},
+    plan::layout::Layout,
+    model::{Impair, Node, Role, Segment, Topology},
 };
 
 // ----------------------------------------------------------------------------- shared facts ---
@@ -569,7 +569,7 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::{layout::layout, topology::parse};
+    use crate::{plan::layout::layout, model::parse};
 
     const T: &str = r#"
 name: g

@@ -1,0 +1,416 @@
+//! Topology files: the YAML a user writes, parsed strictly and validated into a [`Topology`].
+//!
+//! No Docker here. Every error is one [`TopologyError`] that names the file, line and column
+//! and gives a hint; `topologies/README.md` documents every key.
+//!
+//! Parsing goes in two steps: serde-saphyr reads the YAML into the `Raw*` types of `raw` (unknown
+//! keys, duplicate keys and wrong types fail there, with their location), then `validate`
+//! checks what serde cannot (references, names, subnets, uplink cycles, one kind per fault or
+//! expectation) and builds the model, with replicas expanded.
+
+use std::{collections::BTreeMap, path::Path as FsPath, time::Duration};
+
+use ipnet::Ipv4Net;
+use serde_saphyr::Location;
+
+use p2plab_contract::Path;
+
+mod errors;
+mod raw;
+mod validate;
+#[cfg(test)]
+mod tests;
+
+pub use errors::TopologyError;
+pub use validate::parse_duration;
+
+use errors::Ctx;
+use raw::RawTopology;
+use validate::{first_line, validate, yaml_hint};
+
+// ------------------------------------------------------------------------------------ model ---
+
+pub use p2plab_contract::{Role, Transport};
+
+/// A router's NAT profile: one definition, shared with the router that renders its rules (see
+/// `p2plab_contract::nat` and the README's table).
+pub use p2plab_contract::nat::Profile as NatProfile;
+
+/// Link impairments of a router's uplink interface (packets leaving the LAN).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Impair {
+    pub delay_ms: Option<u64>,
+    pub jitter_ms: Option<u64>,
+    /// Percent, 0..=100.
+    pub loss_pct: Option<f64>,
+    /// A tc rate, e.g. `10mbit`.
+    pub rate: Option<String>,
+}
+
+impl Impair {
+    pub fn is_empty(&self) -> bool {
+        self.delay_ms.is_none() && self.jitter_ms.is_none() && self.loss_pct.is_none() && self.rate.is_none()
+    }
+}
+
+/// A static port forward on a `port-forward` router.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Forward {
+    /// `tcp`, `udp` or `both`.
+    pub proto: String,
+    pub port: u16,
+    pub to: String,
+    pub to_port: u16,
+}
+
+/// A network segment: public (no `nat`) or a LAN behind a router.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    pub name: String,
+    pub subnet: Option<Ipv4Net>,
+    pub nat: Option<Nat>,
+    pub line: u64,
+}
+
+/// The router of a LAN segment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Nat {
+    pub profile: NatProfile,
+    /// The segment the router's WAN side is on.
+    pub uplink: String,
+    pub forward: Vec<Forward>,
+    pub impair: Impair,
+    pub mapping_timeout_s: Option<u64>,
+}
+
+impl Segment {
+    /// The router container's name.
+    pub fn router_name(&self) -> Option<String> {
+        self.nat.as_ref().map(|_| format!("router-{}", self.name))
+    }
+}
+
+/// One node (replicas already expanded: `peer` × 3 is `peer-1`, `peer-2`, `peer-3`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Node {
+    pub name: String,
+    /// The name in the file (differs from `name` for replicas).
+    pub declared: String,
+    pub role: Role,
+    pub segment: String,
+    pub namespace: String,
+    pub transport: Transport,
+    /// Dialer: messages to send (0 = forever).
+    pub count: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub size: Option<u64>,
+    pub deadline_s: Option<u64>,
+    pub relay: Option<String>,
+    pub vpn: bool,
+    pub upnp: bool,
+    pub seed: Option<u64>,
+    pub args: Vec<String>,
+    /// Started with the lab (`start: true`, the default), or only by a `start` fault.
+    pub start_with_lab: bool,
+    pub line: u64,
+}
+
+/// Where a monitor keeps its key in its container (`--key-file`): on the container's own
+/// filesystem, so that it survives stop, start and restart, as an operator's key file does.
+pub const KEY_FILE: &str = "/var/lib/p2plab/node.key";
+/// A file named like the key file plus this, next to it, asks the image's entrypoint to remove
+/// both before the node starts (`new_identity: true` on a `start` or `restart` fault).
+pub const NEW_IDENTITY_SUFFIX: &str = ".new-identity";
+
+impl Node {
+    /// The node's `--key-file`, if the harness gives it one: monitors without a `seed` (and
+    /// without `--seed` or `--key-file` of their own in `args`). Listeners and dialers have none:
+    /// unless they have a seed, every start gives them a new identity.
+    pub fn key_file(&self) -> Option<&'static str> {
+        let own = self.args.iter().any(|a| {
+            ["--seed", "--key-file"].iter().any(|f| a == f || a.strip_prefix(f).is_some_and(|r| r.starts_with('=')))
+        });
+        (self.role == Role::Monitor && self.seed.is_none() && !own).then_some(KEY_FILE)
+    }
+}
+
+/// A condition over the merged event timeline: what expectations assert and what faults wait for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "check")]
+pub enum Check {
+    /// The node emitted `started`.
+    Started { node: String },
+    /// `by` found `peer` through the DHT.
+    Discovered { by: String, peer: String },
+    /// The node holds an accepted relay reservation.
+    Reservation { node: String },
+    /// A connection with this path between the two (either side reports it).
+    Connected { a: String, b: String, path: Path },
+    /// DCUtR between the two failed at least once and never succeeded, and no direct
+    /// connection between them ever existed.
+    HolePunchFails { a: String, b: String },
+    /// `from`'s messages to `to`: at least `count` acked, at most `lost` given up, at most
+    /// `duplicates` delivered twice to the application.
+    Delivered { from: String, to: String, count: u64, lost: u64, duplicates: u64 },
+    /// Every ack from `to` to `from` took `path`.
+    PathAll { from: String, to: String, path: Path },
+    /// Acks from `to` to `from` ended on `path`: the last ack took it, and so did every ack
+    /// after the first one that took it.
+    PathLast { from: String, to: String, path: Path },
+    /// Between `min` and `max` events of `kind` (on `node`, or anywhere) whose fields include
+    /// `fields`.
+    Event { node: Option<String>, kind: String, fields: BTreeMap<String, serde_json::Value>, min: u64, max: Option<u64> },
+}
+
+impl Check {
+    /// The nodes the check is about.
+    pub fn nodes(&self) -> Vec<&str> {
+        match self {
+            Check::Started { node } | Check::Reservation { node } => vec![node],
+            Check::Discovered { by, peer } => vec![by, peer],
+            Check::Connected { a, b, .. } | Check::HolePunchFails { a, b } => vec![a, b],
+            Check::Delivered { from, to, .. } | Check::PathAll { from, to, .. } | Check::PathLast { from, to, .. } => {
+                vec![from, to]
+            }
+            Check::Event { node, .. } => node.iter().map(|s| s.as_str()).collect(),
+        }
+    }
+
+    /// A short human label, e.g. `direct bob → alice`.
+    pub fn label(&self) -> String {
+        match self {
+            Check::Started { node } => format!("started {node}"),
+            Check::Discovered { by, peer } => format!("discovered {by} → {peer}"),
+            Check::Reservation { node } => format!("reservation {node}"),
+            Check::Connected { a, b, path } => format!("{} {a} ↔ {b}", path.as_str()),
+            Check::HolePunchFails { a, b } => format!("hole punch fails {a} ↔ {b}"),
+            Check::Delivered { from, to, count, lost, duplicates } => {
+                format!("delivered {from} → {to}: {count} (lost ≤ {lost}, duplicates ≤ {duplicates})")
+            }
+            Check::PathAll { from, to, path } => format!("path {from} → {to}: all {}", path.as_str()),
+            Check::PathLast { from, to, path } => format!("path {from} → {to}: last {}", path.as_str()),
+            Check::Event { node, kind, fields, min, max } => {
+                let mut s = format!("event {kind}");
+                if let Some(n) = node {
+                    s.push_str(&format!(" on {n}"));
+                }
+                if !fields.is_empty() {
+                    let f: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    s.push_str(&format!(" where {}", f.join(",")));
+                }
+                match max {
+                    Some(m) => s.push_str(&format!(" ({min}..={m})")),
+                    None => s.push_str(&format!(" (≥ {min})")),
+                }
+                s
+            }
+        }
+    }
+}
+
+/// One expectation of the file (one per replica combination).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Expectation {
+    pub name: String,
+    pub check: Check,
+    /// Deadline counted from the moment every node the check names has started.
+    pub within: Option<Duration>,
+    pub line: u64,
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// This long after every node started.
+    At(Duration),
+    /// `delay` after the check first holds.
+    After { check: Check, delay: Duration },
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "target")]
+pub enum Action {
+    /// SIGKILL the node's container.
+    Kill(String),
+    /// SIGTERM: the node stops cleanly.
+    Stop(String),
+    /// Start a killed, stopped or not yet started node (same addresses and command). A monitor
+    /// keeps its identity (its key file) unless `new_identity` removes the key first.
+    Start { node: String, new_identity: bool },
+    /// Restart the container (SIGTERM, then start), as `Start` for the identity.
+    Restart { node: String, new_identity: bool },
+    Pause(String),
+    Unpause(String),
+    /// Cut a LAN segment off its uplink (on its router) or a node off every peer.
+    Partition(String),
+    /// Groups that reach only their own members; a node in two groups is Jepsen's bridge.
+    PartitionGroups(Vec<Vec<String>>),
+    /// Undo a partition: a segment, a node, or `all`.
+    Heal(String),
+    /// Forget every NAT mapping and connection-tracking entry of the segment's router.
+    FlushNat(String),
+    /// Set new impairments on the segment's router.
+    Impair { segment: String, impair: Impair },
+}
+
+impl Action {
+    pub fn label(&self) -> String {
+        match self {
+            Action::Kill(n) => format!("kill {n}"),
+            Action::Stop(n) => format!("stop {n}"),
+            Action::Start { node, new_identity } => format!("start {node}{}", if *new_identity { " with a new identity" } else { "" }),
+            Action::Restart { node, new_identity } => format!("restart {node}{}", if *new_identity { " with a new identity" } else { "" }),
+            Action::Pause(n) => format!("pause {n}"),
+            Action::Unpause(n) => format!("unpause {n}"),
+            Action::Partition(n) => format!("partition {n}"),
+            Action::PartitionGroups(g) => {
+                let g: Vec<String> = g.iter().map(|g| format!("[{}]", g.join(","))).collect();
+                format!("partition {}", g.join(" | "))
+            }
+            Action::Heal(n) => format!("heal {n}"),
+            Action::FlushNat(n) => format!("flush nat {n}"),
+            Action::Impair { segment, .. } => format!("impair {segment}"),
+        }
+    }
+
+    /// What undoes this action after `for:`, if anything does.
+    pub fn undo(&self) -> Option<Action> {
+        match self {
+            Action::Kill(n) | Action::Stop(n) => Some(Action::Start { node: n.clone(), new_identity: false }),
+            Action::Pause(n) => Some(Action::Unpause(n.clone())),
+            Action::Partition(n) => Some(Action::Heal(n.clone())),
+            Action::PartitionGroups(_) => Some(Action::Heal("all".into())),
+            Action::Impair { segment, .. } => Some(Action::Impair { segment: segment.clone(), impair: Impair::default() }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Fault {
+    pub trigger: Trigger,
+    pub action: Action,
+    /// Undo after this long (`for:`).
+    pub duration: Option<Duration>,
+    pub line: u64,
+}
+
+/// A validated topology.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub description: Option<String>,
+    pub timeout: Duration,
+    pub segments: Vec<Segment>,
+    pub nodes: Vec<Node>,
+    pub faults: Vec<Fault>,
+    pub expect: Vec<Expectation>,
+    /// Declared node name → its instances (itself, or its replicas).
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Topology {
+    pub fn segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.name == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Segments in an order where every router's uplink comes before it.
+    pub fn segments_uplink_first(&self) -> Vec<&Segment> {
+        let mut out: Vec<&Segment> = Vec::new();
+        let mut left: Vec<&Segment> = self.segments.iter().collect();
+        while !left.is_empty() {
+            let before = left.len();
+            left.retain(|s| {
+                let ready = match &s.nat {
+                    None => true,
+                    Some(n) => out.iter().any(|o| o.name == n.uplink),
+                };
+                if ready {
+                    out.push(s);
+                }
+                !ready
+            });
+            if left.len() == before {
+                // a cycle; validation refuses those, so this is unreachable for a valid model
+                out.append(&mut left);
+            }
+        }
+        out
+    }
+
+    /// The pool a segment's subnet is allocated from when the file gives none: the lab's
+    /// internet for public segments, the shared (CGNAT) space for a segment that is another
+    /// LAN's uplink, 10/8 for LANs.
+    pub fn pool_of(&self, segment: &Segment) -> ipnet::Ipv4Net {
+        if segment.nat.is_none() {
+            crate::plan::internet_pool()
+        } else if self.is_uplink_of_nat(&segment.name) {
+            crate::plan::shared_pool()
+        } else {
+            crate::plan::lan_pool()
+        }
+    }
+
+    /// Whether the segment is used as another router's uplink (a carrier network).
+    pub fn is_uplink_of_nat(&self, segment: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.nat.as_ref().is_some_and(|n| n.uplink == segment))
+    }
+
+    /// The chain of NAT profiles between a segment and the public internet, innermost first.
+    pub fn nat_chain(&self, segment: &str) -> Vec<NatProfile> {
+        let mut out = Vec::new();
+        let mut cur = self.segment(segment);
+        let mut guard = 0;
+        while let Some(s) = cur {
+            guard += 1;
+            if guard > 64 {
+                break;
+            }
+            match &s.nat {
+                Some(n) => {
+                    out.push(n.profile);
+                    cur = self.segment(&n.uplink);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+// -------------------------------------------------------------------------------- loading ---
+
+/// Reads and validates a topology file.
+pub fn load(path: &FsPath) -> Result<Topology, TopologyError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the file: {e}"),
+        hint: None,
+        source_text: String::new(),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates a topology given as text (`file` names it in errors).
+pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
+    let cx = Ctx { file, text };
+    let opts = serde_saphyr::options! { with_snippet: false };
+    let raw: RawTopology = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let msg = first_line(&e.to_string());
+        let h = yaml_hint(&msg);
+        cx.err(loc, msg, h)
+    })?;
+    validate(&cx, raw)
+}

@@ -1,0 +1,13 @@
+//! Stage 2, plan (no Docker): where everything of a lab goes.
+//!
+//! - [`subnets`] (re-exported here): which /24s a lab may use, away from host routes, Docker
+//!   networks, the resolver and the TEST-NETs.
+//! - [`layout`]: every container of a lab from a topology and its subnets: addresses, command
+//!   lines, environment, routers before the hosts behind them.
+//! - [`compose`]: a topology as a docker compose file, from its layout.
+
+pub mod compose;
+pub mod layout;
+pub mod subnets;
+
+pub use subnets::*;
