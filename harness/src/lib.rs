@@ -19,6 +19,8 @@
 //!   the runner, the one I/O loop of a lab run ([`engine::run`]).
 //! - [`bench`]: the figures of `p2plab bench`, their baselines and docs/benchmarks.md; the labs
 //!   that measure them ([`bench::lab`]).
+//! - [`topology_run`]: the library form of `p2plab run FILE` for a test of your own:
+//!   [`TopologyRun::file`] runs a topology and hands back its verdicts, events and report.
 //! - [`testing`]: what the Docker tests share: the engine or a clear skip, event waits with
 //!   deadlines.
 
@@ -29,6 +31,8 @@ pub mod model;
 pub mod plan;
 pub mod report;
 pub mod testing;
+pub mod topology_run;
 
 pub use engine::docker::{Attach, ContainerSpec, DockerError, Engine, Lab};
 pub use model::{Topology, TopologyError};
+pub use topology_run::TopologyRun;

@@ -6,11 +6,7 @@
 
 use std::path::PathBuf;
 
-use p2plab::{
-    engine::run::{run, Options},
-    testing::{engine_or_skip, image},
-    model as topology,
-};
+use p2plab::{model as topology, testing::image, topology_run, TopologyRun};
 
 fn file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies").join(name)
@@ -20,25 +16,24 @@ fn file(name: &str) -> PathBuf {
 /// once would race the labs' timing deadlines.
 static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// Runs one shipped topology the way a user's own test would ([`TopologyRun`]), with the image
+/// `cargo test` has built.
 async fn run_topology(name: &str) {
     let slots = if name == "nat-matrix.yaml" { 2 } else { 1 };
     let _slot = SLOTS.acquire_many(slots).await.unwrap();
-    let topo = topology::load(&file(name)).unwrap_or_else(|e| panic!("{}", e.render()));
-    let Some(engine) = engine_or_skip(&topo.name).await else { return };
-    let image = image().await;
-    let result = run(engine, &topo, Options::new(image), None, std::future::pending())
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", topo.name));
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/p2plab-reports").join(&topo.name);
-    let _ = p2plab::report::write(&dir, std::slice::from_ref(&result));
-    let mut text = p2plab::report::summary_text(&result);
-    if !result.ok {
-        for (node, tail) in &result.stderr {
-            text.push_str(&format!("\n--- {node} stderr ---\n{tail}"));
+    let builder = TopologyRun::builder(file(name));
+    let builder = match std::env::var("P2PLAB_SKIP_DOCKER").is_ok_and(|v| v == "1") {
+        true => builder,
+        false => builder.image(image().await),
+    };
+    match builder.run().await {
+        Ok(run) => {
+            run.assert_passed();
+            eprintln!("{}", run.summary());
         }
-        panic!("{text}\nreport: {}", dir.display());
+        Err(topology_run::Error::Skipped) => eprintln!("{name}: skipped (P2PLAB_SKIP_DOCKER=1)"),
+        Err(e) => panic!("{name}: {e}"),
     }
-    eprintln!("{text}");
 }
 
 #[test]
