@@ -9,7 +9,7 @@ use std::{
 use ipnet::Ipv4Net;
 
 use p2plab_contract::{Event, EventLine};
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, OnceCell, Semaphore, SemaphorePermit};
 
 use crate::engine::docker::{Engine, LogLine};
 
@@ -154,4 +154,19 @@ pub fn compose_cmd() -> Vec<String> {
     } else {
         vec!["docker".into(), "compose".into()]
     }
+}
+
+/// Every Docker test of a crate runs in one test process on a two-core machine: these slots keep
+/// labs from racing each other's timing deadlines (two small labs at once at most).
+static LAB_SLOTS: Semaphore = Semaphore::const_new(2);
+
+/// One of two slots: a small lab that may run beside another.
+pub async fn lab_slot() -> SemaphorePermit<'static> {
+    LAB_SLOTS.acquire().await.unwrap_or_else(|e| panic!("lab slots: {e}"))
+}
+
+/// Both slots: a test that measures timing, builds images or brings up a big lab has the machine
+/// to itself.
+pub async fn whole_machine() -> SemaphorePermit<'static> {
+    LAB_SLOTS.acquire_many(2).await.unwrap_or_else(|e| panic!("lab slots: {e}"))
 }

@@ -111,6 +111,7 @@ async fn networks(engine: &Engine, project: &str) -> HashMap<String, HashMap<Str
 /// (`config -q`: the schema, the sysctls, devices and depends_on forms), without running it.
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_compose_file_of_a_cgnat_and_vpn_topology_is_valid() {
+    let _machine = p2plab::testing::whole_machine().await;
     if engine_or_skip("compose_gen config").await.is_none() {
         return;
     }
@@ -144,6 +145,7 @@ async fn generated_compose_file_of_a_cgnat_and_vpn_topology_is_valid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("compose_gen").await else {
         return;
     };

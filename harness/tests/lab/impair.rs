@@ -145,6 +145,7 @@ impl Impair {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impairments_delay_and_loss() {
+    let _machine = p2plab::testing::whole_machine().await;
     let test = "impair";
     let Some(engine) = engine_or_skip(test).await else {
         return;

@@ -78,6 +78,7 @@ fn graph_prints_mermaid_and_dot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(_engine) = engine_or_skip("cli_run").await else { return };
     p2plab::testing::image().await;
     let dir = tmp("report");
@@ -102,6 +103,7 @@ async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_up_tears_the_lab_down() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("cli_up").await else { return };
     p2plab::testing::image().await;
     let mut child = bin()

@@ -229,6 +229,7 @@ fn acks(evs: &[EventLine], from: &str, to: Option<&str>) -> Vec<Path> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("compose").await else {
         return;
     };

@@ -35,6 +35,7 @@ struct Router {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_nat_profile_measures_as_declared() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("nat_profiles").await else { return };
     let image = image().await;
     let mut lab = Lab::new(engine, "nat-profiles");

@@ -12,15 +12,15 @@ fn file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies").join(name)
 }
 
-/// Two small labs at a time; the NAT matrix (43 containers) runs alone: on two cores, more at
-/// once would race the labs' timing deadlines.
-static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Runs one shipped topology the way a user's own test would ([`TopologyRun`]), with the image
 /// `cargo test` has built.
 async fn run_topology(name: &str) {
-    let slots = if name == "nat-matrix.yaml" { 2 } else { 1 };
-    let _slot = SLOTS.acquire_many(slots).await.unwrap();
+    // Two small labs at a time; the NAT matrix (43 containers) runs alone.
+    let _slot = match name {
+        "nat-matrix.yaml" => p2plab::testing::whole_machine().await,
+        _ => p2plab::testing::lab_slot().await,
+    };
     let builder = TopologyRun::builder(file(name));
     let builder = match std::env::var("P2PLAB_SKIP_DOCKER").is_ok_and(|v| v == "1") {
         true => builder,

@@ -3,12 +3,12 @@
 //! Every wait has a deadline and waits on events, never on sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+
 
 use std::collections::HashSet;
 
 use p2plab_node::{Event, Path};
-use support::*;
+use crate::support::*;
 
 fn monitor(name: &str, extra: &[&str]) -> (NodeProc, String) {
     let mut m = NodeProc::spawn("monitor", name, &[&["--port", "0"], extra].concat());

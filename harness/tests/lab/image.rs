@@ -19,6 +19,7 @@ impl Drop for RemoveImages {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_builds_from_nothing() {
+    let _machine = p2plab::testing::whole_machine().await;
     if testing::engine_or_skip("image_from_nothing").await.is_none() {
         return;
     }

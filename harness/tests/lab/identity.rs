@@ -33,6 +33,7 @@ expect:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_monitor_keeps_its_key_file_until_a_fault_asks_for_a_new_identity() {
+    let _machine = p2plab::testing::whole_machine().await;
     let topo = topology::parse("identity.yaml", T).unwrap_or_else(|e| panic!("{}", e.render()));
     let Some(engine) = engine_or_skip("identity").await else { return };
     let result = run(engine, &topo, Options::new(image().await), None, std::future::pending()).await.unwrap();

@@ -91,6 +91,7 @@ fn acks_to(evs: &[EventLine], to: PeerId) -> Vec<(u64, Path)> {
 /// address, which says nothing about the router.)
 #[tokio::test(flavor = "multi_thread")]
 async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punching() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("upnp").await else { return };
     let image = image().await;
     let t0 = std::time::Instant::now();

@@ -12,6 +12,7 @@ use p2plab::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_measures_round_trips_and_throughput_against_raw_tcp() {
+    let _machine = p2plab::testing::whole_machine().await;
     let Some(engine) = engine_or_skip("bench").await else { return };
     let opts = BenchOptions { image: image().await, only: vec!["rtt".into(), "throughput".into()], quick: true, direct_repeats: 1 };
     let (figures, errors) = lab::run_all(&engine, &opts, &|s| eprintln!("bench: {s}")).await.unwrap();
