@@ -170,3 +170,30 @@ pub async fn lab_slot() -> SemaphorePermit<'static> {
 pub async fn whole_machine() -> SemaphorePermit<'static> {
     LAB_SLOTS.acquire_many(2).await.unwrap_or_else(|e| panic!("lab slots: {e}"))
 }
+
+/// The DOM of an HTML file after a real headless browser (Chromium from Debian's packages) has
+/// loaded it and run its scripts: `Ok(None)` when no browser is installed, unless
+/// `P2PLAB_REQUIRE_BROWSER=1` (what `.ci/run` sets once it has installed Chromium) makes that an
+/// error.
+pub fn browser_dom(file: &std::path::Path) -> Result<Option<String>, String> {
+    let found = ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
+        std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success())
+    });
+    let Some(browser) = found else {
+        if std::env::var("P2PLAB_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            return Err("no chromium on this machine, and P2PLAB_REQUIRE_BROWSER=1 requires one (apt-get install chromium)".into());
+        }
+        eprintln!("no chromium on this machine: the report is not checked in a browser (apt-get install chromium)");
+        return Ok(None);
+    };
+    let path = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let out = std::process::Command::new("timeout")
+        .args(["120", browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom"])
+        .arg(format!("file://{}", path.display()))
+        .output()
+        .map_err(|e| format!("{browser}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{browser} --dump-dom {}: {}\n{}", path.display(), out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}

@@ -18,7 +18,7 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
-        NetworkConnectRequest, NetworkCreateRequest,
+        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -651,6 +651,18 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
     Ok(runs.into_values().collect())
 }
 
+/// Forces every endpoint the engine still lists off network `id` (best effort: a container
+/// already gone is not an error).
+async fn disconnect_all(docker: &Docker, id: &str) {
+    let Ok(net) = docker.inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>).await else { return };
+    for container in net.containers.unwrap_or_default().into_keys() {
+        let req = NetworkDisconnectRequest { container, force: Some(true) };
+        if let Err(e) = docker.disconnect_network(id, req).await {
+            tracing::debug!(network = id, error = %e, "force-disconnect during teardown");
+        }
+    }
+}
+
 /// Removes every container, then every network, carrying `label` (`key=value`).
 pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerError> {
     let docker = &engine.docker;
@@ -675,9 +687,11 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
         .await
         .map_err(api("list networks"))?;
     for n in networks.iter().filter_map(|n| n.id.clone()) {
-        // The engine (20.10) may still hold a removed container's endpoint for a moment and refuse
-        // with 403 "has active endpoints": try again, with backoff, for up to 10 s.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The engine (20.10) may still hold a removed container's endpoint for a while and refuse
+        // with 403 "has active endpoints" (seen after removing the 43 containers of the NAT
+        // matrix on a loaded machine): force the endpoints it still lists off the network, and
+        // try again with backoff, for up to 30 s.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut wait = std::time::Duration::from_millis(50);
         loop {
             match docker.remove_network(&n).await {
@@ -685,8 +699,9 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, ref message })
                     if message.contains("active endpoints") && tokio::time::Instant::now() + wait < deadline =>
                 {
+                    disconnect_all(docker, &n).await;
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
                 }
                 Err(e) => return Err(api("remove network")(e)),
             }

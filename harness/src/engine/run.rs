@@ -22,7 +22,7 @@ use crate::{
     plan::layout::{layout, Kind, Layout, Planned, Ready},
     plan,
     judge::schedule::{Due, Schedule},
-    model::{Action, Impair, Topology, NEW_IDENTITY_SUFFIX},
+    model::{Action, HealScope, Impair, Target, Topology, NEW_IDENTITY_SUFFIX},
 };
 
 /// How to run.
@@ -540,13 +540,8 @@ async fn apply(
         Action::Restart { node, new_identity } => bring_back(lab, lay, node, *new_identity, true, tx).await,
         Action::Pause(n) => lab.pause(n).await.map_err(|e| e.to_string()),
         Action::Unpause(n) => lab.unpause(n).await.map_err(|e| e.to_string()),
-        Action::Partition(t) => {
-            if topo.segment(t).is_some() {
-                sh(lab, &router(t), &drop_all_forwarding()).await
-            } else {
-                sh(lab, t, &isolate_node()).await
-            }
-        }
+        Action::Partition(Target::Segment(s)) => sh(lab, &router(s), &drop_all_forwarding()).await,
+        Action::Partition(Target::Node(n)) => sh(lab, n, &isolate_node()).await,
         Action::PartitionGroups(groups) => {
             let mut r = Ok(());
             for n in groups.iter().flatten().collect::<HashSet<_>>() {
@@ -566,21 +561,17 @@ async fn apply(
             }
             r
         }
-        Action::Heal(t) => {
-            if t == "all" {
-                let mut r = Ok(());
-                for c in &lay.containers {
-                    if let Err(e) = sh(lab, &c.name, &heal()).await {
-                        r = Err(format!("{}: {e}", c.name));
-                    }
+        Action::Heal(HealScope::All) => {
+            let mut r = Ok(());
+            for c in &lay.containers {
+                if let Err(e) = sh(lab, &c.name, &heal()).await {
+                    r = Err(format!("{}: {e}", c.name));
                 }
-                r
-            } else if topo.segment(t).is_some() {
-                sh(lab, &router(t), &heal()).await
-            } else {
-                sh(lab, t, &heal()).await
             }
+            r
         }
+        Action::Heal(HealScope::One(Target::Segment(s))) => sh(lab, &router(s), &heal()).await,
+        Action::Heal(HealScope::One(Target::Node(n))) => sh(lab, n, &heal()).await,
         Action::FlushNat(seg) => sh(lab, &router(seg), &flush_nat_cmd()).await,
         Action::Impair { segment, impair } => {
             let r = router(segment);

@@ -228,6 +228,53 @@ pub enum Trigger {
     After { check: Check, delay: Duration },
 }
 
+/// What a partition cuts off, resolved when the file is validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A LAN segment: its router stops forwarding between the LAN and its uplink.
+    Segment(String),
+    /// A node: it stops talking to every peer.
+    Node(String),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Segment(n) | Target::Node(n) => n,
+        }
+    }
+}
+
+/// What a heal undoes: every partition, or the one of a segment or a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealScope {
+    All,
+    One(Target),
+}
+
+impl HealScope {
+    /// `all`, or the segment's or node's name (as the topology file writes it).
+    pub fn name(&self) -> &str {
+        match self {
+            HealScope::All => "all",
+            HealScope::One(t) => t.name(),
+        }
+    }
+}
+
+// In results.json a target is the name the file gave.
+impl serde::Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl serde::Serialize for HealScope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "action", content = "target")]
@@ -244,11 +291,11 @@ pub enum Action {
     Pause(String),
     Unpause(String),
     /// Cut a LAN segment off its uplink (on its router) or a node off every peer.
-    Partition(String),
+    Partition(Target),
     /// Groups that reach only their own members; a node in two groups is Jepsen's bridge.
     PartitionGroups(Vec<Vec<String>>),
-    /// Undo a partition: a segment, a node, or `all`.
-    Heal(String),
+    /// Undo a partition: a segment's, a node's, or all of them.
+    Heal(HealScope),
     /// Forget every NAT mapping and connection-tracking entry of the segment's router.
     FlushNat(String),
     /// Set new impairments on the segment's router.
@@ -264,12 +311,12 @@ impl Action {
             Action::Restart { node, new_identity } => format!("restart {node}{}", if *new_identity { " with a new identity" } else { "" }),
             Action::Pause(n) => format!("pause {n}"),
             Action::Unpause(n) => format!("unpause {n}"),
-            Action::Partition(n) => format!("partition {n}"),
+            Action::Partition(t) => format!("partition {}", t.name()),
             Action::PartitionGroups(g) => {
                 let g: Vec<String> = g.iter().map(|g| format!("[{}]", g.join(","))).collect();
                 format!("partition {}", g.join(" | "))
             }
-            Action::Heal(n) => format!("heal {n}"),
+            Action::Heal(h) => format!("heal {}", h.name()),
             Action::FlushNat(n) => format!("flush nat {n}"),
             Action::Impair { segment, .. } => format!("impair {segment}"),
         }
@@ -280,8 +327,8 @@ impl Action {
         match self {
             Action::Kill(n) | Action::Stop(n) => Some(Action::Start { node: n.clone(), new_identity: false }),
             Action::Pause(n) => Some(Action::Unpause(n.clone())),
-            Action::Partition(n) => Some(Action::Heal(n.clone())),
-            Action::PartitionGroups(_) => Some(Action::Heal("all".into())),
+            Action::Partition(t) => Some(Action::Heal(HealScope::One(t.clone()))),
+            Action::PartitionGroups(_) => Some(Action::Heal(HealScope::All)),
             Action::Impair { segment, .. } => Some(Action::Impair { segment: segment.clone(), impair: Impair::default() }),
             _ => None,
         }

@@ -141,7 +141,7 @@ fn durations() {
 #[test]
 fn partition_groups_and_for() {
     let t = parse("t.yaml", &HOME.replace("faults: [ { after: { direct: [bob, alice] }, kill: boot } ]", "faults:\n  - { at: 10s, partition: lan-a, for: 20s }\n  - { at: 5s, partition: [[alice, boot], [boot, bob]] }")).unwrap();
-    assert_eq!(t.faults[0].action, Action::Partition("lan-a".into()));
+    assert_eq!(t.faults[0].action, Action::Partition(Target::Segment("lan-a".into())));
     assert_eq!(t.faults[0].duration, Some(Duration::from_secs(20)));
     assert!(matches!(&t.faults[1].action, Action::PartitionGroups(g) if g.len() == 2));
 }

@@ -673,9 +673,9 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
             RawPartition::One(t) => {
                 let s = S { value: t.clone(), referenced: p.referenced, defined: p.defined };
                 if topo.segment(t).is_some() {
-                    actions.push(Action::Partition(nat_segment(&s)?));
+                    actions.push(Action::Partition(Target::Segment(nat_segment(&s)?)));
                 } else {
-                    actions.push(Action::Partition(node(&s)?));
+                    actions.push(Action::Partition(Target::Node(node(&s)?)));
                 }
             }
             RawPartition::Groups(gs) => {
@@ -696,13 +696,12 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
         }
     }
     if let Some(h) = &v.heal {
-        if h.value == "all" || topo.segment(&h.value).is_some() {
-            if h.value != "all" {
-                nat_segment(h)?;
-            }
-            actions.push(Action::Heal(h.value.clone()));
+        if h.value == "all" {
+            actions.push(Action::Heal(HealScope::All));
+        } else if topo.segment(&h.value).is_some() {
+            actions.push(Action::Heal(HealScope::One(Target::Segment(nat_segment(h)?))));
         } else {
-            actions.push(Action::Heal(node(h)?));
+            actions.push(Action::Heal(HealScope::One(Target::Node(node(h)?))));
         }
     }
     if let Some(s) = &v.flush_nat {

@@ -190,6 +190,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
             e(&rfc3339(r.t0)),
             crate::report::paths::svg(&r.timeline, &pairs, &r.faults, r.t0, end.max(r.t0))
         );
+        let _ = writeln!(
+            s,
+            "<section><h2>Round trips over time</h2><p class=\"meta\">Each acked message of each pair: when its ack came and its round trip (log scale), green over a direct connection, orange over the relay; faults marked.</p><div class=\"graph\">{}</div></section>",
+            crate::report::paths::rtt_svg(&r.timeline, &pairs, &r.faults, r.t0, end.max(r.t0))
+        );
     }
 
     // faults

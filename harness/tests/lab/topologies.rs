@@ -15,7 +15,7 @@ fn file(name: &str) -> PathBuf {
 
 /// Runs one shipped topology the way a user's own test would ([`TopologyRun`]), with the image
 /// `cargo test` has built.
-async fn run_topology(name: &str) {
+async fn run_topology(name: &str) -> Option<TopologyRun> {
     // Two small labs at a time; the NAT matrix (43 containers) runs alone.
     let _slot = match name {
         "nat-matrix.yaml" => p2plab::testing::whole_machine().await,
@@ -30,8 +30,12 @@ async fn run_topology(name: &str) {
         Ok(run) => {
             run.assert_passed();
             eprintln!("{}", run.summary());
+            Some(run)
         }
-        Err(topology_run::Error::Skipped) => eprintln!("{name}: skipped (P2PLAB_SKIP_DOCKER=1)"),
+        Err(topology_run::Error::Skipped) => {
+            eprintln!("{name}: skipped (P2PLAB_SKIP_DOCKER=1)");
+            None
+        }
         Err(e) => panic!("{name}: {e}"),
     }
 }
@@ -92,7 +96,21 @@ async fn port_forward() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faults() {
-    run_topology("faults.yaml").await;
+    let Some(run) = run_topology("faults.yaml").await else { return };
+    // The report as a person sees it: loaded in a real browser, its scripts run.
+    let page = run.report_dir().join("index.html");
+    let Some(dom) = p2plab::testing::browser_dom(&page).unwrap_or_else(|e| panic!("{e}")) else { return };
+    let count = |needle: &str| dom.matches(needle).count();
+    let pairs = run.result().metrics.len();
+    assert!(pairs > 0, "no pair in {}", page.display());
+    assert!(count(r#"<svg class="paths""#) == 1 && count(r#"class="lane""#) >= pairs, "no path lanes in {}", page.display());
+    assert!(count(r#"<svg class="rtt""#) == 1 && count(r#"<g class="rtt-pair""#) == pairs, "no RTT plot per pair in {}", page.display());
+    assert!(count("<circle") > pairs, "no round trips plotted in {}", page.display());
+    // a fault marker in the lanes and in every RTT panel
+    assert!(count(r#"class="fault""#) >= run.result().faults.len() * (1 + pairs), "fault markers missing in {}", page.display());
+    // the timeline filter's script ran in the browser (it writes the row count)
+    let written = std::fs::read_to_string(&page).unwrap();
+    assert!(!written.contains(" rows</span>") && dom.contains(" rows</span>"), "the page's script did not run in {}", page.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
