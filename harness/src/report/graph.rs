@@ -323,6 +323,8 @@ const ROW_GAP: f64 = 44.0;
 /// At most this many node boxes side by side in a segment.
 const PER_ROW: usize = 5;
 const MARGIN: f64 = 16.0;
+/// The widest a picture gets (segments wrap onto more lines beyond it).
+const MAX_W: f64 = 1400.0;
 
 /// Node boxes per row for `n` nodes: side by side up to 3, then about square.
 fn columns(n: usize) -> usize {
@@ -437,16 +439,31 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
     }
     let router_h = |b: &SegBox| b.router.as_ref().map_or(0.0, |r| r.0.len() as f64 * 13.0 + 14.0);
     let row_w = |boxes: &[SegBox], row: &[usize]| row.iter().map(|i| boxes[*i].w).sum::<f64>() + GAP * 2.0 * (row.len().saturating_sub(1)) as f64;
-    let width = rows.iter().map(|r| row_w(&boxes, r)).fold(300.0_f64, f64::max) + 2.0 * MARGIN;
-    let mut y = MARGIN + 18.0;
+    // A depth with more segments than fit in MAX_W wraps onto more lines of even length (the NAT
+    // matrix's 18 LANs: three lines of six), so the picture stays readable on a screen.
+    let limit = MAX_W - 2.0 * MARGIN;
+    let mut lines: Vec<(usize, Vec<usize>)> = Vec::new();
     for (d, row) in rows.iter().enumerate() {
-        if d > 0 {
-            let rh = row.iter().map(|i| router_h(&boxes[*i])).fold(0.0_f64, f64::max);
-            y += ROW_GAP + rh + ROW_GAP * 0.6;
+        let mut per = row.len().max(1);
+        for n in 1..=row.len().max(1) {
+            per = row.len().div_ceil(n).max(1);
+            if row.chunks(per).all(|c| c.len() == 1 || row_w(&boxes, c) <= limit) {
+                break;
+            }
         }
-        let mut x = (width - row_w(&boxes, row)) / 2.0;
+        lines.extend(row.chunks(per).map(|c| (d, c.to_vec())));
+    }
+    let width = lines.iter().map(|(_, l)| row_w(&boxes, l)).fold(300.0_f64, f64::max) + 2.0 * MARGIN;
+    let mut y = MARGIN + 18.0;
+    for (k, (d, line)) in lines.iter().enumerate() {
+        if k > 0 {
+            // room for the routers drawn above a line of LANs
+            let rh = line.iter().map(|i| router_h(&boxes[*i])).fold(0.0_f64, f64::max);
+            y += if *d > 0 { ROW_GAP + rh + ROW_GAP * 0.6 } else { ROW_GAP * 0.6 };
+        }
+        let mut x = (width - row_w(&boxes, line)) / 2.0;
         let mut h = 0.0_f64;
-        for i in row {
+        for i in line {
             boxes[*i].x = x;
             boxes[*i].y = y;
             x += boxes[*i].w + 2.0 * GAP;
@@ -467,6 +484,8 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
     // node boxes by key: (x, y) of their top-left corner
     let mut corners: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut lines_svg = String::new();
+    // the uplinks under the boxes: a line that crosses a segment passes behind it
+    let mut under_svg = String::new();
     let mut boxes_svg = String::new();
     let find = |name: &str| boxes.iter().find(|b| b.name == name);
     for b in &boxes {
@@ -514,9 +533,9 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
             let rx = cx - rw / 2.0;
             if let Some(up) = find(&nat.uplink) {
                 let ux = cx.clamp(up.x + 12.0, up.x + up.w - 12.0);
-                let _ = write!(lines_svg, r##"<path d="M{cx:.1},{ry:.1} C{cx:.1},{:.1} {ux:.1},{:.1} {ux:.1},{:.1}" fill="none" stroke="#a33" stroke-width="1.5"/>"##, ry - 20.0, up.y + up.h + 20.0, up.y + up.h);
+                let _ = write!(under_svg, r##"<path d="M{cx:.1},{ry:.1} C{cx:.1},{:.1} {ux:.1},{:.1} {ux:.1},{:.1}" fill="none" stroke="#a33" stroke-width="1.5"/>"##, ry - 20.0, up.y + up.h + 20.0, up.y + up.h);
             }
-            let _ = write!(lines_svg, r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#a33" stroke-width="1.5"/>"##, ry + rh, b.y);
+            let _ = write!(under_svg, r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#a33" stroke-width="1.5"/>"##, ry + rh, b.y);
             let k = 8.0;
             let _ = write!(
                 boxes_svg,
@@ -558,6 +577,7 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
             );
         }
     }
+    s.push_str(&under_svg);
     s.push_str(&boxes_svg);
     // the VPN tunnels over the boxes, so they stay visible
     s.push_str(&lines_svg);
@@ -707,5 +727,18 @@ nodes:
         assert!(y_of("carrier") < y_of("lan-a"));
         assert!(y_of("router-carrier") < y_of("carrier  "));
         assert!(s.contains(">10.1.0.2<") || s.contains(&l.get("alice").unwrap().ip().to_string()));
+    }
+
+    #[test]
+    fn the_nat_matrix_stays_readable() {
+        let topo = crate::model::load(&crate::engine::image::repo_root().join("topologies/nat-matrix.yaml")).unwrap();
+        let svg = svg(&topo, None);
+        let width: f64 = svg.split("width=\"").nth(1).and_then(|w| w.split('"').next()).and_then(|w| w.parse().ok()).unwrap();
+        assert!(width <= MAX_W, "{width}");
+        // every segment and node is still drawn
+        assert_eq!(svg.matches(r#"<g class="seg">"#).count(), topo.segments.len());
+        for n in &topo.nodes {
+            assert!(svg.contains(&n.name), "{}", n.name);
+        }
     }
 }
