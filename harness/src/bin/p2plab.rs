@@ -5,7 +5,6 @@
 //! not validate, a bad flag), with one message naming the file, line and column or the flag.
 
 use std::{
-    collections::HashMap,
     io::IsTerminal,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -18,12 +17,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use p2plab::{
-    bench, bench::lab as benchlab, plan::compose, engine::docker, report::graph, engine::image, plan::layout, report,
-    engine::run::{self, Options, Progress, RunResult},
+    bench::{self, lab as benchlab},
+    engine::{
+        docker, image,
+        run::{self, Options, Progress, RunResult},
+    },
+    judge::live::Live,
     model::{self as topology, Topology},
+    plan::{compose, layout},
+    report::{self, graph},
     Engine,
 };
-use p2plab_contract::{Event, EventLine};
 
 #[derive(Parser)]
 #[command(name = "p2plab", version, about = "A network lab for libp2p: YAML topologies become isolated Docker labs with NAT routers, faults on a timeline and judged expectations")]
@@ -56,10 +60,14 @@ enum Cmd {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Build the lab and stream its events until Ctrl-C, then tear it down.
+    /// Build the lab and show it live until Ctrl-C, then tear it down: on a terminal a board
+    /// redrawn in place (nodes, pairs, faults, by name), else one plain line per event.
     Up {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The nodes' raw JSON event lines on stdout instead (the merged stream).
+        #[arg(long)]
+        events: bool,
     },
     /// Remove a run's containers and networks (found by label), or every p2plab run's.
     Down {
@@ -220,7 +228,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 }
                 let mut opts = Options::new(image.clone());
                 opts.keep = keep;
-                let r = run_with_progress(engine.clone(), &topo, opts, verbose).await?;
+                let r = run_with_progress(engine.clone(), &topo, opts, if verbose { View::Lines } else { View::Quiet }).await?;
                 println!("{}", report::summary_text(&r));
                 let interrupted = r.aborted.is_some();
                 results.push(r);
@@ -238,7 +246,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(if !results.is_empty() && results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Up { file } => {
+        Cmd::Up { file, events } => {
             let topo = load(&file)?;
             let engine = engine().await?;
             let image = ensure_image().await?;
@@ -248,7 +256,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             // until Ctrl-C; expectations are still judged and printed at the end
             topo.timeout = Duration::from_secs(7 * 24 * 3600);
             eprintln!("p2plab: {}: bringing the lab up; Ctrl-C tears it down", topo.name);
-            let r = run_with_progress(engine, &topo, opts, true).await?;
+            let view = match (events, std::io::stderr().is_terminal()) {
+                (true, _) => View::Events,
+                (false, true) => View::Board,
+                (false, false) => View::Lines,
+            };
+            let r = run_with_progress(engine, &topo, opts, view).await?;
             println!("{}", report::summary_text(&r));
             Ok(ExitCode::SUCCESS)
         }
@@ -437,26 +450,23 @@ async fn shutdown_signal() {
 }
 
 /// One event as a short line: `+12.3s alice connected peer=bob path=direct`.
-fn describe(l: &EventLine, names: &HashMap<String, String>, t0: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    let name = |p: &dyn ToString| {
-        let s = p.to_string();
-        names.get(&s).cloned().unwrap_or_else(|| format!("{}…", &s[..s.len().min(12)]))
-    };
-    let t = t0.map(|t0| format!("+{:.1}s ", (l.ts - t0).num_milliseconds() as f64 / 1000.0)).unwrap_or_default();
-    let what = match &l.event {
-        Event::Connected { peer, path, .. } => format!("connected {} ({path:?})", name(peer)),
-        Event::Disconnected { peer, path, .. } => format!("disconnected {} ({path:?})", name(peer)),
-        Event::Discovered { peer, .. } => format!("discovered {}", name(peer)),
-        Event::HolePunch { peer, ok, .. } => format!("hole punch {} {}", name(peer), if *ok { "ok" } else { "failed" }),
-        Event::MessageAcked { to, id, rtt_ms, path, .. } => format!("ack {id} from {} {path:?} {rtt_ms:.1} ms", name(to)),
-        Event::MessageFailed { to, id, reason, .. } => format!("FAILED {id} to {}: {reason}", name(to)),
-        Event::Reservation { relay, status, .. } => format!("reservation {status:?} on {}", name(relay)),
-        other => serde_json::to_string(other).unwrap_or_default(),
-    };
-    format!("{t}{} {what}", l.node)
+/// How a running lab is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// Bring-up progress and faults only.
+    Quiet,
+    /// One plain line per event, node names instead of peer ids.
+    Lines,
+    /// A board of nodes, pairs and faults, redrawn in place (a terminal).
+    Board,
+    /// The raw JSON event lines on stdout.
+    Events,
 }
 
-async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, verbose: bool) -> Result<RunResult> {
+/// How often the board is redrawn at most.
+const BOARD_EVERY: Duration = Duration::from_millis(200);
+
+async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, view: View) -> Result<RunResult> {
     let tty = std::io::stderr().is_terminal();
     let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
     let bar = if tty {
@@ -473,42 +483,81 @@ async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, verbo
     };
     let printer = {
         let bar = bar.clone();
+        let lab = topo.name.clone();
         tokio::spawn(async move {
-            let mut names: HashMap<String, String> = HashMap::new();
-            let mut t0 = None;
+            let mut live = Live::new(&lab);
             let mut events = 0u64;
-            while let Some(p) = prx.recv().await {
+            let mut board_on = false;
+            let mut dirty = false;
+            let mut tick = tokio::time::interval(BOARD_EVERY);
+            loop {
+                let p = tokio::select! {
+                    p = prx.recv() => match p {
+                        Some(p) => p,
+                        None => break,
+                    },
+                    _ = tick.tick(), if dirty => {
+                        if let Some(b) = &bar {
+                            b.set_message(live.board());
+                        }
+                        dirty = false;
+                        continue;
+                    }
+                };
                 match p {
                     Progress::Step(s) => {
-                        if let Some(b) = &bar {
+                        if let Some(b) = bar.as_ref().filter(|_| !board_on) {
                             b.set_message(s.clone());
                         }
                         say(&bar, format!("p2plab: {s}"));
                     }
                     Progress::Up { name, n, total } => match &bar {
-                        Some(b) => {
+                        Some(b) if !board_on => {
                             b.set_length(total as u64);
                             b.set_position(n as u64);
                             b.set_message(format!("{name} up"));
                         }
+                        Some(_) => {}
                         None => eprintln!("p2plab: {name} up ({n}/{total})"),
                     },
                     Progress::Event(l) => {
                         events += 1;
-                        if let Event::Started { peer_id, .. } = &l.event {
-                            names.insert(peer_id.to_string(), l.node.clone());
+                        live.handle(&l);
+                        match view {
+                            View::Lines => say(&bar, live.line(&l)),
+                            View::Events => println!("{}", l.to_json()),
+                            View::Board => {
+                                if let (Some(b), false) = (&bar, board_on) {
+                                    // the lab is up: from now on the bar is the board
+                                    b.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                                    board_on = true;
+                                }
+                                dirty = true;
+                            }
+                            View::Quiet => {}
                         }
-                        t0.get_or_insert(l.ts);
-                        if verbose {
-                            say(&bar, describe(&l, &names, t0));
-                        }
-                        if let Some(b) = &bar {
+                        if let Some(b) = bar.as_ref().filter(|_| !board_on) {
                             b.set_message(format!("{events} events"));
                         }
                     }
-                    Progress::Fault(f) => say(&bar, format!("p2plab: +{:.1}s fault: {}{}", f.t_ms as f64 / 1000.0, f.action, if f.ok { String::new() } else { format!(" FAILED: {}", f.error) })),
+                    Progress::Fault(f) => {
+                        live.fault(&f);
+                        if board_on {
+                            dirty = true;
+                        } else {
+                            say(&bar, format!("p2plab: +{:.1}s fault: {}{}", f.t_ms as f64 / 1000.0, f.action, if f.ok { String::new() } else { format!(" FAILED: {}", f.error) }));
+                        }
+                    }
                     Progress::Verdict(_) => {}
                 }
+            }
+            if board_on {
+                // the last state stays on the screen
+                if let Some(b) = &bar {
+                    b.finish_and_clear();
+                }
+                eprint!("{}", live.board());
+                return;
             }
             if let Some(b) = &bar {
                 b.finish_and_clear();

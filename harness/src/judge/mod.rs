@@ -4,6 +4,9 @@
 //!   figures of the report.
 //! - [`schedule`]: when faults and their undos fire, a pure function of the time and of which
 //!   checks hold.
+//! - [`live`]: the live view of a running lab (`p2plab up`): nodes and pairs as the events tell
+//!   them, drawn as a board or as plain lines.
 
 pub mod expect;
+pub mod live;
 pub mod schedule;
