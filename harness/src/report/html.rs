@@ -155,29 +155,16 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     // pairs
     if !r.metrics.is_empty() {
         s.push_str("<section><h2>Pairs</h2><p class=\"meta\">Times from the later of the two nodes' start.</p>\n");
-        s.push_str("<table id=\"pairs\"><thead><tr><th>pair</th><th>discovered</th><th>first relayed</th><th>first direct</th><th>relayed → direct</th><th>hole punches ok/failed</th><th>acked/sent</th><th>lost</th><th>duplicates</th><th>RTT direct p50/p95</th><th>RTT relayed p50/p95</th></tr></thead><tbody>\n");
+        let head: Vec<String> = PAIR_COLUMNS.iter().map(|c| format!("<th>{}</th>", e(c))).collect();
+        let _ = writeln!(s, "<table id=\"pairs\"><thead><tr>{}</tr></thead><tbody>", head.concat());
         for p in &r.metrics {
-            let d = &p.delivery;
-            let bad = d.lost > 0 || d.duplicates_delivered > 0;
-            let _ = writeln!(
-                s,
-                "<tr{}><td>{} → {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}/{}</td><td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                if bad { " class=\"fail\"" } else { "" },
-                e(&p.from),
-                e(&p.to),
-                e(&ms(p.discovered_ms)),
-                e(&ms(p.first_relayed_ms)),
-                e(&ms(p.first_direct_ms)),
-                e(&ms(p.relayed_to_direct_ms)),
-                p.hole_punch_ok,
-                p.hole_punch_failed,
-                d.acked,
-                d.sent,
-                d.lost,
-                d.duplicates_delivered,
-                e(&rtt_pair(p.rtt_direct_p50_ms, p.rtt_direct_p95_ms)),
-                e(&rtt_pair(p.rtt_relayed_p50_ms, p.rtt_relayed_p95_ms))
-            );
+            let bad = p.delivery.lost > 0 || p.delivery.duplicates_delivered > 0;
+            let cells: Vec<String> = pair_cells(p)
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if i == 0 { format!("<td>{}</td>", e(c)) } else { format!("<td class=\"num\">{}</td>", e(c)) })
+                .collect();
+            let _ = writeln!(s, "<tr{}>{}</tr>", if bad { " class=\"fail\"" } else { "" }, cells.concat());
         }
         s.push_str("</tbody></table></section>\n");
 

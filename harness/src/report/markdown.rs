@@ -85,30 +85,10 @@ pub fn summary_md(results: &[RunResult]) -> String {
     if !r.metrics.is_empty() {
         let _ = writeln!(s, "## Pairs\n");
         let _ = writeln!(s, "Times from the later of the two nodes' start.\n");
-        let _ = writeln!(
-            s,
-            "| pair | discovered | first relayed | first direct | relayed → direct | hole punches ok/failed | acked/sent | lost | duplicates | RTT direct p50/p95 | RTT relayed p50/p95 |\n|---|---|---|---|---|---|---|---|---|---|---|"
-        );
+        let _ = writeln!(s, "| {} |\n|{}", PAIR_COLUMNS.join(" | "), "---|".repeat(PAIR_COLUMNS.len()));
         for p in &r.metrics {
-            let d = &p.delivery;
-            let _ = writeln!(
-                s,
-                "| {} → {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} |",
-                md(&p.from),
-                md(&p.to),
-                ms(p.discovered_ms),
-                ms(p.first_relayed_ms),
-                ms(p.first_direct_ms),
-                ms(p.relayed_to_direct_ms),
-                p.hole_punch_ok,
-                p.hole_punch_failed,
-                d.acked,
-                d.sent,
-                d.lost,
-                d.duplicates_delivered,
-                rtt_pair(p.rtt_direct_p50_ms, p.rtt_direct_p95_ms),
-                rtt_pair(p.rtt_relayed_p50_ms, p.rtt_relayed_p95_ms)
-            );
+            let cells: Vec<String> = pair_cells(p).iter().map(|c| md(c)).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
         s.push('\n');
     }

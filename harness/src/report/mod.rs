@@ -51,6 +51,39 @@ use crate::{
     model::Role,
 };
 
+/// The pairs table's columns, as both the markdown summary and the page show them.
+const PAIR_COLUMNS: [&str; 11] = [
+    "pair",
+    "discovered",
+    "first relayed",
+    "first direct",
+    "relayed → direct",
+    "hole punches ok/failed",
+    "acked/sent",
+    "lost",
+    "duplicates",
+    "RTT direct p50/p95",
+    "RTT relayed p50/p95",
+];
+
+/// A pair's cells, unescaped, in [`PAIR_COLUMNS`] order.
+fn pair_cells(p: &PairMetrics) -> [String; 11] {
+    let d = &p.delivery;
+    [
+        format!("{} → {}", p.from, p.to),
+        ms(p.discovered_ms),
+        ms(p.first_relayed_ms),
+        ms(p.first_direct_ms),
+        ms(p.relayed_to_direct_ms),
+        format!("{}/{}", p.hole_punch_ok, p.hole_punch_failed),
+        format!("{}/{}", d.acked, d.sent),
+        d.lost.to_string(),
+        d.duplicates_delivered.to_string(),
+        rtt_pair(p.rtt_direct_p50_ms, p.rtt_direct_p95_ms),
+        rtt_pair(p.rtt_relayed_p50_ms, p.rtt_relayed_p95_ms),
+    ]
+}
+
 /// Rows of the HTML timeline at most (`events.jsonl` has them all).
 pub const TIMELINE_CAP: usize = 5000;
 

@@ -112,6 +112,20 @@ fn tick_step(span_ms: i64) -> i64 {
     step
 }
 
+/// The time axis of both pictures: a line at `y` under the plot, a tick with its seconds every
+/// [`tick_step`].
+fn time_axis(s: &mut String, span: i64, y: f64) {
+    let x = |ms: i64| LABEL_W + PLOT_W * (ms.clamp(0, span) as f64) / span as f64;
+    let _ = writeln!(s, r##"<line x1="{LABEL_W}" y1="{y}" x2="{}" y2="{y}" stroke="#555"/>"##, LABEL_W + PLOT_W);
+    let step = tick_step(span);
+    let mut tick = 0;
+    while tick <= span {
+        let tx = x(tick);
+        let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##, y + 4.0, y + 16.0, tick as f64 / 1e3);
+        tick += step;
+    }
+}
+
 /// The picture: a row per pair (`from → to`), from `origin` (ms 0) to `end`, faults as dashed
 /// lines. Inline SVG, no script; hovering a segment or a mark names it.
 pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], origin: DateTime<Utc>, end: DateTime<Utc>) -> String {
@@ -154,14 +168,7 @@ pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], ori
         }
     }
     let axis_y = TOP + ROW_H * pairs.len() as f64 + 4.0;
-    let _ = writeln!(s, r##"<line x1="{LABEL_W}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#555"/>"##, LABEL_W + PLOT_W);
-    let step = tick_step(span);
-    let mut tick = 0;
-    while tick <= span {
-        let tx = x(tick);
-        let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{axis_y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##, axis_y + 4.0, axis_y + 16.0, tick as f64 / 1e3);
-        tick += step;
-    }
+    time_axis(&mut s, span, axis_y);
     for f in faults {
         let fx = x((f.at - origin).num_milliseconds());
         let _ = writeln!(
@@ -284,14 +291,7 @@ pub fn rtt_svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord],
         s.push_str("</g>\n");
     }
     let axis_y = TOP + (RTT_H + RTT_GAP) * pairs.len() as f64 - RTT_GAP + 6.0;
-    let _ = writeln!(s, r##"<line x1="{LABEL_W}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#555"/>"##, LABEL_W + PLOT_W);
-    let step = tick_step(span);
-    let mut tick = 0;
-    while tick <= span {
-        let tx = x(tick);
-        let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{axis_y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##, axis_y + 4.0, axis_y + 16.0, tick as f64 / 1e3);
-        tick += step;
-    }
+    time_axis(&mut s, span, axis_y);
     let ly = axis_y + 32.0;
     let _ = writeln!(
         s,
