@@ -20,11 +20,11 @@
 //!   carries its computed `summary` and `ratio`, for readers of the file; [`Report::from_json`]
 //!   ignores them (and accepts files without them). NaN samples are written as `null` and read
 //!   back as NaN. Reading is exact: every number comes back as the same `f64`.
-//! - [`Report::markdown`]: the whole `docs/benchmarks.md`: how to re-run, the machine, one
-//!   section per group (method and table), and at the end a `## Data` section where the line
-//!   [`JSON_MARKER`] is followed by a fenced `json` block holding [`Report::to_json`].
-//!   [`Report::from_markdown`] reads that block back, so a later run can [`compare`] with the
-//!   file it is about to replace.
+//! - The data is a file of its own, `docs/benchmarks.json` ([`Report::to_json`]): the baseline a
+//!   later run [`compare`]s with. [`Report::markdown`] renders `docs/benchmarks.md` from it: how
+//!   to re-run, the machine, one section per group (method and table), and a `## Data` section
+//!   naming the JSON file. [`Report::from_markdown`] still reads the documents written before the
+//!   data had its own file (the JSON was fenced after [`JSON_MARKER`] in the markdown).
 //! - [`Report::table`]: the same figures as a plain-text table for the terminal, with the
 //!   comparison against a previous run and its regressions, if given one.
 
@@ -43,7 +43,8 @@ pub const FORMAT: u32 = 1;
 /// regression.
 pub const REGRESSION_THRESHOLD: f64 = 0.20;
 
-/// The line of `docs/benchmarks.md` after which the fenced JSON block of the report follows.
+/// The line of a `docs/benchmarks.md` written before the data had its own file, after which the
+/// fenced JSON block of the report follows.
 pub const JSON_MARKER: &str = "<!-- p2plab-bench-json -->";
 
 /// Which way a figure improves.
@@ -337,8 +338,8 @@ impl Report {
         Ok(report)
     }
 
-    /// The report embedded in a `docs/benchmarks.md` written by [`Report::markdown`]: the
-    /// fenced block after the (last) [`JSON_MARKER`] line.
+    /// The report embedded in a `docs/benchmarks.md` of the earlier format: the fenced block
+    /// after the (last) [`JSON_MARKER`] line.
     pub fn from_markdown(text: &str) -> Result<Report, BenchError> {
         let lines: Vec<&str> = text.lines().collect();
         let marker = lines.iter().rposition(|l| l.trim() == JSON_MARKER).ok_or(BenchError::NoJsonBlock)?;
@@ -486,9 +487,10 @@ impl Report {
     }
 
     /// The whole `docs/benchmarks.md`: how to re-run, the machine, a section per group (method,
-    /// table, notes), and the data as JSON after [`JSON_MARKER`]. With `previous`, each table
-    /// also has a `vs previous` column and the regressions are called out.
-    pub fn markdown(&self, previous: Option<&Report>) -> String {
+    /// table, notes), and where the data is (`data`: the JSON file's path relative to the
+    /// document, e.g. `benchmarks.json`). With `previous`, each table also has a `vs previous`
+    /// column and the regressions are called out.
+    pub fn markdown(&self, previous: Option<&Report>, data: &str) -> String {
         let changes = previous.map(|p| compare(self, p, REGRESSION_THRESHOLD)).unwrap_or_default();
         let mut s = String::new();
         s.push_str("# p2plab benchmarks\n\n");
@@ -585,14 +587,11 @@ impl Report {
             }
         }
         s.push_str("\n## Data\n\n");
-        s.push_str(
-            "Every sample of this run as JSON (each figure with its computed summary and ratio); \
-             `p2plab bench` reads this block to compare its next run with this one.\n\n",
+        let _ = writeln!(
+            s,
+            "Every sample of this run is in [`{data}`]({data}) (each figure with its computed summary and ratio): \
+             this document is rendered from it, and `p2plab bench` compares its next run with it (`--baseline`)."
         );
-        let json = self.to_json();
-        let fence = "`".repeat(longest_backtick_run(&json).max(2) + 1);
-        let _ = writeln!(s, "{JSON_MARKER}");
-        let _ = writeln!(s, "{fence}json\n{json}\n{fence}");
         s
     }
 }
@@ -720,10 +719,6 @@ fn md_cell(s: &str) -> String {
 
 fn one_line(s: &str) -> String {
     s.replace("\r\n", " ").replace(['\n', '\r'], " ")
-}
-
-fn longest_backtick_run(s: &str) -> usize {
-    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -901,8 +896,7 @@ mod tests {
     #[test]
     fn markdown_round_trip() {
         let r = report(vec![1.0, 1.25, 1.1, 0.9], vec![480.5, 510.25]);
-        let md = r.markdown(None);
-        assert_eq!(Report::from_markdown(&md).unwrap(), r);
+        let md = r.markdown(None, "benchmarks.json");
         assert!(md.starts_with("# p2plab benchmarks\n"));
         assert!(md.contains("cargo run --release -p p2plab -- bench"));
         assert!(md.contains("## Machine and run"));
@@ -915,21 +909,32 @@ mod tests {
         ));
         assert!(md.contains("\n- libp2p request-response, direct, 64 B: includes | the yamux frame\n"));
         assert!(md.contains("\n## Data\n\n"));
-        assert!(md.contains(&format!("{JSON_MARKER}\n```json\n{{")));
+        assert!(md.contains("[`benchmarks.json`](benchmarks.json)"), "{md}");
+        assert!(!md.contains(JSON_MARKER) && !md.contains("```json"));
         // With a previous run: its column and the call-out, and still readable.
         let prev = report(vec![0.5], vec![500.0]);
-        let md = r.markdown(Some(&prev));
+        let md = r.markdown(Some(&prev), "benchmarks.json");
         assert!(md.contains(" vs previous |"));
         assert!(md.contains("**REGRESSION +110.0%**"));
         assert!(md.contains("**1 regression**"));
-        assert_eq!(Report::from_markdown(&md).unwrap(), r);
+    }
+
+    fn longest_backtick_run(s: &str) -> usize {
+        s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+    }
+
+    /// A document of the earlier format: the JSON fenced after the marker.
+    fn legacy_markdown(r: &Report) -> String {
+        let json = r.to_json();
+        let fence = "`".repeat(longest_backtick_run(&json).max(2) + 1);
+        format!("# p2plab benchmarks\n\n## Data\n\n{JSON_MARKER}\n{fence}json\n{json}\n{fence}\n")
     }
 
     #[test]
-    fn markdown_with_backticks_in_labels_and_after_the_block() {
+    fn documents_of_the_earlier_format_are_still_read() {
         let mut r = report(vec![1.0], vec![1.0]);
         r.figures[0].label = "a ```` b".into();
-        let md = r.markdown(None) + "\nSomething appended later.\n";
+        let md = legacy_markdown(&r) + "\nSomething appended later.\n";
         assert_eq!(Report::from_markdown(&md).unwrap(), r);
     }
 
@@ -1019,10 +1024,9 @@ mod tests {
         assert_eq!(md_cell("a | b\nc"), "a \\| b c");
         let mut r = report(vec![1.0], vec![1.0]);
         r.figures[0].label = "tcp | raw".into();
-        let md = r.markdown(None);
+        let md = r.markdown(None, "benchmarks.json");
         assert!(md.contains("| tcp \\| raw | 3 |"), "{md}");
         assert!(md.contains("2.00× tcp \\| raw |"), "{md}");
-        assert_eq!(Report::from_markdown(&md).unwrap(), r);
     }
 
     #[test]

@@ -99,7 +99,7 @@ enum Cmd {
     },
     /// Measure the node and the lab, each figure next to its baseline: round trips, throughput,
     /// time to direct, discovery, lab bring-up, memory, many nodes in one process. Prints a table,
-    /// writes JSON, and calls out what is more than 20% worse than docs/benchmarks.md.
+    /// writes JSON, and calls out what is more than 20% worse than docs/benchmarks.json.
     Bench {
         /// Groups to run, comma-separated: rtt, throughput, direct, discovery, labs, memory, scale.
         #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
@@ -110,13 +110,15 @@ enum Cmd {
         /// Runs of the home-NAT lab for the time to direct (default 30; 5 with --quick).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         direct_repeats: Option<u32>,
-        /// The earlier figures to compare with: a benchmarks.md written by --write-doc, or a JSON report.
-        #[arg(long, value_name = "FILE", default_value = "docs/benchmarks.md")]
+        /// The earlier figures to compare with: a JSON report (docs/benchmarks.json is the one
+        /// --write-doc keeps), or a benchmarks.md of the earlier format with the JSON inside.
+        #[arg(long, value_name = "FILE", default_value = "docs/benchmarks.json")]
         baseline: PathBuf,
         /// Write this run's JSON report here.
         #[arg(long, value_name = "FILE", default_value = "target/bench/bench.json")]
         json: PathBuf,
-        /// Write this run as the new benchmarks document (e.g. docs/benchmarks.md).
+        /// Write this run as the new benchmarks document (e.g. docs/benchmarks.md), rendered from
+        /// its data, which goes beside it with the extension .json (docs/benchmarks.json).
         #[arg(long, value_name = "FILE")]
         write_doc: Option<PathBuf>,
         /// Exit 3 when a figure regressed by more than 20%.
@@ -403,8 +405,11 @@ async fn bench(
     std::fs::write(&json, report.to_json()).with_context(|| format!("writing {}", json.display()))?;
     eprintln!("p2plab bench: JSON report: {}", json.display());
     if let Some(doc) = write_doc {
-        std::fs::write(&doc, report.markdown(previous.as_ref())).with_context(|| format!("writing {}", doc.display()))?;
-        eprintln!("p2plab bench: wrote {}", doc.display());
+        let data = doc.with_extension("json");
+        std::fs::write(&data, report.to_json()).with_context(|| format!("writing {}", data.display()))?;
+        let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        std::fs::write(&doc, report.markdown(previous.as_ref(), &name)).with_context(|| format!("writing {}", doc.display()))?;
+        eprintln!("p2plab bench: wrote {} and {}", doc.display(), data.display());
     }
     for e in &errors {
         println!("NOT MEASURED: {e}");

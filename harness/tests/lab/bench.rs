@@ -1,7 +1,7 @@
 //! `p2plab bench` works end to end on a real lab: the round-trip and throughput groups (the
 //! quick settings) measure every figure with all its samples, each on the path it claims, next
 //! to its raw TCP baseline. No timing is asserted here: speed lives in `p2plab bench` and
-//! docs/benchmarks.md. Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
+//! docs/benchmarks.json and .md. Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use p2plab::{
@@ -45,5 +45,7 @@ async fn bench_measures_round_trips_and_throughput_against_raw_tcp() {
         groups: lab::groups(&opts),
         figures,
     };
-    assert_eq!(Report::from_markdown(&report.markdown(None)).unwrap(), report);
+    // the data file reads back exactly, and the document rendered from it names it
+    assert_eq!(Report::from_json(&report.to_json()).unwrap(), report);
+    assert!(report.markdown(None, "benchmarks.json").contains("(benchmarks.json)"));
 }
