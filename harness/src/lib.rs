@@ -17,7 +17,7 @@
 //!   terminal's verdict block.
 //! - [`engine`]: the Docker backend ([`engine::docker`]), the node image ([`engine::image`]) and
 //!   the runner, the one I/O loop of a lab run ([`engine::run`]).
-//! - [`bench`]: the figures of `p2plab bench`, their baselines and docs/benchmarks.md; the labs
+//! - [`bench`](mod@bench): the figures of `p2plab bench`, their baseline (docs/benchmarks.json) and docs/benchmarks.md; the labs
 //!   that measure them ([`bench::lab`]).
 //! - [`topology_run`]: the library form of `p2plab run FILE` for a test of your own:
 //!   [`TopologyRun::file`] runs a topology and hands back its verdicts, events and report.

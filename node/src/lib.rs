@@ -7,14 +7,21 @@
 //! ([`events`]); human logs go to stderr.
 //!
 //! # Layout
-//! - [`cli`]: the command line of the three binaries, and the [`cli::Config`] they produce.
+//! - [`config`]: a [`Config`]: the role (monitor, listener, dialer, each with what only it needs)
+//!   and a builder, for in-process users; [`cli`]: the command line of the three binaries,
+//!   which produces one.
 //! - [`events`]: the event stream (its types, and [`ports`], re-exported from `p2plab-contract`,
 //!   the crate the harness compiles instead of this one; documented in `EVENTS.md`), and the
 //!   emitter that writes it.
 //! - [`messaging`]: at-least-once delivery: ids, acks, retries with backoff, duplicates. No I/O.
 //! - [`discovery`]: namespace keys and peer records on the DHT. No I/O.
-//! - [`swarm`]: identity, transports, the composed libp2p behaviour and its configuration.
-//! - [`node`]: the event loop: one `tokio::select!` over the swarm, a timer and shutdown.
+//! - [`state`]: the node's decisions as I/O-free state machines (bootstrap, reachability and
+//!   relay, announcing, discovering, one LAN, refresh, traffic), each with `handle_*(…, now)`,
+//!   `poll` and `poll_timeout`, unit-tested beside its code.
+//! - [`swarm`]: identity, the transport stack ([`swarm::transport`], also what the benchmark's
+//!   libp2p end runs), the composed libp2p behaviour and its configuration.
+//! - [`node`]: the event loop: one `tokio::select!` over the swarm, the earliest deadline of the
+//!   state machines and shutdown; it turns events into inputs and actions into swarm calls.
 //! - [`http`]: `/metrics`, `/health` and `/status`.
 //!
 //! The lab's tools (the NAT probe, the delay line, the `bench` binary) are the `p2plab-tools`

@@ -1,7 +1,7 @@
 //! What a run leaves behind: the merged event log, the verdicts and figures as JSON, JUnit XML
 //! for CI, a markdown summary and one self-contained HTML page. No Docker here.
 //!
-//! [`write`] puts into a directory:
+//! [`write`](fn@write) puts into a directory:
 //! - `events.jsonl`: the merged timeline of the (last) run, in time order: every node event as
 //!   the node wrote it, faults as `{"ts","node":"harness","event":"fault",...}` and other lines
 //!   (routers, VPN ends) as `{"ts","node","event":"log","line"}`; with repeats also
