@@ -651,6 +651,9 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
     Ok(runs.into_values().collect())
 }
 
+/// Containers removed at once in a teardown.
+const REMOVE_AT_ONCE: usize = 6;
+
 /// Forces every endpoint the engine still lists off network `id` (best effort: a container
 /// already gone is not an error).
 async fn disconnect_all(docker: &Docker, id: &str) {
@@ -679,7 +682,11 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
             Err(e) => Err(e),
         }
     });
-    for r in futures::future::join_all(removals).await {
+    // A few at a time: removing dozens of containers at once (the NAT matrix has 43) once left
+    // the engine (20.10) with a stale endpoint on a network that no container held any more, so
+    // that the network could not be removed until dockerd restarted.
+    let results: Vec<_> = futures::stream::iter(removals).buffer_unordered(REMOVE_AT_ONCE).collect().await;
+    for r in results {
         r.map_err(api("remove container"))?;
     }
     let networks = docker
@@ -702,6 +709,12 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
                     disconnect_all(docker, &n).await;
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, message }) if message.contains("active endpoints") => {
+                    return Err(DockerError::Other(format!(
+                        "docker: remove network {n}: {message} (after 30 s of retries and forced disconnects: the engine holds an \
+                         endpoint that no container has; restarting dockerd clears it, then `p2plab down --all`)"
+                    )))
                 }
                 Err(e) => return Err(api("remove network")(e)),
             }
