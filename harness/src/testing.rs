@@ -156,6 +156,90 @@ pub fn compose_cmd() -> Vec<String> {
     }
 }
 
+/// A docker compose project under test: `down -v` when dropped (also while a panic unwinds;
+/// `P2PLAB_KEEP=1` keeps it), then its own directory, if it has one, goes.
+#[derive(Debug)]
+pub struct ComposeProject {
+    pub name: String,
+    /// `docker-compose` or `docker compose` ([`compose_cmd`]).
+    pub cmd: Vec<String>,
+    pub file: std::path::PathBuf,
+    /// Where compose runs; removed on drop when `owned_dir`.
+    pub dir: std::path::PathBuf,
+    pub owned_dir: bool,
+    /// `P2PLAB_IMAGE` for compose's interpolation.
+    pub image: String,
+    /// Taken down already (or never brought up): nothing to do on drop but the directory.
+    pub down: bool,
+}
+
+impl ComposeProject {
+    pub fn new(name: String, file: std::path::PathBuf, dir: std::path::PathBuf, owned_dir: bool, image: String) -> Self {
+        Self { name, cmd: compose_cmd(), file, dir, owned_dir, image, down: false }
+    }
+
+    /// `<compose> -p NAME -f FILE ARGS...`, with `P2PLAB_IMAGE` set.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.cmd[0]);
+        c.args(&self.cmd[1..]).args(["-p", &self.name, "-f"]).arg(&self.file).args(args).env("P2PLAB_IMAGE", &self.image).current_dir(&self.dir);
+        c
+    }
+
+    /// Runs a compose command: its stdout and stderr, or why it failed with them.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.command(args).output().map_err(|e| format!("{}: {e}", self.cmd.join(" ")))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{} -p {} {}: {}\n{text}", self.cmd.join(" "), self.name, args.join(" "), out.status))
+        }
+    }
+
+    pub fn down(&mut self) -> Result<String, String> {
+        self.down = true;
+        self.run(&["down", "-v", "--remove-orphans", "-t", "5"])
+    }
+
+    /// The last `n` lines of every service's log, or why there are none.
+    pub fn logs_tail(&self, n: usize) -> String {
+        self.run(&["logs", "--no-color", "--tail", &n.to_string()]).unwrap_or_else(|e| e)
+    }
+
+    fn filter(&self) -> std::collections::HashMap<String, Vec<String>> {
+        std::collections::HashMap::from([("label".to_string(), vec![format!("com.docker.compose.project={}", self.name)])])
+    }
+
+    /// The project's containers: service name → container id.
+    pub async fn containers(&self, engine: &Engine) -> std::collections::HashMap<String, String> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&self.filter()).build();
+        let list = engine.api().list_containers(Some(opts)).await.unwrap_or_else(|e| panic!("list containers: {e}"));
+        list.into_iter()
+            .filter_map(|c| Some((c.labels.as_ref()?.get("com.docker.compose.service")?.clone(), c.id?)))
+            .collect()
+    }
+
+    /// The project's networks: name → labels.
+    pub async fn networks(&self, engine: &Engine) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&self.filter()).build();
+        let list = engine.api().list_networks(Some(opts)).await.unwrap_or_else(|e| panic!("list networks: {e}"));
+        list.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect()
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if !self.down && std::env::var("P2PLAB_KEEP").map_or(true, |v| v != "1") {
+            if let Err(e) = self.down() {
+                eprintln!("compose down failed: {e}");
+            }
+        }
+        if self.owned_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Every Docker test of a crate runs in one test process on a two-core machine: these slots keep
 /// labs from racing each other's timing deadlines (two small labs at once at most).
 static LAB_SLOTS: Semaphore = Semaphore::const_new(2);

@@ -11,20 +11,19 @@
 
 use std::{
     collections::HashMap,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use ipnet::Ipv4Net;
-use p2plab::testing::compose_cmd;
 use p2plab::{
-    plan::compose,
-    engine::docker::new_run_id,
-    engine::image::repo_root,
-    plan::layout::{Kind, Layout},
-    testing::{engine_or_skip, image, Timeline},
-    model as topology, Engine,
+    engine::{docker::new_run_id, image::repo_root},
+    model as topology,
+    plan::{
+        compose,
+        layout::{Kind, Layout},
+    },
+    testing::{engine_or_skip, image, ComposeProject, Timeline},
+    Engine,
 };
 use p2plab_contract::{Event, EventLine, Path};
 
@@ -40,70 +39,6 @@ fn planned() -> Layout {
 fn internet_ip(layout: &Layout, name: &str) -> String {
     let c = layout.get(name).unwrap_or_else(|| panic!("{name} is not in the layout"));
     c.attach.iter().find(|(seg, _)| seg == "internet").map(|(_, ip)| ip.to_string()).unwrap()
-}
-
-fn compose_file() -> String {
-    repo_root()
-        .join(compose::REPO_FILE)
-        .display()
-        .to_string()
-}
-
-
-/// Runs `down -v --remove-orphans` for the project when dropped (also while a panic unwinds).
-struct Project {
-    name: String,
-    cmd: Vec<String>,
-    down: bool,
-}
-
-impl Project {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.cmd[0]);
-        c.args(&self.cmd[1..])
-            .args(["-p", &self.name, "-f", &compose_file()])
-            .args(args)
-            .current_dir(repo_root());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .command(args)
-            .output()
-            .map_err(|e| format!("{}: {e}", self.cmd.join(" ")))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "{} -p {} {}: {}\n{text}",
-                self.cmd.join(" "),
-                self.name,
-                args.join(" "),
-                out.status
-            ))
-        }
-    }
-
-    fn down(&mut self) -> Result<String, String> {
-        self.down = true;
-        self.run(&["down", "-v", "--remove-orphans", "-t", "5"])
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        if !self.down && std::env::var("P2PLAB_KEEP").map_or(true, |v| v != "1") {
-            if let Err(e) = self.down() {
-                eprintln!("compose down failed: {e}");
-            }
-        }
-    }
 }
 
 /// Fails with one clear message when a compose subnet overlaps an existing Docker network or a
@@ -142,39 +77,10 @@ async fn assert_subnets_free(engine: &Engine, layout: &Layout) {
     }
 }
 
-/// The project's containers by service name.
-async fn containers(engine: &Engine, project: &str) -> HashMap<String, String> {
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&HashMap::from([(
-            "label",
-            vec![format!("com.docker.compose.project={project}")],
-        )]))
-        .build();
-    let list = engine.api().list_containers(Some(opts)).await.unwrap();
-    list.into_iter()
-        .filter_map(|c| {
-            let service = c.labels.as_ref()?.get("com.docker.compose.service")?.clone();
-            Some((service, c.id?))
-        })
-        .collect()
-}
-
-async fn networks(engine: &Engine, project: &str) -> Vec<String> {
-    let opts = ListNetworksOptionsBuilder::default()
-        .filters(&HashMap::from([(
-            "label",
-            vec![format!("com.docker.compose.project={project}")],
-        )]))
-        .build();
-    let list = engine.api().list_networks(Some(opts)).await.unwrap();
-    list.into_iter().filter_map(|n| n.name).collect()
-}
-
 /// The last lines of every service's logs (stdout and stderr), then each container's state and,
 /// for a container that is not running, its own last lines again: CI keeps the tail of a long
 /// failure message, so what explains a dead service comes last.
-async fn diagnosis(engine: &Engine, p: &Project, ids: &HashMap<String, String>, services: &[String]) -> String {
+async fn diagnosis(engine: &Engine, p: &ComposeProject, ids: &HashMap<String, String>, services: &[String]) -> String {
     let mut out = p.run(&["logs", "--no-color", "--tail", "15"]).unwrap_or_else(|e| e);
     out.push_str("\n--- container states ---\n");
     let mut dead = Vec::new();
@@ -242,17 +148,15 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     assert_eq!(routers.len(), 3, "{services:?}");
     assert_subnets_free(&engine, &layout).await;
 
-    let mut project = Project {
-        name: format!("p2plab-compose-{}", new_run_id()),
-        cmd: compose_cmd(),
-        down: false,
-    };
+    let mut project = ComposeProject::new(
+        format!("p2plab-compose-{}", new_run_id()),
+        repo_root().join(compose::REPO_FILE),
+        repo_root(),
+        false,
+        image.clone(),
+    );
     let t0 = Instant::now();
-    let up = project
-        .command(&["up", "-d"])
-        .env("P2PLAB_IMAGE", &image)
-        .output()
-        .unwrap();
+    let up = project.command(&["up", "-d"]).output().unwrap();
     assert!(
         up.status.success(),
         "{} up -d failed:\n{}{}",
@@ -262,7 +166,7 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     );
     let up_s = t0.elapsed();
 
-    let ids = containers(&engine, &project.name).await;
+    let ids = project.containers(&engine).await;
     for s in &services {
         assert!(
             ids.contains_key(s),
@@ -383,13 +287,13 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     let down = project.down();
     let down_s = t_down.elapsed();
     down.unwrap_or_else(|e| panic!("{e}"));
-    let left = containers(&engine, &project.name).await;
+    let left = project.containers(&engine).await;
     assert!(
         left.is_empty(),
         "containers of {} left after down: {left:?}",
         project.name
     );
-    let left = networks(&engine, &project.name).await;
+    let left = project.networks(&engine).await;
     assert!(
         left.is_empty(),
         "networks of {} left after down: {left:?}",

@@ -5,21 +5,16 @@
 //! skips) and docker-compose (Debian's 1.29) or `docker compose` v2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
-use p2plab::testing::compose_cmd;
 use p2plab::{
-    plan::compose::{compose, subnets_for_compose},
     engine::docker::new_run_id,
-    plan::layout::layout,
-    testing::{engine_or_skip, image},
-    model as topology, Engine,
+    model as topology,
+    plan::{
+        compose::{compose, subnets_for_compose},
+        layout::layout,
+    },
+    testing::{engine_or_skip, image, ComposeProject},
 };
 use tokio::sync::mpsc;
 
@@ -36,76 +31,6 @@ fn topology_yaml(name: &str) -> String {
     )
 }
 
-
-/// The project: `down -v` when dropped (also while a panic unwinds), then the temp dir goes.
-struct Project {
-    name: String,
-    cmd: Vec<String>,
-    file: PathBuf,
-    dir: PathBuf,
-    image: String,
-    down: bool,
-}
-
-impl Project {
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(&self.cmd[0])
-            .args(&self.cmd[1..])
-            .args(["-p", &self.name, "-f"])
-            .arg(&self.file)
-            .args(args)
-            .env("P2PLAB_IMAGE", &self.image)
-            .current_dir(&self.dir)
-            .output()
-            .map_err(|e| format!("{}: {e}", self.cmd.join(" ")))?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("{} -p {} {}: {}\n{text}", self.cmd.join(" "), self.name, args.join(" "), out.status))
-        }
-    }
-
-    fn down(&mut self) -> Result<String, String> {
-        self.down = true;
-        self.run(&["down", "-v", "--remove-orphans", "-t", "5"])
-    }
-
-    fn logs_tail(&self) -> String {
-        self.run(&["logs", "--no-color", "--tail", "20"]).unwrap_or_else(|e| e)
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        if !self.down {
-            if let Err(e) = self.down() {
-                eprintln!("compose down failed: {e}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn project_filter(project: &str) -> HashMap<&'static str, Vec<String>> {
-    HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])])
-}
-
-/// The project's containers by service name.
-async fn containers(engine: &Engine, project: &str) -> HashMap<String, String> {
-    let opts = ListContainersOptionsBuilder::default().all(true).filters(&project_filter(project)).build();
-    let list = engine.api().list_containers(Some(opts)).await.unwrap();
-    list.into_iter()
-        .filter_map(|c| Some((c.labels.as_ref()?.get("com.docker.compose.service")?.clone(), c.id?)))
-        .collect()
-}
-
-/// The project's networks: name → labels.
-async fn networks(engine: &Engine, project: &str) -> HashMap<String, HashMap<String, String>> {
-    let opts = ListNetworksOptionsBuilder::default().filters(&project_filter(project)).build();
-    let list = engine.api().list_networks(Some(opts)).await.unwrap();
-    list.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect()
-}
 
 /// Stacked NATs, a port forward, impairments and a VPN peer: compose accepts the file as it is
 /// (`config -q`: the schema, the sysctls, devices and depends_on forms), without running it.
@@ -134,7 +59,8 @@ async fn generated_compose_file_of_a_cgnat_and_vpn_topology_is_valid() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("docker-compose.yml");
     std::fs::write(&file, &text).unwrap();
-    let project = Project { name: format!("p2plab-cg-{run}"), cmd: compose_cmd(), file, dir, image: "p2plab-node:latest".into(), down: true };
+    let mut project = ComposeProject::new(format!("p2plab-cg-{run}"), file, dir, true, "p2plab-node:latest".into());
+    project.down = true; // only `config`: nothing to take down
     let services = project.run(&["config", "--services"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut got: Vec<&str> = services.lines().collect();
     got.sort_unstable();
@@ -165,18 +91,18 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("docker-compose.yml");
     std::fs::write(&file, &text).unwrap();
-    let mut project = Project { name: format!("p2plab-cg-{run}"), cmd: compose_cmd(), file, dir, image, down: false };
+    let mut project = ComposeProject::new(format!("p2plab-cg-{run}"), file, dir, true, image);
 
     project.run(&["config", "-q"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let t0 = Instant::now();
     project.run(&["up", "-d"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let up_s = t0.elapsed();
 
-    let ids = containers(&engine, &project.name).await;
+    let ids = project.containers(&engine).await;
     for c in &lay.containers {
-        assert!(ids.contains_key(&c.name), "service {} has no container; have {:?}\n{}", c.name, ids.keys(), project.logs_tail());
+        assert!(ids.contains_key(&c.name), "service {} has no container; have {:?}\n{}", c.name, ids.keys(), project.logs_tail(20));
     }
-    let nets = networks(&engine, &project.name).await;
+    let nets = project.networks(&engine).await;
     assert_eq!(nets.len(), topo.segments.len(), "{nets:?}");
     for labels in nets.values() {
         assert_eq!(labels.get("org.p2plab.managed").map(String::as_str), Some("true"));
@@ -199,8 +125,8 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
                 }
                 seen.push(l.line);
             }
-            Ok(None) => panic!("the dialer's log ended after {acked} acks:\n{}\n{}", seen.join("\n"), project.logs_tail()),
-            Err(_) => panic!("{acked} of {ACKS} acks within 120 s:\n{}\n{}", seen.join("\n"), project.logs_tail()),
+            Ok(None) => panic!("the dialer's log ended after {acked} acks:\n{}\n{}", seen.join("\n"), project.logs_tail(20)),
+            Err(_) => panic!("{acked} of {ACKS} acks within 120 s:\n{}\n{}", seen.join("\n"), project.logs_tail(20)),
         }
     }
     let acked_s = t0.elapsed();
@@ -216,9 +142,9 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
     let td = Instant::now();
     project.down().unwrap_or_else(|e| panic!("{e}"));
     let down_s = td.elapsed();
-    let left = containers(&engine, &project.name).await;
+    let left = project.containers(&engine).await;
     assert!(left.is_empty(), "containers of {} left after down: {left:?}", project.name);
-    let left = networks(&engine, &project.name).await;
+    let left = project.networks(&engine).await;
     assert!(left.is_empty(), "networks of {} left after down: {left:?}", project.name);
     eprintln!(
         "compose_gen: {} up -d {:.1}s; {ACKS} acks at {:.1}s; down {:.1}s; subnets {subnets:?}",

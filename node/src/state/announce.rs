@@ -203,6 +203,17 @@ mod tests {
         std::iter::from_fn(|| a.poll_action()).collect()
     }
 
+    /// Joined, public, one address: its first round (1) has started.
+    fn first_round_started(t0: Instant) -> Announcer {
+        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
+        a.verdict();
+        a.joined(t0);
+        a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
+        a.handle_timeout(t0 + DEBOUNCE);
+        drain(&mut a);
+        a
+    }
+
     fn addrs(s: &[&str]) -> Vec<Multiaddr> {
         s.iter().map(|a| a.parse().unwrap()).collect()
     }
@@ -288,12 +299,7 @@ mod tests {
     #[test]
     fn a_change_during_a_round_is_announced_right_after_it() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
-        a.verdict();
-        a.joined(t0);
-        a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
-        a.handle_timeout(t0 + DEBOUNCE);
-        drain(&mut a);
+        let mut a = first_round_started(t0);
         let direct = addrs(&["/ip4/198.18.0.5/tcp/4001"]);
         a.addresses(direct.clone(), t0 + DEBOUNCE);
         assert_eq!(a.poll_timeout(), None, "one round at a time");
@@ -310,12 +316,7 @@ mod tests {
     #[test]
     fn failures_retry_and_rejoins_reannounce() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(Duration::from_secs(30), t0, 7);
-        a.verdict();
-        a.joined(t0);
-        a.addresses(addrs(&["/ip4/10.0.0.1/tcp/1"]), t0);
-        a.handle_timeout(t0 + DEBOUNCE);
-        drain(&mut a);
+        let mut a = first_round_started(t0);
         a.query_done(1, Some("no peers".into()), t0);
         a.query_done(1, None, t0);
         assert_eq!(a.poll_error().as_deref(), Some("no peers"));

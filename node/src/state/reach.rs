@@ -320,6 +320,22 @@ mod tests {
         "/ip4/198.18.0.10/tcp/51820".parse().unwrap()
     }
 
+    /// An `auto` node with an accepted reservation on a fresh relay (joined first if `joined`).
+    fn reserved(t0: Instant, joined: bool) -> (Reach, ListenerId) {
+        let mut r = Reach::new(policy(RelayMode::Auto), t0);
+        let relay = PeerId::random();
+        if joined {
+            r.joined(t0);
+        }
+        r.relay_available(relay, relay_addr(), t0);
+        drain(&mut r);
+        let l = ListenerId::next();
+        r.listening(relay, l);
+        r.accepted(relay);
+        drain(&mut r);
+        (r, l)
+    }
+
     fn reserves(acts: &[Action]) -> usize {
         acts.iter().filter(|a| matches!(a, Action::Reserve { .. })).count()
     }
@@ -343,14 +359,7 @@ mod tests {
     #[test]
     fn a_public_verdict_releases_the_reservation_and_a_private_one_keeps_it() {
         let t0 = Instant::now();
-        let mut r = Reach::new(policy(RelayMode::Auto), t0);
-        let relay = PeerId::random();
-        r.relay_available(relay, relay_addr(), t0);
-        drain(&mut r);
-        let l = ListenerId::next();
-        r.listening(relay, l);
-        r.accepted(relay);
-        drain(&mut r);
+        let (mut r, l) = reserved(t0, false);
         r.autonat(Reachability::Private, None, t0);
         assert_eq!(reserves(&drain(&mut r)), 0);
         assert_eq!(r.reserved(), 1);
@@ -398,15 +407,7 @@ mod tests {
     #[test]
     fn a_lost_reservation_is_retried_on_a_connected_relay_and_the_timeout_still_speaks() {
         let t0 = Instant::now();
-        let mut r = Reach::new(policy(RelayMode::Auto), t0);
-        let relay = PeerId::random();
-        r.joined(t0);
-        r.relay_available(relay, relay_addr(), t0);
-        drain(&mut r);
-        let l = ListenerId::next();
-        r.listening(relay, l);
-        r.accepted(relay);
-        drain(&mut r);
+        let (mut r, l) = reserved(t0, true);
         r.listener_closed(l, Some("relay gone".into()), t0);
         assert!(matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Lost, .. })]));
         assert_eq!(r.poll_timeout(), Some(t0 + RELAY_RETRY));
