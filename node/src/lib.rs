@@ -7,22 +7,25 @@
 //! ([`events`]); human logs go to stderr.
 //!
 //! # Layout
+//! The public API is [`run`], [`run_with_sink`], [`Config`] (with [`config`] and [`cli`]), the
+//! event types ([`events`]), the transport stack and identities ([`swarm`]), and the runtime
+//! helpers ([`block_on_and_exit`], [`shutdown_signal`]); the rest is private.
 //! - [`config`]: a [`Config`]: the role (monitor, listener, dialer, each with what only it needs)
 //!   and a builder, for in-process users; [`cli`]: the command line of the three binaries,
 //!   which produces one.
 //! - [`events`]: the event stream (its types, and [`ports`], re-exported from `p2plab-contract`,
 //!   the crate the harness compiles instead of this one; documented in `EVENTS.md`), and the
 //!   emitter that writes it.
-//! - [`messaging`]: at-least-once delivery: ids, acks, retries with backoff, duplicates. No I/O.
-//! - [`discovery`]: namespace keys and peer records on the DHT. No I/O.
-//! - [`state`]: the node's decisions as I/O-free state machines (bootstrap, reachability and
+//! - `messaging` (private): at-least-once delivery: ids, acks, retries with backoff, duplicates. No I/O.
+//! - `discovery` (private): namespace keys and peer records on the DHT. No I/O.
+//! - `state` (private): the node's decisions as I/O-free state machines (bootstrap, reachability and
 //!   relay, announcing, discovering, one LAN, refresh, traffic), each with `handle_*(…, now)`,
 //!   `poll` and `poll_timeout`, unit-tested beside its code.
 //! - [`swarm`]: identity, the transport stack ([`swarm::transport`], also what the benchmark's
 //!   libp2p end runs), the composed libp2p behaviour and its configuration.
-//! - [`node`]: the event loop: one `tokio::select!` over the swarm, the earliest deadline of the
+//! - `node` (private): the event loop: one `tokio::select!` over the swarm, the earliest deadline of the
 //!   state machines and shutdown; it turns events into inputs and actions into swarm calls.
-//! - [`http`]: `/metrics`, `/health` and `/status`.
+//! - `http` (private): `/metrics`, `/health` and `/status`.
 //!
 //! The lab's tools (the NAT probe, the delay line, the `bench` binary) are the `p2plab-tools`
 //! crate: they run this peer ([`run_with_sink`]) but the peer does not need them.
@@ -31,12 +34,12 @@
 
 pub mod cli;
 pub mod config;
-pub mod discovery;
+mod discovery;
 pub mod events;
-pub mod http;
-pub mod messaging;
-pub mod node;
-pub mod state;
+mod http;
+mod messaging;
+mod node;
+mod state;
 pub mod swarm;
 
 use std::future::Future;

@@ -119,6 +119,7 @@ pub struct Outbox<P> {
 
 impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     /// An empty outbox retrying with `policy`.
+    #[cfg(test)]
     pub fn new(policy: RetryPolicy) -> Self {
         Self::starting_at(policy, 1)
     }
@@ -226,17 +227,20 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     }
 
     /// Pending (not yet acked or failed) messages, in flight or not.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.entries.len()
     }
 
     /// Pending messages to `to`.
+    #[cfg(test)]
     pub fn pending_to(&self, to: &P) -> usize {
         self.by_peer.get(to).map_or(0, BTreeSet::len)
     }
 
     /// Makes every in-flight message to `to` due at `now` again without counting a failure (the
     /// connection is gone, so the attempt will never be answered). Returns how many.
+    #[cfg(test)]
     pub fn requeue_peer(&mut self, to: &P, now: Instant) -> usize {
         let ids: Vec<u64> = self.by_peer.get(to).map(|s| s.iter().copied().collect()).unwrap_or_default();
         let mut n = 0;
@@ -334,11 +338,13 @@ impl<P: Clone + Eq + Hash + Debug> Inbox<P> {
     }
 
     /// Distinct messages received in total.
+    #[cfg(test)]
     pub fn distinct(&self) -> u64 {
         self.distinct
     }
 
     /// Duplicates recognised in total.
+    #[cfg(test)]
     pub fn duplicates(&self) -> u64 {
         self.duplicates
     }

@@ -130,6 +130,7 @@ impl Reach {
     }
 
     /// Relays the node holds an accepted reservation on.
+    #[cfg(test)]
     pub fn reserved(&self) -> usize {
         self.reservations.values().filter(|r| r.accepted && !r.released).count()
     }
