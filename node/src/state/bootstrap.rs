@@ -96,11 +96,6 @@ impl Bootstrap {
         Self { entries, actions: VecDeque::new(), join_pending: false, join_retry: None, joined_once: false, online: false }
     }
 
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// At least one bootstrap connection is open.
     pub fn online(&self) -> bool {
         self.online
