@@ -411,25 +411,35 @@ impl Topology {
             .any(|s| s.nat.as_ref().is_some_and(|n| n.uplink == segment))
     }
 
-    /// The chain of NAT profiles between a segment and the public internet, innermost first.
-    pub fn nat_chain(&self, segment: &str) -> Vec<NatProfile> {
-        let mut out = Vec::new();
+    /// The one walk of the uplink chain: `segment`, then the segment its router's WAN is on, and
+    /// so on up to a public segment (the last one). Validation refuses cycles; the walk stops at
+    /// one anyway, and at a name that is not a segment.
+    pub fn uplinks(&self, segment: &str) -> Vec<&Segment> {
+        let mut out: Vec<&Segment> = Vec::new();
         let mut cur = self.segment(segment);
-        let mut guard = 0;
         while let Some(s) = cur {
-            guard += 1;
-            if guard > 64 {
+            if out.iter().any(|o| o.name == s.name) {
                 break;
             }
-            match &s.nat {
-                Some(n) => {
-                    out.push(n.profile);
-                    cur = self.segment(&n.uplink);
-                }
-                None => break,
-            }
+            out.push(s);
+            cur = s.nat.as_ref().and_then(|n| self.segment(&n.uplink));
         }
         out
+    }
+
+    /// The public segment a segment's traffic finally reaches.
+    pub fn public_of(&self, segment: &str) -> Option<&Segment> {
+        self.uplinks(segment).last().copied().filter(|s| s.nat.is_none())
+    }
+
+    /// The chain of NAT profiles between a segment and the public internet, innermost first.
+    pub fn nat_chain(&self, segment: &str) -> Vec<NatProfile> {
+        self.uplinks(segment).iter().filter_map(|s| s.nat.as_ref().map(|n| n.profile)).collect()
+    }
+
+    /// The routers between a segment and the public internet, innermost first.
+    pub fn routers_up_from(&self, segment: &str) -> Vec<String> {
+        self.uplinks(segment).iter().filter_map(|s| s.router_name()).collect()
     }
 }
 

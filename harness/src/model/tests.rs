@@ -219,3 +219,19 @@ fn garbage_does_not_panic() {
         let _ = parse("t.yaml", y);
     }
 }
+
+#[test]
+fn the_uplink_chain_is_walked_once_for_everyone() {
+    let t = parse(
+        "t.yaml",
+        "name: t\nsegments:\n  internet: {}\n  carrier: { nat: home }\n  lan: { nat: strict, uplink: carrier }\nnodes:\n  boot: { role: monitor, segment: internet }\n  a: { role: listener, segment: lan }\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = t.uplinks("lan").iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["lan", "carrier", "internet"]);
+    assert_eq!(t.public_of("lan").map(|s| s.name.as_str()), Some("internet"));
+    assert_eq!(t.nat_chain("lan"), [NatProfile::Strict, NatProfile::Home]);
+    assert_eq!(t.routers_up_from("lan"), ["router-lan", "router-carrier"]);
+    assert!(t.routers_up_from("internet").is_empty());
+    assert!(t.uplinks("nowhere").is_empty());
+}

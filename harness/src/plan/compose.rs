@@ -34,21 +34,6 @@ fn comment(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// The routers between `segment` and the public internet, innermost first.
-fn chain_routers(topo: &Topology, segment: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = topo.segment(segment);
-    while let Some(s) = cur {
-        let (Some(nat), Some(router)) = (&s.nat, s.router_name()) else { break };
-        if out.contains(&router) {
-            break; // a cycle; validation refuses those
-        }
-        out.push(router);
-        cur = topo.segment(&nat.uplink);
-    }
-    out
-}
-
 /// The services `c` must start after.
 fn depends_on(topo: &Topology, layout: &Layout, c: &Planned) -> Vec<String> {
     let mut deps: Vec<String> = Vec::new();
@@ -56,12 +41,12 @@ fn depends_on(topo: &Topology, layout: &Layout, c: &Planned) -> Vec<String> {
         // a stacked router after the routers of its uplink
         Kind::Router | Kind::VpnExit => {
             if let Some((uplink, _)) = c.attach.first() {
-                deps.extend(chain_routers(topo, uplink));
+                deps.extend(topo.routers_up_from(uplink));
             }
         }
         Kind::Node(role) => {
             if let Some(n) = topo.node(&c.name) {
-                deps.extend(chain_routers(topo, &n.segment));
+                deps.extend(topo.routers_up_from(&n.segment));
                 if role != Role::Monitor {
                     deps.extend(topo.nodes.iter().filter(|m| m.role == Role::Monitor && m.name != c.name).map(|m| m.name.clone()));
                 }

@@ -94,20 +94,8 @@ impl Layout {
         let mut out = Vec::new();
         let Some(c) = self.get(node) else { return out };
         out.push(c.ip());
-        let mut seg = topo.node(node).map(|n| n.segment.clone());
-        let mut guard = 0;
-        while let Some(s) = seg {
-            guard += 1;
-            if guard > 64 {
-                break;
-            }
-            let Some(segment) = topo.segment(&s) else { break };
-            let Some(router) = segment.router_name() else { break };
-            if let Some(r) = self.get(&router) {
-                out.push(r.ip());
-            }
-            seg = segment.nat.as_ref().map(|n| n.uplink.clone());
-        }
+        let routers = topo.node(node).map(|n| topo.routers_up_from(&n.segment)).unwrap_or_default();
+        out.extend(routers.iter().filter_map(|r| self.get(r)).map(Planned::ip));
         out
     }
 }
@@ -123,18 +111,6 @@ pub enum LayoutError {
     NoSubnet(String),
     #[error("segment `{segment}` ({subnet}) has no room for {wanted} hosts")]
     Full { segment: String, subnet: Ipv4Net, wanted: u32 },
-}
-
-/// The public segment a segment's traffic finally reaches.
-fn public_of(topo: &Topology, segment: &str) -> String {
-    let mut cur = segment.to_string();
-    for _ in 0..64 {
-        match topo.segment(&cur).and_then(|s| s.nat.as_ref()) {
-            Some(n) => cur = n.uplink.clone(),
-            None => break,
-        }
-    }
-    cur
 }
 
 fn s(v: &str) -> String {
@@ -220,15 +196,16 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
     // VPN exits, one per VPN node, on the public segment its LAN finally reaches
     let mut vpn_exit: BTreeMap<String, (Ipv4Addr, Ipv4Net)> = BTreeMap::new();
     for (i, n) in topo.nodes.iter().filter(|n| n.vpn).enumerate() {
-        let public = public_of(topo, &n.segment);
-        let ip = take(&public)?;
+        // validation gives every LAN a way up to a public segment
+        let public = topo.public_of(&n.segment).map_or(n.segment.as_str(), |s| s.name.as_str());
+        let ip = take(public)?;
         // tunnel /30-ish nets from the top of the shared space, one /24 each
         let tunnel = Ipv4Net::new(Ipv4Addr::new(100, 127, 255u8.saturating_sub(i as u8), 0), 24).unwrap_or_default();
         vpn_exit.insert(n.name.clone(), (ip, tunnel));
         containers.push(Planned {
             name: format!("{}-vpn-exit", n.name),
             kind: Kind::VpnExit,
-            attach: vec![(public, ip)],
+            attach: vec![(public.to_string(), ip)],
             cmd: vec![s("p2plab-vpn")],
             env: vec![
                 (s("P2PLAB_NO_DEFAULT_ROUTE"), s("1")),

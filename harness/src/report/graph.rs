@@ -17,18 +17,6 @@ use crate::{
 
 // ----------------------------------------------------------------------------- shared facts ---
 
-/// The public segment a segment's traffic finally reaches.
-fn public_of<'a>(topo: &'a Topology, segment: &'a str) -> &'a str {
-    let mut cur = segment;
-    for _ in 0..64 {
-        match topo.segment(cur).and_then(|s| s.nat.as_ref()) {
-            Some(n) => cur = &n.uplink,
-            None => break,
-        }
-    }
-    cur
-}
-
 fn exit_name(node: &str) -> String {
     format!("{node}-vpn-exit")
 }
@@ -111,7 +99,7 @@ fn segment_title(layout: Option<&Layout>, seg: &Segment) -> Vec<String> {
 
 /// VPN nodes whose exit sits on `segment`.
 fn exits_on<'a>(topo: &'a Topology, segment: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-    topo.nodes.iter().filter(move |n| n.vpn && public_of(topo, &n.segment) == segment)
+    topo.nodes.iter().filter(move |n| n.vpn && topo.public_of(&n.segment).is_some_and(|p| p.name == segment))
 }
 
 // ---------------------------------------------------------------------------------- mermaid ---
