@@ -46,19 +46,21 @@ pub async fn image() -> String {
     r.clone().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The merged timeline of a lab's node events, read from the containers' stdout.
-pub struct Timeline {
+/// A lab's container lines as they arrive (node events, and other lines such as a router's),
+/// with waits on them that have deadlines. The run's own merged timeline, with names and
+/// judgement, is [`crate::judge::expect::Timeline`]; this one is for tests that build labs by hand.
+pub struct Watch {
     rx: mpsc::UnboundedReceiver<LogLine>,
     pub events: Vec<EventLine>,
     /// Lines that are not node events (a router's or a probe's JSON), by node.
     pub other: Vec<LogLine>,
 }
 
-impl Timeline {
+impl Watch {
     pub fn new() -> (Self, mpsc::UnboundedSender<LogLine>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
-            Timeline {
+            Watch {
                 rx,
                 events: Vec::new(),
                 other: Vec::new(),

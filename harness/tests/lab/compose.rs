@@ -22,7 +22,7 @@ use p2plab::{
         compose,
         layout::{Kind, Layout},
     },
-    testing::{engine_or_skip, image, ComposeProject, Timeline},
+    testing::{engine_or_skip, image, ComposeProject, Watch},
     Engine,
 };
 use p2plab_contract::{Event, EventLine, Path};
@@ -175,7 +175,7 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
             diagnosis(&engine, &project, &ids, &services).await
         );
     }
-    let (mut timeline, tx) = Timeline::new();
+    let (mut timeline, tx) = Watch::new();
     for (service, id) in &ids {
         engine.follow(id, service, tx.clone());
     }

@@ -20,7 +20,7 @@ use std::{
 
 use p2plab::{
     plan,
-    testing::{engine_or_skip, image, ip, strings, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Watch},
     Attach, ContainerSpec, Lab,
 };
 
@@ -62,7 +62,7 @@ fn ping_counts(out: &str) -> Option<(u64, u64)> {
 
 struct Impair {
     lab: Lab,
-    timeline: Timeline,
+    timeline: Watch,
     wan: String,
     x: Ipv4Addr,
 }
@@ -159,7 +159,7 @@ async fn impairments_delay_and_loss() {
     let mut lab = Lab::new(engine, test);
     let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
     let lan = lab.allocate_network("lan", plan::lan_pool()).await.unwrap();
-    let (timeline, tx) = Timeline::new();
+    let (timeline, tx) = Watch::new();
 
     lab.start(ContainerSpec {
         name: "router".into(),

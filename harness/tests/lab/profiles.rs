@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use ipnet::Ipv4Net;
 use p2plab::{
     plan,
-    testing::{engine_or_skip, image, ip, strings, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Watch},
     Attach, ContainerSpec, Lab,
 };
 
@@ -86,7 +86,7 @@ async fn every_nat_profile_measures_as_declared() {
         forward: None,
     });
 
-    let (mut timeline, tx) = Timeline::new();
+    let (mut timeline, tx) = Watch::new();
     for r in &routers {
         let mut env = vec![
             ("P2PLAB_NAT".to_string(), r.nat.to_string()),

@@ -11,7 +11,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use p2plab::{
     plan,
-    testing::{engine_or_skip, image, ip, strings, Timeline},
+    testing::{engine_or_skip, image, ip, strings, Watch},
     Attach, ContainerSpec, Lab,
 };
 use p2plab_contract::{
@@ -25,7 +25,7 @@ const COUNT: usize = 20;
 
 struct UpnpLab {
     lab: Lab,
-    timeline: Timeline,
+    timeline: Watch,
     nodes: Vec<&'static str>,
 }
 
@@ -101,7 +101,7 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
     let lan_h = lab.allocate_network("lan-h", plan::lan_pool()).await.unwrap();
     let lan_c = lab.allocate_network("lan-c", plan::lan_pool()).await.unwrap();
     let lan_d = lab.allocate_network("lan-d", plan::lan_pool()).await.unwrap();
-    let (timeline, tx) = Timeline::new();
+    let (timeline, tx) = Watch::new();
     let mut t = UpnpLab {
         lab,
         timeline,
