@@ -8,7 +8,8 @@
 //!   over one libp2p stream on the peer's own transport stack (TCP or QUIC).
 //! - [`load`]: many nodes in one process (`bench swarm`) and the node's own round trip
 //!   (`bench p2p-rtt`); they run the very peer of [`p2plab_node`].
-//! - [`nft`]: a lab router's nftables ruleset, rendered from its typed NAT profile.
+//! - [`nft`]: a lab router's nftables ruleset, rendered from its typed NAT profile; every
+//!   profile's whole ruleset is snapshot-tested against `snapshots/nft/<profile>.nft`.
 //! - [`router`]: the rest of a router's decisions: its settings from the typed environment, its
 //!   interfaces, miniupnpd's configuration, the STUN answer of its self-test, its ready line.
 //! - Binaries: `probe`, `bench`, `router-rules` (a router's decisions for `docker/router.sh`,

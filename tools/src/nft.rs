@@ -369,4 +369,35 @@ mod tests {
         assert!(has(&r, "policy = { unreplied : 30, replied : 30 };"));
         assert!(has(&r, "timeout 30s"));
     }
+
+    /// Every profile's whole ruleset against its snapshot in `tools/snapshots/nft/`, so any
+    /// change to what a router loads shows in review. `P2PLAB_UPDATE_SNAPSHOTS=1` rewrites them.
+    #[test]
+    fn rulesets_match_their_snapshots() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/nft");
+        let update = std::env::var("P2PLAB_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
+        for p in Profile::ALL {
+            let mut r = router(p);
+            if p == Profile::PortForward {
+                r.forwards = vec!["tcp:4001:10.101.0.10:4001".parse().unwrap(), "udp:4001:10.101.0.10:4001".parse().unwrap()];
+            }
+            let got = r.ruleset();
+            let path = dir.join(format!("{}.nft", p.as_str()));
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (P2PLAB_UPDATE_SNAPSHOTS=1 cargo test -p p2plab-tools --lib nft writes it)", path.display()));
+            if got != want {
+                let line = got.lines().zip(want.lines()).position(|(g, w)| g != w).map_or(got.lines().count().min(want.lines().count()), |i| i) + 1;
+                panic!(
+                    "the {p} ruleset differs from {} at line {line}; if the change is meant, \
+                     P2PLAB_UPDATE_SNAPSHOTS=1 cargo test -p p2plab-tools --lib nft rewrites the snapshots",
+                    path.display()
+                );
+            }
+        }
+    }
 }
