@@ -64,7 +64,6 @@ use libp2p::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     task::JoinSet,
@@ -644,14 +643,6 @@ async fn accept_raw(listener: TcpListener, stats: Arc<ServerStats>) {
     }
 }
 
-async fn read_exact_tokio(s: &mut TcpStream, buf: &mut [u8], what: &str) -> io::Result<()> {
-    timeout(IDLE, s.read_exact(buf)).await.map_err(|_| timed_out(what))?.map(|_| ())
-}
-
-async fn write_all_tokio(s: &mut TcpStream, buf: &[u8], what: &str) -> io::Result<()> {
-    timeout(IDLE, s.write_all(buf)).await.map_err(|_| timed_out(what))?
-}
-
 /// Reads exactly `buf.len()` bytes, each read waiting at most [`IDLE`].
 async fn read_exact<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8], what: &str) -> io::Result<()> {
     timeout(IDLE, s.read_exact(buf)).await.map_err(|_| timed_out(what))?
@@ -682,12 +673,12 @@ async fn discard<S: AsyncRead + Unpin>(s: &mut S, n: u64, buf: &mut [u8]) -> io:
     Ok(())
 }
 
-async fn serve_raw(mut s: TcpStream, stats: &ServerStats) -> io::Result<()> {
+async fn serve_raw(s: TcpStream, stats: &ServerStats) -> io::Result<()> {
     s.set_nodelay(true)?;
-    let mut mode = [0u8; 1];
-    read_exact_tokio(&mut s, &mut mode, "mode byte").await?;
-    let mut buf = vec![0u8; CHUNK];
     let mut s = s.compat();
+    let mut mode = [0u8; 1];
+    read_exact(&mut s, &mut mode, "mode byte").await?;
+    let mut buf = vec![0u8; CHUNK];
     match mode[0] {
         MODE_PING => serve_pings(&mut s, &mut buf, stats).await,
         MODE_BULK => {
@@ -747,13 +738,14 @@ fn elapsed_err(what: impl fmt::Display) -> impl Fn(tokio::time::error::Elapsed) 
     move |_| RunError::Runtime(format!("{what}: timed out"))
 }
 
-async fn connect_raw(to: SocketAddr) -> Result<TcpStream, RunError> {
+/// A raw TCP connection (TCP_NODELAY) as a futures-io stream, for the helpers both ends share.
+async fn connect_raw(to: SocketAddr) -> Result<tokio_util::compat::Compat<TcpStream>, RunError> {
     let s = timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
         .await
         .map_err(elapsed_err(format!("connect to {to}")))?
         .map_err(io_err(format!("connect to {to}")))?;
     s.set_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
-    Ok(s)
+    Ok(s.compat())
 }
 
 /// Ping-pong: `warmup` then `count` round trips of `size`-byte frames, `interval` apart, on one
@@ -770,8 +762,8 @@ pub async fn rtt(to: &Target, size: usize, count: usize, warmup: usize, interval
     let (transport, samples) = match to {
         Target::Raw(addr) => {
             let mut s = connect_raw(*addr).await?;
-            write_all_tokio(&mut s, &[MODE_PING], "mode byte").await.map_err(io_err(&what))?;
-            (Transport::RawTcp, ping_pong(&mut s.compat(), &what, size, count, warmup, interval).await?)
+            write_all(&mut s, &[MODE_PING], "mode byte").await.map_err(io_err(&what))?;
+            (Transport::RawTcp, ping_pong(&mut s, &what, size, count, warmup, interval).await?)
         }
         Target::Libp2p(addr) => {
             let client = Libp2pClient::connect(addr).await?;
@@ -844,15 +836,15 @@ async fn throughput_raw(to: SocketAddr, bytes: u64, repeats: usize) -> Result<Th
         header[0] = MODE_BULK;
         header[1..].copy_from_slice(&bytes.to_be_bytes());
         let t0 = Instant::now();
-        write_all_tokio(&mut s, &header, "header").await.map_err(io_err(&what))?;
+        write_all(&mut s, &header, "header").await.map_err(io_err(&what))?;
         let mut left = bytes;
         while left > 0 {
             let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            write_all_tokio(&mut s, &chunk[..n], "payload").await.map_err(io_err(&what))?;
+            write_all(&mut s, &chunk[..n], "payload").await.map_err(io_err(&what))?;
             left -= n as u64;
         }
         let mut answer = [0u8; 8];
-        read_exact_tokio(&mut s, &mut answer, "answer").await.map_err(io_err(&what))?;
+        read_exact(&mut s, &mut answer, "answer").await.map_err(io_err(&what))?;
         let secs = t0.elapsed().as_secs_f64();
         check_answer(&what, answer, bytes)?;
         samples.push(secs);
@@ -955,6 +947,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     const DEADLINE: Duration = Duration::from_secs(60);
 
