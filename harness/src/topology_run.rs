@@ -23,7 +23,7 @@ use p2plab_contract::EventLine;
 
 use crate::{
     engine::{
-        docker::{remove_by_label, Engine, LABEL_RUN},
+        docker::{remove_run_from_drop, Engine},
         image,
         run::{self, Options, RunResult},
     },
@@ -183,16 +183,8 @@ impl std::fmt::Debug for TopologyRun {
 
 impl Drop for TopologyRun {
     fn drop(&mut self) {
-        let Some((engine, run_id)) = self.kept.take() else { return };
-        // Drop cannot await: remove the kept lab on a thread of its own with its own runtime.
-        let label = format!("{LABEL_RUN}={run_id}");
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                if let Err(e) = rt.block_on(remove_by_label(&engine, &label)) {
-                    eprintln!("p2plab: removing kept lab {label} failed: {e}");
-                }
-            }
-        })
-        .join();
+        if let Some((engine, run_id)) = self.kept.take() {
+            remove_run_from_drop(&engine, &run_id);
+        }
     }
 }

@@ -552,18 +552,23 @@ impl Drop for Lab {
             );
             return;
         }
-        // Drop cannot await: clean up on a thread of its own with its own runtime, and wait.
-        let engine = self.engine.clone();
-        let label = format!("{LABEL_RUN}={}", self.run_id);
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                if let Err(e) = rt.block_on(remove_by_label(&engine, &label)) {
-                    eprintln!("p2plab: cleanup of {label} failed: {e}");
-                }
-            }
-        })
-        .join();
+        remove_run_from_drop(&self.engine, &self.run_id);
     }
+}
+
+/// Removes a run's containers and networks from a `Drop`, which cannot await: on a thread of its
+/// own with its own runtime, waiting for it.
+pub fn remove_run_from_drop(engine: &Engine, run_id: &str) {
+    let engine = engine.clone();
+    let label = format!("{LABEL_RUN}={run_id}");
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Err(e) = rt.block_on(remove_by_label(&engine, &label)) {
+                eprintln!("p2plab: cleanup of {label} failed: {e}");
+            }
+        }
+    })
+    .join();
 }
 
 /// A tar archive (POSIX ustar) holding one regular file, mode 0600, root's, modified at `mtime`:
