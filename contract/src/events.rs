@@ -163,7 +163,11 @@ pub enum Event {
     },
     /// The bootstrap node at `addr` (given without `/p2p/`) answers with a new identity: `old` is
     /// forgotten, `new` is used from now on.
-    BootstrapChanged { addr: Multiaddr, old: PeerId, new: PeerId },
+    BootstrapChanged {
+        addr: Multiaddr,
+        old: PeerId,
+        new: PeerId,
+    },
     /// The node joined the DHT through `peer` (first successful Kademlia bootstrap; again after
     /// every rejoin).
     Bootstrapped { peer: PeerId, routing_table: usize },
@@ -341,7 +345,11 @@ impl EventLine {
     /// `event` of `node`, stamped now, in milliseconds as on the wire (so a line read back equals
     /// the line written).
     pub fn now(node: impl Into<String>, event: Event) -> Self {
-        EventLine { ts: Utc::now().trunc_subsecs(3), node: node.into(), event }
+        EventLine {
+            ts: Utc::now().trunc_subsecs(3),
+            node: node.into(),
+            event,
+        }
     }
 
     /// Parses one stdout line. Errors name what was wrong; a reader may skip such lines.
@@ -381,13 +389,16 @@ mod tests {
     #[test]
     fn line_round_trips_with_flattened_tag() {
         let peer = PeerId::random();
-        let line = EventLine::now("bob", Event::MessageAcked {
-            to: peer,
-            id: 7,
-            rtt_ms: 1.5,
-            path: Path::Relayed,
-            attempts: 2,
-        });
+        let line = EventLine::now(
+            "bob",
+            Event::MessageAcked {
+                to: peer,
+                id: 7,
+                rtt_ms: 1.5,
+                path: Path::Relayed,
+                attempts: 2,
+            },
+        );
         let json = line.to_json();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["event"], "message_acked");
@@ -395,7 +406,10 @@ mod tests {
         assert_eq!(v["path"], "relayed");
         assert_eq!(v["to"], peer.to_string());
         let ts = v["ts"].as_str().unwrap();
-        assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(), "{ts}");
+        assert!(
+            ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(),
+            "{ts}"
+        );
         assert_eq!(EventLine::parse(&json).unwrap(), line);
     }
 
@@ -434,10 +448,19 @@ mod tests {
         assert_eq!(v["event"], "upnp");
         assert_eq!(v["status"], "mapped");
         assert_eq!(v["addr"], "/ip4/198.18.0.2/tcp/4001");
-        assert!(v.get("gateway").is_none() && v.get("error").is_none(), "{v}");
+        assert!(
+            v.get("gateway").is_none() && v.get("error").is_none(),
+            "{v}"
+        );
         let line = r#"{"ts":"2026-01-01T00:00:00.000Z","node":"a","event":"upnp","status":"non_routable_gateway","gateway":"10.1.0.254:5000","external_ip":"100.64.0.2"}"#;
         let parsed = EventLine::parse(line).unwrap();
-        assert!(matches!(parsed.event, Event::Upnp { status: UpnpStatus::NonRoutableGateway, .. }));
+        assert!(matches!(
+            parsed.event,
+            Event::Upnp {
+                status: UpnpStatus::NonRoutableGateway,
+                ..
+            }
+        ));
     }
 
     #[test]

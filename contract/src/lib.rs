@@ -12,18 +12,28 @@
 //!   its port forwards, and the names of its nftables state.
 //! - [`router`]: a router container's typed `P2PLAB_*` environment (written by the harness,
 //!   read back by the router) and its `router_ready` line.
+//! - [`probe`]: the NAT probe's lines and the verdict it must measure behind each profile.
+//! - [`bench`]: the lines the benchmark tools print and `p2plab bench` reads back.
 //! - [`procfs`]: the `/proc` figures the benchmarks read (resident memory, CPU time), from the
 //!   process itself or from inside a container.
 
+pub mod bench;
 pub mod events;
 pub mod nat;
 pub mod ports;
+pub mod probe;
 pub mod procfs;
 pub mod router;
 
 pub use events::{Event, EventLine, Path, Totals};
 pub use libp2p_identity::PeerId;
 pub use multiaddr::{self, Multiaddr};
+
+/// Reads one output line as `T` (a node's or a tool's line, tagged by its `event`); `None` for a
+/// line of another kind.
+pub fn parse_line<T: serde::de::DeserializeOwned>(line: &str) -> Option<T> {
+    serde_json::from_str(line).ok()
+}
 
 /// The role a node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

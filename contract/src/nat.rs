@@ -67,7 +67,14 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in the order the docs list them.
-    pub const ALL: [Profile; 6] = [Self::Open, Self::Home, Self::Strict, Self::PortForward, Self::Upnp, Self::Routed];
+    pub const ALL: [Profile; 6] = [
+        Self::Open,
+        Self::Home,
+        Self::Strict,
+        Self::PortForward,
+        Self::Upnp,
+        Self::Routed,
+    ];
     /// The names, for messages.
     pub const NAMES: &'static str = "open, home, strict, port-forward, upnp, routed";
 
@@ -84,7 +91,9 @@ impl Profile {
 
     pub fn mapping(self) -> Mapping {
         match self {
-            Self::Open | Self::Home | Self::PortForward | Self::Upnp => Mapping::EndpointIndependent,
+            Self::Open | Self::Home | Self::PortForward | Self::Upnp => {
+                Mapping::EndpointIndependent
+            }
             Self::Strict => Mapping::EndpointDependent,
             Self::Routed => Mapping::None,
         }
@@ -93,7 +102,9 @@ impl Profile {
     pub fn filtering(self) -> Filtering {
         match self {
             Self::Open => Filtering::EndpointIndependent,
-            Self::Home | Self::Strict | Self::PortForward | Self::Upnp => Filtering::AddressAndPortDependent,
+            Self::Home | Self::Strict | Self::PortForward | Self::Upnp => {
+                Filtering::AddressAndPortDependent
+            }
             Self::Routed => Filtering::None,
         }
     }
@@ -171,16 +182,24 @@ pub struct Forward {
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}:{}", self.proto, self.ext_port, self.lan_ip, self.lan_port)
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.proto, self.ext_port, self.lan_ip, self.lan_port
+        )
     }
 }
 
 impl FromStr for Forward {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("bad forward '{s}' (want proto:ext_port:lan_ip:lan_port, proto tcp or udp, ports 1-65535)");
+        let bad = || {
+            format!("bad forward '{s}' (want proto:ext_port:lan_ip:lan_port, proto tcp or udp, ports 1-65535)")
+        };
         let parts: Vec<&str> = s.trim().split(':').collect();
-        let [proto, ext, ip, port] = parts.as_slice() else { return Err(bad()) };
+        let [proto, ext, ip, port] = parts.as_slice() else {
+            return Err(bad());
+        };
         let proto = match *proto {
             "udp" => Proto::Udp,
             "tcp" => Proto::Tcp,
@@ -212,9 +231,15 @@ mod tests {
 
     #[test]
     fn only_the_symmetric_nat_defeats_hole_punching() {
-        let punchable: Vec<_> = Profile::ALL.into_iter().filter(|p| !p.hole_punchable()).collect();
+        let punchable: Vec<_> = Profile::ALL
+            .into_iter()
+            .filter(|p| !p.hole_punchable())
+            .collect();
         assert_eq!(punchable, vec![Profile::Strict]);
-        assert_eq!(Profile::Home.filtering(), Filtering::AddressAndPortDependent);
+        assert_eq!(
+            Profile::Home.filtering(),
+            Filtering::AddressAndPortDependent
+        );
         assert_eq!(Profile::Open.filtering(), Filtering::EndpointIndependent);
         assert!(!Profile::Routed.translates());
     }
@@ -222,9 +247,24 @@ mod tests {
     #[test]
     fn forwards_parse_and_print_the_env_form() {
         let f: Forward = "tcp:4001:10.101.0.10:4002".parse().unwrap();
-        assert_eq!(f, Forward { proto: Proto::Tcp, ext_port: 4001, lan_ip: Ipv4Addr::new(10, 101, 0, 10), lan_port: 4002 });
+        assert_eq!(
+            f,
+            Forward {
+                proto: Proto::Tcp,
+                ext_port: 4001,
+                lan_ip: Ipv4Addr::new(10, 101, 0, 10),
+                lan_port: 4002
+            }
+        );
         assert_eq!(f.to_string(), "tcp:4001:10.101.0.10:4002");
-        for bad in ["", "sctp:1:10.0.0.1:1", "tcp:0:10.0.0.1:1", "tcp:1:10.0.0.1:70000", "tcp:1:10.0.0:1", "tcp:1:10.0.0.1"] {
+        for bad in [
+            "",
+            "sctp:1:10.0.0.1:1",
+            "tcp:0:10.0.0.1:1",
+            "tcp:1:10.0.0.1:70000",
+            "tcp:1:10.0.0:1",
+            "tcp:1:10.0.0.1",
+        ] {
             assert!(bad.parse::<Forward>().is_err(), "{bad}");
         }
     }

@@ -11,7 +11,10 @@ pub fn rss_kb() -> u64 {
 
 /// CPU time (user + system) of this process in ms, 0 where unknown.
 pub fn cpu_ms() -> u64 {
-    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat_cpu_ms(&s)).unwrap_or(0)
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat_cpu_ms(&s))
+        .unwrap_or(0)
 }
 
 /// `utime + stime` in ms from the text of a `/proc/<pid>/stat`. Both count in USER_HZ ticks,

@@ -24,7 +24,10 @@ impl Prefix {
     /// The prefix of `len` bits that holds `ip`.
     pub fn of(ip: Ipv4Addr, len: u8) -> Self {
         let len = len.min(32);
-        Self { net: Ipv4Addr::from(u32::from(ip) & u32::from(mask(len))), len }
+        Self {
+            net: Ipv4Addr::from(u32::from(ip) & u32::from(mask(len))),
+            len,
+        }
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -39,7 +42,11 @@ impl Prefix {
 
 /// The netmask of a prefix length (0..=32).
 pub fn mask(len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) })
+    Ipv4Addr::from(if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    })
 }
 
 impl fmt::Display for Prefix {
@@ -79,9 +86,18 @@ impl<'de> Deserialize<'de> for Prefix {
 /// The lab's ranges, routed via a stacked router's uplink gateway (never a default route): the
 /// internet pool, the shared (carrier) pool and the LAN pool.
 pub const LAB_RANGES: [Prefix; 3] = [
-    Prefix { net: Ipv4Addr::new(198, 18, 0, 0), len: 15 },
-    Prefix { net: Ipv4Addr::new(100, 64, 0, 0), len: 10 },
-    Prefix { net: Ipv4Addr::new(10, 0, 0, 0), len: 8 },
+    Prefix {
+        net: Ipv4Addr::new(198, 18, 0, 0),
+        len: 15,
+    },
+    Prefix {
+        net: Ipv4Addr::new(100, 64, 0, 0),
+        len: 10,
+    },
+    Prefix {
+        net: Ipv4Addr::new(10, 0, 0, 0),
+        len: 8,
+    },
 ];
 /// Seconds an idle mapping lives when the topology does not say.
 pub const DEFAULT_MAPPING_TIMEOUT_S: u32 = 120;
@@ -209,30 +225,60 @@ impl RouterEnv {
     /// empty variable counts as unset.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let get = |v: &str| get(v).filter(|s| !s.is_empty());
-        let err = |var: &'static str, value: &str, reason: String| EnvError { var, value: Some(value.to_string()), reason };
+        let err = |var: &'static str, value: &str, reason: String| EnvError {
+            var,
+            value: Some(value.to_string()),
+            reason,
+        };
         let required = |var: &'static str, what: &str| {
-            get(var).ok_or_else(|| EnvError { var, value: None, reason: what.to_string() })
+            get(var).ok_or_else(|| EnvError {
+                var,
+                value: None,
+                reason: what.to_string(),
+            })
         };
 
         let nat = required(var::NAT, &format!("use {}", Profile::NAMES))?;
         let profile: Profile = nat.parse().map_err(|_| {
-            err(var::NAT, &nat, format!("unknown profile (use {}; cgnat = a home/strict router stacked behind another)", Profile::NAMES))
+            err(
+                var::NAT,
+                &nat,
+                format!(
+                    "unknown profile (use {}; cgnat = a home/strict router stacked behind another)",
+                    Profile::NAMES
+                ),
+            )
         })?;
 
         let lan_s = required(var::LAN_SUBNET, "the LAN prefix, e.g. 10.101.0.0/24")?;
-        let lan: Prefix = lan_s.parse().map_err(|e: String| err(var::LAN_SUBNET, &lan_s, e))?;
+        let lan: Prefix = lan_s
+            .parse()
+            .map_err(|e: String| err(var::LAN_SUBNET, &lan_s, e))?;
         if !(1..=30).contains(&lan.len) {
-            return Err(err(var::LAN_SUBNET, &lan_s, "the prefix length must be 1 to 30".into()));
+            return Err(err(
+                var::LAN_SUBNET,
+                &lan_s,
+                "the prefix length must be 1 to 30".into(),
+            ));
         }
 
         let wan_s = required(var::WAN_IP, "the router's address on its uplink segment")?;
-        let wan_ip: Ipv4Addr = wan_s.parse().map_err(|_| err(var::WAN_IP, &wan_s, "not an IPv4 address".into()))?;
+        let wan_ip: Ipv4Addr = wan_s
+            .parse()
+            .map_err(|_| err(var::WAN_IP, &wan_s, "not an IPv4 address".into()))?;
         if lan.contains(wan_ip) {
-            return Err(err(var::WAN_IP, &wan_s, format!("lies inside {}={lan}", var::LAN_SUBNET)));
+            return Err(err(
+                var::WAN_IP,
+                &wan_s,
+                format!("lies inside {}={lan}", var::LAN_SUBNET),
+            ));
         }
 
         let uplink_gw = match get(var::UPLINK_GW) {
-            Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| err(var::UPLINK_GW, &g, "not an IPv4 address".into()))?),
+            Some(g) => Some(
+                g.parse::<Ipv4Addr>()
+                    .map_err(|_| err(var::UPLINK_GW, &g, "not an IPv4 address".into()))?,
+            ),
             None => None,
         };
         let lab_ranges = match get(var::LAB_RANGES) {
@@ -240,9 +286,17 @@ impl RouterEnv {
             Some(r) => {
                 let mut out = Vec::new();
                 for range in r.split_whitespace() {
-                    let p: Prefix = range.parse().map_err(|e: String| err(var::LAB_RANGES, &r, e))?;
+                    let p: Prefix = range
+                        .parse()
+                        .map_err(|e: String| err(var::LAB_RANGES, &r, e))?;
                     if p.len == 0 {
-                        return Err(err(var::LAB_RANGES, &r, format!("'{range}' is a default route, which would lead out of the lab")));
+                        return Err(err(
+                            var::LAB_RANGES,
+                            &r,
+                            format!(
+                                "'{range}' is a default route, which would lead out of the lab"
+                            ),
+                        ));
                     }
                     out.push(p);
                 }
@@ -257,7 +311,11 @@ impl RouterEnv {
             let Some(v) = get(var) else { return Ok(None) };
             match v.parse::<u32>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(err(var, &v, format!("not a number of seconds between 1 and {max}"))),
+                _ => Err(err(
+                    var,
+                    &v,
+                    format!("not a number of seconds between 1 and {max}"),
+                )),
             }
         };
         let mapping_timeout_s = number(var::MAPPING_TIMEOUT, 86_400)?;
@@ -278,7 +336,16 @@ impl RouterEnv {
             (_, None) => Vec::new(),
         };
 
-        Ok(Self { profile, lan, wan_ip, uplink_gw, lab_ranges, forwards, mapping_timeout_s, wait_ifaces_s })
+        Ok(Self {
+            profile,
+            lan,
+            wan_ip,
+            uplink_gw,
+            lab_ranges,
+            forwards,
+            mapping_timeout_s,
+            wait_ifaces_s,
+        })
     }
 }
 
@@ -289,11 +356,18 @@ fn forwards(list: &str, lan: Prefix) -> Result<Vec<Forward>, String> {
     for spec in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let f: Forward = spec.parse()?;
         if !lan.contains(f.lan_ip) {
-            return Err(format!("{} (in '{spec}') is not in {}={lan}", f.lan_ip, var::LAN_SUBNET));
+            return Err(format!(
+                "{} (in '{spec}') is not in {}={lan}",
+                f.lan_ip,
+                var::LAN_SUBNET
+            ));
         }
         for g in out.iter().filter(|g| g.proto == f.proto) {
             if g.ext_port == f.ext_port {
-                return Err(format!("{} port {} is forwarded twice", f.proto, f.ext_port));
+                return Err(format!(
+                    "{} port {} is forwarded twice",
+                    f.proto, f.ext_port
+                ));
             }
             if (g.lan_ip, g.lan_port) == (f.lan_ip, f.lan_port) {
                 return Err(format!(
@@ -350,7 +424,11 @@ pub struct ReadyForward {
 
 impl From<&Forward> for ReadyForward {
     fn from(f: &Forward) -> Self {
-        Self { proto: f.proto.as_str().to_string(), port: f.ext_port, to: format!("{}:{}", f.lan_ip, f.lan_port) }
+        Self {
+            proto: f.proto.as_str().to_string(),
+            port: f.ext_port,
+            to: format!("{}:{}", f.lan_ip, f.lan_port),
+        }
     }
 }
 
@@ -381,7 +459,10 @@ mod tests {
     use crate::nat::Proto;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn read(pairs: &[(&str, &str)]) -> Result<RouterEnv, String> {
@@ -389,7 +470,11 @@ mod tests {
         RouterEnv::from_env(lookup(&e)).map_err(|e| e.to_string())
     }
 
-    const BASE: [(&str, &str); 3] = [(var::NAT, "home"), (var::LAN_SUBNET, "10.101.0.0/24"), (var::WAN_IP, "198.18.0.2")];
+    const BASE: [(&str, &str); 3] = [
+        (var::NAT, "home"),
+        (var::LAN_SUBNET, "10.101.0.0/24"),
+        (var::WAN_IP, "198.18.0.2"),
+    ];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         let mut v = BASE.to_vec();
@@ -402,22 +487,40 @@ mod tests {
 
     #[test]
     fn prefixes_parse_strictly() {
-        assert_eq!("10.1.2.0/24".parse::<Prefix>().unwrap().to_string(), "10.1.2.0/24");
-        assert_eq!("10.1.2.3/24".parse::<Prefix>().unwrap_err(), "'10.1.2.3/24' has host bits set (did you mean 10.1.2.0/24?)");
+        assert_eq!(
+            "10.1.2.0/24".parse::<Prefix>().unwrap().to_string(),
+            "10.1.2.0/24"
+        );
+        assert_eq!(
+            "10.1.2.3/24".parse::<Prefix>().unwrap_err(),
+            "'10.1.2.3/24' has host bits set (did you mean 10.1.2.0/24?)"
+        );
         for bad in ["10.1.2.0", "10.1.2.0/33", "x/24", "10.1.2.0/"] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad}");
         }
         let p: Prefix = "198.18.4.0/24".parse().unwrap();
-        assert!(p.contains(Ipv4Addr::new(198, 18, 4, 200)) && !p.contains(Ipv4Addr::new(198, 18, 5, 1)));
+        assert!(
+            p.contains(Ipv4Addr::new(198, 18, 4, 200)) && !p.contains(Ipv4Addr::new(198, 18, 5, 1))
+        );
         assert_eq!(p.docker_gateway(), Some(Ipv4Addr::new(198, 18, 4, 1)));
-        assert_eq!(Prefix::of(Ipv4Addr::new(10, 0, 0, 9), 31).docker_gateway(), None);
+        assert_eq!(
+            Prefix::of(Ipv4Addr::new(10, 0, 0, 9), 31).docker_gateway(),
+            None
+        );
     }
 
     #[test]
     fn the_environment_round_trips() {
-        let mut r = RouterEnv::new(Profile::PortForward, "10.101.0.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2));
+        let mut r = RouterEnv::new(
+            Profile::PortForward,
+            "10.101.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(198, 18, 0, 2),
+        );
         r.uplink_gw = Some(Ipv4Addr::new(100, 64, 0, 254));
-        r.forwards = vec!["tcp:4001:10.101.0.10:4001".parse().unwrap(), "udp:4001:10.101.0.10:4001".parse().unwrap()];
+        r.forwards = vec![
+            "tcp:4001:10.101.0.10:4001".parse().unwrap(),
+            "udp:4001:10.101.0.10:4001".parse().unwrap(),
+        ];
         r.mapping_timeout_s = Some(30);
         let e = r.to_env();
         assert_eq!(
@@ -427,7 +530,10 @@ mod tests {
                 (var::LAN_SUBNET, "10.101.0.0/24"),
                 (var::WAN_IP, "198.18.0.2"),
                 (var::UPLINK_GW, "100.64.0.254"),
-                (var::FORWARD, "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"),
+                (
+                    var::FORWARD,
+                    "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
+                ),
                 (var::MAPPING_TIMEOUT, "30"),
             ])
         );
@@ -436,7 +542,14 @@ mod tests {
         assert_eq!(r.mapping_timeout_s(), 30);
         assert_eq!(r.wait_ifaces_s(), DEFAULT_WAIT_IFACES_S);
         let plain = RouterEnv::from_env(lookup(&env(&BASE))).unwrap();
-        assert_eq!(plain, RouterEnv::new(Profile::Home, "10.101.0.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2)));
+        assert_eq!(
+            plain,
+            RouterEnv::new(
+                Profile::Home,
+                "10.101.0.0/24".parse().unwrap(),
+                Ipv4Addr::new(198, 18, 0, 2)
+            )
+        );
         assert!(plain.uplink_routes().is_empty());
     }
 
@@ -469,8 +582,15 @@ mod tests {
             assert!(!got.contains('\n'), "{got}");
         }
         // The same protocol number on another protocol is fine.
-        let ok = read(&with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2:1, udp:1:10.101.0.2:1")])).unwrap();
-        assert_eq!(ok.forwards.iter().map(|f| f.proto).collect::<Vec<_>>(), [Proto::Tcp, Proto::Udp]);
+        let ok = read(&with(&[
+            (var::NAT, "port-forward"),
+            (var::FORWARD, "tcp:1:10.101.0.2:1, udp:1:10.101.0.2:1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok.forwards.iter().map(|f| f.proto).collect::<Vec<_>>(),
+            [Proto::Tcp, Proto::Udp]
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ static IMAGE: OnceCell<Result<String, String>> = OnceCell::const_new();
 /// built already (`P2PLAB_CARGO_PROFILE=release` to test release builds).
 pub async fn image() -> String {
     let r = IMAGE
-        .get_or_init(|| async { crate::engine::image::ensure_image_profile(Some("dev")).await.map_err(|e| e.to_string()) })
+        .get_or_init(|| async {
+            crate::engine::image::ensure_image_profile(Some("dev"))
+                .await
+                .map_err(|e| e.to_string())
+        })
         .await;
     r.clone().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -104,21 +108,35 @@ impl Watch {
                 return Ok(v);
             }
             if !self.receive(deadline).await {
-                return Err(format!("no {what} within {within:?}; last events:\n{}", self.tail(40)));
+                return Err(format!(
+                    "no {what} within {within:?}; last events:\n{}",
+                    self.tail(40)
+                ));
             }
         }
     }
 
     /// Waits for a line of `node` that is not a node event (a router's, a probe's) and contains
     /// `needle`; returns it.
-    pub async fn wait_line(&mut self, node: &str, needle: &str, within: Duration) -> Result<String, String> {
+    pub async fn wait_line(
+        &mut self,
+        node: &str,
+        needle: &str,
+        within: Duration,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(l) = self.other.iter().find(|l| l.node == node && l.line.contains(needle)) {
+            if let Some(l) = self
+                .other
+                .iter()
+                .find(|l| l.node == node && l.line.contains(needle))
+            {
                 return Ok(l.line.clone());
             }
             if !self.receive(deadline).await {
-                return Err(format!("no line with {needle:?} from {node} within {within:?}"));
+                return Err(format!(
+                    "no line with {needle:?} from {node} within {within:?}"
+                ));
             }
         }
     }
@@ -132,25 +150,36 @@ impl Watch {
         pred: impl Fn(&Event) -> bool,
     ) -> Result<Event, String> {
         self.wait_for(&format!("{what} from {node}"), within, |evs| {
-            evs.iter().find(|l| l.node == node && pred(&l.event)).map(|l| l.event.clone())
+            evs.iter()
+                .find(|l| l.node == node && pred(&l.event))
+                .map(|l| l.event.clone())
         })
         .await
     }
 
     /// Events of one node seen so far.
     pub fn of(&self, node: &str) -> Vec<Event> {
-        self.events.iter().filter(|l| l.node == node).map(|l| l.event.clone()).collect()
+        self.events
+            .iter()
+            .filter(|l| l.node == node)
+            .map(|l| l.event.clone())
+            .collect()
     }
 
     pub fn tail(&self, n: usize) -> String {
         let skip = self.events.len().saturating_sub(n);
-        self.events[skip..].iter().map(|l| format!("  {}\n", l.to_json())).collect()
+        self.events[skip..]
+            .iter()
+            .map(|l| format!("  {}\n", l.to_json()))
+            .collect()
     }
 }
 
 /// `docker-compose` when installed, else `docker compose`, as a command and its first arguments.
 pub fn compose_cmd() -> Vec<String> {
-    let v1 = std::process::Command::new("docker-compose").arg("version").output();
+    let v1 = std::process::Command::new("docker-compose")
+        .arg("version")
+        .output();
     if v1.is_ok_and(|o| o.status.success()) {
         vec!["docker-compose".into()]
     } else {
@@ -176,25 +205,57 @@ pub struct ComposeProject {
 }
 
 impl ComposeProject {
-    pub fn new(name: String, file: std::path::PathBuf, dir: std::path::PathBuf, owned_dir: bool, image: String) -> Self {
-        Self { name, cmd: compose_cmd(), file, dir, owned_dir, image, down: false }
+    pub fn new(
+        name: String,
+        file: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        owned_dir: bool,
+        image: String,
+    ) -> Self {
+        Self {
+            name,
+            cmd: compose_cmd(),
+            file,
+            dir,
+            owned_dir,
+            image,
+            down: false,
+        }
     }
 
     /// `<compose> -p NAME -f FILE ARGS...`, with `P2PLAB_IMAGE` set.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(&self.cmd[0]);
-        c.args(&self.cmd[1..]).args(["-p", &self.name, "-f"]).arg(&self.file).args(args).env("P2PLAB_IMAGE", &self.image).current_dir(&self.dir);
+        c.args(&self.cmd[1..])
+            .args(["-p", &self.name, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .env("P2PLAB_IMAGE", &self.image)
+            .current_dir(&self.dir);
         c
     }
 
     /// Runs a compose command: its stdout and stderr, or why it failed with them.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.command(args).output().map_err(|e| format!("{}: {e}", self.cmd.join(" ")))?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .command(args)
+            .output()
+            .map_err(|e| format!("{}: {e}", self.cmd.join(" ")))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         if out.status.success() {
             Ok(text)
         } else {
-            Err(format!("{} -p {} {}: {}\n{text}", self.cmd.join(" "), self.name, args.join(" "), out.status))
+            Err(format!(
+                "{} -p {} {}: {}\n{text}",
+                self.cmd.join(" "),
+                self.name,
+                args.join(" "),
+                out.status
+            ))
         }
     }
 
@@ -205,27 +266,57 @@ impl ComposeProject {
 
     /// The last `n` lines of every service's log, or why there are none.
     pub fn logs_tail(&self, n: usize) -> String {
-        self.run(&["logs", "--no-color", "--tail", &n.to_string()]).unwrap_or_else(|e| e)
+        self.run(&["logs", "--no-color", "--tail", &n.to_string()])
+            .unwrap_or_else(|e| e)
     }
 
     fn filter(&self) -> std::collections::HashMap<String, Vec<String>> {
-        std::collections::HashMap::from([("label".to_string(), vec![format!("com.docker.compose.project={}", self.name)])])
+        std::collections::HashMap::from([(
+            "label".to_string(),
+            vec![format!("com.docker.compose.project={}", self.name)],
+        )])
     }
 
     /// The project's containers: service name → container id.
     pub async fn containers(&self, engine: &Engine) -> std::collections::HashMap<String, String> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&self.filter()).build();
-        let list = engine.api().list_containers(Some(opts)).await.unwrap_or_else(|e| panic!("list containers: {e}"));
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&self.filter())
+            .build();
+        let list = engine
+            .api()
+            .list_containers(Some(opts))
+            .await
+            .unwrap_or_else(|e| panic!("list containers: {e}"));
         list.into_iter()
-            .filter_map(|c| Some((c.labels.as_ref()?.get("com.docker.compose.service")?.clone(), c.id?)))
+            .filter_map(|c| {
+                Some((
+                    c.labels
+                        .as_ref()?
+                        .get("com.docker.compose.service")?
+                        .clone(),
+                    c.id?,
+                ))
+            })
             .collect()
     }
 
     /// The project's networks: name → labels.
-    pub async fn networks(&self, engine: &Engine) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
-        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&self.filter()).build();
-        let list = engine.api().list_networks(Some(opts)).await.unwrap_or_else(|e| panic!("list networks: {e}"));
-        list.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect()
+    pub async fn networks(
+        &self,
+        engine: &Engine,
+    ) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&self.filter())
+            .build();
+        let list = engine
+            .api()
+            .list_networks(Some(opts))
+            .await
+            .unwrap_or_else(|e| panic!("list networks: {e}"));
+        list.into_iter()
+            .filter_map(|n| Some((n.name?, n.labels.unwrap_or_default())))
+            .collect()
     }
 }
 
@@ -248,13 +339,19 @@ static LAB_SLOTS: Semaphore = Semaphore::const_new(2);
 
 /// One of two slots: a small lab that may run beside another.
 pub async fn lab_slot() -> SemaphorePermit<'static> {
-    LAB_SLOTS.acquire().await.unwrap_or_else(|e| panic!("lab slots: {e}"))
+    LAB_SLOTS
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("lab slots: {e}"))
 }
 
 /// Both slots: a test that measures timing, builds images or brings up a big lab has the machine
 /// to itself.
 pub async fn whole_machine() -> SemaphorePermit<'static> {
-    LAB_SLOTS.acquire_many(2).await.unwrap_or_else(|e| panic!("lab slots: {e}"))
+    LAB_SLOTS
+        .acquire_many(2)
+        .await
+        .unwrap_or_else(|e| panic!("lab slots: {e}"))
 }
 
 /// The DOM of an HTML file after a real headless browser (Chromium from Debian's packages) has
@@ -262,9 +359,14 @@ pub async fn whole_machine() -> SemaphorePermit<'static> {
 /// `P2PLAB_REQUIRE_BROWSER=1` (what `.ci/run` sets once it has installed Chromium) makes that an
 /// error.
 pub fn browser_dom(file: &std::path::Path) -> Result<Option<String>, String> {
-    let found = ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
-        std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success())
-    });
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
     let Some(browser) = found else {
         if std::env::var("P2PLAB_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
             return Err("no chromium on this machine, and P2PLAB_REQUIRE_BROWSER=1 requires one (apt-get install chromium)".into());
@@ -274,12 +376,25 @@ pub fn browser_dom(file: &std::path::Path) -> Result<Option<String>, String> {
     };
     let path = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let out = std::process::Command::new("timeout")
-        .args(["120", browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom"])
+        .args([
+            "120",
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
         .arg(format!("file://{}", path.display()))
         .output()
         .map_err(|e| format!("{browser}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{browser} --dump-dom {}: {}\n{}", path.display(), out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{browser} --dump-dom {}: {}\n{}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
 }

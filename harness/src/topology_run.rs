@@ -90,7 +90,9 @@ impl Builder {
         if std::env::var("P2PLAB_SKIP_DOCKER").is_ok_and(|v| v == "1") {
             return Err(Error::Skipped);
         }
-        let engine = Engine::connect().await.map_err(|e| Error::NoEngine(e.to_string()))?;
+        let engine = Engine::connect()
+            .await
+            .map_err(|e| Error::NoEngine(e.to_string()))?;
         let image = match self.image {
             Some(i) => i,
             None => image::ensure_image_profile(self.cargo_profile.as_deref()).await?,
@@ -98,12 +100,23 @@ impl Builder {
         let mut opts = Options::new(image);
         opts.keep |= self.keep_lab;
         let result = run::run(engine.clone(), &topo, opts, None, std::future::pending()).await?;
-        let report_dir = self.report_dir.unwrap_or_else(|| image::repo_root().join("target/p2plab-reports").join(&topo.name));
+        let report_dir = self.report_dir.unwrap_or_else(|| {
+            image::repo_root()
+                .join("target/p2plab-reports")
+                .join(&topo.name)
+        });
         if let Err(e) = report::write(&report_dir, std::slice::from_ref(&result)) {
-            eprintln!("p2plab: cannot write the report to {}: {e}", report_dir.display());
+            eprintln!(
+                "p2plab: cannot write the report to {}: {e}",
+                report_dir.display()
+            );
         }
         let kept = self.keep_lab.then(|| (engine, result.run_id.clone()));
-        Ok(TopologyRun { result, report_dir, kept })
+        Ok(TopologyRun {
+            result,
+            report_dir,
+            kept,
+        })
     }
 }
 
@@ -122,7 +135,13 @@ impl TopologyRun {
     }
 
     pub fn builder(path: impl AsRef<Path>) -> Builder {
-        Builder { path: path.as_ref().to_path_buf(), image: None, report_dir: None, keep_lab: false, cargo_profile: None }
+        Builder {
+            path: path.as_ref().to_path_buf(),
+            image: None,
+            report_dir: None,
+            keep_lab: false,
+            cargo_profile: None,
+        }
     }
 
     /// Every expectation held (and no container had a route out of the lab).
@@ -165,7 +184,10 @@ impl TopologyRun {
         for (node, tail) in &self.result.stderr {
             text.push_str(&format!("\n--- {node} stderr ---\n{tail}"));
         }
-        panic!("{text}\nreport: {}", self.report_dir.join("index.html").display());
+        panic!(
+            "{text}\nreport: {}",
+            self.report_dir.join("index.html").display()
+        );
     }
 }
 

@@ -6,7 +6,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser};
 use libp2p::Multiaddr;
 
-pub use crate::config::{Config, LogFormat, RelayMode, RelayServer, Role, RoleConfig, Traffic, Transport, MONITOR_METRICS, MONITOR_PORT};
+pub use crate::config::{
+    Config, LogFormat, RelayMode, RelayServer, Role, RoleConfig, Traffic, Transport,
+    MONITOR_METRICS, MONITOR_PORT,
+};
 
 /// A non-negative number of seconds (fractions allowed), for duration flags.
 pub fn parse_duration_secs(s: &str) -> Result<Duration, String> {
@@ -14,7 +17,9 @@ pub fn parse_duration_secs(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("expected a number of seconds, got '{s}'"))?;
     if !(secs.is_finite() && secs >= 0.0) || secs > 1e9 {
-        return Err(format!("expected a non-negative number of seconds, got '{s}'"));
+        return Err(format!(
+            "expected a non-negative number of seconds, got '{s}'"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -147,7 +152,11 @@ pub struct Peer {
 
 /// `monitor`: the bootstrap node.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "monitor", version, about = "p2plab bootstrap node: Kademlia server, circuit relay v2, AutoNAT server, health and metrics")]
+#[command(
+    name = "monitor",
+    version,
+    about = "p2plab bootstrap node: Kademlia server, circuit relay v2, AutoNAT server, health and metrics"
+)]
 pub struct MonitorCli {
     #[command(flatten)]
     pub common: Common,
@@ -171,7 +180,11 @@ pub struct MonitorCli {
 
 /// `listener`: joins a namespace and answers messages.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "listener", version, about = "p2plab listener: joins a namespace through the DHT and acknowledges messages")]
+#[command(
+    name = "listener",
+    version,
+    about = "p2plab listener: joins a namespace through the DHT and acknowledges messages"
+)]
 pub struct ListenerCli {
     #[command(flatten)]
     pub common: Common,
@@ -181,7 +194,11 @@ pub struct ListenerCli {
 
 /// `dialer`: discovers the namespace and sends messages to every listener in it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "dialer", version, about = "p2plab dialer: discovers every listener of a namespace and sends it acked messages")]
+#[command(
+    name = "dialer",
+    version,
+    about = "p2plab dialer: discovers every listener of a namespace and sends it acked messages"
+)]
 pub struct DialerCli {
     #[command(flatten)]
     pub common: Common,
@@ -213,7 +230,9 @@ impl From<MonitorCli> for Config {
     fn from(c: MonitorCli) -> Self {
         let mut common = c.common;
         common.port.get_or_insert(MONITOR_PORT);
-        common.metrics_addr.get_or_insert_with(|| MONITOR_METRICS.to_string());
+        common
+            .metrics_addr
+            .get_or_insert_with(|| MONITOR_METRICS.to_string());
         Config {
             common,
             role: RoleConfig::Monitor(RelayServer {
@@ -228,7 +247,10 @@ impl From<MonitorCli> for Config {
 
 impl From<ListenerCli> for Config {
     fn from(c: ListenerCli) -> Self {
-        Config { common: c.common, role: RoleConfig::Listener(c.peer) }
+        Config {
+            common: c.common,
+            role: RoleConfig::Listener(c.peer),
+        }
     }
 }
 
@@ -241,14 +263,21 @@ impl From<DialerCli> for Config {
             deadline: c.deadline,
             ack_timeout: c.ack_timeout,
         };
-        Config { common: c.common, role: RoleConfig::Dialer(c.peer, traffic) }
+        Config {
+            common: c.common,
+            role: RoleConfig::Dialer(c.peer, traffic),
+        }
     }
 }
 
 /// The values of a clap struct when no flag is given, from its own attributes: each default is
 /// written once, in the `#[arg]` that documents it.
 pub(crate) fn defaults<T: clap::FromArgMatches, C: clap::CommandFactory>() -> T {
-    match C::command().no_binary_name(true).try_get_matches_from(Vec::<String>::new()).and_then(|m| T::from_arg_matches(&m)) {
+    match C::command()
+        .no_binary_name(true)
+        .try_get_matches_from(Vec::<String>::new())
+        .and_then(|m| T::from_arg_matches(&m))
+    {
         Ok(t) => t,
         // Only a required flag could make this fail, and these commands have none.
         Err(e) => panic!("flag defaults do not parse: {e}"),
@@ -270,7 +299,10 @@ impl Default for Peer {
 impl Default for Traffic {
     fn default() -> Self {
         match defaults::<DialerCli, DialerCli>().into() {
-            Config { role: RoleConfig::Dialer(_, t), .. } => t,
+            Config {
+                role: RoleConfig::Dialer(_, t),
+                ..
+            } => t,
             _ => unreachable!("a dialer's command line makes a dialer"),
         }
     }
@@ -279,7 +311,10 @@ impl Default for Traffic {
 impl Default for RelayServer {
     fn default() -> Self {
         match defaults::<MonitorCli, MonitorCli>().into() {
-            Config { role: RoleConfig::Monitor(r), .. } => r,
+            Config {
+                role: RoleConfig::Monitor(r),
+                ..
+            } => r,
             _ => unreachable!("a monitor's command line makes a monitor"),
         }
     }
@@ -291,12 +326,21 @@ mod tests {
 
     #[test]
     fn seed_commands_parse() {
-        let m = MonitorCli::try_parse_from(["monitor", "--listen-addr", "0.0.0.0", "--port", "51820"]).unwrap();
+        let m =
+            MonitorCli::try_parse_from(["monitor", "--listen-addr", "0.0.0.0", "--port", "51820"])
+                .unwrap();
         let cfg = Config::from(m);
         assert_eq!(cfg.common.port, Some(51820));
-        assert_eq!(cfg.metrics_addr().unwrap(), Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(
+            cfg.metrics_addr().unwrap(),
+            Some("0.0.0.0:9090".parse().unwrap())
+        );
         let l = ListenerCli::try_parse_from([
-            "listener", "--bootstrap", "/ip4/198.18.0.10/tcp/51820", "--namespace", "my-app",
+            "listener",
+            "--bootstrap",
+            "/ip4/198.18.0.10/tcp/51820",
+            "--namespace",
+            "my-app",
         ])
         .unwrap();
         assert_eq!(l.peer.namespace, "my-app");
@@ -305,7 +349,8 @@ mod tests {
 
     #[test]
     fn monitor_defaults_do_not_override_flags() {
-        let m = MonitorCli::try_parse_from(["monitor", "--port", "0", "--metrics-addr", "off"]).unwrap();
+        let m = MonitorCli::try_parse_from(["monitor", "--port", "0", "--metrics-addr", "off"])
+            .unwrap();
         let cfg = Config::from(m);
         assert_eq!(cfg.common.port, Some(0));
         assert_eq!(cfg.metrics_addr().unwrap(), None);
@@ -313,13 +358,16 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        let e = ListenerCli::try_parse_from(["listener", "--bootstrap", "not-an-addr"]).unwrap_err();
+        let e =
+            ListenerCli::try_parse_from(["listener", "--bootstrap", "not-an-addr"]).unwrap_err();
         assert!(e.to_string().contains("--bootstrap"), "{e}");
-        let e = ListenerCli::try_parse_from(["listener", "--max-connections-per-peer", "1"]).unwrap_err();
+        let e = ListenerCli::try_parse_from(["listener", "--max-connections-per-peer", "1"])
+            .unwrap_err();
         assert!(e.to_string().contains("hole punching"), "{e}");
         let e = DialerCli::try_parse_from(["dialer", "--size", "99999999999"]).unwrap_err();
         assert!(e.to_string().contains("--size"), "{e}");
-        let e = ListenerCli::try_parse_from(["listener", "--seed", "1", "--key-file", "k"]).unwrap_err();
+        let e = ListenerCli::try_parse_from(["listener", "--seed", "1", "--key-file", "k"])
+            .unwrap_err();
         assert!(e.to_string().contains("--key-file"), "{e}");
     }
 }

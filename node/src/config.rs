@@ -26,7 +26,8 @@ pub const KAD_REPLICATION: std::ops::RangeInclusive<u16> = 1..=64;
 
 /// The value parser of a `--kad-replication` flag: a number in [`KAD_REPLICATION`].
 pub fn kad_replication_parser() -> clap::builder::RangedI64ValueParser<u16> {
-    clap::value_parser!(u16).range(i64::from(*KAD_REPLICATION.start())..=i64::from(*KAD_REPLICATION.end()))
+    clap::value_parser!(u16)
+        .range(i64::from(*KAD_REPLICATION.start())..=i64::from(*KAD_REPLICATION.end()))
 }
 
 pub use crate::cli::{Common, Peer};
@@ -94,20 +95,39 @@ pub struct Config {
 impl Config {
     /// A monitor with the monitor's defaults (port 51820, metrics on 0.0.0.0:9090).
     pub fn monitor() -> Self {
-        let common = Common { port: Some(MONITOR_PORT), metrics_addr: Some(MONITOR_METRICS.to_string()), ..Common::default() };
-        Config { common, role: RoleConfig::Monitor(RelayServer::default()) }
+        let common = Common {
+            port: Some(MONITOR_PORT),
+            metrics_addr: Some(MONITOR_METRICS.to_string()),
+            ..Common::default()
+        };
+        Config {
+            common,
+            role: RoleConfig::Monitor(RelayServer::default()),
+        }
     }
 
     /// A listener in `namespace`, with the defaults of its command line.
     pub fn listener(namespace: impl Into<String>) -> Self {
-        let peer = Peer { namespace: namespace.into(), ..Peer::default() };
-        Config { common: Common::default(), role: RoleConfig::Listener(peer) }
+        let peer = Peer {
+            namespace: namespace.into(),
+            ..Peer::default()
+        };
+        Config {
+            common: Common::default(),
+            role: RoleConfig::Listener(peer),
+        }
     }
 
     /// A dialer in `namespace`, with the defaults of its command line.
     pub fn dialer(namespace: impl Into<String>) -> Self {
-        let peer = Peer { namespace: namespace.into(), ..Peer::default() };
-        Config { common: Common::default(), role: RoleConfig::Dialer(peer, Traffic::default()) }
+        let peer = Peer {
+            namespace: namespace.into(),
+            ..Peer::default()
+        };
+        Config {
+            common: Common::default(),
+            role: RoleConfig::Dialer(peer, Traffic::default()),
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -158,7 +178,10 @@ impl Config {
 
     /// The name in events: `--name`, else the role.
     pub fn name(&self) -> String {
-        self.common.name.clone().unwrap_or_else(|| self.role().as_str().to_string())
+        self.common
+            .name
+            .clone()
+            .unwrap_or_else(|| self.role().as_str().to_string())
     }
 
     /// The metrics address, if enabled. Errors name the flag and value.
@@ -304,11 +327,26 @@ mod tests {
 
     #[test]
     fn built_configs_equal_parsed_ones() {
-        let parsed: Config = DialerCli::try_parse_from(["dialer", "--namespace", "x", "--count", "3", "--seed", "4"]).unwrap().into();
+        let parsed: Config = DialerCli::try_parse_from([
+            "dialer",
+            "--namespace",
+            "x",
+            "--count",
+            "3",
+            "--seed",
+            "4",
+        ])
+        .unwrap()
+        .into();
         let built = Config::dialer("x").count(3).seed(4);
         assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
-        let parsed: Config = ListenerCli::try_parse_from(["listener", "--namespace", "y"]).unwrap().into();
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::listener("y")));
+        let parsed: Config = ListenerCli::try_parse_from(["listener", "--namespace", "y"])
+            .unwrap()
+            .into();
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", Config::listener("y"))
+        );
         let parsed: Config = MonitorCli::try_parse_from(["monitor"]).unwrap().into();
         assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::monitor()));
     }
@@ -319,6 +357,9 @@ mod tests {
         assert!(m.traffic().is_none() && m.peer().is_none());
         assert_eq!(m.role(), Role::Monitor);
         let l = Config::listener("n").listen_addr("127.0.0.1".parse().unwrap());
-        assert_eq!(l.common.listen_addrs, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            l.common.listen_addrs,
+            ["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
     }
 }

@@ -14,7 +14,9 @@
 //!
 //! Both are re-announced periodically and whenever the peer's reachable addresses change.
 
-use libp2p::{core::SignedEnvelope, identity::Keypair, kad::RecordKey, multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::{
+    core::SignedEnvelope, identity::Keypair, kad::RecordKey, multiaddr::Protocol, Multiaddr, PeerId,
+};
 use serde::{Deserialize, Serialize};
 
 /// The signature's domain: a signature made for anything else does not verify as a record.
@@ -63,7 +65,12 @@ impl PeerRecord {
     /// The record as stored in the DHT: signed with `key` (the publishing peer's own).
     pub fn sign(&self, key: &Keypair) -> Vec<u8> {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        match SignedEnvelope::new(key, RECORD_DOMAIN.to_string(), RECORD_PAYLOAD_TYPE.to_vec(), json) {
+        match SignedEnvelope::new(
+            key,
+            RECORD_DOMAIN.to_string(),
+            RECORD_PAYLOAD_TYPE.to_vec(),
+            json,
+        ) {
             Ok(env) => env.into_protobuf_encoding(),
             Err(e) => {
                 tracing::warn!("cannot sign the peer record: {e}");
@@ -79,16 +86,26 @@ impl PeerRecord {
         if value.len() > MAX_RECORD_BYTES {
             return Err(RecordError::TooLarge { size: value.len() });
         }
-        let env = SignedEnvelope::from_protobuf_encoding(value).map_err(|e| RecordError::NotSigned(e.to_string()))?;
+        let env = SignedEnvelope::from_protobuf_encoding(value)
+            .map_err(|e| RecordError::NotSigned(e.to_string()))?;
         let (json, signer) = env
             .payload_and_signing_key(RECORD_DOMAIN.to_string(), RECORD_PAYLOAD_TYPE)
             .map_err(|e| RecordError::BadSignature(e.to_string()))?;
         let signer = signer.to_peer_id();
         if signer != *peer {
-            return Err(RecordError::WrongSigner { expected: peer.to_string(), signer: signer.to_string() });
+            return Err(RecordError::WrongSigner {
+                expected: peer.to_string(),
+                signer: signer.to_string(),
+            });
         }
-        let mut rec: PeerRecord = serde_json::from_slice(json).map_err(|e| RecordError::Malformed(e.to_string()))?;
-        rec.addrs = rec.addrs.into_iter().filter_map(|a| dialable(peer, a)).take(MAX_RECORD_ADDRS).collect();
+        let mut rec: PeerRecord =
+            serde_json::from_slice(json).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        rec.addrs = rec
+            .addrs
+            .into_iter()
+            .filter_map(|a| dialable(peer, a))
+            .take(MAX_RECORD_ADDRS)
+            .collect();
         Ok(rec)
     }
 }
@@ -115,7 +132,10 @@ pub fn dialable(peer: &PeerId, mut addr: Multiaddr) -> Option<Multiaddr> {
 
 /// The addresses a peer should publish: the external ones, without `/p2p/<self>` and without
 /// duplicates, relayed ones last so that direct ones are tried first.
-pub fn publishable(local: &PeerId, external: impl IntoIterator<Item = Multiaddr>) -> Vec<Multiaddr> {
+pub fn publishable(
+    local: &PeerId,
+    external: impl IntoIterator<Item = Multiaddr>,
+) -> Vec<Multiaddr> {
     let mut out: Vec<Multiaddr> = Vec::new();
     for a in external {
         if let Some(a) = dialable(local, a) {
@@ -143,9 +163,14 @@ mod tests {
     }
 
     fn signed(key: &Keypair, json: &[u8]) -> Vec<u8> {
-        SignedEnvelope::new(key, RECORD_DOMAIN.into(), RECORD_PAYLOAD_TYPE.to_vec(), json.to_vec())
-            .unwrap()
-            .into_protobuf_encoding()
+        SignedEnvelope::new(
+            key,
+            RECORD_DOMAIN.into(),
+            RECORD_PAYLOAD_TYPE.to_vec(),
+            json.to_vec(),
+        )
+        .unwrap()
+        .into_protobuf_encoding()
     }
 
     #[test]
@@ -164,22 +189,39 @@ mod tests {
     fn forged_records_are_rejected() {
         let victim = Keypair::generate_ed25519();
         let p = victim.public().to_peer_id();
-        let rec = PeerRecord { namespace: "demo".into(), addrs: vec![addr("/ip4/10.6.6.6/tcp/1")] };
+        let rec = PeerRecord {
+            namespace: "demo".into(),
+            addrs: vec![addr("/ip4/10.6.6.6/tcp/1")],
+        };
         // Signed by someone else and stored under the victim's key.
         let forger = Keypair::generate_ed25519();
-        assert!(matches!(PeerRecord::verify(&p, &rec.sign(&forger)), Err(RecordError::WrongSigner { .. })));
+        assert!(matches!(
+            PeerRecord::verify(&p, &rec.sign(&forger)),
+            Err(RecordError::WrongSigner { .. })
+        ));
         // The victim's genuine envelope with its payload swapped: the signature breaks.
         let genuine = rec.sign(&victim);
         let mut tampered = genuine.clone();
         let at = tampered.windows(4).position(|w| w == b"10.6").unwrap();
         tampered[at + 1] = b'1';
-        assert!(matches!(PeerRecord::verify(&p, &tampered), Err(RecordError::BadSignature(_) | RecordError::NotSigned(_))));
+        assert!(matches!(
+            PeerRecord::verify(&p, &tampered),
+            Err(RecordError::BadSignature(_) | RecordError::NotSigned(_))
+        ));
         // Unsigned JSON, as the seed stored it.
-        assert!(matches!(PeerRecord::verify(&p, &serde_json::to_vec(&rec).unwrap()), Err(RecordError::NotSigned(_))));
+        assert!(matches!(
+            PeerRecord::verify(&p, &serde_json::to_vec(&rec).unwrap()),
+            Err(RecordError::NotSigned(_))
+        ));
         // Signed for another purpose (another domain).
-        let other = SignedEnvelope::new(&victim, "/other".into(), RECORD_PAYLOAD_TYPE.to_vec(), serde_json::to_vec(&rec).unwrap())
-            .unwrap()
-            .into_protobuf_encoding();
+        let other = SignedEnvelope::new(
+            &victim,
+            "/other".into(),
+            RECORD_PAYLOAD_TYPE.to_vec(),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap()
+        .into_protobuf_encoding();
         assert!(PeerRecord::verify(&p, &other).is_err());
     }
 
@@ -193,7 +235,9 @@ mod tests {
         ));
         assert!(PeerRecord::verify(&p, b"\xff\x00garbage").is_err());
         assert!(PeerRecord::verify(&p, &signed(&key, br#"{"namespace":1}"#)).is_err());
-        let many: Vec<String> = (0..100).map(|i| format!("\"/ip4/10.0.0.{}/tcp/1\"", i % 250 + 1)).collect();
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("\"/ip4/10.0.0.{}/tcp/1\"", i % 250 + 1))
+            .collect();
         let json = format!(r#"{{"namespace":"n","addrs":[{}]}}"#, many.join(","));
         let rec = PeerRecord::verify(&p, &signed(&key, json.as_bytes())).unwrap();
         assert_eq!(rec.addrs.len(), MAX_RECORD_ADDRS);
@@ -207,7 +251,10 @@ mod tests {
             dialable(&p, addr(&format!("/ip4/10.0.0.2/tcp/1/p2p/{p}"))),
             Some(addr("/ip4/10.0.0.2/tcp/1"))
         );
-        assert_eq!(dialable(&p, addr(&format!("/ip4/10.0.0.2/tcp/1/p2p/{q}"))), None);
+        assert_eq!(
+            dialable(&p, addr(&format!("/ip4/10.0.0.2/tcp/1/p2p/{q}"))),
+            None
+        );
         assert_eq!(dialable(&p, addr("/ip4/0.0.0.0/tcp/1")), None);
         // A relayed address names the relay inside, and that is fine.
         let relayed = addr(&format!("/ip4/10.0.0.1/tcp/1/p2p/{q}/p2p-circuit"));
@@ -222,7 +269,11 @@ mod tests {
         let direct = addr("/ip4/10.0.0.2/tcp/1");
         let out = publishable(
             &p,
-            [relayed.clone(), direct.clone(), direct.clone().with(Protocol::P2p(p))],
+            [
+                relayed.clone(),
+                direct.clone(),
+                direct.clone().with(Protocol::P2p(p)),
+            ],
         );
         assert_eq!(out, vec![direct, relayed]);
     }

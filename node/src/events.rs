@@ -27,7 +27,10 @@ impl Emitter {
     }
 
     pub fn with_sink(node: impl Into<String>, sink: Sink) -> Self {
-        Self { node: node.into(), sink }
+        Self {
+            node: node.into(),
+            sink,
+        }
     }
 
     pub fn node(&self) -> &str {

@@ -59,31 +59,79 @@ impl Metrics {
             duplicates: Counter::default(),
             connection_failures: Counter::default(),
             ack_rtt_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
             }),
             hole_punches: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("p2plab");
-        r.register("connected_peers", "Peers with at least one open connection", m.connected_peers.clone());
-        r.register("routing_table_size", "Peers in the Kademlia routing table", m.routing_table_size.clone());
-        r.register("messages_sent", "Distinct messages originated", m.messages_sent.clone());
-        r.register("messages_received", "Distinct messages received", m.messages_received.clone());
-        r.register("messages_acked", "Messages acknowledged by their receiver", m.messages_acked.clone());
-        r.register("messages_failed", "Messages given up at their deadline", m.messages_failed.clone());
-        r.register("message_duplicates", "Duplicate deliveries recognised by id", m.duplicates.clone());
-        r.register("connection_failures", "Failed incoming or outgoing connection attempts", m.connection_failures.clone());
-        r.register("ack_rtt_seconds", "Round trip from send to ack, by path", m.ack_rtt_seconds.clone());
-        r.register("hole_punches", "DCUtR hole punches by outcome", m.hole_punches.clone());
+        r.register(
+            "connected_peers",
+            "Peers with at least one open connection",
+            m.connected_peers.clone(),
+        );
+        r.register(
+            "routing_table_size",
+            "Peers in the Kademlia routing table",
+            m.routing_table_size.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "Distinct messages originated",
+            m.messages_sent.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Distinct messages received",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "messages_acked",
+            "Messages acknowledged by their receiver",
+            m.messages_acked.clone(),
+        );
+        r.register(
+            "messages_failed",
+            "Messages given up at their deadline",
+            m.messages_failed.clone(),
+        );
+        r.register(
+            "message_duplicates",
+            "Duplicate deliveries recognised by id",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "connection_failures",
+            "Failed incoming or outgoing connection attempts",
+            m.connection_failures.clone(),
+        );
+        r.register(
+            "ack_rtt_seconds",
+            "Round trip from send to ack, by path",
+            m.ack_rtt_seconds.clone(),
+        );
+        r.register(
+            "hole_punches",
+            "DCUtR hole punches by outcome",
+            m.hole_punches.clone(),
+        );
         m
     }
 
     pub fn observe_rtt(&self, path: Path, secs: f64) {
-        self.ack_rtt_seconds.get_or_create(&PathLabel { path: path.as_str() }).observe(secs);
+        self.ack_rtt_seconds
+            .get_or_create(&PathLabel {
+                path: path.as_str(),
+            })
+            .observe(secs);
     }
 
     pub fn hole_punch(&self, ok: bool) {
         let outcome = if ok { "success" } else { "failure" };
-        self.hole_punches.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.hole_punches
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 }
 
@@ -156,11 +204,18 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         Err(_) => false,
     };
     if !encoded {
-        return (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], String::new());
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            String::new(),
+        );
     }
     (
         StatusCode::OK,
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
 }
@@ -175,7 +230,13 @@ async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     match s.status.read() {
-        Ok(st) => (StatusCode::OK, axum::Json(serde_json::to_value(&*st).unwrap_or_default())),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::Value::Null)),
+        Ok(st) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(&*st).unwrap_or_default()),
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::Value::Null),
+        ),
     }
 }

@@ -82,7 +82,11 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub fn flag(flag: &'static str, value: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    pub fn flag(
+        flag: &'static str,
+        value: impl Into<String>,
+        reason: impl std::fmt::Display,
+    ) -> Self {
         RunError::Flag {
             flag,
             value: value.into(),
@@ -110,7 +114,10 @@ pub async fn run_with_sink(
     sink: tokio::sync::mpsc::UnboundedSender<EventLine>,
     shutdown: impl Future<Output = String>,
 ) -> Result<Totals, RunError> {
-    node::Node::start_with(cfg, events::Sink::Channel(sink)).await?.run(shutdown).await
+    node::Node::start_with(cfg, events::Sink::Channel(sink))
+        .await?
+        .run(shutdown)
+        .await
 }
 
 /// What the binaries call: parse the command line (clap exits 2 on bad flags), set up logging,
@@ -146,14 +153,20 @@ pub fn block_on_and_exit<T: Send + 'static>(
     main: impl Future<Output = Result<T, RunError>> + Send + 'static,
 ) -> ! {
     let rt = match threads {
-        Threads::One => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        Threads::Many => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        Threads::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Threads::Many => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     };
     let code = match rt {
         Ok(rt) => match rt.block_on(async move {
             match threads {
                 Threads::One => main.await,
-                Threads::Many => tokio::spawn(main).await.unwrap_or_else(|e| Err(RunError::Runtime(format!("the main task failed: {e}")))),
+                Threads::Many => tokio::spawn(main).await.unwrap_or_else(|e| {
+                    Err(RunError::Runtime(format!("the main task failed: {e}")))
+                }),
             }
         }) {
             Ok(_) => 0,
@@ -172,8 +185,11 @@ pub fn block_on_and_exit<T: Send + 'static>(
 
 fn init_logging(format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,p2plab_node=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,p2plab_node=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         config::LogFormat::Text => builder.try_init(),
         config::LogFormat::Json => builder.json().try_init(),

@@ -38,7 +38,10 @@ impl RetryPolicy {
     /// `max_backoff` (the shift is capped too, so huge counts cannot overflow).
     pub fn backoff(&self, attempts: u32) -> Duration {
         let shift = attempts.saturating_sub(1).min(31);
-        self.initial_backoff.checked_mul(1u32 << shift).unwrap_or(self.max_backoff).min(self.max_backoff)
+        self.initial_backoff
+            .checked_mul(1u32 << shift)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
     }
 }
 
@@ -128,7 +131,13 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     /// with the same identity starts above every id it used before (for example from the clock),
     /// or its receivers would take its new messages for duplicates.
     pub fn starting_at(policy: RetryPolicy, first: u64) -> Self {
-        Self { policy, next_id: first.max(1), entries: HashMap::new(), schedule: BTreeSet::new(), by_peer: HashMap::new() }
+        Self {
+            policy,
+            next_id: first.max(1),
+            entries: HashMap::new(),
+            schedule: BTreeSet::new(),
+            by_peer: HashMap::new(),
+        }
     }
 
     /// Queues a new message of `size` bytes to `to`, due immediately; returns its id (ids start
@@ -169,7 +178,12 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
             e.due_at = None;
             e.attempts = e.attempts.saturating_add(1);
             e.sent_at = Some(now);
-            out.push(Attempt { id: key.1, to: e.to.clone(), size: e.size, attempt: e.attempts });
+            out.push(Attempt {
+                id: key.1,
+                to: e.to.clone(),
+                size: e.size,
+                attempt: e.attempts,
+            });
         }
         out
     }
@@ -179,7 +193,12 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     pub fn ack(&mut self, id: u64, now: Instant) -> Option<Acked<P>> {
         let e = self.remove(id)?;
         let rtt = now.saturating_duration_since(e.sent_at.unwrap_or(now));
-        Some(Acked { id, to: e.to, attempts: e.attempts, rtt })
+        Some(Acked {
+            id,
+            to: e.to,
+            attempts: e.attempts,
+            rtt,
+        })
     }
 
     /// The in-flight attempt for `id` failed. Past the deadline (measured from push) the message
@@ -192,7 +211,12 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
         }
         if e.past_deadline(now) {
             let e = self.remove(id)?;
-            return Some(Failed { id, to: e.to, attempts: e.attempts, reason: reason.to_owned() });
+            return Some(Failed {
+                id,
+                to: e.to,
+                attempts: e.attempts,
+                reason: reason.to_owned(),
+            });
         }
         let backoff = self.policy.backoff(e.attempts);
         let retry = match (now.checked_add(backoff), e.deadline) {
@@ -208,14 +232,23 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     /// Removes and returns the messages past their deadline that are not in flight, with reason
     /// `"deadline"` (in-flight ones wait for their attempt's outcome).
     pub fn expire(&mut self, now: Instant) -> Vec<Failed<P>> {
-        let candidates: Vec<u64> = self.schedule.range(..=(now, u64::MAX)).map(|&(_, id)| id).collect();
+        let candidates: Vec<u64> = self
+            .schedule
+            .range(..=(now, u64::MAX))
+            .map(|&(_, id)| id)
+            .collect();
         let mut out = Vec::new();
         for id in candidates {
             if !self.entries.get(&id).is_some_and(|e| e.past_deadline(now)) {
                 continue;
             }
             if let Some(e) = self.remove(id) {
-                out.push(Failed { id, to: e.to, attempts: e.attempts, reason: "deadline".into() });
+                out.push(Failed {
+                    id,
+                    to: e.to,
+                    attempts: e.attempts,
+                    reason: "deadline".into(),
+                });
             }
         }
         out
@@ -242,7 +275,11 @@ impl<P: Clone + Eq + Hash + Debug> Outbox<P> {
     /// connection is gone, so the attempt will never be answered). Returns how many.
     #[cfg(test)]
     pub fn requeue_peer(&mut self, to: &P, now: Instant) -> usize {
-        let ids: Vec<u64> = self.by_peer.get(to).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let ids: Vec<u64> = self
+            .by_peer
+            .get(to)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
         let mut n = 0;
         for id in ids {
             if self.entries.get(&id).is_some_and(|e| e.due_at.is_none()) {
@@ -318,8 +355,14 @@ impl<P: Clone + Eq + Hash + Debug> Inbox<P> {
     /// below `highest seen - window` counts as a duplicate (ids are sequential per sender).
     pub fn receive(&mut self, from: P, id: u64) -> bool {
         let window = self.window;
-        let seen = self.senders.entry(from).or_insert_with(|| Seen { highest: id, ids: BTreeSet::new() });
-        let too_old = seen.highest.checked_sub(window).is_some_and(|floor| id <= floor);
+        let seen = self.senders.entry(from).or_insert_with(|| Seen {
+            highest: id,
+            ids: BTreeSet::new(),
+        });
+        let too_old = seen
+            .highest
+            .checked_sub(window)
+            .is_some_and(|floor| id <= floor);
         let duplicate = too_old || !seen.ids.insert(id);
         if duplicate {
             self.duplicates = self.duplicates.saturating_add(1);
@@ -367,7 +410,11 @@ mod tests {
     }
 
     fn policy(initial: u64, max: u64, deadline: u64) -> RetryPolicy {
-        RetryPolicy { initial_backoff: ms(initial), max_backoff: ms(max), deadline: ms(deadline) }
+        RetryPolicy {
+            initial_backoff: ms(initial),
+            max_backoff: ms(max),
+            deadline: ms(deadline),
+        }
     }
 
     fn ids<P>(v: &[Attempt<P>]) -> Vec<(u64, u32)> {
@@ -378,16 +425,43 @@ mod tests {
     fn ids_are_sequential_and_due_returns_each_once_until_it_fails() {
         let t0 = Instant::now();
         let mut o = Outbox::new(RetryPolicy::default());
-        assert_eq!((o.push("a", 10, t0), o.push("b", 20, t0), o.push("a", 30, t0)), (1, 2, 3));
+        assert_eq!(
+            (
+                o.push("a", 10, t0),
+                o.push("b", 20, t0),
+                o.push("a", 30, t0)
+            ),
+            (1, 2, 3)
+        );
         let first = o.due(t0);
         assert_eq!(ids(&first), vec![(1, 1), (2, 1), (3, 1)]);
-        assert_eq!(first[1], Attempt { id: 2, to: "b", size: 20, attempt: 1 });
+        assert_eq!(
+            first[1],
+            Attempt {
+                id: 2,
+                to: "b",
+                size: 20,
+                attempt: 1
+            }
+        );
         assert!(o.due(t0 + ms(10_000)).is_empty());
         assert_eq!(o.fail(2, "timeout", t0 + ms(1000)), None);
-        assert_eq!(o.fail(2, "timeout", t0 + ms(1000)), None, "a second report changes nothing");
+        assert_eq!(
+            o.fail(2, "timeout", t0 + ms(1000)),
+            None,
+            "a second report changes nothing"
+        );
         assert!(o.due(t0 + ms(1249)).is_empty());
         assert_eq!(ids(&o.due(t0 + ms(1250))), vec![(2, 2)]);
-        assert_eq!((o.pending(), o.pending_to(&"a"), o.pending_to(&"b"), o.pending_to(&"c")), (3, 2, 1, 0));
+        assert_eq!(
+            (
+                o.pending(),
+                o.pending_to(&"a"),
+                o.pending_to(&"b"),
+                o.pending_to(&"c")
+            ),
+            (3, 2, 1, 0)
+        );
     }
 
     #[test]
@@ -406,7 +480,14 @@ mod tests {
         }
         assert_eq!(p.backoff(0), ms(100));
         assert_eq!(p.backoff(u32::MAX), ms(1000));
-        assert_eq!(RetryPolicy { max_backoff: Duration::MAX, ..p }.backoff(u32::MAX), ms(100 << 31));
+        assert_eq!(
+            RetryPolicy {
+                max_backoff: Duration::MAX,
+                ..p
+            }
+            .backoff(u32::MAX),
+            ms(100 << 31)
+        );
     }
 
     #[test]
@@ -418,11 +499,29 @@ mod tests {
         o.fail(id, "timeout", t0 + ms(1000));
         o.due(t0 + ms(2000));
         assert_eq!(o.fail(id, "timeout", t0 + ms(2500)), None);
-        assert_eq!(o.next_wakeup(), Some(t0 + ms(3000)), "2 s backoff capped at the deadline");
-        assert!(o.due(t0 + ms(3000)).is_empty(), "nothing is sent once the deadline is reached");
+        assert_eq!(
+            o.next_wakeup(),
+            Some(t0 + ms(3000)),
+            "2 s backoff capped at the deadline"
+        );
+        assert!(
+            o.due(t0 + ms(3000)).is_empty(),
+            "nothing is sent once the deadline is reached"
+        );
         let failed = o.expire(t0 + ms(3000));
-        assert_eq!(failed, vec![Failed { id, to: 1, attempts: 2, reason: "deadline".into() }]);
-        assert_eq!((o.pending(), o.pending_to(&1), o.next_wakeup()), (0, 0, None));
+        assert_eq!(
+            failed,
+            vec![Failed {
+                id,
+                to: 1,
+                attempts: 2,
+                reason: "deadline".into()
+            }]
+        );
+        assert_eq!(
+            (o.pending(), o.pending_to(&1), o.next_wakeup()),
+            (0, 0, None)
+        );
     }
 
     #[test]
@@ -434,7 +533,15 @@ mod tests {
         o.fail(id, "timeout", t0 + ms(100));
         o.due(t0 + ms(350));
         let f = o.fail(id, "dial failure", t0 + ms(3001)).unwrap();
-        assert_eq!(f, Failed { id, to: "p", attempts: 2, reason: "dial failure".into() });
+        assert_eq!(
+            f,
+            Failed {
+                id,
+                to: "p",
+                attempts: 2,
+                reason: "dial failure".into()
+            }
+        );
         assert_eq!(o.pending(), 0);
         assert_eq!(o.fail(id, "dial failure", t0 + ms(3001)), None);
         assert_eq!(o.fail(99, "x", t0), None);
@@ -449,10 +556,21 @@ mod tests {
         o.fail(id, "timeout", t0 + ms(1000));
         assert_eq!(ids(&o.due(t0 + ms(1250))), vec![(id, 2)]);
         let acked = o.ack(id, t0 + ms(1350)).unwrap();
-        assert_eq!(acked, Acked { id, to: 3, attempts: 2, rtt: ms(100) });
+        assert_eq!(
+            acked,
+            Acked {
+                id,
+                to: 3,
+                attempts: 2,
+                rtt: ms(100)
+            }
+        );
         assert_eq!(o.ack(id, t0 + ms(1400)), None);
         assert_eq!(o.ack(999, t0), None);
-        assert_eq!((o.pending(), o.pending_to(&3), o.next_wakeup()), (0, 0, None));
+        assert_eq!(
+            (o.pending(), o.pending_to(&3), o.next_wakeup()),
+            (0, 0, None)
+        );
     }
 
     #[test]
@@ -465,9 +583,20 @@ mod tests {
         let young = o.push(1u32, 1, t0 + ms(500));
         assert!(o.expire(t0 + ms(999)).is_empty());
         let failed = o.expire(t0 + ms(1000));
-        assert_eq!(failed, vec![Failed { id: idle, to: 1, attempts: 0, reason: "deadline".into() }]);
+        assert_eq!(
+            failed,
+            vec![Failed {
+                id: idle,
+                to: 1,
+                attempts: 0,
+                reason: "deadline".into()
+            }]
+        );
         assert_eq!(o.pending(), 2);
-        assert_eq!(o.fail(flying, "timeout", t0 + ms(1200)).map(|f| f.attempts), Some(1));
+        assert_eq!(
+            o.fail(flying, "timeout", t0 + ms(1200)).map(|f| f.attempts),
+            Some(1)
+        );
         assert_eq!(ids(&o.due(t0 + ms(1200))), vec![(young, 1)]);
     }
 
@@ -488,20 +617,31 @@ mod tests {
         assert_eq!(o.next_wakeup(), Some(t0 + ms(1250)));
         o.due(t0 + ms(1250));
         o.fail(a, "timeout", t0 + ms(1900));
-        assert_eq!(o.next_wakeup(), Some(t0 + ms(2000)), "deadline before the 500 ms backoff");
+        assert_eq!(
+            o.next_wakeup(),
+            Some(t0 + ms(2000)),
+            "deadline before the 500 ms backoff"
+        );
     }
 
     #[test]
     fn requeue_peer_makes_in_flight_due_again_without_an_attempt() {
         let t0 = Instant::now();
         let mut o = Outbox::new(RetryPolicy::default());
-        let (a, b, c) = (o.push(1u32, 1, t0), o.push(1u32, 1, t0), o.push(2u32, 1, t0));
+        let (a, b, c) = (
+            o.push(1u32, 1, t0),
+            o.push(1u32, 1, t0),
+            o.push(2u32, 1, t0),
+        );
         o.due(t0);
         let t1 = t0 + ms(50);
         assert_eq!(o.requeue_peer(&1, t1), 2);
         assert_eq!(o.requeue_peer(&1, t1), 0, "no longer in flight");
         assert_eq!(o.requeue_peer(&9, t1), 0);
-        assert_eq!((o.pending(), o.pending_to(&1), o.next_wakeup()), (3, 2, Some(t1)));
+        assert_eq!(
+            (o.pending(), o.pending_to(&1), o.next_wakeup()),
+            (3, 2, Some(t1))
+        );
         assert_eq!(o.fail(a, "closed", t1), None, "a stale failure is ignored");
         assert_eq!(ids(&o.due(t1)), vec![(a, 2), (b, 2)]);
         assert_eq!(o.ack(c, t1).map(|x| x.attempts), Some(1));
@@ -510,7 +650,11 @@ mod tests {
     #[test]
     fn huge_durations_do_not_overflow() {
         let t0 = Instant::now();
-        let mut o = Outbox::new(RetryPolicy { max_backoff: Duration::MAX, deadline: Duration::MAX, ..policy(1, 0, 0) });
+        let mut o = Outbox::new(RetryPolicy {
+            max_backoff: Duration::MAX,
+            deadline: Duration::MAX,
+            ..policy(1, 0, 0)
+        });
         let id = o.push(1u32, 1, t0);
         for n in 1..=70 {
             assert_eq!(o.requeue_peer(&1, t0), 0);

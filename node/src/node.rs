@@ -162,7 +162,15 @@ impl Node {
         });
 
         let started = Instant::now();
-        match Self::open(&cfg, &mut swarm, psk.is_some(), metrics_addr, shared.clone()).await {
+        match Self::open(
+            &cfg,
+            &mut swarm,
+            psk.is_some(),
+            metrics_addr,
+            shared.clone(),
+        )
+        .await
+        {
             Ok(Some(addr)) => emitter.emit(Event::HttpListening { addr }),
             Ok(None) => {}
             Err(e) => {
@@ -174,7 +182,16 @@ impl Node {
                 return Err(e);
             }
         }
-        Self::assemble(cfg, key, emitter, swarm, shared, metrics, lib_metrics, started)
+        Self::assemble(
+            cfg,
+            key,
+            emitter,
+            swarm,
+            shared,
+            metrics,
+            lib_metrics,
+            started,
+        )
     }
 
     /// Opens the listeners and the HTTP server: what can fail because of the machine.
@@ -188,8 +205,11 @@ impl Node {
         let (tcp_on, quic_on) = sw::transports(cfg, psk)?;
         let no_direct = cfg.peer().is_some_and(|p| p.no_direct);
         if !no_direct && cfg.common.transport.memory() {
-            let a = Multiaddr::empty().with(Protocol::Memory(u64::from(cfg.common.port.unwrap_or(0))));
-            swarm.listen_on(a.clone()).map_err(|e| RunError::flag("--port", a.to_string(), e))?;
+            let a =
+                Multiaddr::empty().with(Protocol::Memory(u64::from(cfg.common.port.unwrap_or(0))));
+            swarm
+                .listen_on(a.clone())
+                .map_err(|e| RunError::flag("--port", a.to_string(), e))?;
         } else if !no_direct {
             let port = cfg.common.port.unwrap_or(0);
             for ip in &cfg.common.listen_addrs {
@@ -199,10 +219,16 @@ impl Node {
                     addrs.push(base.clone().with(Protocol::Tcp(port)));
                 }
                 if quic_on {
-                    addrs.push(base.clone().with(Protocol::Udp(port)).with(Protocol::QuicV1));
+                    addrs.push(
+                        base.clone()
+                            .with(Protocol::Udp(port))
+                            .with(Protocol::QuicV1),
+                    );
                 }
                 for a in addrs {
-                    swarm.listen_on(a.clone()).map_err(|e| RunError::flag("--listen-addr/--port", a.to_string(), e))?;
+                    swarm
+                        .listen_on(a.clone())
+                        .map_err(|e| RunError::flag("--listen-addr/--port", a.to_string(), e))?;
                 }
             }
         }
@@ -229,11 +255,18 @@ impl Node {
     ) -> Result<Self, RunError> {
         let role = cfg.role();
         let local = key.public().to_peer_id();
-        let mode = if role == Role::Monitor { kad::Mode::Server } else { kad::Mode::Client };
+        let mode = if role == Role::Monitor {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
         swarm.behaviour_mut().kad.set_mode(Some(mode));
         for a in &cfg.common.external_addrs {
             swarm.add_external_address(a.clone());
-            emitter.emit(Event::ExternalAddr { addr: a.clone(), status: AddrStatus::Confirmed });
+            emitter.emit(Event::ExternalAddr {
+                addr: a.clone(),
+                status: AddrStatus::Confirmed,
+            });
         }
         let reach = cfg.peer().map(|p| {
             let r = Reach::new(
@@ -254,15 +287,25 @@ impl Node {
         let seed = u64::from_le_bytes(local.to_bytes()[2..10].try_into().unwrap_or([7; 8]));
         let announcer = cfg.peer().filter(|_| role == Role::Listener).map(|p| {
             let mut a = Announcer::new(p.announce_interval, now, seed);
-            if reach.as_ref().is_some_and(|r| r.reachability() != Reachability::Unknown) {
+            if reach
+                .as_ref()
+                .is_some_and(|r| r.reachability() != Reachability::Unknown)
+            {
                 a.verdict();
             }
             a
         });
         let discoverer = (role == Role::Dialer).then(|| Discoverer::new(seed));
         let traffic = cfg.traffic().map(|t| {
-            let plan = traffic::Plan { count: t.count, interval: t.interval, size: t.size };
-            let policy = RetryPolicy { deadline: t.deadline, ..RetryPolicy::default() };
+            let plan = traffic::Plan {
+                count: t.count,
+                interval: t.interval,
+                size: t.size,
+            };
+            let policy = RetryPolicy {
+                deadline: t.deadline,
+                ..RetryPolicy::default()
+            };
             // Ids start from the clock (µs since 1970), so a dialer restarted with the same
             // identity never reuses an id its listeners remember.
             Traffic::new(plan, policy, first_message_id())
@@ -300,7 +343,11 @@ impl Node {
             cfg,
         };
         {
-            let mut st = node.shared.status.write().map_err(|_| RunError::Runtime("status lock".into()))?;
+            let mut st = node
+                .shared
+                .status
+                .write()
+                .map_err(|_| RunError::Runtime("status lock".into()))?;
             st.name = node.emitter.node().to_string();
             st.role = role.as_str().to_string();
             st.peer_id = Some(local);
@@ -319,7 +366,9 @@ impl Node {
         tokio::pin!(sleep);
         let reason = loop {
             self.drive(Instant::now());
-            let wake = self.next_deadline().map_or_else(far, tokio::time::Instant::from_std);
+            let wake = self
+                .next_deadline()
+                .map_or_else(far, tokio::time::Instant::from_std);
             sleep.as_mut().reset(wake);
             tokio::select! {
                 reason = &mut shutdown => break reason,
@@ -328,7 +377,11 @@ impl Node {
             }
         };
         self.publish_status();
-        self.emit(Event::Stopped { reason, uptime_ms: ms(self.started.elapsed()), totals: self.totals.clone() });
+        self.emit(Event::Stopped {
+            reason,
+            uptime_ms: ms(self.started.elapsed()),
+            totals: self.totals.clone(),
+        });
         Ok(self.totals)
     }
 
@@ -387,7 +440,10 @@ impl Node {
                 self.on_announce_action(a, now);
             }
             while let Some(e) = self.announcer.as_mut().and_then(Announcer::poll_error) {
-                self.emit(Event::Error { context: "announce".into(), message: e });
+                self.emit(Event::Error {
+                    context: "announce".into(),
+                    message: e,
+                });
             }
             while let Some(a) = self.discoverer.as_mut().and_then(Discoverer::poll_action) {
                 any = true;
@@ -420,7 +476,10 @@ impl Node {
                 let opts = match peer {
                     // Not `NotDialing`: Kademlia or a request may be dialing the same peer, and
                     // that must not count as a failure of ours.
-                    Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).condition(PeerCondition::Disconnected).build(),
+                    Some(p) => DialOpts::peer_id(p)
+                        .addresses(vec![addr.clone()])
+                        .condition(PeerCondition::Disconnected)
+                        .build(),
                     None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };
                 let conn = opts.connection_id();
@@ -430,9 +489,17 @@ impl Node {
                     Err(e) => self.boot.dial_refused(index, e.to_string(), now),
                 }
             }
-            bootstrap::Action::Retry { addr, error, retry_in } => {
+            bootstrap::Action::Retry {
+                addr,
+                error,
+                retry_in,
+            } => {
                 tracing::warn!(%addr, %error, "bootstrap node unreachable; retrying in {retry_in:?}");
-                self.emit(Event::BootstrapRetry { addr, error, retry_in_ms: ms(retry_in) });
+                self.emit(Event::BootstrapRetry {
+                    addr,
+                    error,
+                    retry_in_ms: ms(retry_in),
+                });
             }
             bootstrap::Action::Connected { peer, addr } => {
                 // Held open, so that a close means the bootstrap node went (see swarm/keep.rs).
@@ -442,7 +509,10 @@ impl Node {
                 // A monitor is public by role, and a peer whose command line decided its
                 // reachability has nothing to learn: neither asks for dial-backs.
                 if self.reach.as_ref().is_some_and(Reach::wants_probes) {
-                    self.swarm.behaviour_mut().autonat.add_server(peer, Some(addr));
+                    self.swarm
+                        .behaviour_mut()
+                        .autonat
+                        .add_server(peer, Some(addr));
                 }
             }
             bootstrap::Action::IdentityChanged { addr, old, new } => {
@@ -520,14 +590,24 @@ impl Node {
     }
 
     fn on_announce_action(&mut self, a: announce::Action, now: Instant) {
-        let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else { return };
+        let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else {
+            return;
+        };
         match a {
             announce::Action::Announce { round, addrs } => {
-                let value = PeerRecord { namespace: ns.clone(), addrs }.sign(&self.key);
+                let value = PeerRecord {
+                    namespace: ns.clone(),
+                    addrs,
+                }
+                .sign(&self.key);
                 let record = kad::Record::new(discovery::peer_key(&self.local), value);
                 let kad = &mut self.swarm.behaviour_mut().kad;
-                let put = kad.put_record(record, kad::Quorum::One).map_err(|e| e.to_string());
-                let provide = kad.start_providing(discovery::namespace_key(&ns)).map_err(|e| e.to_string());
+                let put = kad
+                    .put_record(record, kad::Quorum::One)
+                    .map_err(|e| e.to_string());
+                let provide = kad
+                    .start_providing(discovery::namespace_key(&ns))
+                    .map_err(|e| e.to_string());
                 for q in [put, provide] {
                     match q {
                         Ok(q) => {
@@ -541,40 +621,74 @@ impl Node {
                     }
                 }
             }
-            announce::Action::Announced { addrs } => self.emit(Event::Announced { namespace: ns, addrs }),
+            announce::Action::Announced { addrs } => self.emit(Event::Announced {
+                namespace: ns,
+                addrs,
+            }),
         }
     }
 
     fn on_discover_action(&mut self, a: discover::Action, now: Instant) {
         match a {
             discover::Action::QueryProviders => {
-                let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else { return };
-                let q = self.swarm.behaviour_mut().kad.get_providers(discovery::namespace_key(&ns));
+                let Some(ns) = self.cfg.peer().map(|p| p.namespace.clone()) else {
+                    return;
+                };
+                let q = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(discovery::namespace_key(&ns));
                 self.provider_queries.insert(q);
             }
             discover::Action::QueryRecord { peer } => {
-                let q = self.swarm.behaviour_mut().kad.get_record(discovery::peer_key(&peer));
+                let q = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(discovery::peer_key(&peer));
                 self.record_queries.insert(q, peer);
             }
             discover::Action::Discovered { peer, addrs } => {
                 for a in &addrs {
                     self.swarm.add_peer_address(peer, a.clone());
                 }
-                let namespace = self.cfg.peer().map(|p| p.namespace.clone()).unwrap_or_default();
-                self.emit(Event::Discovered { peer, namespace, addrs: addrs.clone() });
+                let namespace = self
+                    .cfg
+                    .peer()
+                    .map(|p| p.namespace.clone())
+                    .unwrap_or_default();
+                self.emit(Event::Discovered {
+                    peer,
+                    namespace,
+                    addrs: addrs.clone(),
+                });
                 if let Some(t) = &mut self.traffic {
                     t.add_target(peer, now);
                 }
-                let direct: Vec<Multiaddr> = addrs.iter().filter(|a| Path::of([*a]) == Path::Direct).cloned().collect();
-                let has_direct = self.conns.values().any(|c| c.peer == peer && c.path == Path::Direct);
+                let direct: Vec<Multiaddr> = addrs
+                    .iter()
+                    .filter(|a| Path::of([*a]) == Path::Direct)
+                    .cloned()
+                    .collect();
+                let has_direct = self
+                    .conns
+                    .values()
+                    .any(|c| c.peer == peer && c.path == Path::Direct);
                 if self.swarm.is_connected(&peer) && !has_direct && !direct.is_empty() {
                     // Relayed so far, and now a direct address: take it.
-                    let opts = DialOpts::peer_id(peer).addresses(direct).condition(PeerCondition::Always).build();
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(direct)
+                        .condition(PeerCondition::Always)
+                        .build();
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, "dial: {e}");
                     }
                 } else if !self.swarm.is_connected(&peer) {
-                    let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing).build();
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, "dial: {e}");
                     }
@@ -582,7 +696,10 @@ impl Node {
             }
             discover::Action::Rejected { peer, error } => {
                 tracing::warn!(%peer, "peer record rejected: {error}");
-                self.emit(Event::Error { context: "record".into(), message: format!("{peer}: {error}") });
+                self.emit(Event::Error {
+                    context: "record".into(),
+                    message: format!("{peer}: {error}"),
+                });
             }
         }
     }
@@ -594,9 +711,17 @@ impl Node {
                     self.totals.messages_sent += 1;
                     self.metrics.messages_sent.inc();
                 }
-                self.swarm.behaviour_mut().msg.send(a.to, a.id, self.payload.clone());
+                self.swarm
+                    .behaviour_mut()
+                    .msg
+                    .send(a.to, a.id, self.payload.clone());
                 self.totals.attempts += 1;
-                self.emit(Event::MessageSent { to: a.to, id: a.id, size: a.size, attempt: a.attempt });
+                self.emit(Event::MessageSent {
+                    to: a.to,
+                    id: a.id,
+                    size: a.size,
+                    attempt: a.attempt,
+                });
             }
             traffic::Action::Failed(f) => self.message_failed(f.to, f.id, f.reason, f.attempts),
         }
@@ -605,7 +730,12 @@ impl Node {
     fn message_failed(&mut self, to: PeerId, id: u64, reason: String, attempts: u32) {
         self.totals.messages_failed += 1;
         self.metrics.messages_failed.inc();
-        self.emit(Event::MessageFailed { to, id, reason, attempts });
+        self.emit(Event::MessageFailed {
+            to,
+            id,
+            reason,
+            attempts,
+        });
     }
 
     /// `/health`: 200 while the node serves. Monitor: it listens. Listener and dialer: it listens
@@ -627,13 +757,20 @@ impl Node {
     }
 
     fn routing_table_size(&mut self) -> usize {
-        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum()
     }
 
     fn publish_status(&mut self) {
         let rt = self.routing_table_size();
         self.metrics.routing_table_size.set(rt as i64);
-        self.metrics.connected_peers.set(self.swarm.connected_peers().count() as i64);
+        self.metrics
+            .connected_peers
+            .set(self.swarm.connected_peers().count() as i64);
         if let Ok(mut st) = self.shared.status.write() {
             st.bootstrapped = self.bootstrapped;
             st.listen_addrs = self.swarm.listeners().cloned().collect();
@@ -641,10 +778,18 @@ impl Node {
             st.connections = self
                 .conns
                 .values()
-                .map(|c| ConnectionStatus { peer: c.peer, path: c.path, remote_addr: c.remote.clone() })
+                .map(|c| ConnectionStatus {
+                    peer: c.peer,
+                    path: c.path,
+                    remote_addr: c.remote.clone(),
+                })
                 .collect();
             st.routing_table_size = rt;
-            st.namespace_peers = self.discoverer.as_ref().map(|d| d.members().copied().collect()).unwrap_or_default();
+            st.namespace_peers = self
+                .discoverer
+                .as_ref()
+                .map(|d| d.members().copied().collect())
+                .unwrap_or_default();
             st.totals = self.totals.clone();
         }
     }
@@ -653,8 +798,15 @@ impl Node {
         if self.role == Role::Monitor {
             return;
         }
-        let public = self.swarm.external_addresses().any(|a| Path::of([a]) == Path::Direct);
-        let mode = if public { kad::Mode::Server } else { kad::Mode::Client };
+        let public = self
+            .swarm
+            .external_addresses()
+            .any(|a| Path::of([a]) == Path::Direct);
+        let mode = if public {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
         self.swarm.behaviour_mut().kad.set_mode(Some(mode));
     }
 
@@ -676,7 +828,12 @@ impl Node {
             SwarmEvent::Behaviour(b) => self.on_behaviour(b, now),
             SwarmEvent::NewListenAddr { address, .. } => {
                 let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
-                let loopback_only = self.cfg.common.listen_addrs.iter().all(|ip| ip.is_loopback());
+                let loopback_only = self
+                    .cfg
+                    .common
+                    .listen_addrs
+                    .iter()
+                    .all(|ip| ip.is_loopback());
                 if self.role == Role::Monitor
                     && self.cfg.common.external_addrs.is_empty()
                     && !circuit
@@ -690,34 +847,68 @@ impl Node {
                 }
                 self.emit(Event::Listening { addr: address });
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => tracing::debug!(%address, "listen address expired"),
-            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::debug!(%address, "listen address expired")
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
                 if let Some(r) = &mut self.reach {
                     r.listener_closed(listener_id, reason.err().map(|e| e.to_string()), now);
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
-                let reservation = self.reach.as_mut().is_some_and(|r| r.listener_error(listener_id, error.to_string()));
+                let reservation = self
+                    .reach
+                    .as_mut()
+                    .is_some_and(|r| r.listener_error(listener_id, error.to_string()));
                 if !reservation {
-                    self.emit(Event::Error { context: "listener".into(), message: error.to_string() });
+                    self.emit(Event::Error {
+                        context: "listener".into(),
+                        message: error.to_string(),
+                    });
                 }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 if !self.confirmed.insert(address.clone()) {
                     return; // AutoNAT re-confirms on every refresh: not news.
                 }
-                self.emit(Event::ExternalAddr { addr: address, status: AddrStatus::Confirmed });
+                self.emit(Event::ExternalAddr {
+                    addr: address,
+                    status: AddrStatus::Confirmed,
+                });
                 self.external_addrs_changed(now);
             }
             SwarmEvent::ExternalAddrExpired { address } => {
                 self.confirmed.remove(&address);
-                self.emit(Event::ExternalAddr { addr: address, status: AddrStatus::Expired });
+                self.emit(Event::ExternalAddr {
+                    addr: address,
+                    status: AddrStatus::Expired,
+                });
                 self.external_addrs_changed(now);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
-                self.on_connected(peer_id, connection_id, &endpoint, num_established.get(), now)
-            }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, endpoint, num_established, cause } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => self.on_connected(
+                peer_id,
+                connection_id,
+                &endpoint,
+                num_established.get(),
+                now,
+            ),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                cause,
+            } => {
                 self.conns.remove(&connection_id);
                 if num_established == 0 {
                     self.relayed_since.remove(&peer_id);
@@ -735,10 +926,16 @@ impl Node {
                 });
                 self.boot.disconnected(&peer_id, num_established, now);
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 self.totals.connection_failures += 1;
                 self.metrics.connection_failures.inc();
-                let boot = self.boot.outgoing_error(connection_id, error.to_string(), now);
+                let boot = self
+                    .boot
+                    .outgoing_error(connection_id, error.to_string(), now);
                 if let (Some(peer), Some(d)) = (peer_id, &mut self.discoverer) {
                     d.unreachable(&peer, now);
                 }
@@ -749,7 +946,11 @@ impl Node {
                     error: error.to_string(),
                 });
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 self.totals.connection_failures += 1;
                 self.metrics.connection_failures.inc();
                 tracing::warn!(%send_back_addr, "incoming connection refused: {error}");
@@ -764,16 +965,34 @@ impl Node {
         }
     }
 
-    fn on_connected(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint, n: u32, now: Instant) {
+    fn on_connected(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+        n: u32,
+        now: Instant,
+    ) {
         let path = path_of(endpoint);
         let remote = endpoint.get_remote_address().clone();
         self.totals.connections_established += 1;
-        self.conns.insert(id, Conn { peer, path, remote: remote.clone() });
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                path,
+                remote: remote.clone(),
+            },
+        );
         self.emit(Event::Connected {
             peer,
             path,
             remote_addr: remote.clone(),
-            direction: if endpoint.is_dialer() { Direction::Outbound } else { Direction::Inbound },
+            direction: if endpoint.is_dialer() {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
             connections: n,
         });
         self.boot.connected(peer, id, &remote);
@@ -800,7 +1019,12 @@ impl Node {
         match event {
             BehaviourEvent::Identify(e) => {
                 self.lib_metrics.record(&e);
-                if let identify::Event::Received { peer_id, info, connection_id } = e {
+                if let identify::Event::Received {
+                    peer_id,
+                    info,
+                    connection_id,
+                } = e
+                {
                     self.on_identify(peer_id, connection_id, info, now);
                 }
             }
@@ -824,7 +1048,11 @@ impl Node {
                 tracing::debug!("relay: {e:?}");
             }
             BehaviourEvent::RelayClient(e) => {
-                if let (relay::client::Event::ReservationReqAccepted { relay_peer_id, .. }, Some(r)) = (e, &mut self.reach) {
+                if let (
+                    relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+                    Some(r),
+                ) = (e, &mut self.reach)
+                {
                     r.accepted(relay_peer_id);
                 }
             }
@@ -838,15 +1066,30 @@ impl Node {
         }
     }
 
-    fn on_identify(&mut self, peer: PeerId, conn: ConnectionId, info: identify::Info, now: Instant) {
-        let via_loopback = self.conns.get(&conn).is_some_and(|c| is_loopback(&c.remote));
+    fn on_identify(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        info: identify::Info,
+        now: Instant,
+    ) {
+        let via_loopback = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| is_loopback(&c.remote));
         let kad_peer = info.protocols.contains(&sw::KAD_PROTOCOL);
-        let hop = info.protocols.iter().any(|p| p.as_ref() == relay::HOP_PROTOCOL_NAME.as_ref());
+        let hop = info
+            .protocols
+            .iter()
+            .any(|p| p.as_ref() == relay::HOP_PROTOCOL_NAME.as_ref());
         if kad_peer {
             for a in &info.listen_addrs {
                 // Only addresses others can use: never unspecified ones, loopback ones only when
                 // we reached the peer over loopback ourselves, never relayed ones.
-                if is_unspecified(a) || (is_loopback(a) && !via_loopback) || Path::of([a]) == Path::Relayed {
+                if is_unspecified(a)
+                    || (is_loopback(a) && !via_loopback)
+                    || Path::of([a]) == Path::Relayed
+                {
                     continue;
                 }
                 self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
@@ -854,20 +1097,31 @@ impl Node {
         }
         self.boot.identified(&peer, kad_peer);
         let direct_to = |conns: &HashMap<ConnectionId, Conn>| {
-            conns.values().find(|c| c.peer == peer && c.path == Path::Direct).map(|c| c.remote.clone())
+            conns
+                .values()
+                .find(|c| c.peer == peer && c.path == Path::Direct)
+                .map(|c| c.remote.clone())
         };
         if hop && self.boot.is_bootstrap(&peer) {
             if let (Some(remote), Some(r)) = (direct_to(&self.conns), &mut self.reach) {
-                let remote = remote.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+                let remote = remote
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
                 r.relay_available(peer, remote, now);
             }
         }
         if self.reach.is_some() {
             let relayed_only = direct_to(&self.conns).is_none();
-            let lan = self.lan.identified(peer, relayed_only, &info.listen_addrs, now);
+            let lan = self
+                .lan
+                .identified(peer, relayed_only, &info.listen_addrs, now);
             if !lan.is_empty() {
                 tracing::info!(%peer, ?lan, "relayed peer with a LAN or public address: dialing it directly");
-                let opts = DialOpts::peer_id(peer).addresses(lan).condition(PeerCondition::Always).build();
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(lan)
+                    .condition(PeerCondition::Always)
+                    .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::debug!(%peer, "direct dial: {e}");
                 }
@@ -876,7 +1130,10 @@ impl Node {
     }
 
     fn on_kad(&mut self, e: kad::Event, now: Instant) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = e else {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = e
+        else {
             return;
         };
         match result {
@@ -891,13 +1148,19 @@ impl Node {
                 }
                 self.on_join_step(id, r.map(|_| ()).map_err(|e| e.to_string()), step.last, now)
             }
-            kad::QueryResult::PutRecord(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
-            kad::QueryResult::StartProviding(r) => self.on_announce_step(id, r.err().map(|e| e.to_string()), now),
+            kad::QueryResult::PutRecord(r) => {
+                self.on_announce_step(id, r.err().map(|e| e.to_string()), now)
+            }
+            kad::QueryResult::StartProviding(r) => {
+                self.on_announce_step(id, r.err().map(|e| e.to_string()), now)
+            }
             kad::QueryResult::GetProviders(r) => {
                 if !self.provider_queries.contains(&id) {
                     return;
                 }
-                if let (Ok(kad::GetProvidersOk::FoundProviders { providers, .. }), Some(d)) = (r, &mut self.discoverer) {
+                if let (Ok(kad::GetProvidersOk::FoundProviders { providers, .. }), Some(d)) =
+                    (r, &mut self.discoverer)
+                {
                     d.providers(providers.into_iter().filter(|p| *p != self.local), now);
                 }
                 if step.last {
@@ -908,12 +1171,24 @@ impl Node {
                 }
             }
             kad::QueryResult::GetRecord(r) => {
-                let Some(peer) = self.record_queries.get(&id).copied() else { return };
+                let Some(peer) = self.record_queries.get(&id).copied() else {
+                    return;
+                };
                 let mut done = step.last;
                 if let Ok(kad::GetRecordOk::FoundRecord(found)) = r {
-                    let ns = self.cfg.peer().map(|p| p.namespace.clone()).unwrap_or_default();
+                    let ns = self
+                        .cfg
+                        .peer()
+                        .map(|p| p.namespace.clone())
+                        .unwrap_or_default();
                     let result = PeerRecord::verify(&peer, &found.record.value)
-                        .map(|rec| if rec.namespace == ns { rec.addrs } else { Vec::new() })
+                        .map(|rec| {
+                            if rec.namespace == ns {
+                                rec.addrs
+                            } else {
+                                Vec::new()
+                            }
+                        })
                         .map_err(|e| e.to_string());
                     let good = result.is_ok();
                     if let Some(d) = &mut self.discoverer {
@@ -940,8 +1215,16 @@ impl Node {
 
     /// A step of the Kademlia bootstrap that joins the DHT. The self-lookup is its first step: the
     /// node is in the DHT from then on (the bucket refreshes that follow may take long).
-    fn on_join_step(&mut self, id: kad::QueryId, result: Result<(), String>, last: bool, now: Instant) {
-        let Some((q, reported)) = self.join_query else { return };
+    fn on_join_step(
+        &mut self,
+        id: kad::QueryId,
+        result: Result<(), String>,
+        last: bool,
+        now: Instant,
+    ) {
+        let Some((q, reported)) = self.join_query else {
+            return;
+        };
         if q != id {
             return;
         }
@@ -957,7 +1240,10 @@ impl Node {
         match result {
             Err(message) if routing_table == 0 => {
                 self.boot.join_failed(now);
-                self.emit(Event::Error { context: "bootstrap".into(), message });
+                self.emit(Event::Error {
+                    context: "bootstrap".into(),
+                    message,
+                });
             }
             result => {
                 // A self-lookup that timed out (dead peers in the bootstrap node's table answer
@@ -966,25 +1252,34 @@ impl Node {
                 if let Err(message) = result {
                     self.emit(Event::Error {
                         context: "bootstrap".into(),
-                        message: format!("{message} (joined anyway: {routing_table} peers in the routing table)"),
+                        message: format!(
+                            "{message} (joined anyway: {routing_table} peers in the routing table)"
+                        ),
                     });
                 }
                 self.bootstrapped = true;
                 let peer = self.boot.first_connected().unwrap_or(self.local);
-                self.emit(Event::Bootstrapped { peer, routing_table });
+                self.emit(Event::Bootstrapped {
+                    peer,
+                    routing_table,
+                });
             }
         }
     }
 
     fn on_announce_step(&mut self, id: kad::QueryId, error: Option<String>, now: Instant) {
-        let Some(round) = self.announce_queries.remove(&id) else { return };
+        let Some(round) = self.announce_queries.remove(&id) else {
+            return;
+        };
         if let Some(a) = &mut self.announcer {
             a.query_done(round, error, now);
         }
     }
 
     fn on_autonat(&mut self, e: autonat::v1::Event, now: Instant) {
-        let autonat::v1::Event::StatusChanged { new, .. } = e else { return };
+        let autonat::v1::Event::StatusChanged { new, .. } = e else {
+            return;
+        };
         let (status, addr) = match new {
             autonat::v1::NatStatus::Public(a) => (Reachability::Public, Some(a)),
             autonat::v1::NatStatus::Private => (Reachability::Private, None),
@@ -999,32 +1294,50 @@ impl Node {
         let mut ev = UpnpEvent::new(UpnpStatus::Failed);
         let mut state = None;
         match e {
-            upnp::Event::GatewayFound { gateway, external_ip } => {
+            upnp::Event::GatewayFound {
+                gateway,
+                external_ip,
+            } => {
                 tracing::info!(%gateway, %external_ip, "UPnP gateway found");
                 ev.status = UpnpStatus::GatewayFound;
                 ev.gateway = Some(gateway);
                 ev.external_ip = Some(external_ip);
             }
-            upnp::Event::NewExternalAddr { local_addr, external_addr } => {
+            upnp::Event::NewExternalAddr {
+                local_addr,
+                external_addr,
+            } => {
                 tracing::info!(%local_addr, %external_addr, "UPnP mapping");
                 state = Some(Upnp::Mapped(now));
                 // The swarm confirms the address itself; AutoNAT is asked to check it now
                 // rather than at its next refresh.
                 if self.reach.is_some() {
-                    self.swarm.behaviour_mut().autonat.probe_address(external_addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .autonat
+                        .probe_address(external_addr.clone());
                 }
                 ev.status = UpnpStatus::Mapped;
                 ev.addr = Some(external_addr);
                 ev.local_addr = Some(local_addr);
             }
-            upnp::Event::ExpiredExternalAddr { local_addr, external_addr, error } => {
+            upnp::Event::ExpiredExternalAddr {
+                local_addr,
+                external_addr,
+                error,
+            } => {
                 tracing::warn!(%local_addr, %external_addr, "UPnP mapping lost: {error}");
                 ev.status = UpnpStatus::Expired;
                 ev.addr = Some(external_addr);
                 ev.local_addr = Some(local_addr);
                 ev.error = Some(error);
             }
-            upnp::Event::MapFailed { local_addr, error, attempt, retry_in } => {
+            upnp::Event::MapFailed {
+                local_addr,
+                error,
+                attempt,
+                retry_in,
+            } => {
                 tracing::warn!(%local_addr, attempt, "UPnP mapping failed: {error}");
                 state = Some(Upnp::Failed);
                 ev.local_addr = Some(local_addr);
@@ -1038,7 +1351,10 @@ impl Node {
                 ev.status = UpnpStatus::GatewayNotFound;
                 ev.error = Some(error);
             }
-            upnp::Event::NonRoutableGateway { gateway, external_ip } => {
+            upnp::Event::NonRoutableGateway {
+                gateway,
+                external_ip,
+            } => {
                 tracing::warn!(%gateway, %external_ip, "UPnP gateway is not on the internet: no mapping");
                 state = Some(Upnp::Failed);
                 ev.status = UpnpStatus::NonRoutableGateway;
@@ -1060,13 +1376,26 @@ impl Node {
             self.totals.hole_punch_failed += 1;
         }
         self.metrics.hole_punch(ok);
-        let since = self.relayed_since.get(&e.remote_peer_id).map(|t| ms(now - *t));
-        self.emit(Event::HolePunch { peer: e.remote_peer_id, ok, error: e.result.err().map(|e| e.to_string()), ms: since });
+        let since = self
+            .relayed_since
+            .get(&e.remote_peer_id)
+            .map(|t| ms(now - *t));
+        self.emit(Event::HolePunch {
+            peer: e.remote_peer_id,
+            ok,
+            error: e.result.err().map(|e| e.to_string()),
+            ms: since,
+        });
     }
 
     fn on_msg(&mut self, e: msg::Event, now: Instant) {
         match e {
-            msg::Event::Received { peer, connection, id, size } => {
+            msg::Event::Received {
+                peer,
+                connection,
+                id,
+                size,
+            } => {
                 // Acked already, by the connection's handler: the sender's round trip never waits
                 // for this loop.
                 let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
@@ -1078,9 +1407,19 @@ impl Node {
                     self.totals.messages_received += 1;
                     self.metrics.messages_received.inc();
                 }
-                self.emit(Event::MessageReceived { from: peer, id, size, path, duplicate });
+                self.emit(Event::MessageReceived {
+                    from: peer,
+                    id,
+                    size,
+                    path,
+                    duplicate,
+                });
             }
-            msg::Event::Acked { peer, connection, id } => {
+            msg::Event::Acked {
+                peer,
+                connection,
+                id,
+            } => {
                 let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
                 match self.traffic.as_mut().and_then(|t| t.acked(id, now)) {
                     Some(a) => {
@@ -1088,14 +1427,24 @@ impl Node {
                         self.totals.messages_acked += 1;
                         self.metrics.messages_acked.inc();
                         self.metrics.observe_rtt(path, rtt);
-                        self.emit(Event::MessageAcked { to: a.to, id: a.id, rtt_ms: (rtt * 1e6).round() / 1e3, path, attempts: a.attempts });
+                        self.emit(Event::MessageAcked {
+                            to: a.to,
+                            id: a.id,
+                            rtt_ms: (rtt * 1e6).round() / 1e3,
+                            path,
+                            attempts: a.attempts,
+                        });
                     }
                     None => tracing::debug!(%peer, id, "late ack for a settled message"),
                 }
             }
             msg::Event::Failed { peer, id, error } => {
                 tracing::debug!(%peer, id, "attempt failed: {error}");
-                if let Some(f) = self.traffic.as_mut().and_then(|t| t.failed(id, &error, now)) {
+                if let Some(f) = self
+                    .traffic
+                    .as_mut()
+                    .and_then(|t| t.failed(id, &error, now))
+                {
                     self.message_failed(f.to, f.id, f.reason, f.attempts);
                 }
             }
@@ -1117,7 +1466,16 @@ struct UpnpEvent {
 
 impl UpnpEvent {
     fn new(status: UpnpStatus) -> Self {
-        UpnpEvent { status, addr: None, local_addr: None, gateway: None, external_ip: None, error: None, attempt: None, retry_in_ms: None }
+        UpnpEvent {
+            status,
+            addr: None,
+            local_addr: None,
+            gateway: None,
+            external_ip: None,
+            error: None,
+            attempt: None,
+            retry_in_ms: None,
+        }
     }
 
     fn into_event(self) -> Event {

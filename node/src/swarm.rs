@@ -4,11 +4,18 @@
 use std::{path::Path as FsPath, time::Duration};
 
 use libp2p::{
-    autonat, connection_limits, core::muxing::StreamMuxerBox, core::transport::Boxed,
-    core::upgrade::Version, dcutr, identify, identity::Keypair, kad, noise, ping,
+    autonat, connection_limits,
+    core::muxing::StreamMuxerBox,
+    core::transport::Boxed,
+    core::upgrade::Version,
+    dcutr, identify,
+    identity::Keypair,
+    kad, noise, ping,
     pnet::{PnetConfig, PreSharedKey},
-    relay, swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour, tcp,
-    yamux, PeerId, StreamProtocol, Swarm, Transport as _,
+    relay,
+    swarm::behaviour::toggle::Toggle,
+    swarm::NetworkBehaviour,
+    tcp, yamux, PeerId, StreamProtocol, Swarm, Transport as _,
 };
 
 use p2plab_contract::Transport;
@@ -106,7 +113,8 @@ pub fn psk(cfg: &Config) -> Result<Option<PreSharedKey>, RunError> {
         return Ok(None);
     };
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| RunError::flag("--psk-file", shown.clone(), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::flag("--psk-file", shown.clone(), e))?;
     text.parse::<PreSharedKey>()
         .map(Some)
         .map_err(|e| RunError::flag("--psk-file", shown, format!("not a swarm key: {e}")))
@@ -131,8 +139,16 @@ pub fn transports(cfg: &Config, psk: bool) -> Result<(bool, bool), UsageError> {
 /// V1 for the upgrade). Public so that the benchmark's libp2p end (`p2plab-tools`, `bench
 /// throughput` and `bench rtt`) measures this very stack rather than one of its own. A PSK turns
 /// QUIC off (pnet is TCP only; [`transports`] reports that as a usage error for the peer).
-pub fn transport(key: &Keypair, transport: Transport, psk: Option<PreSharedKey>) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
-    let (tcp_on, quic_on, memory_on) = (transport.tcp(), transport.quic() && psk.is_none(), transport.memory());
+pub fn transport(
+    key: &Keypair,
+    transport: Transport,
+    psk: Option<PreSharedKey>,
+) -> std::io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let (tcp_on, quic_on, memory_on) = (
+        transport.tcp(),
+        transport.quic() && psk.is_none(),
+        transport.memory(),
+    );
     let noise = noise::Config::new(key).map_err(std::io::Error::other)?;
     if memory_on {
         return Ok(libp2p::core::transport::MemoryTransport::default()
@@ -231,7 +247,8 @@ pub fn build(
                 // state/refresh.rs): Kademlia's own would run every 5 min from each node's start,
                 // in lockstep for nodes started together.
                 .set_periodic_bootstrap_interval(None);
-            let kad = kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
+            let kad =
+                kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_cfg);
             let autonat_cfg = autonat::v1::Config {
                 // The first probe soon after start: a public node's verdict lets its first
                 // announcement name its direct address (see state/announce.rs, HOLD).
@@ -283,7 +300,11 @@ pub fn build(
                 ),
                 ping: ping::Behaviour::new(
                     ping::Config::new()
-                        .with_interval(if memory_on { PING_INTERVAL_MEMORY } else { PING_INTERVAL })
+                        .with_interval(if memory_on {
+                            PING_INTERVAL_MEMORY
+                        } else {
+                            PING_INTERVAL
+                        })
                         .with_timeout(Duration::from_secs(10)),
                 ),
                 kad,

@@ -41,7 +41,6 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
-use serde::Serialize;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
@@ -155,60 +154,18 @@ pub enum PathArg {
     Relayed,
 }
 
-/// What `bench swarm` prints at the end.
-#[derive(Debug, Clone, Serialize)]
-pub struct SwarmResult {
-    pub event: &'static str,
-    pub nodes: usize,
-    pub listeners: usize,
-    pub dialers: usize,
-    pub namespaces: usize,
-    pub bootstrapped: usize,
-    pub announced: usize,
-    pub dialers_complete: usize,
-    /// Per listener: from its `started` to its first `announced`.
-    pub announce_ms: Vec<f64>,
-    /// Per dialer that found its whole namespace: from its `started` to the last `discovered`.
-    pub discovery_ms: Vec<f64>,
-    /// This process's resident memory with every node up, and before the first node started.
-    pub rss_kb: u64,
-    pub rss_kb_before: u64,
-    pub wall_ms: u64,
-    /// CPU time (user + system) this process used from before the first node started to the end.
-    pub cpu_ms: u64,
-    /// Connections open at the end, per node (the in-process monitor not counted).
-    pub connections_per_node: f64,
-    /// The nodes' `error` events, counted by context and the first words of their message.
-    pub errors: BTreeMap<String, u64>,
-    /// Connections established over the run, counted at both ends (a connection between two
-    /// nodes of this process counts twice): with `connections_per_node`, how much they churn.
-    pub connections_opened: u64,
-    /// Connections closed, by cause (both ends), and failed dials and accepts by the first
-    /// words of their error.
-    pub closed: BTreeMap<String, u64>,
-    /// Each dialer that did not find its whole namespace: how many of its listeners it found.
-    pub incomplete: BTreeMap<String, usize>,
-}
-
-/// What `bench p2p-rtt` prints.
-#[derive(Debug, Clone, Serialize)]
-pub struct P2pRttResult {
-    pub event: &'static str,
-    pub kind: &'static str,
-    pub transport: &'static str,
-    pub size: usize,
-    pub samples_ms: Vec<f64>,
-    /// Acks (after the warmup) that came over the other path: not in `samples_ms`.
-    pub other_path: u64,
-}
-
+use p2plab_contract::bench::Carrier;
+pub use p2plab_contract::bench::{RttResult, SwarmReady, SwarmResult};
 pub use p2plab_contract::procfs::{cpu_ms, parse_stat_cpu_ms, parse_vm_rss, rss_kb};
 
 /// The role of node `i` of a swarm: `(namespace index, is dialer)`.
 pub fn plan_node(i: u32, namespace_size: u32, dialers_per_namespace: u32) -> (u32, bool) {
     let ns = i / namespace_size;
     let pos = i % namespace_size;
-    (ns, pos >= namespace_size.saturating_sub(dialers_per_namespace))
+    (
+        ns,
+        pos >= namespace_size.saturating_sub(dialers_per_namespace),
+    )
 }
 
 fn usage(flag: &'static str, value: impl ToString, reason: impl ToString) -> RunError {
@@ -241,7 +198,8 @@ impl Nodes {
             let _ = rx.wait_for(|s| *s).await;
             "bench done".to_string()
         };
-        self.tasks.spawn(p2plab_node::run_with_sink(cfg, self.tx.clone(), shutdown));
+        self.tasks
+            .spawn(p2plab_node::run_with_sink(cfg, self.tx.clone(), shutdown));
     }
 
     async fn shutdown(mut self) {
@@ -254,16 +212,27 @@ impl Nodes {
 
 /// `bench swarm`.
 pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
-    let dialers_per_ns = if args.hold { 0 } else { args.dialers_per_namespace };
+    let dialers_per_ns = if args.hold {
+        0
+    } else {
+        args.dialers_per_namespace
+    };
     if dialers_per_ns >= args.namespace_size {
         return Err(usage(
             "--dialers-per-namespace",
             dialers_per_ns,
-            format!("must be smaller than --namespace-size ({})", args.namespace_size),
+            format!(
+                "must be smaller than --namespace-size ({})",
+                args.namespace_size
+            ),
         ));
     }
     if u32::from(args.port_base) + args.nodes > 65535 || args.port_base == 0 {
-        return Err(usage("--port-base", args.port_base, format!("{} nodes need ports up to 65535", args.nodes)));
+        return Err(usage(
+            "--port-base",
+            args.port_base,
+            format!("{} nodes need ports up to 65535", args.nodes),
+        ));
     }
     let clock = std::time::Instant::now();
     let rss_kb_before = rss_kb();
@@ -272,7 +241,11 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let mut nodes = Nodes::new(tx);
 
     let memory = args.transport == SwarmTransport::Memory;
-    let transport = if memory { Transport::Memory } else { Transport::Tcp };
+    let transport = if memory {
+        Transport::Memory
+    } else {
+        Transport::Tcp
+    };
     // node i's address
     let addr_of = |port: u16| {
         if memory {
@@ -307,14 +280,20 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let node_cfg = |i: u32, dialer: bool, ns: u32| -> Result<Config, RunError> {
         let port = args.port_base as u32 + i;
         let namespace = format!("ns{ns}");
-        let mut cfg = if dialer { Config::dialer(namespace).count(1).interval(Duration::from_secs(1)) } else { Config::listener(namespace) }
-            .named(format!("n{i}"))
-            .seed(args.seed_base + u64::from(i))
-            .listen_addr(args.listen_addr)
-            .port(port as u16)
-            .transport(transport)
-            .external_addr(addr_of(port as u16))
-            .relay(p2plab_node::config::RelayMode::Never);
+        let mut cfg = if dialer {
+            Config::dialer(namespace)
+                .count(1)
+                .interval(Duration::from_secs(1))
+        } else {
+            Config::listener(namespace)
+        }
+        .named(format!("n{i}"))
+        .seed(args.seed_base + u64::from(i))
+        .listen_addr(args.listen_addr)
+        .port(port as u16)
+        .transport(transport)
+        .external_addr(addr_of(port as u16))
+        .relay(p2plab_node::config::RelayMode::Never);
         if let Some(m) = args.max_connections {
             cfg = cfg.max_connections(m);
         }
@@ -357,7 +336,8 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     for i in 0..args.nodes {
         let (ns, dialer) = plan_node(i, args.namespace_size, dialers_per_ns);
         if !dialer {
-            seen.read_until_ramp(&mut rx, ramp_start, n_started, args.ramp).await;
+            seen.read_until_ramp(&mut rx, ramp_start, n_started, args.ramp)
+                .await;
             nodes.spawn(node_cfg(i, false, ns)?);
             n_started += 1;
         }
@@ -365,9 +345,15 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let deadline = Instant::now() + args.deadline;
     loop {
         let done = if args.hold {
-            listeners_of.values().flatten().all(|n| seen.bootstrapped.contains(n))
+            listeners_of
+                .values()
+                .flatten()
+                .all(|n| seen.bootstrapped.contains(n))
         } else {
-            listeners_of.values().flatten().all(|n| seen.announced.contains_key(n))
+            listeners_of
+                .values()
+                .flatten()
+                .all(|n| seen.announced.contains_key(n))
         };
         if done || seen.failed.is_some() {
             break;
@@ -383,10 +369,20 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     }
 
     if args.hold {
-        let n_boot = listeners_of.values().flatten().filter(|n| seen.bootstrapped.contains(*n)).count();
+        let n_boot = listeners_of
+            .values()
+            .flatten()
+            .filter(|n| seen.bootstrapped.contains(*n))
+            .count();
         println!(
             "{}",
-            serde_json::json!({"event": "swarm_ready", "nodes": listener_count, "bootstrapped": n_boot, "rss_kb": rss_kb(), "wall_ms": clock.elapsed().as_millis() as u64})
+            serde_json::to_string(&SwarmReady {
+                nodes: listener_count,
+                bootstrapped: n_boot,
+                rss_kb: rss_kb(),
+                wall_ms: clock.elapsed().as_millis() as u64
+            })
+            .unwrap_or_default()
         );
         let mut stop = Box::pin(p2plab_node::shutdown_signal());
         loop {
@@ -399,12 +395,15 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         // ---- phase 2: dialers
         let ramp_start = Instant::now();
         for (n, &(i, ns)) in (0u32..).zip(&dialers) {
-            seen.read_until_ramp(&mut rx, ramp_start, n, args.dialer_ramp).await;
+            seen.read_until_ramp(&mut rx, ramp_start, n, args.dialer_ramp)
+                .await;
             nodes.spawn(node_cfg(i, true, ns)?);
         }
         let deadline = Instant::now() + args.deadline;
         loop {
-            let complete = dialers.iter().all(|(i, ns)| complete_at(&format!("n{i}"), *ns, &listeners_of, &seen).is_some());
+            let complete = dialers
+                .iter()
+                .all(|(i, ns)| complete_at(&format!("n{i}"), *ns, &listeners_of, &seen).is_some());
             if complete || seen.failed.is_some() {
                 break;
             }
@@ -431,7 +430,10 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let mut incomplete = BTreeMap::new();
     for (i, ns) in &dialers {
         let name = format!("n{i}");
-        if let (Some(done), Some((t0, _))) = (complete_at(&name, *ns, &listeners_of, &seen), seen.started.get(&name)) {
+        if let (Some(done), Some((t0, _))) = (
+            complete_at(&name, *ns, &listeners_of, &seen),
+            seen.started.get(&name),
+        ) {
             discovery_ms.push(ms_between(*t0, done));
         } else {
             incomplete.insert(name.clone(), seen.found.get(&name).map_or(0, HashMap::len));
@@ -440,12 +442,15 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
     let mut announce_ms: Vec<f64> = seen.announced.values().copied().collect();
     announce_ms.sort_by(f64::total_cmp);
     Ok(SwarmResult {
-        event: "swarm_result",
         nodes: args.nodes as usize,
         listeners: listener_count,
         dialers: dialers.len(),
         namespaces: listeners_of.len(),
-        bootstrapped: seen.bootstrapped.iter().filter(|n| n.starts_with('n')).count(),
+        bootstrapped: seen
+            .bootstrapped
+            .iter()
+            .filter(|n| n.starts_with('n'))
+            .count(),
         announced: seen.announced.len(),
         dialers_complete: discovery_ms.len(),
         announce_ms,
@@ -482,7 +487,13 @@ struct Seen {
 
 impl Seen {
     /// Takes the events that come until the `n`th start of a ramp of `per_second` (0: no wait).
-    async fn read_until_ramp(&mut self, rx: &mut mpsc::UnboundedReceiver<EventLine>, start: Instant, n: u32, per_second: u32) {
+    async fn read_until_ramp(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<EventLine>,
+        start: Instant,
+        n: u32,
+        per_second: u32,
+    ) {
         if per_second == 0 {
             return;
         }
@@ -506,27 +517,53 @@ impl Seen {
                     self.announced.entry(l.node.clone()).or_insert(t);
                 }
             }
-            Event::Connected { peer, connections, .. } => {
+            Event::Connected {
+                peer, connections, ..
+            } => {
                 self.opened += 1;
-                self.open.entry(l.node.clone()).or_default().insert(*peer, *connections);
+                self.open
+                    .entry(l.node.clone())
+                    .or_default()
+                    .insert(*peer, *connections);
             }
-            Event::Disconnected { peer, connections, cause, .. } => {
+            Event::Disconnected {
+                peer,
+                connections,
+                cause,
+                ..
+            } => {
                 let cause = cause.as_deref().map_or("no cause".to_string(), first_words);
                 *self.closed.entry(format!("closed: {cause}")).or_default() += 1;
-                self.open.entry(l.node.clone()).or_default().insert(*peer, *connections);
+                self.open
+                    .entry(l.node.clone())
+                    .or_default()
+                    .insert(*peer, *connections);
             }
-            Event::ConnectionError { direction, error, .. } => {
-                *self.closed.entry(format!("{direction:?} failed: {}", first_words(error))).or_default() += 1;
+            Event::ConnectionError {
+                direction, error, ..
+            } => {
+                *self
+                    .closed
+                    .entry(format!("{direction:?} failed: {}", first_words(error)))
+                    .or_default() += 1;
             }
             Event::Discovered { peer, .. } => {
-                self.found.entry(l.node.clone()).or_default().entry(*peer).or_insert(l.ts);
+                self.found
+                    .entry(l.node.clone())
+                    .or_default()
+                    .entry(*peer)
+                    .or_insert(l.ts);
             }
             Event::Error { context, message } => {
                 // Query errors carry ids and keys: tally by their first words only.
-                *self.errors.entry(format!("{context}: {}", first_words(message))).or_default() += 1;
+                *self
+                    .errors
+                    .entry(format!("{context}: {}", first_words(message)))
+                    .or_default() += 1;
             }
             Event::Stopped { reason, .. } if reason.starts_with("error") => {
-                self.failed.get_or_insert_with(|| format!("{}: {reason}", l.node));
+                self.failed
+                    .get_or_insert_with(|| format!("{}: {reason}", l.node));
             }
             _ => {}
         }
@@ -535,7 +572,11 @@ impl Seen {
 
 /// The first four words of an error message (the rest carries ids and addresses).
 fn first_words(message: &str) -> String {
-    message.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+    message
+        .split_whitespace()
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// When dialer `name` had discovered every listener of namespace `ns`.
@@ -560,7 +601,7 @@ fn ms_between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>
 }
 
 /// `bench p2p-rtt`.
-pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
+pub async fn p2p_rtt(args: P2pRttArgs) -> Result<RttResult, RunError> {
     let total = args.warmup + args.count;
     let mut cfg = Config::dialer(args.namespace.clone())
         .named("rtt")
@@ -615,7 +656,10 @@ pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
                 _ => {}
             },
             _ => {
-                error = Some(format!("{acked} of {total} messages acked within {:?}", args.deadline));
+                error = Some(format!(
+                    "{acked} of {total} messages acked within {:?}",
+                    args.deadline
+                ));
                 break;
             }
         }
@@ -624,16 +668,13 @@ pub async fn p2p_rtt(args: P2pRttArgs) -> Result<P2pRttResult, RunError> {
     if let Some(e) = error {
         return Err(RunError::Runtime(e));
     }
-    Ok(P2pRttResult {
-        event: "perf_result",
-        kind: "rtt",
-        transport: match want {
-            Path::Direct => "libp2p-direct",
-            Path::Relayed => "libp2p-relayed",
-        },
-        size: args.size,
-        samples_ms: samples,
-        other_path,
+    let carrier = match want {
+        Path::Direct => Carrier::Libp2pDirect,
+        Path::Relayed => Carrier::Libp2pRelayed,
+    };
+    Ok(RttResult {
+        other_path: Some(other_path),
+        ..RttResult::new(carrier, args.size, samples)
     })
 }
 
@@ -658,8 +699,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_swarm_discovers_its_namespaces() {
         let args = SwarmArgs::try_parse_from_args(&[
-            "--nodes", "12", "--namespace-size", "6", "--dialers-per-namespace", "1", "--port-base", "24100",
-            "--deadline", "60",
+            "--nodes",
+            "12",
+            "--namespace-size",
+            "6",
+            "--dialers-per-namespace",
+            "1",
+            "--port-base",
+            "24100",
+            "--deadline",
+            "60",
         ]);
         let r = swarm(args).await.unwrap();
         assert_eq!((r.listeners, r.dialers, r.namespaces), (10, 2, 2));
@@ -672,8 +721,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_memory_swarm_discovers_its_namespaces() {
         let args = SwarmArgs::try_parse_from_args(&[
-            "--nodes", "12", "--namespace-size", "6", "--dialers-per-namespace", "1", "--port-base", "24200",
-            "--deadline", "60", "--transport", "memory",
+            "--nodes",
+            "12",
+            "--namespace-size",
+            "6",
+            "--dialers-per-namespace",
+            "1",
+            "--port-base",
+            "24200",
+            "--deadline",
+            "60",
+            "--transport",
+            "memory",
         ]);
         let r = swarm(args).await.unwrap();
         assert_eq!(r.announced, 10, "{r:?}");

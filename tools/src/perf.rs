@@ -44,7 +44,9 @@
 //! `GiB` (and `K`/`M`/`G`) are powers of 1024, `kB`/`MB`/`GB` powers of 1000 (case-insensitive).
 
 use std::{
-    fmt, future::Future, io,
+    fmt,
+    future::Future,
+    io,
     net::{IpAddr, SocketAddr},
     str::FromStr,
     sync::{
@@ -55,14 +57,16 @@ use std::{
 };
 
 use clap::{builder::RangedU64ValueParser, Args, Subcommand};
-use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt as _, StreamExt as _};
+use futures::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, FutureExt as _, StreamExt as _,
+};
 use libp2p::{
     identity::Keypair,
     multiaddr::Protocol,
     swarm::{dial_opts::DialOpts, SwarmEvent},
     Multiaddr, PeerId, StreamProtocol, Swarm,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -70,7 +74,10 @@ use tokio::{
     time::timeout,
 };
 
-use p2plab_contract::Transport as Stack;
+use p2plab_contract::{
+    bench::{Carrier, PerfReady, RttResult, ThroughputResult},
+    Transport as Stack,
+};
 use p2plab_node::{RunError, UsageError};
 use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
@@ -181,7 +188,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
-        return Err(format!("expected a byte count like 65536 or 64KiB, got '{s}'"));
+        return Err(format!(
+            "expected a byte count like 65536 or 64KiB, got '{s}'"
+        ));
     }
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -191,7 +200,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
-        other => return Err(format!("unknown unit '{other}' in '{s}' (use B, KiB, MiB, GiB, kB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}' (use B, KiB, MiB, GiB, kB, MB or GB)"
+            ))
+        }
     };
     let too_large = || format!("'{s}' is too large (at most 64 GiB)");
     let n = digits
@@ -212,18 +225,11 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 fn parse_frame_size(s: &str) -> Result<usize, String> {
     let n = parse_size(s)?;
     if n > MAX_FRAME {
-        return Err(format!("'{s}' is too large for one ping (at most 1 MiB = {MAX_FRAME} bytes)"));
+        return Err(format!(
+            "'{s}' is too large for one ping (at most 1 MiB = {MAX_FRAME} bytes)"
+        ));
     }
     Ok(n)
-}
-
-/// Megabits (10^6 bits) per second; 0 when `secs` is not a positive number.
-pub fn mbit_per_s(bytes: u64, secs: f64) -> f64 {
-    if secs.is_finite() && secs > 0.0 {
-        bytes as f64 * 8.0 / secs / 1e6
-    } else {
-        0.0
-    }
 }
 
 /// Where `rtt` and `throughput` go.
@@ -243,9 +249,9 @@ impl FromStr for Target {
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(Target::Raw(addr));
         }
-        let addr: Multiaddr = s
-            .parse()
-            .map_err(|e| format!("expected IP:PORT or a multiaddr ending in /p2p/<peer id>, got '{s}': {e}"))?;
+        let addr: Multiaddr = s.parse().map_err(|e| {
+            format!("expected IP:PORT or a multiaddr ending in /p2p/<peer id>, got '{s}': {e}")
+        })?;
         libp2p_target(&addr)?;
         Ok(Target::Libp2p(addr))
     }
@@ -261,7 +267,7 @@ impl fmt::Display for Target {
 }
 
 /// The peer, the address to dial (without `/p2p/`) and the transport of a libp2p target.
-fn libp2p_target(addr: &Multiaddr) -> Result<(PeerId, Multiaddr, Transport), String> {
+fn libp2p_target(addr: &Multiaddr) -> Result<(PeerId, Multiaddr, Carrier), String> {
     let mut dial = addr.clone();
     let Some(Protocol::P2p(peer)) = dial.pop() else {
         return Err(format!("'{addr}' does not end in /p2p/<peer id>"));
@@ -269,8 +275,8 @@ fn libp2p_target(addr: &Multiaddr) -> Result<(PeerId, Multiaddr, Transport), Str
     let quic = dial.iter().any(|p| matches!(p, Protocol::QuicV1));
     let tcp = dial.iter().any(|p| matches!(p, Protocol::Tcp(_)));
     let transport = match (tcp, quic) {
-        (_, true) => Transport::Libp2pQuic,
-        (true, false) => Transport::Libp2pTcp,
+        (_, true) => Carrier::Libp2pQuic,
+        (true, false) => Carrier::Libp2pTcp,
         (false, false) => return Err(format!("'{addr}' is neither /tcp/ nor /quic-v1")),
     };
     Ok((peer, dial, transport))
@@ -278,67 +284,6 @@ fn libp2p_target(addr: &Multiaddr) -> Result<(PeerId, Multiaddr, Transport), Str
 
 // ---------------------------------------------------------------------------------------------
 // Results
-
-/// The `kind` of a `perf_result` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Rtt,
-    Throughput,
-}
-
-/// What was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Transport {
-    #[serde(rename = "raw-tcp")]
-    RawTcp,
-    #[serde(rename = "libp2p-tcp")]
-    Libp2pTcp,
-    #[serde(rename = "libp2p-quic")]
-    Libp2pQuic,
-}
-
-/// `{"event":"perf_result","kind":"rtt",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename = "perf_result")]
-pub struct RttResult {
-    pub kind: Kind,
-    pub transport: Transport,
-    /// Bytes per ping.
-    pub size: usize,
-    /// One round trip per ping, in milliseconds (warm-up excluded).
-    pub samples_ms: Vec<f64>,
-}
-
-impl RttResult {
-    pub fn new(transport: Transport, size: usize, samples_ms: Vec<f64>) -> Self {
-        RttResult { kind: Kind::Rtt, transport, size, samples_ms }
-    }
-}
-
-/// `{"event":"perf_result","kind":"throughput",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename = "perf_result")]
-pub struct ThroughputResult {
-    pub kind: Kind,
-    pub transport: Transport,
-    /// Bytes per transfer.
-    pub bytes: u64,
-    /// One per transfer, megabits per second.
-    pub samples_mbit_s: Vec<f64>,
-    /// One per transfer, seconds.
-    pub samples_s: Vec<f64>,
-    /// Time to the first connection, in milliseconds: the TCP connect for raw TCP, the dial up to
-    /// the established connection (handshakes included) for libp2p.
-    pub connect_ms: f64,
-}
-
-impl ThroughputResult {
-    pub fn new(transport: Transport, bytes: u64, samples_s: Vec<f64>, connect_ms: f64) -> Self {
-        let samples_mbit_s = samples_s.iter().map(|&s| mbit_per_s(bytes, s)).collect();
-        ThroughputResult { kind: Kind::Throughput, transport, bytes, samples_mbit_s, samples_s, connect_ms }
-    }
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -367,7 +312,8 @@ pub async fn run(cmd: PerfCommand) -> Result<(), RunError> {
 }
 
 fn print_line(value: &impl Serialize) -> Result<(), RunError> {
-    let line = serde_json::to_string(value).map_err(|e| RunError::Runtime(format!("cannot encode the result: {e}")))?;
+    let line = serde_json::to_string(value)
+        .map_err(|e| RunError::Runtime(format!("cannot encode the result: {e}")))?;
     println!("{line}");
     Ok(())
 }
@@ -379,7 +325,8 @@ fn print_line(value: &impl Serialize) -> Result<(), RunError> {
 /// id), else a fresh one.
 pub fn identity_from_seed(seed: Option<u64>) -> Result<Keypair, RunError> {
     match seed {
-        Some(seed) => p2plab_node::swarm::identity_from_seed(seed).map_err(|e| RunError::flag("--seed", seed.to_string(), e)),
+        Some(seed) => p2plab_node::swarm::identity_from_seed(seed)
+            .map_err(|e| RunError::flag("--seed", seed.to_string(), e)),
         None => Ok(Keypair::generate_ed25519()),
     }
 }
@@ -391,7 +338,8 @@ fn build_swarm(key: Keypair) -> Result<Swarm<libp2p_stream::Behaviour>, RunError
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
-            p2plab_node::swarm::transport(key, Stack::Both, None).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            p2plab_node::swarm::transport(key, Stack::Both, None)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| RunError::Runtime(format!("transport: {e}")))?
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
@@ -449,14 +397,6 @@ pub struct Server {
     stats: Arc<ServerStats>,
 }
 
-#[derive(Serialize)]
-struct Ready<'a> {
-    event: &'static str,
-    peer_id: String,
-    tcp: SocketAddr,
-    p2p: &'a [Multiaddr],
-}
-
 /// Binds the raw TCP listener and the libp2p listeners (TCP and QUIC), and waits until libp2p
 /// reports both listening. Must be called inside a tokio runtime.
 pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
@@ -464,7 +404,9 @@ pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
     let listener = TcpListener::bind((ip, args.tcp_port))
         .await
         .map_err(|e| RunError::flag("--tcp-port", args.tcp_port.to_string(), e))?;
-    let tcp = listener.local_addr().map_err(|e| RunError::Runtime(format!("raw tcp listener: {e}")))?;
+    let tcp = listener
+        .local_addr()
+        .map_err(|e| RunError::Runtime(format!("raw tcp listener: {e}")))?;
 
     let key = identity_from_seed(args.seed)?;
     let peer_id = key.public().to_peer_id();
@@ -493,25 +435,41 @@ pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
     let wait = async {
         loop {
             match swarm.select_next_some().await {
-                SwarmEvent::NewListenAddr { listener_id, address } => {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
                     pending.retain(|id| *id != listener_id);
                     p2p.push(address);
                     if pending.is_empty() {
                         return Ok(());
                     }
                 }
-                SwarmEvent::ListenerClosed { addresses, reason, .. } => {
-                    let why = reason.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
+                SwarmEvent::ListenerClosed {
+                    addresses, reason, ..
+                } => {
+                    let why = reason
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "closed".into());
                     return Err(format!("listener {addresses:?}: {why}"));
                 }
-                SwarmEvent::ListenerError { error, .. } => return Err(format!("listener: {error}")),
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(format!("listener: {error}"))
+                }
                 _ => {}
             }
         }
     };
     timeout(LISTEN_TIMEOUT, wait)
         .await
-        .map_err(|_| RunError::flag("--p2p-port", port.to_string(), "libp2p did not report its listen addresses"))?
+        .map_err(|_| {
+            RunError::flag(
+                "--p2p-port",
+                port.to_string(),
+                "libp2p did not report its listen addresses",
+            )
+        })?
         .map_err(|e| RunError::flag("--p2p-port", port.to_string(), e))?;
     // Other interfaces' addresses already known (listening on an unspecified IP).
     while let Some(Some(event)) = swarm.next().now_or_never() {
@@ -520,13 +478,26 @@ pub async fn start_server(args: &ServeArgs) -> Result<Server, RunError> {
         }
     }
 
-    Ok(Server { tcp, p2p, peer_id, listener, swarm, incoming, incoming_pings, stats: Arc::default() })
+    Ok(Server {
+        tcp,
+        p2p,
+        peer_id,
+        listener,
+        swarm,
+        incoming,
+        incoming_pings,
+        stats: Arc::default(),
+    })
 }
 
 impl Server {
     /// The `perf_ready` line.
     pub fn ready_line(&self) -> String {
-        let ready = Ready { event: "perf_ready", peer_id: self.peer_id.to_string(), tcp: self.tcp, p2p: &self.p2p };
+        let ready = PerfReady {
+            peer_id: self.peer_id,
+            tcp: self.tcp,
+            p2p: self.p2p.clone(),
+        };
         serde_json::to_string(&ready).unwrap_or_default()
     }
 
@@ -537,7 +508,14 @@ impl Server {
 
     /// Serves until `shutdown` resolves. Connections and streams in progress are dropped then.
     pub async fn serve(self, shutdown: impl Future<Output = String>) -> Result<(), RunError> {
-        let Server { listener, mut swarm, mut incoming, mut incoming_pings, stats, .. } = self;
+        let Server {
+            listener,
+            mut swarm,
+            mut incoming,
+            mut incoming_pings,
+            stats,
+            ..
+        } = self;
         let mut raw = JoinSet::new();
         raw.spawn(accept_raw(listener, stats.clone()));
         let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
@@ -608,7 +586,10 @@ impl Server {
 }
 
 fn timed_out(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("{what}: no progress for {}s", IDLE.as_secs()))
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: no progress for {}s", IDLE.as_secs()),
+    )
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -645,7 +626,9 @@ async fn accept_raw(listener: TcpListener, stats: Arc<ServerStats>) {
 
 /// Reads exactly `buf.len()` bytes, each read waiting at most [`IDLE`].
 async fn read_exact<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8], what: &str) -> io::Result<()> {
-    timeout(IDLE, s.read_exact(buf)).await.map_err(|_| timed_out(what))?
+    timeout(IDLE, s.read_exact(buf))
+        .await
+        .map_err(|_| timed_out(what))?
 }
 
 /// Writes and flushes `buf`, waiting at most [`IDLE`].
@@ -663,10 +646,17 @@ async fn discard<S: AsyncRead + Unpin>(s: &mut S, n: u64, buf: &mut [u8]) -> io:
     let mut left = n;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let Some(chunk) = buf.get_mut(..want) else { return Err(io::Error::other("buffer")) };
-        let got = timeout(IDLE, s.read(chunk)).await.map_err(|_| timed_out("payload"))??;
+        let Some(chunk) = buf.get_mut(..want) else {
+            return Err(io::Error::other("buffer"));
+        };
+        let got = timeout(IDLE, s.read(chunk))
+            .await
+            .map_err(|_| timed_out("payload"))??;
         if got == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{left} bytes missing")));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{left} bytes missing"),
+            ));
         }
         left -= got as u64;
     }
@@ -692,7 +682,11 @@ async fn serve_raw(s: TcpStream, stats: &ServerStats) -> io::Result<()> {
 
 /// Ping-pong, server side, on a raw connection after its mode byte or on a libp2p ping stream:
 /// answers every frame with its index until the client closes.
-async fn serve_pings<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8], stats: &ServerStats) -> io::Result<()> {
+async fn serve_pings<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut [u8],
+    stats: &ServerStats,
+) -> io::Result<()> {
     let mut index = 0u64;
     loop {
         let mut len = [0u8; 4];
@@ -703,7 +697,9 @@ async fn serve_pings<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8
         };
         let len = u32::from_be_bytes(len) as usize;
         if len == 0 || len > MAX_FRAME {
-            return Err(invalid(format!("frame length {len} outside 1..={MAX_FRAME}")));
+            return Err(invalid(format!(
+                "frame length {len} outside 1..={MAX_FRAME}"
+            )));
         }
         discard(s, len as u64, buf).await?;
         write_all(s, &index.to_be_bytes(), "ack").await?;
@@ -714,7 +710,10 @@ async fn serve_pings<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8
 
 /// One bulk transfer, server side (raw after the mode byte, or a libp2p perf stream): returns the
 /// bytes received once it has answered their count and closed.
-async fn serve_bulk<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8]) -> io::Result<u64> {
+async fn serve_bulk<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut count = [0u8; 8];
     read_exact(s, &mut count, "byte count").await?;
     let n = u64::from_be_bytes(count);
@@ -750,20 +749,41 @@ async fn connect_raw(to: SocketAddr) -> Result<tokio_util::compat::Compat<TcpStr
 
 /// Ping-pong: `warmup` then `count` round trips of `size`-byte frames, `interval` apart, on one
 /// raw TCP connection or one libp2p stream; returns the `count` round trips in milliseconds.
-pub async fn rtt(to: &Target, size: usize, count: usize, warmup: usize, interval: Duration) -> Result<RttResult, RunError> {
+pub async fn rtt(
+    to: &Target,
+    size: usize,
+    count: usize,
+    warmup: usize,
+    interval: Duration,
+) -> Result<RttResult, RunError> {
     if size == 0 || size > MAX_FRAME {
         let reason = format!("must be 1 to {MAX_FRAME} bytes");
-        return Err(UsageError { flag: "--size", value: size.to_string(), reason }.into());
+        return Err(UsageError {
+            flag: "--size",
+            value: size.to_string(),
+            reason,
+        }
+        .into());
     }
     if count == 0 {
-        return Err(UsageError { flag: "--count", value: "0".into(), reason: "must be at least 1".into() }.into());
+        return Err(UsageError {
+            flag: "--count",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        }
+        .into());
     }
     let what = format!("ping-pong with {to}");
     let (transport, samples) = match to {
         Target::Raw(addr) => {
             let mut s = connect_raw(*addr).await?;
-            write_all(&mut s, &[MODE_PING], "mode byte").await.map_err(io_err(&what))?;
-            (Transport::RawTcp, ping_pong(&mut s, &what, size, count, warmup, interval).await?)
+            write_all(&mut s, &[MODE_PING], "mode byte")
+                .await
+                .map_err(io_err(&what))?;
+            (
+                Carrier::RawTcp,
+                ping_pong(&mut s, &what, size, count, warmup, interval).await?,
+            )
         }
         Target::Libp2p(addr) => {
             let client = Libp2pClient::connect(addr).await?;
@@ -797,7 +817,9 @@ async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
         let rtt = t0.elapsed();
         let got = u64::from_be_bytes(ack);
         if got != i as u64 {
-            return Err(RunError::Runtime(format!("{what}: ack {got} for frame {i}")));
+            return Err(RunError::Runtime(format!(
+                "{what}: ack {got} for frame {i}"
+            )));
         }
         if i >= warmup {
             samples.push(ms(rtt));
@@ -809,13 +831,27 @@ async fn ping_pong<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Bulk throughput: `repeats` transfers of `bytes` to `to` (one raw TCP connection each, or one
 /// libp2p stream each on one connection).
-pub async fn throughput(to: &Target, bytes: u64, repeats: usize) -> Result<ThroughputResult, RunError> {
+pub async fn throughput(
+    to: &Target,
+    bytes: u64,
+    repeats: usize,
+) -> Result<ThroughputResult, RunError> {
     if bytes == 0 || bytes > MAX_BULK {
         let reason = format!("must be 1 to {MAX_BULK} bytes");
-        return Err(UsageError { flag: "--bytes", value: bytes.to_string(), reason }.into());
+        return Err(UsageError {
+            flag: "--bytes",
+            value: bytes.to_string(),
+            reason,
+        }
+        .into());
     }
     if repeats == 0 {
-        return Err(UsageError { flag: "--repeats", value: "0".into(), reason: "must be at least 1".into() }.into());
+        return Err(UsageError {
+            flag: "--repeats",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        }
+        .into());
     }
     match to {
         Target::Raw(addr) => throughput_raw(*addr, bytes, repeats).await,
@@ -823,7 +859,11 @@ pub async fn throughput(to: &Target, bytes: u64, repeats: usize) -> Result<Throu
     }
 }
 
-async fn throughput_raw(to: SocketAddr, bytes: u64, repeats: usize) -> Result<ThroughputResult, RunError> {
+async fn throughput_raw(
+    to: SocketAddr,
+    bytes: u64,
+    repeats: usize,
+) -> Result<ThroughputResult, RunError> {
     let chunk = vec![FILL; CHUNK];
     let what = format!("bulk transfer to {to}");
     let mut connect_ms = None;
@@ -836,26 +876,39 @@ async fn throughput_raw(to: SocketAddr, bytes: u64, repeats: usize) -> Result<Th
         header[0] = MODE_BULK;
         header[1..].copy_from_slice(&bytes.to_be_bytes());
         let t0 = Instant::now();
-        write_all(&mut s, &header, "header").await.map_err(io_err(&what))?;
+        write_all(&mut s, &header, "header")
+            .await
+            .map_err(io_err(&what))?;
         let mut left = bytes;
         while left > 0 {
             let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            write_all(&mut s, &chunk[..n], "payload").await.map_err(io_err(&what))?;
+            write_all(&mut s, &chunk[..n], "payload")
+                .await
+                .map_err(io_err(&what))?;
             left -= n as u64;
         }
         let mut answer = [0u8; 8];
-        read_exact(&mut s, &mut answer, "answer").await.map_err(io_err(&what))?;
+        read_exact(&mut s, &mut answer, "answer")
+            .await
+            .map_err(io_err(&what))?;
         let secs = t0.elapsed().as_secs_f64();
         check_answer(&what, answer, bytes)?;
         samples.push(secs);
     }
-    Ok(ThroughputResult::new(Transport::RawTcp, bytes, samples, connect_ms.unwrap_or(0.0)))
+    Ok(ThroughputResult::new(
+        Carrier::RawTcp,
+        bytes,
+        samples,
+        connect_ms.unwrap_or(0.0),
+    ))
 }
 
 fn check_answer(what: &str, answer: [u8; 8], bytes: u64) -> Result<(), RunError> {
     let got = u64::from_be_bytes(answer);
     if got != bytes {
-        return Err(RunError::Runtime(format!("{what}: the server acknowledged {got} of {bytes} bytes")));
+        return Err(RunError::Runtime(format!(
+            "{what}: the server acknowledged {got} of {bytes} bytes"
+        )));
     }
     Ok(())
 }
@@ -864,14 +917,15 @@ fn check_answer(what: &str, answer: [u8; 8], bytes: u64) -> Result<(), RunError>
 struct Libp2pClient {
     peer: PeerId,
     control: libp2p_stream::Control,
-    transport: Transport,
+    transport: Carrier,
     connect_ms: f64,
     _driver: AbortOnDrop,
 }
 
 impl Libp2pClient {
     async fn connect(addr: &Multiaddr) -> Result<Self, RunError> {
-        let (peer, dial_addr, transport) = libp2p_target(addr).map_err(|e| RunError::flag("--to", addr.to_string(), e))?;
+        let (peer, dial_addr, transport) =
+            libp2p_target(addr).map_err(|e| RunError::flag("--to", addr.to_string(), e))?;
         let mut swarm = build_swarm(Keypair::generate_ed25519())?;
         let control = swarm.behaviour().new_control();
         let t_connect = Instant::now();
@@ -881,8 +935,12 @@ impl Libp2pClient {
         let established = async {
             loop {
                 match swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
-                    SwarmEvent::OutgoingConnectionError { error, .. } => return Err(error.to_string()),
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => {
+                        return Ok(())
+                    }
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        return Err(error.to_string())
+                    }
                     _ => {}
                 }
             }
@@ -897,18 +955,31 @@ impl Libp2pClient {
                 swarm.select_next_some().await;
             }
         }));
-        Ok(Libp2pClient { peer, control, transport, connect_ms, _driver: driver })
+        Ok(Libp2pClient {
+            peer,
+            control,
+            transport,
+            connect_ms,
+            _driver: driver,
+        })
     }
 
     async fn open(&self, protocol: StreamProtocol, what: &str) -> Result<libp2p::Stream, RunError> {
-        timeout(CONNECT_TIMEOUT, self.control.clone().open_stream(self.peer, protocol))
-            .await
-            .map_err(elapsed_err(what))?
-            .map_err(|e| RunError::Runtime(format!("{what}: {e}")))
+        timeout(
+            CONNECT_TIMEOUT,
+            self.control.clone().open_stream(self.peer, protocol),
+        )
+        .await
+        .map_err(elapsed_err(what))?
+        .map_err(|e| RunError::Runtime(format!("{what}: {e}")))
     }
 }
 
-async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Result<ThroughputResult, RunError> {
+async fn throughput_libp2p(
+    addr: &Multiaddr,
+    bytes: u64,
+    repeats: usize,
+) -> Result<ThroughputResult, RunError> {
     let client = Libp2pClient::connect(addr).await?;
     let chunk = vec![FILL; CHUNK];
     let mut samples = Vec::with_capacity(repeats);
@@ -917,12 +988,16 @@ async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Resu
         let mut stream = client.open(perf_protocol(), &what).await?;
         let transfer = async {
             let t0 = Instant::now();
-            timeout(IDLE, stream.write_all(&bytes.to_be_bytes())).await.map_err(|_| timed_out("header"))??;
+            timeout(IDLE, stream.write_all(&bytes.to_be_bytes()))
+                .await
+                .map_err(|_| timed_out("header"))??;
             let mut left = bytes;
             while left > 0 {
                 let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 let part = chunk.get(..n).unwrap_or_default();
-                timeout(IDLE, stream.write_all(part)).await.map_err(|_| timed_out("payload"))??;
+                timeout(IDLE, stream.write_all(part))
+                    .await
+                    .map_err(|_| timed_out("payload"))??;
                 left -= n as u64;
             }
             timeout(IDLE, async {
@@ -932,19 +1007,27 @@ async fn throughput_libp2p(addr: &Multiaddr, bytes: u64, repeats: usize) -> Resu
             .await
             .map_err(|_| timed_out("close"))??;
             let mut answer = [0u8; 8];
-            timeout(IDLE, stream.read_exact(&mut answer)).await.map_err(|_| timed_out("answer"))??;
+            timeout(IDLE, stream.read_exact(&mut answer))
+                .await
+                .map_err(|_| timed_out("answer"))??;
             Ok::<_, io::Error>((t0.elapsed().as_secs_f64(), answer))
         };
         let (secs, answer) = transfer.await.map_err(io_err(&what))?;
         check_answer(&what, answer, bytes)?;
         samples.push(secs);
     }
-    Ok(ThroughputResult::new(client.transport, bytes, samples, client.connect_ms))
+    Ok(ThroughputResult::new(
+        client.transport,
+        bytes,
+        samples,
+        client.connect_ms,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use p2plab_contract::bench::Kind;
 
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -952,13 +1035,32 @@ mod tests {
     const DEADLINE: Duration = Duration::from_secs(60);
 
     fn local_args() -> ServeArgs {
-        ServeArgs { listen_addr: [127, 0, 0, 1].into(), tcp_port: 0, p2p_port: 0, seed: Some(7) }
+        ServeArgs {
+            listen_addr: [127, 0, 0, 1].into(),
+            tcp_port: 0,
+            p2p_port: 0,
+            seed: Some(7),
+        }
     }
 
     /// A server on 127.0.0.1 (ports picked by the kernel), served in the background.
-    async fn spawn_server() -> (SocketAddr, Vec<Multiaddr>, PeerId, Arc<ServerStats>, AbortOnDrop) {
-        let server = timeout(DEADLINE, start_server(&local_args())).await.unwrap().unwrap();
-        let (tcp, p2p, peer, stats) = (server.tcp, server.p2p.clone(), server.peer_id, server.stats());
+    async fn spawn_server() -> (
+        SocketAddr,
+        Vec<Multiaddr>,
+        PeerId,
+        Arc<ServerStats>,
+        AbortOnDrop,
+    ) {
+        let server = timeout(DEADLINE, start_server(&local_args()))
+            .await
+            .unwrap()
+            .unwrap();
+        let (tcp, p2p, peer, stats) = (
+            server.tcp,
+            server.p2p.clone(),
+            server.peer_id,
+            server.stats(),
+        );
         let task = tokio::spawn(async move {
             let _ = server.serve(std::future::pending()).await;
         });
@@ -984,55 +1086,47 @@ mod tests {
         assert!(parse_size("0").unwrap_err().contains("zero"));
         assert!(parse_size("0KiB").unwrap_err().contains("zero"));
         assert!(parse_size("65GiB").unwrap_err().contains("too large"));
-        assert!(parse_size("99999999999999999999999").unwrap_err().contains("too large"));
-        assert!(parse_size("18446744073709551615GiB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_size("18446744073709551615GiB")
+            .unwrap_err()
+            .contains("too large"));
         assert_eq!(parse_frame_size("1MiB").unwrap(), MAX_FRAME);
-        assert!(parse_frame_size("1025KiB").unwrap_err().contains("too large"));
-    }
-
-    #[test]
-    fn mbit_per_s_is_megabits() {
-        assert_eq!(mbit_per_s(1_000_000, 1.0), 8.0);
-        assert_eq!(mbit_per_s(125_000_000, 2.0), 500.0);
-        assert_eq!(mbit_per_s(64 << 20, 0.5), 1073.741824);
-        assert_eq!(mbit_per_s(1, 0.0), 0.0);
-        assert_eq!(mbit_per_s(1, -1.0), 0.0);
-        assert_eq!(mbit_per_s(1, f64::NAN), 0.0);
+        assert!(parse_frame_size("1025KiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
     fn targets_parse() {
-        assert_eq!("10.0.0.1:5201".parse::<Target>().unwrap(), Target::Raw("10.0.0.1:5201".parse().unwrap()));
+        assert_eq!(
+            "10.0.0.1:5201".parse::<Target>().unwrap(),
+            Target::Raw("10.0.0.1:5201".parse().unwrap())
+        );
         let peer = PeerId::random();
         let tcp = format!("/ip4/10.0.0.1/tcp/5202/p2p/{peer}");
         let t = tcp.parse::<Target>().unwrap();
         assert_eq!(t.to_string(), tcp);
-        let Target::Libp2p(a) = &t else { panic!("{t:?}") };
-        assert_eq!(libp2p_target(a).unwrap().2, Transport::Libp2pTcp);
+        let Target::Libp2p(a) = &t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(libp2p_target(a).unwrap().2, Carrier::Libp2pTcp);
         let quic = format!("/ip4/10.0.0.1/udp/5202/quic-v1/p2p/{peer}");
-        let Target::Libp2p(a) = quic.parse::<Target>().unwrap() else { panic!() };
+        let Target::Libp2p(a) = quic.parse::<Target>().unwrap() else {
+            panic!()
+        };
         let (p, dial, transport) = libp2p_target(&a).unwrap();
-        assert_eq!((p, transport), (peer, Transport::Libp2pQuic));
+        assert_eq!((p, transport), (peer, Carrier::Libp2pQuic));
         assert_eq!(dial.to_string(), "/ip4/10.0.0.1/udp/5202/quic-v1");
-        assert!("/ip4/10.0.0.1/tcp/5202".parse::<Target>().unwrap_err().contains("/p2p/"));
-        assert!(format!("/ip4/10.0.0.1/udp/5202/p2p/{peer}").parse::<Target>().is_err());
+        assert!("/ip4/10.0.0.1/tcp/5202"
+            .parse::<Target>()
+            .unwrap_err()
+            .contains("/p2p/"));
+        assert!(format!("/ip4/10.0.0.1/udp/5202/p2p/{peer}")
+            .parse::<Target>()
+            .is_err());
         assert!("nonsense".parse::<Target>().is_err());
-    }
-
-    #[test]
-    fn result_lines() {
-        let rtt = RttResult::new(Transport::RawTcp, 64, vec![0.5]);
-        assert_eq!(
-            serde_json::to_string(&rtt).unwrap(),
-            r#"{"event":"perf_result","kind":"rtt","transport":"raw-tcp","size":64,"samples_ms":[0.5]}"#
-        );
-        let t = ThroughputResult::new(Transport::Libp2pQuic, 1_000_000, vec![1.0], 2.5);
-        assert_eq!(
-            serde_json::to_string(&t).unwrap(),
-            r#"{"event":"perf_result","kind":"throughput","transport":"libp2p-quic","bytes":1000000,"samples_mbit_s":[8.0],"samples_s":[1.0],"connect_ms":2.5}"#
-        );
-        let back: ThroughputResult = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        assert_eq!(back, t);
     }
 
     #[test]
@@ -1052,21 +1146,47 @@ mod tests {
             #[command(subcommand)]
             cmd: PerfCommand,
         }
-        let PerfCommand::Rtt(a) = Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "4KiB"]).unwrap().cmd
+        let PerfCommand::Rtt(a) =
+            Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "4KiB"])
+                .unwrap()
+                .cmd
         else {
             panic!()
         };
-        assert_eq!((a.size, a.count, a.warmup, a.interval_ms), (4096, 200, 10, 10));
-        assert!(Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "2MiB"]).is_err());
+        assert_eq!(
+            (a.size, a.count, a.warmup, a.interval_ms),
+            (4096, 200, 10, 10)
+        );
+        assert!(
+            Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "2MiB"]).is_err()
+        );
         assert!(Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "0"]).is_err());
-        assert!(Cli::try_parse_from(["b", "rtt", "--to", "1.2.3.4:5201", "--size", "1", "--count", "0"]).is_err());
-        let PerfCommand::Throughput(a) = Cli::try_parse_from(["b", "throughput", "--to", "1.2.3.4:5201"]).unwrap().cmd
+        assert!(Cli::try_parse_from([
+            "b",
+            "rtt",
+            "--to",
+            "1.2.3.4:5201",
+            "--size",
+            "1",
+            "--count",
+            "0"
+        ])
+        .is_err());
+        let PerfCommand::Throughput(a) =
+            Cli::try_parse_from(["b", "throughput", "--to", "1.2.3.4:5201"])
+                .unwrap()
+                .cmd
         else {
             panic!()
         };
         assert_eq!((a.bytes, a.repeats), (64 << 20, 5));
-        let PerfCommand::Serve(a) = Cli::try_parse_from(["b", "serve"]).unwrap().cmd else { panic!() };
-        assert_eq!((a.listen_addr, a.tcp_port, a.p2p_port, a.seed), ([0, 0, 0, 0].into(), 5201, 5202, None));
+        let PerfCommand::Serve(a) = Cli::try_parse_from(["b", "serve"]).unwrap().cmd else {
+            panic!()
+        };
+        assert_eq!(
+            (a.listen_addr, a.tcp_port, a.p2p_port, a.seed),
+            ([0, 0, 0, 0].into(), 5201, 5202, None)
+        );
     }
 
     /// Writes `bytes` on a fresh raw connection and expects the server to close it (EOF or reset)
@@ -1105,9 +1225,15 @@ mod tests {
         let mut frame = vec![MODE_PING];
         frame.extend_from_slice(&(MAX_FRAME as u32).to_be_bytes());
         frame.resize(frame.len() + MAX_FRAME, 1);
-        timeout(DEADLINE, s.write_all(&frame)).await.unwrap().unwrap();
+        timeout(DEADLINE, s.write_all(&frame))
+            .await
+            .unwrap()
+            .unwrap();
         let mut ack = [0u8; 8];
-        timeout(DEADLINE, s.read_exact(&mut ack)).await.unwrap().unwrap();
+        timeout(DEADLINE, s.read_exact(&mut ack))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u64::from_be_bytes(ack), 0);
         // A short bulk transfer (the client gives up) is not counted.
         let mut short = vec![MODE_BULK];
@@ -1131,11 +1257,25 @@ mod tests {
     #[tokio::test]
     async fn raw_rtt_on_loopback() {
         let (tcp, _, _, stats, _server) = spawn_server().await;
-        let r = timeout(DEADLINE, rtt(&Target::Raw(tcp), 4096, 20, 3, Duration::from_millis(1))).await.unwrap().unwrap();
-        assert_eq!((r.kind, r.transport, r.size, r.samples_ms.len()), (Kind::Rtt, Transport::RawTcp, 4096, 20));
-        assert!(r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
+        let r = timeout(
+            DEADLINE,
+            rtt(&Target::Raw(tcp), 4096, 20, 3, Duration::from_millis(1)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.kind, r.transport, r.size, r.samples_ms.len()),
+            (Kind::Rtt, Carrier::RawTcp, 4096, 20)
+        );
+        assert!(
+            r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()),
+            "{r:?}"
+        );
         assert_eq!(stats.pings(), 23);
-        assert!(rtt(&Target::Raw(tcp), MAX_FRAME + 1, 1, 0, Duration::ZERO).await.is_err());
+        assert!(rtt(&Target::Raw(tcp), MAX_FRAME + 1, 1, 0, Duration::ZERO)
+            .await
+            .is_err());
     }
 
     /// The server's first libp2p address over TCP (`quic` false) or QUIC, with its peer id.
@@ -1143,7 +1283,12 @@ mod tests {
         let addr = p2p
             .iter()
             .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
-            .unwrap_or_else(|| panic!("no {} address in {p2p:?}", if quic { "quic" } else { "tcp" }))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {} address in {p2p:?}",
+                    if quic { "quic" } else { "tcp" }
+                )
+            })
             .clone()
             .with(Protocol::P2p(peer));
         addr.to_string().parse().unwrap()
@@ -1152,11 +1297,20 @@ mod tests {
     #[tokio::test]
     async fn libp2p_rtt_on_loopback() {
         let (_, p2p, peer, stats, _server) = spawn_server().await;
-        for (quic, want, pings) in [(false, Transport::Libp2pTcp, 13), (true, Transport::Libp2pQuic, 26)] {
+        for (quic, want, pings) in [
+            (false, Carrier::Libp2pTcp, 13),
+            (true, Carrier::Libp2pQuic, 26),
+        ] {
             let target = p2p_target(&p2p, peer, quic);
-            let r = timeout(DEADLINE, rtt(&target, 64, 10, 3, Duration::from_millis(1))).await.unwrap().unwrap();
+            let r = timeout(DEADLINE, rtt(&target, 64, 10, 3, Duration::from_millis(1)))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((r.transport, r.size, r.samples_ms.len()), (want, 64, 10));
-            assert!(r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
+            assert!(
+                r.samples_ms.iter().all(|&s| s > 0.0 && s.is_finite()),
+                "{r:?}"
+            );
             assert_eq!(stats.pings(), pings);
         }
     }
@@ -1165,11 +1319,23 @@ mod tests {
     async fn raw_throughput_on_loopback() {
         let (tcp, _, _, stats, _server) = spawn_server().await;
         let n = 8u64 << 20;
-        let r = timeout(DEADLINE, throughput(&Target::Raw(tcp), n, 3)).await.unwrap().unwrap();
-        assert_eq!((r.kind, r.transport, r.bytes), (Kind::Throughput, Transport::RawTcp, n));
+        let r = timeout(DEADLINE, throughput(&Target::Raw(tcp), n, 3))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.kind, r.transport, r.bytes),
+            (Kind::Throughput, Carrier::RawTcp, n)
+        );
         assert_eq!(r.samples_s.len(), 3);
         assert_eq!(r.samples_mbit_s.len(), 3);
-        assert!(r.samples_s.iter().chain(&r.samples_mbit_s).all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
+        assert!(
+            r.samples_s
+                .iter()
+                .chain(&r.samples_mbit_s)
+                .all(|&s| s > 0.0 && s.is_finite()),
+            "{r:?}"
+        );
         assert!(r.connect_ms > 0.0);
         assert_eq!(stats.raw_bulk_bytes(), 3 * n);
     }
@@ -1178,11 +1344,24 @@ mod tests {
         let (_, p2p, peer, stats, _server) = spawn_server().await;
         let target = p2p_target(&p2p, peer, quic);
         let n = 2u64 << 20;
-        let r = timeout(DEADLINE, throughput(&target, n, 3)).await.unwrap().unwrap();
-        let want = if quic { Transport::Libp2pQuic } else { Transport::Libp2pTcp };
+        let r = timeout(DEADLINE, throughput(&target, n, 3))
+            .await
+            .unwrap()
+            .unwrap();
+        let want = if quic {
+            Carrier::Libp2pQuic
+        } else {
+            Carrier::Libp2pTcp
+        };
         assert_eq!((r.transport, r.bytes), (want, n));
         assert_eq!(r.samples_s.len(), 3);
-        assert!(r.samples_s.iter().chain(&r.samples_mbit_s).all(|&s| s > 0.0 && s.is_finite()), "{r:?}");
+        assert!(
+            r.samples_s
+                .iter()
+                .chain(&r.samples_mbit_s)
+                .all(|&s| s > 0.0 && s.is_finite()),
+            "{r:?}"
+        );
         assert!(r.connect_ms > 0.0);
         assert_eq!(stats.p2p_bulk_bytes(), 3 * n);
     }
@@ -1199,14 +1378,38 @@ mod tests {
 
     #[tokio::test]
     async fn ready_line_names_everything() {
-        let server = timeout(DEADLINE, start_server(&local_args())).await.unwrap().unwrap();
+        let server = timeout(DEADLINE, start_server(&local_args()))
+            .await
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&server.ready_line()).unwrap();
         assert_eq!(v["event"], "perf_ready");
-        assert_eq!(v["peer_id"], identity_from_seed(Some(7)).unwrap().public().to_peer_id().to_string());
+        assert_eq!(
+            v["peer_id"],
+            identity_from_seed(Some(7))
+                .unwrap()
+                .public()
+                .to_peer_id()
+                .to_string()
+        );
         assert_eq!(v["tcp"], server.tcp.to_string());
-        let p2p: Vec<&str> = v["p2p"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        assert!(p2p.iter().any(|a| a.starts_with("/ip4/127.0.0.1/tcp/")), "{p2p:?}");
-        assert!(p2p.iter().any(|a| a.starts_with("/ip4/127.0.0.1/udp/") && a.ends_with("/quic-v1")), "{p2p:?}");
-        assert!(server.ready_line().starts_with(r#"{"event":"perf_ready","peer_id":"#));
+        let p2p: Vec<&str> = v["p2p"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            p2p.iter().any(|a| a.starts_with("/ip4/127.0.0.1/tcp/")),
+            "{p2p:?}"
+        );
+        assert!(
+            p2p.iter()
+                .any(|a| a.starts_with("/ip4/127.0.0.1/udp/") && a.ends_with("/quic-v1")),
+            "{p2p:?}"
+        );
+        assert!(server
+            .ready_line()
+            .starts_with(r#"{"event":"perf_ready","peer_id":"#));
     }
 }

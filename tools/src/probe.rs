@@ -47,7 +47,7 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
+use p2plab_contract::probe::{Filtering, Mapping, NatProbe, Proto, ReflectorReady, Verdict};
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpSocket, TcpStream, UdpSocket},
@@ -72,7 +72,11 @@ const UDP_REPEAT_GAP: Duration = Duration::from_millis(50);
 
 /// `probe`: the command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "probe", version, about = "p2plab NAT probe: RFC 4787 mapping and filtering, UDP and TCP")]
+#[command(
+    name = "probe",
+    version,
+    about = "p2plab NAT probe: RFC 4787 mapping and filtering, UDP and TCP"
+)]
 pub struct ProbeCli {
     #[command(subcommand)]
     pub command: ProbeCommand,
@@ -129,20 +133,15 @@ pub struct MeasureArgs {
 fn parse_reflector(s: &str) -> Result<SocketAddr, String> {
     let addr = s
         .parse::<SocketAddr>()
-        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_PORT)))
+        .or_else(|_| {
+            s.parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        })
         .map_err(|_| format!("expected IP[:PORT], got '{s}'"))?;
     if addr.port() == 0 {
         return Err(format!("port 0 in '{s}'"));
     }
     Ok(addr)
-}
-
-/// A measured protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Udp,
-    Tcp,
 }
 
 /// What `probe measure` will do, validated.
@@ -157,22 +156,45 @@ pub struct Plan {
 impl MeasureArgs {
     /// Validates the flags (usage errors, exit 2) and finds the local IP (runtime error, exit 1).
     pub fn plan(&self) -> Result<Plan, RunError> {
-        let list = || self.reflectors.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(" ");
-        let usage = |flag, value: String, reason: &str| UsageError { flag, value, reason: reason.into() };
+        let list = || {
+            self.reflectors
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let usage = |flag, value: String, reason: &str| UsageError {
+            flag,
+            value,
+            reason: reason.into(),
+        };
         let [r1, r2] = <[SocketAddr; 2]>::try_from(self.reflectors.clone())
             .map_err(|_| usage("--reflector", list(), "expected exactly two reflectors"))?;
         if r1.ip() == r2.ip() {
-            return Err(usage("--reflector", list(), "the two reflectors must have different IP addresses").into());
+            return Err(usage(
+                "--reflector",
+                list(),
+                "the two reflectors must have different IP addresses",
+            )
+            .into());
         }
         if r1.is_ipv4() != r2.is_ipv4() {
-            return Err(usage("--reflector", list(), "the two reflectors must be of the same IP family").into());
+            return Err(usage(
+                "--reflector",
+                list(),
+                "the two reflectors must be of the same IP family",
+            )
+            .into());
         }
         let local_ip = match self.bind {
             Some(ip) if ip.is_ipv4() != r1.is_ipv4() => {
-                return Err(usage("--bind", ip.to_string(), "not of the reflectors' IP family").into())
+                return Err(
+                    usage("--bind", ip.to_string(), "not of the reflectors' IP family").into(),
+                )
             }
             Some(ip) => ip,
-            None => route_source(r1).map_err(|e| RunError::Runtime(format!("no route to reflector {r1}: {e}")))?,
+            None => route_source(r1)
+                .map_err(|e| RunError::Runtime(format!("no route to reflector {r1}: {e}")))?,
         };
         let protos = match self.proto {
             ProtoArg::Udp => vec![Proto::Udp],
@@ -180,42 +202,25 @@ impl MeasureArgs {
             ProtoArg::Both => vec![Proto::Udp, Proto::Tcp],
         };
         let timeout = Duration::from_millis(self.timeout_ms);
-        Ok(Plan { reflectors: [r1, r2], local_ip, protos, timeout })
+        Ok(Plan {
+            reflectors: [r1, r2],
+            local_ip,
+            protos,
+            timeout,
+        })
     }
 }
 
 /// The source IP the kernel picks for `to`.
 fn route_source(to: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let any: SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
     let s = std::net::UdpSocket::bind(any)?;
     s.connect(to)?;
     Ok(s.local_addr()?.ip())
-}
-
-/// RFC 4787 mapping behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mapping {
-    EndpointIndependent,
-    /// Address- or address-and-port-dependent (two reflector IPs cannot tell them apart).
-    EndpointDependent,
-}
-
-/// RFC 4787 filtering behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Filtering {
-    EndpointIndependent,
-    AddressDependent,
-    AddressAndPortDependent,
-}
-
-/// The classification of one protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    pub nat: bool,
-    pub mapping: Mapping,
-    pub filtering: Filtering,
 }
 
 /// Classifies from the local address, the two observed mappings of it, and which unsolicited
@@ -227,7 +232,11 @@ pub fn classify(
     got_from_other_ip: bool,
     got_from_other_port: bool,
 ) -> Verdict {
-    let mapping = if observed1 == observed2 { Mapping::EndpointIndependent } else { Mapping::EndpointDependent };
+    let mapping = if observed1 == observed2 {
+        Mapping::EndpointIndependent
+    } else {
+        Mapping::EndpointDependent
+    };
     let filtering = if got_from_other_ip {
         Filtering::EndpointIndependent
     } else if got_from_other_port {
@@ -235,21 +244,11 @@ pub fn classify(
     } else {
         Filtering::AddressAndPortDependent
     };
-    Verdict { nat: observed1 != local || observed2 != local, mapping, filtering }
-}
-
-/// One `nat_probe` line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename = "nat_probe")]
-pub struct Report {
-    pub proto: Proto,
-    pub local: SocketAddr,
-    pub observed: [SocketAddr; 2],
-    pub nat: bool,
-    pub mapping: Mapping,
-    pub filtering: Filtering,
-    /// Not measured: always `None`.
-    pub hairpin: Option<bool>,
+    Verdict {
+        nat: observed1 != local || observed2 != local,
+        mapping,
+        filtering,
+    }
 }
 
 /// Which reflector port a `send` comes from.
@@ -263,7 +262,11 @@ pub enum Port {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Whoami,
-    Send { token: String, to: SocketAddr, from: Port },
+    Send {
+        token: String,
+        to: SocketAddr,
+        from: Port,
+    },
 }
 
 /// Parses one request line (without its `\n`).
@@ -282,7 +285,11 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
                 "alt" => Port::Alt,
                 _ => return Err("expected main or alt".into()),
             };
-            Ok(Request::Send { token: token.to_string(), to, from })
+            Ok(Request::Send {
+                token: token.to_string(),
+                to,
+                from,
+            })
         }
         _ => Err("unknown request".into()),
     }
@@ -309,19 +316,29 @@ fn parse_reply(line: &str) -> Option<Reply> {
 /// Reads one line of at most [`MAX_MESSAGE`] bytes; `None` at end of stream.
 async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
-    if (&mut *r).take(MAX_MESSAGE as u64 + 1).read_until(b'\n', &mut buf).await? == 0 {
+    if (&mut *r)
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await?
+        == 0
+    {
         return Ok(None);
     }
     if buf.len() > MAX_MESSAGE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
     }
-    let s = String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
+    let s = String::from_utf8(buf)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
     Ok(Some(s.trim().to_string()))
 }
 
 /// A TCP socket bound to `bind`, with SO_REUSEADDR and (`reuse_port`) SO_REUSEPORT.
 fn tcp_socket(bind: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
-    let s = if bind.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let s = if bind.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     s.set_reuseaddr(true)?;
     #[cfg(unix)]
     s.set_reuseport(reuse_port)?;
@@ -333,7 +350,9 @@ fn tcp_socket(bind: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
 
 async fn tcp_connect(bind: SocketAddr, to: SocketAddr, t: Duration) -> io::Result<TcpStream> {
     let sock = tcp_socket(bind, true)?;
-    timeout(t, sock.connect(to)).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    timeout(t, sock.connect(to))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,7 +376,12 @@ impl Reflector {
     pub fn bind(args: &ReflectArgs) -> Result<Self, RunError> {
         if args.port != 0 && args.port == args.alt_port {
             let reason = "must differ from --port".into();
-            return Err(UsageError { flag: "--alt-port", value: args.alt_port.to_string(), reason }.into());
+            return Err(UsageError {
+                flag: "--alt-port",
+                value: args.alt_port.to_string(),
+                reason,
+            }
+            .into());
         }
         let (u1, l1) = bind_pair(args.listen, args.port, "--port")?;
         let (u2, l2) = bind_pair(args.listen, args.alt_port, "--alt-port")?;
@@ -369,16 +393,25 @@ impl Reflector {
             udp_sends: Arc::new(Semaphore::new(MAX_UDP_SENDS)),
             tcp_conns: Arc::new(Semaphore::new(MAX_TCP_CONNS)),
         };
-        Ok(Reflector { shared: Arc::new(shared), listeners: [l1, l2] })
+        Ok(Reflector {
+            shared: Arc::new(shared),
+            listeners: [l1, l2],
+        })
     }
 
     /// The `reflector_ready` line.
     pub fn ready_line(&self) -> String {
-        let udp: Vec<String> =
-            self.shared.udp.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.to_string()).collect();
-        let tcp: Vec<String> = self.shared.tcp.iter().map(|a| a.to_string()).collect();
-        let quote = |v: Vec<String>| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",");
-        format!(r#"{{"event":"reflector_ready","udp":[{}],"tcp":[{}]}}"#, quote(udp), quote(tcp))
+        let udp = self
+            .shared
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect();
+        let ready = ReflectorReady {
+            udp,
+            tcp: self.shared.tcp.to_vec(),
+        };
+        serde_json::to_string(&ready).unwrap_or_default()
     }
 
     /// Serves forever.
@@ -398,7 +431,11 @@ impl Reflector {
 }
 
 /// UDP and TCP on the same port number; with port 0, retries until both get the same one.
-fn bind_pair(ip: IpAddr, port: u16, flag: &'static str) -> Result<(UdpSocket, TcpListener), RunError> {
+fn bind_pair(
+    ip: IpAddr,
+    port: u16,
+    flag: &'static str,
+) -> Result<(UdpSocket, TcpListener), RunError> {
     let fail = |e: io::Error| RunError::flag(flag, port.to_string(), e);
     let mut last = None;
     for _ in 0..if port == 0 { 32 } else { 1 } {
@@ -426,25 +463,42 @@ async fn serve_udp(shared: Arc<Shared>, port: Port) {
                 continue;
             }
         };
-        let Some(text) = buf.get(..n).filter(|_| n <= MAX_MESSAGE).and_then(|b| std::str::from_utf8(b).ok()) else {
+        let Some(text) = buf
+            .get(..n)
+            .filter(|_| n <= MAX_MESSAGE)
+            .and_then(|b| std::str::from_utf8(b).ok())
+        else {
             continue;
         };
         let reply = match parse_request(text.trim()) {
             Ok(Request::Whoami) => format!("addr {peer}"),
-            Ok(Request::Send { token, to, from }) => match udp_send_token(&shared, token, to, from).await {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("err {e}"),
-            },
+            Ok(Request::Send { token, to, from }) => {
+                match udp_send_token(&shared, token, to, from).await {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("err {e}"),
+                }
+            }
             Err(_) => continue,
         };
         let _ = sock.send_to(reply.as_bytes(), peer).await;
     }
 }
 
-async fn udp_send_token(shared: &Shared, token: String, to: SocketAddr, from: Port) -> Result<(), String> {
-    let permit = shared.udp_sends.clone().try_acquire_owned().map_err(|_| "busy".to_string())?;
+async fn udp_send_token(
+    shared: &Shared,
+    token: String,
+    to: SocketAddr,
+    from: Port,
+) -> Result<(), String> {
+    let permit = shared
+        .udp_sends
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| "busy".to_string())?;
     let sock = shared.udp[from as usize].clone();
-    sock.send_to(token.as_bytes(), to).await.map_err(|e| e.to_string())?;
+    sock.send_to(token.as_bytes(), to)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         for _ in 1..UDP_REPEATS {
             sleep(UDP_REPEAT_GAP).await;
@@ -491,32 +545,46 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
             Err(e) => format!("err {e}"),
         };
         let reply = format!("{reply}\n");
-        if !matches!(timeout(IDLE, stream.get_mut().write_all(reply.as_bytes())).await, Ok(Ok(()))) {
+        if !matches!(
+            timeout(IDLE, stream.get_mut().write_all(reply.as_bytes())).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
 }
 
 async fn tcp_send_token(from: SocketAddr, to: SocketAddr, token: &str) -> Result<(), String> {
-    let mut s = tcp_connect(from, to, CONNECT_TIMEOUT).await.map_err(|e| format!("connect: {e}"))?;
+    let mut s = tcp_connect(from, to, CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let write = async {
         s.write_all(format!("{token}\n").as_bytes()).await?;
         s.shutdown().await
     };
-    timeout(CONNECT_TIMEOUT, write).await.map_err(|_| "write timed out".to_string())?.map_err(|e| format!("write: {e}"))
+    timeout(CONNECT_TIMEOUT, write)
+        .await
+        .map_err(|_| "write timed out".to_string())?
+        .map_err(|e| format!("write: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
 /// Measures one protocol. Errors (exit 1) when a reflector does not answer `whoami`.
-pub async fn measure(proto: Proto, plan: &Plan) -> Result<Report, RunError> {
+pub async fn measure(proto: Proto, plan: &Plan) -> Result<NatProbe, RunError> {
     let (local, observed, got_a, got_b) = match proto {
         Proto::Udp => measure_udp(plan).await?,
         Proto::Tcp => measure_tcp(plan).await?,
     };
     let v = classify(local, observed[0], observed[1], got_a, got_b);
-    Ok(Report { proto, local, observed, nat: v.nat, mapping: v.mapping, filtering: v.filtering, hairpin: None })
+    Ok(NatProbe {
+        proto,
+        local,
+        observed,
+        verdict: v,
+        hairpin: None,
+    })
 }
 
 type Measured = (SocketAddr, [SocketAddr; 2], bool, bool);
@@ -530,7 +598,10 @@ fn local_err(e: io::Error) -> RunError {
 }
 
 fn tokens() -> (String, String) {
-    (format!("tok-{:016x}", rand::random::<u64>()), format!("tok-{:016x}", rand::random::<u64>()))
+    (
+        format!("tok-{:016x}", rand::random::<u64>()),
+        format!("tok-{:016x}", rand::random::<u64>()),
+    )
 }
 
 fn send_line(token: &str, to: SocketAddr, from: &str) -> String {
@@ -583,15 +654,24 @@ async fn udp_bind(ip: IpAddr) -> Result<UdpSocket, RunError> {
 }
 
 /// Sends `line` to `to` up to three times within `t`; the first parseable reply from `to`.
-async fn udp_request(sock: &UdpSocket, to: SocketAddr, line: &str, t: Duration) -> Result<Reply, String> {
+async fn udp_request(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    line: &str,
+    t: Duration,
+) -> Result<Reply, String> {
     let mut buf = [0u8; MAX_MESSAGE + 1];
     for _ in 0..3 {
-        sock.send_to(line.as_bytes(), to).await.map_err(|e| e.to_string())?;
+        sock.send_to(line.as_bytes(), to)
+            .await
+            .map_err(|e| e.to_string())?;
         let until = Instant::now() + (t / 3).max(Duration::from_millis(1));
         while let Ok(got) = timeout_at(until, sock.recv_from(&mut buf)).await {
             let Ok((n, from)) = got else { break };
-            let text =
-                buf.get(..n).filter(|_| n <= MAX_MESSAGE && from == to).and_then(|b| std::str::from_utf8(b).ok());
+            let text = buf
+                .get(..n)
+                .filter(|_| n <= MAX_MESSAGE && from == to)
+                .and_then(|b| std::str::from_utf8(b).ok());
             if let Some(reply) = text.and_then(parse_reply) {
                 return Ok(reply);
             }
@@ -622,7 +702,11 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
     let collector = tokio::spawn(async move {
         let mut buf = [0u8; MAX_MESSAGE + 1];
         while let Ok((n, _)) = sock.recv_from(&mut buf).await {
-            let Some(text) = buf.get(..n).filter(|_| n <= MAX_MESSAGE).and_then(|b| std::str::from_utf8(b).ok()) else {
+            let Some(text) = buf
+                .get(..n)
+                .filter(|_| n <= MAX_MESSAGE)
+                .and_then(|b| std::str::from_utf8(b).ok())
+            else {
                 continue;
             };
             if tx.send(text.trim().to_string()).await.is_err() {
@@ -635,7 +719,10 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
     let control = async {
         let ask_a = send_line(&a, m, "main");
         let ask_b = send_line(&b, m, "alt");
-        let (ra, rb) = tokio::join!(udp_request(&t1, r2, &ask_a, t), udp_request(&t2, r1, &ask_b, t));
+        let (ra, rb) = tokio::join!(
+            udp_request(&t1, r2, &ask_a, t),
+            udp_request(&t2, r1, &ask_b, t)
+        );
         (ack(ra), ack(rb))
     };
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
@@ -643,7 +730,11 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
     Ok((local, observed, got_a, got_b))
 }
 
-async fn tcp_whoami(stream: &mut BufReader<TcpStream>, r: SocketAddr, t: Duration) -> Result<SocketAddr, RunError> {
+async fn tcp_whoami(
+    stream: &mut BufReader<TcpStream>,
+    r: SocketAddr,
+    t: Duration,
+) -> Result<SocketAddr, RunError> {
     match tcp_ask(stream, "whoami", t).await {
         Ok(Reply::Addr(a)) => Ok(a),
         Ok(other) => Err(unreachable("tcp", r, format!("unexpected reply {other:?}"))),
@@ -651,35 +742,58 @@ async fn tcp_whoami(stream: &mut BufReader<TcpStream>, r: SocketAddr, t: Duratio
     }
 }
 
-async fn tcp_ask(stream: &mut BufReader<TcpStream>, line: &str, t: Duration) -> Result<Reply, String> {
+async fn tcp_ask(
+    stream: &mut BufReader<TcpStream>,
+    line: &str,
+    t: Duration,
+) -> Result<Reply, String> {
     let exchange = async {
-        stream.get_mut().write_all(format!("{line}\n").as_bytes()).await.map_err(|e| e.to_string())?;
-        let reply = read_line(stream).await.map_err(|e| e.to_string())?.ok_or("connection closed")?;
+        stream
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = read_line(stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("connection closed")?;
         parse_reply(&reply).ok_or_else(|| "malformed reply".to_string())
     };
-    timeout(t, exchange).await.map_err(|_| format!("no reply within {} ms", t.as_millis()))?
+    timeout(t, exchange)
+        .await
+        .map_err(|_| format!("no reply within {} ms", t.as_millis()))?
 }
 
 /// One request on a fresh connection from an ephemeral port.
 async fn tcp_request(ip: IpAddr, to: SocketAddr, line: &str, t: Duration) -> Result<(), String> {
-    let stream = tcp_connect(SocketAddr::new(ip, 0), to, t).await.map_err(|e| e.to_string())?;
+    let stream = tcp_connect(SocketAddr::new(ip, 0), to, t)
+        .await
+        .map_err(|e| e.to_string())?;
     ack(tcp_ask(&mut BufReader::new(stream), line, t).await)
 }
 
 async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
     let ([r1, r2], ip, t) = (plan.reflectors, plan.local_ip, plan.timeout);
     let connect = |bind, r| async move {
-        tcp_connect(bind, r, t).await.map(BufReader::new).map_err(|e| unreachable("tcp", r, e))
+        tcp_connect(bind, r, t)
+            .await
+            .map(BufReader::new)
+            .map_err(|e| unreachable("tcp", r, e))
     };
     // Mapping: two connections from the same local port (SO_REUSEPORT lets them coexist).
     let mut c1 = connect(SocketAddr::new(ip, 0), r1).await?;
     let local = c1.get_ref().local_addr().map_err(local_err)?;
     let mut c2 = connect(local, r2).await?;
-    let observed = [tcp_whoami(&mut c1, r1, t).await?, tcp_whoami(&mut c2, r2, t).await?];
+    let observed = [
+        tcp_whoami(&mut c1, r1, t).await?,
+        tcp_whoami(&mut c2, r2, t).await?,
+    ];
     drop((c1, c2));
 
     // Filtering: a listener and an outgoing connection on one fresh port L.
-    let listener = tcp_socket(SocketAddr::new(ip, 0), true).and_then(|s| s.listen(16)).map_err(local_err)?;
+    let listener = tcp_socket(SocketAddr::new(ip, 0), true)
+        .and_then(|s| s.listen(16))
+        .map_err(local_err)?;
     let l = listener.local_addr().map_err(local_err)?;
     let mut keep = connect(l, r1).await?;
     let m = tcp_whoami(&mut keep, r1, t).await?;
@@ -690,7 +804,9 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
             readers.spawn(async move {
-                if let Ok(Ok(Some(token))) = timeout(CONNECT_TIMEOUT, read_line(&mut BufReader::new(stream))).await {
+                if let Ok(Ok(Some(token))) =
+                    timeout(CONNECT_TIMEOUT, read_line(&mut BufReader::new(stream))).await
+                {
                     let _ = tx.send(token).await;
                 }
             });
@@ -702,7 +818,10 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
     let control = async {
         let ask_a = send_line(&a, m, "main");
         let ask_b = send_line(&b, m, "alt");
-        tokio::join!(tcp_request(ip, r2, &ask_a, ask_t), tcp_request(ip, r1, &ask_b, ask_t))
+        tokio::join!(
+            tcp_request(ip, r2, &ask_a, ask_t),
+            tcp_request(ip, r1, &ask_b, ask_t)
+        )
     };
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
     collector.abort();
@@ -726,22 +845,45 @@ mod tests {
         let v = classify(local, ext, ext, true, true);
         assert_eq!(
             v,
-            Verdict { nat: true, mapping: Mapping::EndpointIndependent, filtering: Filtering::EndpointIndependent }
+            Verdict {
+                nat: true,
+                mapping: Mapping::EndpointIndependent,
+                filtering: Filtering::EndpointIndependent
+            }
         );
         // home: EIM + APDF
         let v = classify(local, ext, ext, false, false);
         assert_eq!(
             (v.nat, v.mapping, v.filtering),
-            (true, Mapping::EndpointIndependent, Filtering::AddressAndPortDependent)
+            (
+                true,
+                Mapping::EndpointIndependent,
+                Filtering::AddressAndPortDependent
+            )
         );
         // strict: EDM + APDF (different port, or different IP)
         let v = classify(local, ext, sa("198.18.0.2:51234"), false, false);
-        assert_eq!((v.mapping, v.filtering), (Mapping::EndpointDependent, Filtering::AddressAndPortDependent));
-        assert_eq!(classify(local, ext, sa("198.18.0.3:40001"), false, false).mapping, Mapping::EndpointDependent);
+        assert_eq!(
+            (v.mapping, v.filtering),
+            (
+                Mapping::EndpointDependent,
+                Filtering::AddressAndPortDependent
+            )
+        );
+        assert_eq!(
+            classify(local, ext, sa("198.18.0.3:40001"), false, false).mapping,
+            Mapping::EndpointDependent
+        );
         // address-dependent filtering
-        assert_eq!(classify(local, ext, ext, false, true).filtering, Filtering::AddressDependent);
+        assert_eq!(
+            classify(local, ext, ext, false, true).filtering,
+            Filtering::AddressDependent
+        );
         // token A alone still means endpoint-independent
-        assert_eq!(classify(local, ext, ext, true, false).filtering, Filtering::EndpointIndependent);
+        assert_eq!(
+            classify(local, ext, ext, true, false).filtering,
+            Filtering::EndpointIndependent
+        );
     }
 
     #[test]
@@ -750,10 +892,17 @@ mod tests {
         let v = classify(local, local, local, true, true);
         assert_eq!(
             v,
-            Verdict { nat: false, mapping: Mapping::EndpointIndependent, filtering: Filtering::EndpointIndependent }
+            Verdict {
+                nat: false,
+                mapping: Mapping::EndpointIndependent,
+                filtering: Filtering::EndpointIndependent
+            }
         );
         // A firewall without translation.
-        assert_eq!(classify(local, local, local, false, false).filtering, Filtering::AddressAndPortDependent);
+        assert_eq!(
+            classify(local, local, local, false, false).filtering,
+            Filtering::AddressAndPortDependent
+        );
         // One observed address differs: translated.
         assert!(classify(local, local, sa("198.18.0.5:4001"), false, false).nat);
     }
@@ -763,10 +912,20 @@ mod tests {
         assert_eq!(parse_request("whoami"), Ok(Request::Whoami));
         assert_eq!(
             parse_request("send tok-1 10.0.0.1:5 alt"),
-            Ok(Request::Send { token: "tok-1".into(), to: sa("10.0.0.1:5"), from: Port::Alt })
+            Ok(Request::Send {
+                token: "tok-1".into(),
+                to: sa("10.0.0.1:5"),
+                from: Port::Alt
+            })
         );
         assert_eq!(
-            parse_request("send t [::1]:7 main").map(|r| matches!(r, Request::Send { from: Port::Main, .. })),
+            parse_request("send t [::1]:7 main").map(|r| matches!(
+                r,
+                Request::Send {
+                    from: Port::Main,
+                    ..
+                }
+            )),
             Ok(true)
         );
         for bad in [
@@ -788,49 +947,88 @@ mod tests {
 
     #[test]
     fn replies_parse() {
-        assert_eq!(parse_reply("addr 1.2.3.4:5\n"), Some(Reply::Addr(sa("1.2.3.4:5"))));
+        assert_eq!(
+            parse_reply("addr 1.2.3.4:5\n"),
+            Some(Reply::Addr(sa("1.2.3.4:5")))
+        );
         assert_eq!(parse_reply("ok"), Some(Reply::Ok));
-        assert_eq!(parse_reply("err connect: refused"), Some(Reply::Err("connect: refused".into())));
+        assert_eq!(
+            parse_reply("err connect: refused"),
+            Some(Reply::Err("connect: refused".into()))
+        );
         for bad in ["", "addr nope", "okay", "ok then", "tok-123"] {
             assert_eq!(parse_reply(bad), None, "{bad:?}");
         }
     }
 
     #[test]
-    fn report_json_shape() {
-        let r = Report {
-            proto: Proto::Udp,
-            local: sa("10.1.0.10:40001"),
-            observed: [sa("198.18.0.2:40001"); 2],
-            nat: true,
-            mapping: Mapping::EndpointIndependent,
-            filtering: Filtering::AddressAndPortDependent,
-            hairpin: None,
-        };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","observed":["198.18.0.2:40001","198.18.0.2:40001"],"nat":true,"mapping":"endpoint-independent","filtering":"address-and-port-dependent","hairpin":null}"#
-        );
-    }
-
-    #[test]
     fn measure_flags_are_checked() {
         let plan = |args: &[&str]| {
-            let cli = ProbeCli::try_parse_from([&["probe", "measure"], args].concat()).map_err(|e| e.to_string())?;
-            let ProbeCommand::Measure(m) = cli.command else { panic!("not measure") };
+            let cli = ProbeCli::try_parse_from([&["probe", "measure"], args].concat())
+                .map_err(|e| e.to_string())?;
+            let ProbeCommand::Measure(m) = cli.command else {
+                panic!("not measure")
+            };
             m.plan().map_err(|e| e.to_string())
         };
-        let p = plan(&["--reflector", "127.0.0.2", "--reflector", "127.0.0.3:9", "--proto", "tcp"]).unwrap();
+        let p = plan(&[
+            "--reflector",
+            "127.0.0.2",
+            "--reflector",
+            "127.0.0.3:9",
+            "--proto",
+            "tcp",
+        ])
+        .unwrap();
         assert_eq!(p.reflectors, [sa("127.0.0.2:3478"), sa("127.0.0.3:9")]);
-        assert_eq!((p.local_ip, p.protos), ("127.0.0.1".parse().unwrap(), vec![Proto::Tcp]));
+        assert_eq!(
+            (p.local_ip, p.protos),
+            ("127.0.0.1".parse().unwrap(), vec![Proto::Tcp])
+        );
         for (args, flag) in [
             (&["--reflector", "127.0.0.2"][..], "--reflector"),
-            (&["--reflector", "127.0.0.2:1", "--reflector", "127.0.0.2:2"], "--reflector"),
-            (&["--reflector", "127.0.0.2", "--reflector", "::1"], "--reflector"),
-            (&["--reflector", "127.0.0.2", "--reflector", "127.0.0.3", "--reflector", "127.0.0.4"], "--reflector"),
+            (
+                &["--reflector", "127.0.0.2:1", "--reflector", "127.0.0.2:2"],
+                "--reflector",
+            ),
+            (
+                &["--reflector", "127.0.0.2", "--reflector", "::1"],
+                "--reflector",
+            ),
+            (
+                &[
+                    "--reflector",
+                    "127.0.0.2",
+                    "--reflector",
+                    "127.0.0.3",
+                    "--reflector",
+                    "127.0.0.4",
+                ],
+                "--reflector",
+            ),
             (&["--reflector", "127.0.0.999"], "--reflector"),
-            (&["--reflector", "127.0.0.2", "--reflector", "127.0.0.3", "--bind", "::1"], "--bind"),
-            (&["--reflector", "127.0.0.2", "--reflector", "127.0.0.3", "--timeout-ms", "0"], "--timeout-ms"),
+            (
+                &[
+                    "--reflector",
+                    "127.0.0.2",
+                    "--reflector",
+                    "127.0.0.3",
+                    "--bind",
+                    "::1",
+                ],
+                "--bind",
+            ),
+            (
+                &[
+                    "--reflector",
+                    "127.0.0.2",
+                    "--reflector",
+                    "127.0.0.3",
+                    "--timeout-ms",
+                    "0",
+                ],
+                "--timeout-ms",
+            ),
         ] {
             let e = plan(args).unwrap_err();
             assert!(e.contains(flag), "{args:?}: {e}");
@@ -839,7 +1037,11 @@ mod tests {
 
     #[tokio::test]
     async fn reflector_ignores_garbage_and_keeps_serving() {
-        let args = ReflectArgs { listen: "127.0.0.1".parse().unwrap(), port: 0, alt_port: 0 };
+        let args = ReflectArgs {
+            listen: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            alt_port: 0,
+        };
         let r = Reflector::bind(&args).unwrap();
         let ready: serde_json::Value = serde_json::from_str(&r.ready_line()).unwrap();
         assert_eq!(ready["udp"], ready["tcp"]);
@@ -847,15 +1049,30 @@ mod tests {
         let server = tokio::spawn(r.run());
 
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        for junk in [&b"\xff\xfe"[..], b"", b"send x", &[b'a'; 600], b"send t 127.0.0.1:1 sideways"] {
+        for junk in [
+            &b"\xff\xfe"[..],
+            b"",
+            b"send x",
+            &[b'a'; 600],
+            b"send t 127.0.0.1:1 sideways",
+        ] {
             c.send_to(junk, main).await.unwrap();
         }
         let t = Duration::from_secs(2);
-        assert_eq!(udp_whoami(&c, main, t).await.unwrap(), c.local_addr().unwrap());
+        assert_eq!(
+            udp_whoami(&c, main, t).await.unwrap(),
+            c.local_addr().unwrap()
+        );
 
         let mut s = BufReader::new(TcpStream::connect(main).await.unwrap());
-        assert!(matches!(tcp_ask(&mut s, "hello", t).await, Ok(Reply::Err(_))));
-        assert_eq!(tcp_whoami(&mut s, main, t).await.unwrap(), s.get_ref().local_addr().unwrap());
+        assert!(matches!(
+            tcp_ask(&mut s, "hello", t).await,
+            Ok(Reply::Err(_))
+        ));
+        assert_eq!(
+            tcp_whoami(&mut s, main, t).await.unwrap(),
+            s.get_ref().local_addr().unwrap()
+        );
         // An over-long line closes the connection; new ones are still served.
         assert!(tcp_ask(&mut s, &"a".repeat(600), t).await.is_err());
         let mut s = BufReader::new(TcpStream::connect(main).await.unwrap());

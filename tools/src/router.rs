@@ -61,14 +61,20 @@ pub fn find_ifaces(env: &RouterEnv, addrs: &str, routes: &str) -> Result<Ifaces,
     for line in addrs.lines() {
         // "<n>: <ifname> inet <a.b.c.d>/<len> ..."
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(name), Some(&"inet"), Some(cidr)) = (f.get(1), f.get(2), f.get(3)) else { continue };
+        let (Some(name), Some(&"inet"), Some(cidr)) = (f.get(1), f.get(2), f.get(3)) else {
+            continue;
+        };
         let name = name.trim_end_matches(':');
         let name = name.split('@').next().unwrap_or(name);
         if name == "lo" {
             continue;
         }
-        let Some((ip, len)) = cidr.split_once('/') else { continue };
-        let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>()) else { continue };
+        let Some((ip, len)) = cidr.split_once('/') else {
+            continue;
+        };
+        let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>()) else {
+            continue;
+        };
         listed.push(format!("{name} {cidr}"));
         let net = Prefix::of(ip, len);
         if let Some(g) = net.docker_gateway() {
@@ -84,38 +90,77 @@ pub fn find_ifaces(env: &RouterEnv, addrs: &str, routes: &str) -> Result<Ifaces,
     for line in routes.lines() {
         // "default via <gw> dev <if> ..."
         let f: Vec<&str> = line.split_whitespace().collect();
-        if let Some(gw) = f.iter().position(|w| *w == "via").and_then(|i| f.get(i + 1)).and_then(|g| g.parse().ok()) {
+        if let Some(gw) = f
+            .iter()
+            .position(|w| *w == "via")
+            .and_then(|i| f.get(i + 1))
+            .and_then(|g| g.parse().ok())
+        {
             add_host(gw, &mut host_addrs);
         }
     }
-    let seen = if listed.is_empty() { "none".to_string() } else { listed.join(", ") };
-    let fail = |retry: bool, message: String| IfaceError { retry, message: format!("{message} (addresses: {seen})") };
+    let seen = if listed.is_empty() {
+        "none".to_string()
+    } else {
+        listed.join(", ")
+    };
+    let fail = |retry: bool, message: String| IfaceError {
+        retry,
+        message: format!("{message} (addresses: {seen})"),
+    };
     let lan_var = p2plab_contract::router::var::LAN_SUBNET;
     let wan_var = p2plab_contract::router::var::WAN_IP;
     let gw_var = p2plab_contract::router::var::UPLINK_GW;
     if lans.len() > 1 {
-        return Err(fail(false, format!("{lan_var}={}: {} interfaces have an address in it", env.lan, lans.len())));
+        return Err(fail(
+            false,
+            format!(
+                "{lan_var}={}: {} interfaces have an address in it",
+                env.lan,
+                lans.len()
+            ),
+        ));
     }
     let Some((lan_if, lan_ip)) = lans.pop() else {
-        return Err(fail(true, format!("{lan_var}={}: no interface has an address in this subnet", env.lan)));
+        return Err(fail(
+            true,
+            format!(
+                "{lan_var}={}: no interface has an address in this subnet",
+                env.lan
+            ),
+        ));
     };
     let Some((wan_if, wan_subnet)) = wan else {
-        return Err(fail(true, format!("{wan_var}={}: no interface has this address", env.wan_ip)));
+        return Err(fail(
+            true,
+            format!("{wan_var}={}: no interface has this address", env.wan_ip),
+        ));
     };
     if lan_if == wan_if {
         return Err(fail(false, format!("{wan_var}={}: on the LAN interface {lan_if} (LAN and WAN must be different networks)", env.wan_ip)));
     }
     for name in [&lan_if, &wan_if] {
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) || name.is_empty() || name.len() > 15 {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            || name.is_empty()
+            || name.len() > 15
+        {
             return Err(fail(false, format!("unexpected interface name '{name}'")));
         }
     }
     if let Some(gw) = env.uplink_gw {
         if !wan_subnet.contains(gw) {
-            return Err(fail(false, format!("{gw_var}={gw}: not on the WAN segment {wan_subnet} ({wan_if})")));
+            return Err(fail(
+                false,
+                format!("{gw_var}={gw}: not on the WAN segment {wan_subnet} ({wan_if})"),
+            ));
         }
         if gw == env.wan_ip {
-            return Err(fail(false, format!("{gw_var}={gw}: is the router's own WAN address")));
+            return Err(fail(
+                false,
+                format!("{gw_var}={gw}: is the router's own WAN address"),
+            ));
         }
         if host_addrs.contains(&gw) {
             return Err(fail(
@@ -124,7 +169,13 @@ pub fn find_ifaces(env: &RouterEnv, addrs: &str, routes: &str) -> Result<Ifaces,
             ));
         }
     }
-    Ok(Ifaces { lan_if, lan_ip, wan_if, wan_subnet, host_addrs })
+    Ok(Ifaces {
+        lan_if,
+        lan_ip,
+        wan_if,
+        wan_subnet,
+        host_addrs,
+    })
 }
 
 /// The ruleset's inputs.
@@ -171,7 +222,9 @@ pub fn upnp_conf(env: &RouterEnv, ifaces: &Ifaces, uuid: Option<&str>) -> String
     ] {
         let _ = writeln!(o, "{line}");
     }
-    if let Some(u) = uuid.filter(|u| u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && !u.is_empty()) {
+    if let Some(u) =
+        uuid.filter(|u| u.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && !u.is_empty())
+    {
         let _ = writeln!(o, "uuid={u}");
     }
     let _ = writeln!(o, "ext_perform_stun=yes");
@@ -218,7 +271,13 @@ pub fn stun_answer(request: &[u8], from: SocketAddrV4, wan_ip: Ipv4Addr) -> Opti
 }
 
 /// The `router_ready` line's content.
-pub fn ready(env: &RouterEnv, ifaces: &Ifaces, ruleset: &str, apply_ms: u64, upnp: Option<(u32, u64)>) -> RouterReady {
+pub fn ready(
+    env: &RouterEnv,
+    ifaces: &Ifaces,
+    ruleset: &str,
+    apply_ms: u64,
+    upnp: Option<(u32, u64)>,
+) -> RouterReady {
     let p = env.profile;
     RouterReady {
         nat: p,
@@ -234,16 +293,18 @@ pub fn ready(env: &RouterEnv, ifaces: &Ifaces, ruleset: &str, apply_ms: u64, upn
         uplink_routes: env.uplink_routes().to_vec(),
         mapping_timeout_s: env.mapping_timeout_s(),
         forwards: env.forwards.iter().map(ReadyForward::from).collect(),
-        upnp: upnp.filter(|_| p == Profile::Upnp).map(|(pid, start_ms)| ReadyUpnp {
-            daemon: "miniupnpd".into(),
-            pid,
-            ext_ip: env.wan_ip,
-            http: format!("{}:{UPNP_HTTP_PORT}", ifaces.lan_ip),
-            ssdp_port: SSDP_PORT,
-            natpmp_port: NATPMP_PORT,
-            allow: upnp_allow(env),
-            start_ms,
-        }),
+        upnp: upnp
+            .filter(|_| p == Profile::Upnp)
+            .map(|(pid, start_ms)| ReadyUpnp {
+                daemon: "miniupnpd".into(),
+                pid,
+                ext_ip: env.wan_ip,
+                http: format!("{}:{UPNP_HTTP_PORT}", ifaces.lan_ip),
+                ssdp_port: SSDP_PORT,
+                natpmp_port: NATPMP_PORT,
+                allow: upnp_allow(env),
+                start_ms,
+            }),
         blocked_host_addrs: ifaces.host_addrs.clone(),
         ruleset: ruleset.to_string(),
         apply_ms,
@@ -273,11 +334,14 @@ mod tests {
     const ROUTES: &str = "default via 198.18.4.1 dev eth0 \n";
 
     fn env(extra: &[(&str, &str)]) -> RouterEnv {
-        let mut e: Vec<(String, String)> =
-            [("P2PLAB_NAT", "home"), ("P2PLAB_LAN_SUBNET", "10.32.4.0/24"), ("P2PLAB_WAN_IP", "198.18.4.2")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mut e: Vec<(String, String)> = [
+            ("P2PLAB_NAT", "home"),
+            ("P2PLAB_LAN_SUBNET", "10.32.4.0/24"),
+            ("P2PLAB_WAN_IP", "198.18.4.2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         for (k, v) in extra {
             e.retain(|(k2, _)| k2 != k);
             e.push((k.to_string(), v.to_string()));
@@ -310,10 +374,18 @@ mod tests {
             "P2PLAB_LAN_SUBNET=10.32.4.0/24: no interface has an address in this subnet (addresses: eth0 198.18.4.2/24)"
         );
         let e = find_ifaces(&env(&[("P2PLAB_WAN_IP", "198.18.4.3")]), ADDRS, ROUTES).unwrap_err();
-        assert!(e.retry && e.message.starts_with("P2PLAB_WAN_IP=198.18.4.3: no interface has this address"), "{e:?}");
+        assert!(
+            e.retry
+                && e.message
+                    .starts_with("P2PLAB_WAN_IP=198.18.4.3: no interface has this address"),
+            "{e:?}"
+        );
         let two_lans = format!("{ADDRS}4: eth2    inet 10.32.4.7/24 scope global eth2\n");
         let e = find_ifaces(&env(&[]), &two_lans, ROUTES).unwrap_err();
-        assert!(!e.retry && e.message.contains("2 interfaces have an address in it"), "{e:?}");
+        assert!(
+            !e.retry && e.message.contains("2 interfaces have an address in it"),
+            "{e:?}"
+        );
         // the uplink gateway must be on the WAN segment, not the router itself, not the host
         for (gw, want) in [
             ("198.18.5.9", "not on the WAN segment 198.18.4.0/24 (eth0)"),
@@ -337,7 +409,23 @@ mod tests {
         assert_eq!(&a[20..32], &[0, 1, 0, 8, 0, 1, 0x9c, 0x40, 198, 18, 4, 2]);
         let xport = 40000u16 ^ 0x2112;
         let x = xport.to_be_bytes();
-        assert_eq!(&a[32..44], &[0, 0x20, 0, 8, 0, 1, x[0], x[1], 198 ^ 0x21, 18 ^ 0x12, 4 ^ 0xa4, 2 ^ 0x42]);
+        assert_eq!(
+            &a[32..44],
+            &[
+                0,
+                0x20,
+                0,
+                8,
+                0,
+                1,
+                x[0],
+                x[1],
+                198 ^ 0x21,
+                18 ^ 0x12,
+                4 ^ 0xa4,
+                2 ^ 0x42
+            ]
+        );
         assert_eq!(stun_answer(&req[..19], from, Ipv4Addr::LOCALHOST), None);
         let mut not_binding = req.clone();
         not_binding[1] = 0x11;
@@ -349,8 +437,16 @@ mod tests {
         let e = env(&[("P2PLAB_NAT", "upnp")]);
         let i = find_ifaces(&e, ADDRS, ROUTES).unwrap();
         let conf = upnp_conf(&e, &i, Some("0a1b-2c"));
-        for want in ["ext_ifname=eth0\n", "listening_ip=eth1\n", "http_port=5000\n", "uuid=0a1b-2c\n", "ext_stun_port=3478\n",
-            "upnp_table_name=p2plab_upnp\n", "allow 1024-65535 10.32.4.0/24 1024-65535\n", "deny 0-65535 0.0.0.0/0 0-65535\n"] {
+        for want in [
+            "ext_ifname=eth0\n",
+            "listening_ip=eth1\n",
+            "http_port=5000\n",
+            "uuid=0a1b-2c\n",
+            "ext_stun_port=3478\n",
+            "upnp_table_name=p2plab_upnp\n",
+            "allow 1024-65535 10.32.4.0/24 1024-65535\n",
+            "deny 0-65535 0.0.0.0/0 0-65535\n",
+        ] {
             assert!(conf.contains(want), "{want}: {conf}");
         }
         assert!(!upnp_conf(&e, &i, Some("x\nallow 0-65535")).contains("uuid"));
@@ -360,14 +456,23 @@ mod tests {
         assert_eq!(v["upnp"]["ext_ip"], "198.18.4.2");
         assert_eq!(v["upnp"]["http"], "10.32.4.254:5000");
         assert_eq!(v["upnp"]["daemon"], "miniupnpd");
-        assert_eq!(v["blocked_host_addrs"], serde_json::json!(["198.18.4.1", "10.32.4.1"]));
+        assert_eq!(
+            v["blocked_host_addrs"],
+            serde_json::json!(["198.18.4.1", "10.32.4.1"])
+        );
         let home = ready(&env(&[]), &i, "/run/x.nft", 7, Some((42, 300)));
         assert_eq!(home.upnp, None);
-        assert_eq!(serde_json::to_value(&home).unwrap()["mapping"], "endpoint-independent");
+        assert_eq!(
+            serde_json::to_value(&home).unwrap()["mapping"],
+            "endpoint-independent"
+        );
     }
 
     #[test]
     fn shell_values_are_quoted() {
-        assert_eq!(shell(&[("A", "x y".into()), ("B", "it's".into())]), "A='x y'\nB='it'\\''s'\n");
+        assert_eq!(
+            shell(&[("A", "x y".into()), ("B", "it's".into())]),
+            "A='x y'\nB='it'\\''s'\n"
+        );
     }
 }

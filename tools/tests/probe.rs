@@ -10,7 +10,11 @@ use std::{
 };
 
 use assert_cmd::Command as Cmd;
-use serde_json::Value;
+use p2plab_contract::{
+    nat::Profile,
+    parse_line,
+    probe::{NatProbe, Proto, ReflectorReady, Verdict},
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 
@@ -39,21 +43,22 @@ impl Reflector {
                 }
             }
         });
-        let mut reflector = Reflector { child, main: String::new() };
+        let mut reflector = Reflector {
+            child,
+            main: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let ready: Value = loop {
+        let ready: ReflectorReady = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).expect("reflector_ready within 20 s");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "reflector_ready" {
-                    break v;
-                }
+            if let Some(ready) = parse_line(&line) {
+                break ready;
             }
         };
-        assert_eq!(ready["udp"], ready["tcp"], "{ready}");
-        let main = ready["udp"][0].as_str().expect("udp[0]").to_string();
-        assert!(main.starts_with(&format!("{ip}:")), "{ready}");
-        reflector.main = main;
+        assert_eq!(ready.udp, ready.tcp, "{ready:?}");
+        let main = ready.udp[0];
+        assert_eq!(main.ip().to_string(), ip, "{ready:?}");
+        reflector.main = main.to_string();
         reflector
     }
 }
@@ -66,7 +71,11 @@ impl Drop for Reflector {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Cmd::new(PROBE).args(args).timeout(Duration::from_secs(30)).output().expect("run probe");
+    let out = Cmd::new(PROBE)
+        .args(args)
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("run probe");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -79,38 +88,94 @@ fn loopback_is_no_nat_and_open() {
     let (r1, r2) = (Reflector::start("127.0.0.2"), Reflector::start("127.0.0.3"));
     let (code, out, err) = run(&["measure", "--reflector", &r1.main, "--reflector", &r2.main]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<NatProbe> = out
+        .lines()
+        .map(|l| parse_line::<NatProbe>(l).expect("a nat_probe line"))
+        .collect();
     assert_eq!(lines.len(), 2, "{out}");
-    for (line, proto) in lines.iter().zip(["udp", "tcp"]) {
-        assert_eq!(line["event"], "nat_probe", "{line}");
-        assert_eq!(line["proto"], proto, "{line}");
-        let local = line["local"].as_str().unwrap();
-        assert!(local.starts_with("127.0.0.1:"), "{line}");
-        assert_eq!(line["observed"], serde_json::json!([local, local]), "{line}");
-        assert_eq!(line["nat"], false, "{line}");
-        assert_eq!(line["mapping"], "endpoint-independent", "{line}");
-        assert_eq!(line["filtering"], "endpoint-independent", "{line}");
-        assert_eq!(line["hairpin"], Value::Null, "{line}");
+    for (line, proto) in lines.iter().zip(Proto::BOTH) {
+        assert_eq!(line.proto, proto, "{line:?}");
+        assert_eq!(line.local.ip().to_string(), "127.0.0.1", "{line:?}");
+        assert_eq!(line.observed, [line.local; 2], "{line:?}");
+        // nothing translated, everything let in: what a plain router declares
+        assert_eq!(line.verdict, Verdict::expected(Profile::Routed), "{line:?}");
+        assert_eq!(line.hairpin, None, "{line:?}");
     }
     // One protocol at a time, and an explicit local address.
-    let (code, out, err) =
-        run(&["measure", "--reflector", &r1.main, "--reflector", &r2.main, "--proto", "tcp", "--bind", "127.0.0.1"]);
+    let (code, out, err) = run(&[
+        "measure",
+        "--reflector",
+        &r1.main,
+        "--reflector",
+        &r2.main,
+        "--proto",
+        "tcp",
+        "--bind",
+        "127.0.0.1",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains(r#""proto":"tcp""#) && out.contains(r#""filtering":"endpoint-independent""#), "{out}");
+    assert!(
+        out.contains(r#""proto":"tcp""#) && out.contains(r#""filtering":"endpoint-independent""#),
+        "{out}"
+    );
 }
 
 #[test]
 fn bad_flags_are_usage_errors_naming_the_flag() {
     for (args, flag) in [
-        (&["measure", "--reflector", "127.0.0.2:3478"][..], "--reflector"),
-        (&["measure", "--reflector", "127.0.0.2:3478", "--reflector", "127.0.0.2:3479"], "--reflector"),
-        (&["measure", "--reflector", "127.0.0.2", "--reflector", "127.0.0.300"], "--reflector"),
-        (&["measure", "--reflector", "127.0.0.2", "--reflector", "127.0.0.3:http"], "--reflector"),
+        (
+            &["measure", "--reflector", "127.0.0.2:3478"][..],
+            "--reflector",
+        ),
+        (
+            &[
+                "measure",
+                "--reflector",
+                "127.0.0.2:3478",
+                "--reflector",
+                "127.0.0.2:3479",
+            ],
+            "--reflector",
+        ),
+        (
+            &[
+                "measure",
+                "--reflector",
+                "127.0.0.2",
+                "--reflector",
+                "127.0.0.300",
+            ],
+            "--reflector",
+        ),
+        (
+            &[
+                "measure",
+                "--reflector",
+                "127.0.0.2",
+                "--reflector",
+                "127.0.0.3:http",
+            ],
+            "--reflector",
+        ),
         (&["measure"], "--reflector"),
-        (&["measure", "--reflector", "127.0.0.2", "--reflector", "127.0.0.3", "--proto", "sctp"], "--proto"),
+        (
+            &[
+                "measure",
+                "--reflector",
+                "127.0.0.2",
+                "--reflector",
+                "127.0.0.3",
+                "--proto",
+                "sctp",
+            ],
+            "--proto",
+        ),
         (&["reflect", "--listen", "nowhere"], "--listen"),
-        (&["reflect", "--port", "4000", "--alt-port", "4000"], "--alt-port"),
+        (
+            &["reflect", "--port", "4000", "--alt-port", "4000"],
+            "--alt-port",
+        ),
     ] {
         let (code, out, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -118,7 +183,11 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         let first = err.lines().next().unwrap_or_default();
         assert!(first.starts_with("error:"), "{args:?}: {err}");
         // clap names a missing flag on the line after "error: the following required arguments...".
-        let named = if args.len() == 1 { err.contains(flag) } else { first.contains(flag) };
+        let named = if args.len() == 1 {
+            err.contains(flag)
+        } else {
+            first.contains(flag)
+        };
         assert!(named, "{args:?}: {err}");
     }
 }
@@ -141,6 +210,9 @@ fn unreachable_reflector_is_a_runtime_error() {
         assert_eq!(code, 1, "{proto}: {err}");
         assert!(out.is_empty(), "{out}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("error: reflector 127.0.0.2:9 unreachable"), "{err}");
+        assert!(
+            err.starts_with("error: reflector 127.0.0.2:9 unreachable"),
+            "{err}"
+        );
     }
 }

@@ -17,8 +17,12 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
+use p2plab_contract::{
+    bench::{PerfReady, RttResult, SwarmReady, SwarmResult, ThroughputResult},
+    parse_line,
+};
 use p2plab_contract::{ports::MONITOR_PORT, procfs::parse_vm_rss, Event, EventLine, Path, PeerId};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tokio::{
     sync::mpsc,
     time::{timeout_at, Instant},
@@ -27,10 +31,10 @@ use tokio::{
 use crate::{
     bench::{Better, Figure, Group},
     engine::docker::{Attach, ContainerSpec, Engine, Lab, LogLine},
-    plan::layout::{layout, Kind, Layout},
-    plan,
     engine::run::{self, Options},
     model::{self, Role},
+    plan,
+    plan::layout::{layout, Kind, Layout},
 };
 
 /// Why a benchmark could not be measured.
@@ -42,11 +46,22 @@ pub struct BenchLabError {
 }
 
 fn err(group: &str, message: impl std::fmt::Display) -> BenchLabError {
-    BenchLabError { group: group.to_string(), message: message.to_string() }
+    BenchLabError {
+        group: group.to_string(),
+        message: message.to_string(),
+    }
 }
 
 /// Every group, in order.
-pub const GROUPS: [&str; 7] = ["rtt", "throughput", "direct", "discovery", "labs", "memory", "scale"];
+pub const GROUPS: [&str; 7] = [
+    "rtt",
+    "throughput",
+    "direct",
+    "discovery",
+    "labs",
+    "memory",
+    "scale",
+];
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -75,7 +90,11 @@ impl BenchOptions {
 
 /// The groups' titles and methods.
 pub fn groups(opts: &BenchOptions) -> Vec<Group> {
-    let g = |id: &str, title: &str, method: String| Group { id: id.into(), title: title.into(), method };
+    let g = |id: &str, title: &str, method: String| Group {
+        id: id.into(),
+        title: title.into(),
+        method,
+    };
     let rtt_n = opts.pick(200, 50);
     vec![
         g("rtt", "1. Message round trip", format!(
@@ -120,7 +139,10 @@ pub async fn run_all(
 ) -> Result<(Vec<Figure>, Vec<BenchLabError>), BenchLabError> {
     for g in &opts.only {
         if !GROUPS.contains(&g.as_str()) {
-            return Err(err("--only", format!("unknown group '{g}' (groups: {})", GROUPS.join(", "))));
+            return Err(err(
+                "--only",
+                format!("unknown group '{g}' (groups: {})", GROUPS.join(", ")),
+            ));
         }
     }
     let mut figures = Vec::new();
@@ -164,27 +186,49 @@ struct BenchLab {
     tx: mpsc::UnboundedSender<LogLine>,
     rx: mpsc::UnboundedReceiver<LogLine>,
     events: Vec<EventLine>,
-    /// Lines that are not node events (e.g. `perf_ready`, `swarm_ready`), as JSON.
-    other: Vec<(String, Value)>,
+    /// Lines that are not node events (e.g. `perf_ready`, `swarm_ready`), by container.
+    other: Vec<(String, String)>,
 }
 
 impl BenchLab {
-    async fn new(engine: &Engine, group: &'static str, yaml: &str, image: &str) -> Result<Self, BenchLabError> {
-        let topo = model::parse(&format!("<bench {group}>"), yaml).map_err(|e| err(group, e.render()))?;
+    async fn new(
+        engine: &Engine,
+        group: &'static str,
+        yaml: &str,
+        image: &str,
+    ) -> Result<Self, BenchLabError> {
+        let topo =
+            model::parse(&format!("<bench {group}>"), yaml).map_err(|e| err(group, e.render()))?;
         let mut lab = Lab::new(engine.clone(), &topo.name);
         let mut subnets = BTreeMap::new();
         for seg in &topo.segments {
-            let net = lab.allocate_network(&seg.name, topo.pool_of(seg)).await.map_err(|e| err(group, e))?;
+            let net = lab
+                .allocate_network(&seg.name, topo.pool_of(seg))
+                .await
+                .map_err(|e| err(group, e))?;
             subnets.insert(seg.name.clone(), net);
         }
         let lay = layout(&topo, &subnets).map_err(|e| err(group, e))?;
         arp_check(group, &lay)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        Ok(BenchLab { group, lab, lay, image: image.to_string(), tx, rx, events: Vec::new(), other: Vec::new() })
+        Ok(BenchLab {
+            group,
+            lab,
+            lay,
+            image: image.to_string(),
+            tx,
+            rx,
+            events: Vec::new(),
+            other: Vec::new(),
+        })
     }
 
     fn subnet(&self, seg: &str) -> Result<Ipv4Net, BenchLabError> {
-        self.lay.subnets.get(seg).copied().ok_or_else(|| err(self.group, format!("no segment {seg}")))
+        self.lay
+            .subnets
+            .get(seg)
+            .copied()
+            .ok_or_else(|| err(self.group, format!("no segment {seg}")))
     }
 
     fn ip(&self, name: &str) -> Result<Ipv4Addr, BenchLabError> {
@@ -197,7 +241,12 @@ impl BenchLab {
     }
 
     fn planned(&self, kind: Role) -> Vec<String> {
-        self.lay.containers.iter().filter(|c| c.kind == Kind::Node(kind)).map(|c| c.name.clone()).collect()
+        self.lay
+            .containers
+            .iter()
+            .filter(|c| c.kind == Kind::Node(kind))
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     async fn start_planned(&mut self, name: &str) -> Result<(), BenchLabError> {
@@ -212,15 +261,25 @@ impl BenchLab {
     }
 
     /// A container of our own on `seg` at host number `host`, without a route out.
-    async fn start_custom(&mut self, name: &str, seg: &str, host: u32, cmd: &[&str]) -> Result<Ipv4Addr, BenchLabError> {
+    async fn start_custom(
+        &mut self,
+        name: &str,
+        seg: &str,
+        host: u32,
+        cmd: &[&str],
+    ) -> Result<Ipv4Addr, BenchLabError> {
         let net = self.subnet(seg)?;
-        let ip = plan::host(&net, host).ok_or_else(|| err(self.group, format!("no host {host} in {net}")))?;
+        let ip = plan::host(&net, host)
+            .ok_or_else(|| err(self.group, format!("no host {host} in {net}")))?;
         self.start(ContainerSpec {
             name: name.to_string(),
             image: self.image.clone(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             env: vec![("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into())],
-            attach: vec![Attach { network: seg.to_string(), ip }],
+            attach: vec![Attach {
+                network: seg.to_string(),
+                ip,
+            }],
             net_admin: true,
             ..Default::default()
         })
@@ -231,22 +290,25 @@ impl BenchLab {
     async fn start(&mut self, spec: ContainerSpec) -> Result<(), BenchLabError> {
         let name = spec.name.clone();
         self.lab.start(spec).await.map_err(|e| err(self.group, e))?;
-        self.lab.follow(&name, self.tx.clone()).map_err(|e| err(self.group, e))
+        self.lab
+            .follow(&name, self.tx.clone())
+            .map_err(|e| err(self.group, e))
     }
 
     fn take(&mut self, l: LogLine) {
         match EventLine::parse(&l.line) {
             Ok(ev) => self.events.push(ev),
-            Err(_) => {
-                if let Ok(v) = serde_json::from_str::<Value>(&l.line) {
-                    self.other.push((l.node, v));
-                }
-            }
+            Err(_) => self.other.push((l.node, l.line)),
         }
     }
 
     /// Waits until `done` holds, reading the containers' output, at most `within`.
-    async fn wait(&mut self, within: Duration, what: &str, done: impl Fn(&Self) -> bool) -> Result<(), BenchLabError> {
+    async fn wait(
+        &mut self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<(), BenchLabError> {
         let deadline = Instant::now() + within;
         loop {
             while let Ok(l) = self.rx.try_recv() {
@@ -265,7 +327,10 @@ impl BenchLab {
                             tails.push_str(&format!("\n--- {c} ---\n{t}"));
                         }
                     }
-                    return Err(err(self.group, format!("not within {within:?}: {what}{tails}")));
+                    return Err(err(
+                        self.group,
+                        format!("not within {within:?}: {what}{tails}"),
+                    ));
                 }
             }
         }
@@ -287,45 +352,102 @@ impl BenchLab {
     }
 
     fn has(&self, node: &str, kind: &str) -> bool {
-        self.events.iter().any(|l| l.node == node && l.event.name() == kind)
+        self.events
+            .iter()
+            .any(|l| l.node == node && l.event.name() == kind)
     }
 
-    fn line(&self, node: &str, event: &str) -> Option<&Value> {
-        self.other.iter().find(|(n, v)| n == node && v["event"] == event).map(|(_, v)| v)
+    /// The first line of `node` that reads as a `T`.
+    fn line<T: DeserializeOwned>(&self, node: &str) -> Option<T> {
+        self.other
+            .iter()
+            .filter(|(n, _)| n == node)
+            .find_map(|(_, l)| parse_line(l))
     }
 
     /// Connected peers of `node` now, from its `connected`/`disconnected` events, but for the
     /// lab's own nodes (those that printed `started`).
     fn peers_of(&self, node: &str) -> usize {
-        let lab: std::collections::HashSet<PeerId> = self.lay.containers.iter().filter_map(|c| self.started(&c.name).map(|s| s.1)).collect();
+        let lab: std::collections::HashSet<PeerId> = self
+            .lay
+            .containers
+            .iter()
+            .filter_map(|c| self.started(&c.name).map(|s| s.1))
+            .collect();
         let mut open: BTreeMap<PeerId, u32> = BTreeMap::new();
         for l in self.events.iter().filter(|l| l.node == node) {
             match &l.event {
-                Event::Connected { peer, connections, .. } | Event::Disconnected { peer, connections, .. } => {
+                Event::Connected {
+                    peer, connections, ..
+                }
+                | Event::Disconnected {
+                    peer, connections, ..
+                } => {
                     open.insert(*peer, *connections);
                 }
                 _ => {}
             }
         }
-        open.iter().filter(|(p, c)| **c > 0 && !lab.contains(p)).count()
+        open.iter()
+            .filter(|(p, c)| **c > 0 && !lab.contains(p))
+            .count()
     }
 
-    /// Runs `cmd` in `node`; its last stdout line as JSON.
-    async fn exec_json(&self, node: &str, cmd: &[&str]) -> Result<Value, BenchLabError> {
-        let o = self.lab.exec(node, cmd).await.map_err(|e| err(self.group, e))?;
+    /// Runs `cmd` in `node`; its last stdout line, read as a `T`.
+    async fn exec_json<T: DeserializeOwned>(
+        &self,
+        node: &str,
+        cmd: &[&str],
+    ) -> Result<T, BenchLabError> {
+        let o = self
+            .lab
+            .exec(node, cmd)
+            .await
+            .map_err(|e| err(self.group, e))?;
         if o.code != 0 {
-            return Err(err(self.group, format!("`{}` in {node}: exit {}: {}", cmd.join(" "), o.code, o.stderr.trim())));
+            return Err(err(
+                self.group,
+                format!(
+                    "`{}` in {node}: exit {}: {}",
+                    cmd.join(" "),
+                    o.code,
+                    o.stderr.trim()
+                ),
+            ));
         }
-        let last = o.stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        serde_json::from_str(last).map_err(|e| err(self.group, format!("`{}` printed no JSON ({e}): {}", cmd.join(" "), o.stdout.trim())))
+        let last = o
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        serde_json::from_str(last).map_err(|e| {
+            err(
+                self.group,
+                format!(
+                    "`{}` printed no JSON ({e}): {}",
+                    cmd.join(" "),
+                    o.stdout.trim()
+                ),
+            )
+        })
     }
 
     /// The resident set of the process `binary` (the oldest of that name) in `node`, in KiB.
     /// (PID 1 is the container's init.)
     async fn rss_kb(&self, node: &str, binary: &str) -> Result<f64, BenchLabError> {
         let script = format!("cat /proc/$(pgrep -o -x {binary})/status");
-        let o = self.lab.exec(node, &["sh", "-c", &script]).await.map_err(|e| err(self.group, e))?;
-        parse_vm_rss(&o.stdout).map(|k| k as f64).ok_or_else(|| err(self.group, format!("no VmRSS for {binary} in {node}: {}", o.stderr.trim())))
+        let o = self
+            .lab
+            .exec(node, &["sh", "-c", &script])
+            .await
+            .map_err(|e| err(self.group, e))?;
+        parse_vm_rss(&o.stdout).map(|k| k as f64).ok_or_else(|| {
+            err(
+                self.group,
+                format!("no VmRSS for {binary} in {node}: {}", o.stderr.trim()),
+            )
+        })
     }
 
     /// 10 RSS readings 200 ms apart (a reading cadence, not a wait for an event).
@@ -357,10 +479,6 @@ fn arp_check(group: &str, lay: &Layout) -> Result<(), BenchLabError> {
     }
 }
 
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
-}
-
 fn size_label(s: usize) -> String {
     if s >= 1024 {
         format!("{} KiB", s / 1024)
@@ -382,33 +500,64 @@ nodes:
 /// `bench rtt` to `to` (raw `IP:PORT` or a libp2p multiaddr): `n` pings of `size` bytes, one
 /// every 10 ms after 10 of warm-up.
 fn ping_pong_cmd<'a>(to: &'a str, size: &'a str, n: &'a str) -> [&'a str; 12] {
-    ["bench", "rtt", "--to", to, "--size", size, "--count", n, "--warmup", "10", "--interval-ms", "10"]
+    [
+        "bench",
+        "rtt",
+        "--to",
+        to,
+        "--size",
+        size,
+        "--count",
+        n,
+        "--warmup",
+        "10",
+        "--interval-ms",
+        "10",
+    ]
 }
 
-async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn link(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "rtt";
     progress("rtt/throughput: a monitor and two hosts on one segment".into());
     let mut bl = BenchLab::new(engine, G, LINK_TOPOLOGY, &opts.image).await?;
     bl.start_planned("m").await?;
-    let a = bl.start_custom("a", "internet", 200, &["bench", "serve", "--seed", "7"]).await?;
-    let _b = bl.start_custom("b", "internet", 201, &["sleep", "infinity"]).await?;
-    bl.wait(Duration::from_secs(45), "monitor started and `bench serve` ready", |b| {
-        b.started("m").is_some() && b.line("a", "perf_ready").is_some()
-    })
+    let a = bl
+        .start_custom("a", "internet", 200, &["bench", "serve", "--seed", "7"])
+        .await?;
+    let _b = bl
+        .start_custom("b", "internet", 201, &["sleep", "infinity"])
+        .await?;
+    bl.wait(
+        Duration::from_secs(45),
+        "monitor started and `bench serve` ready",
+        |b| b.started("m").is_some() && b.line::<PerfReady>("a").is_some(),
+    )
     .await?;
     let m_ip = bl.ip("m")?;
     let boot = format!("/ip4/{m_ip}/tcp/{}", MONITOR_PORT);
-    let perf_peer = bl.line("a", "perf_ready").and_then(|v| v["peer_id"].as_str()).unwrap_or("").to_string();
+    let perf_peer = bl
+        .line::<PerfReady>("a")
+        .map(|r| r.peer_id.to_string())
+        .unwrap_or_default();
     let mut figures = Vec::new();
 
     if opts.wants("rtt") {
         // two listeners in `a`, in the background: one direct, one reachable through the relay only
-        let common = format!("--transport tcp --bootstrap {boot} --metrics-addr off --idle-timeout 3600");
+        let common =
+            format!("--transport tcp --bootstrap {boot} --metrics-addr off --idle-timeout 3600");
         let script = format!(
             "listener --name direct --seed 11 --port 4001 --external-addr /ip4/{a}/tcp/4001 --namespace bench-direct {common} >/tmp/direct.log 2>&1 &
              listener --name relayed --seed 12 --no-direct --relay always --namespace bench-relayed {common} >/tmp/relayed.log 2>&1 &"
         );
-        let o = bl.lab.exec("a", &["sh", "-c", &script]).await.map_err(|e| err(G, e))?;
+        let o = bl
+            .lab
+            .exec("a", &["sh", "-c", &script])
+            .await
+            .map_err(|e| err(G, e))?;
         if o.code != 0 {
             return Err(err(G, format!("cannot start the listeners: {}", o.stderr)));
         }
@@ -424,8 +573,19 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
                 break;
             }
             if Instant::now() >= deadline {
-                let logs = bl.lab.exec("a", &["sh", "-c", "tail -n 5 /tmp/direct.log /tmp/relayed.log"]).await.map(|o| o.stdout).unwrap_or_default();
-                return Err(err(G, format!("the listeners did not announce within 60 s:\n{logs}")));
+                let logs = bl
+                    .lab
+                    .exec(
+                        "a",
+                        &["sh", "-c", "tail -n 5 /tmp/direct.log /tmp/relayed.log"],
+                    )
+                    .await
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
+                return Err(err(
+                    G,
+                    format!("the listeners did not announce within 60 s:\n{logs}"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -434,28 +594,112 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             let s = size.to_string();
             let sl = size_label(size);
             let id = sl.replace(' ', "");
-            progress(format!("rtt {sl}: raw TCP, libp2p stream, libp2p direct, libp2p relayed"));
-            let raw = bl.exec_json("b", &ping_pong_cmd(&format!("{a}:5201"), &s, &n)).await?;
-            let stream = bl.exec_json("b", &ping_pong_cmd(&format!("/ip4/{a}/tcp/5202/p2p/{perf_peer}"), &s, &n)).await?;
+            progress(format!(
+                "rtt {sl}: raw TCP, libp2p stream, libp2p direct, libp2p relayed"
+            ));
+            let raw: RttResult = bl
+                .exec_json("b", &ping_pong_cmd(&format!("{a}:5201"), &s, &n))
+                .await?;
+            let stream: RttResult = bl
+                .exec_json(
+                    "b",
+                    &ping_pong_cmd(&format!("/ip4/{a}/tcp/5202/p2p/{perf_peer}"), &s, &n),
+                )
+                .await?;
             let seed_d = (100 + 2 * i).to_string();
             let seed_r = (101 + 2 * i).to_string();
-            let direct = bl
-                .exec_json("b", &["bench", "p2p-rtt", "--bootstrap", &boot, "--namespace", "bench-direct", "--size", &s, "--count", &n, "--path", "direct", "--seed", &seed_d])
+            let direct: RttResult = bl
+                .exec_json(
+                    "b",
+                    &[
+                        "bench",
+                        "p2p-rtt",
+                        "--bootstrap",
+                        &boot,
+                        "--namespace",
+                        "bench-direct",
+                        "--size",
+                        &s,
+                        "--count",
+                        &n,
+                        "--path",
+                        "direct",
+                        "--seed",
+                        &seed_d,
+                    ],
+                )
                 .await?;
-            let relayed = bl
-                .exec_json("b", &["bench", "p2p-rtt", "--bootstrap", &boot, "--namespace", "bench-relayed", "--size", &s, "--count", &n, "--path", "relayed", "--seed", &seed_r])
+            let relayed: RttResult = bl
+                .exec_json(
+                    "b",
+                    &[
+                        "bench",
+                        "p2p-rtt",
+                        "--bootstrap",
+                        &boot,
+                        "--namespace",
+                        "bench-relayed",
+                        "--size",
+                        &s,
+                        "--count",
+                        &n,
+                        "--path",
+                        "relayed",
+                        "--seed",
+                        &seed_r,
+                    ],
+                )
                 .await?;
             let raw_id = format!("rtt.raw_tcp.{id}");
-            figures.push(Figure::new(&raw_id, "rtt", format!("raw TCP ping-pong, {sl}"), "ms", Better::Lower, f64s(&raw["samples_ms"])));
-            figures.push(Figure::new(format!("rtt.libp2p_stream.{id}"), "rtt", format!("libp2p stream ping-pong, {sl}"), "ms", Better::Lower, f64s(&stream["samples_ms"])).vs(&raw_id));
-            let other = |v: &Value| v["other_path"].as_u64().unwrap_or(0);
-            let mut fd = Figure::new(format!("rtt.libp2p_direct.{id}"), "rtt", format!("libp2p messages, direct, {sl}"), "ms", Better::Lower, f64s(&direct["samples_ms"])).vs(&raw_id);
+            figures.push(Figure::new(
+                &raw_id,
+                "rtt",
+                format!("raw TCP ping-pong, {sl}"),
+                "ms",
+                Better::Lower,
+                raw.samples_ms,
+            ));
+            figures.push(
+                Figure::new(
+                    format!("rtt.libp2p_stream.{id}"),
+                    "rtt",
+                    format!("libp2p stream ping-pong, {sl}"),
+                    "ms",
+                    Better::Lower,
+                    stream.samples_ms,
+                )
+                .vs(&raw_id),
+            );
+            let other = |r: &RttResult| r.other_path.unwrap_or(0);
+            let mut fd = Figure::new(
+                format!("rtt.libp2p_direct.{id}"),
+                "rtt",
+                format!("libp2p messages, direct, {sl}"),
+                "ms",
+                Better::Lower,
+                direct.samples_ms.clone(),
+            )
+            .vs(&raw_id);
             if other(&direct) > 0 {
-                fd = fd.note(format!("{} acks came over the relay and are not counted", other(&direct)));
+                fd = fd.note(format!(
+                    "{} acks came over the relay and are not counted",
+                    other(&direct)
+                ));
             }
-            let mut fr = Figure::new(format!("rtt.libp2p_relayed.{id}"), "rtt", format!("libp2p messages, relayed, {sl}"), "ms", Better::Lower, f64s(&relayed["samples_ms"])).vs(&raw_id);
+            let mut fr = Figure::new(
+                format!("rtt.libp2p_relayed.{id}"),
+                "rtt",
+                format!("libp2p messages, relayed, {sl}"),
+                "ms",
+                Better::Lower,
+                relayed.samples_ms.clone(),
+            )
+            .vs(&raw_id);
             if other(&relayed) > 0 {
-                fr = fr.note(format!("{} acks came over a direct connection and are not counted", other(&relayed)));
+                fr = fr.note(format!(
+                    "{} acks came over a direct connection and are not counted",
+                    other(&relayed)
+                ));
             }
             figures.extend([fd, fr]);
         }
@@ -466,13 +710,42 @@ async fn link(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
         let repeats = opts.pick("5", "3");
         let targets = [
             ("raw_tcp", "raw TCP, one connection", format!("{a}:5201")),
-            ("libp2p_tcp", "libp2p stream over TCP (noise, yamux)", format!("/ip4/{a}/tcp/5202/p2p/{perf_peer}")),
-            ("libp2p_quic", "libp2p stream over QUIC", format!("/ip4/{a}/udp/5202/quic-v1/p2p/{perf_peer}")),
+            (
+                "libp2p_tcp",
+                "libp2p stream over TCP (noise, yamux)",
+                format!("/ip4/{a}/tcp/5202/p2p/{perf_peer}"),
+            ),
+            (
+                "libp2p_quic",
+                "libp2p stream over QUIC",
+                format!("/ip4/{a}/udp/5202/quic-v1/p2p/{perf_peer}"),
+            ),
         ];
         for (id, label, to) in targets {
             progress(format!("throughput: {label}"));
-            let v = bl.exec_json("b", &["bench", "throughput", "--to", &to, "--bytes", bytes, "--repeats", repeats]).await?;
-            let mut f = Figure::new(format!("throughput.{id}"), "throughput", label, "Mbit/s", Better::Higher, f64s(&v["samples_mbit_s"]));
+            let v: ThroughputResult = bl
+                .exec_json(
+                    "b",
+                    &[
+                        "bench",
+                        "throughput",
+                        "--to",
+                        &to,
+                        "--bytes",
+                        bytes,
+                        "--repeats",
+                        repeats,
+                    ],
+                )
+                .await?;
+            let mut f = Figure::new(
+                format!("throughput.{id}"),
+                "throughput",
+                label,
+                "Mbit/s",
+                Better::Higher,
+                v.samples_mbit_s,
+            );
             if id != "raw_tcp" {
                 f = f.vs("throughput.raw_tcp");
             }
@@ -501,7 +774,11 @@ expect:
   - { delivered: { from: bob, to: alice, count: 5, lost: 0 } }
 "#;
 
-async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn direct(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "direct";
     let topo = model::parse("<bench direct>", DIRECT_TOPOLOGY).map_err(|e| err(G, e.render()))?;
     let mut to_direct = Vec::new();
@@ -512,12 +789,16 @@ async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
     for i in 0..n {
         let mut o = Options::new(opts.image.clone());
         o.keep_on_failure = false;
-        let r = run::run(engine.clone(), &topo, o, None, std::future::pending()).await.map_err(|e| err(G, e))?;
+        let r = run::run(engine.clone(), &topo, o, None, std::future::pending())
+            .await
+            .map_err(|e| err(G, e))?;
         let t = &r.timeline;
         // bob starts after alice: the pair's times count from bob's start
         if let Some(s) = t.started("bob") {
             let first_direct_ack = t.of("bob").find_map(|l| match &l.event {
-                Event::MessageAcked { path: Path::Direct, .. } => Some(l.ts),
+                Event::MessageAcked {
+                    path: Path::Direct, ..
+                } => Some(l.ts),
                 _ => None,
             });
             if let Some(d) = first_direct_ack {
@@ -535,27 +816,71 @@ async fn direct(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
         if r.ok {
             ok += 1;
         }
-        progress(format!("direct: run {} of {n}: {}", i + 1, if r.ok { "direct" } else { "FAILED" }));
+        progress(format!(
+            "direct: run {} of {n}: {}",
+            i + 1,
+            if r.ok { "direct" } else { "FAILED" }
+        ));
     }
     let (lo, hi) = crate::report::wilson(ok, n as u64);
     Ok(vec![
-        Figure::new("direct.first_relayed", G, "dialer start → first relayed connection", "s", Better::Lower, to_relayed),
-        Figure::new("direct.first_direct_ack", G, "dialer start → first direct ack", "s", Better::Lower, to_direct).vs("direct.first_relayed"),
-        Figure::new("direct.relayed_to_direct", G, "first relayed connection → first direct one", "ms", Better::Lower, relayed_to_direct),
-        Figure::new("direct.success", G, "runs that went direct", "%", Better::Higher, vec![100.0 * ok as f64 / n.max(1) as f64])
-            .note(format!("{ok} of {n} runs; Wilson 95% interval {:.0}–{:.0}%", lo * 100.0, hi * 100.0)),
+        Figure::new(
+            "direct.first_relayed",
+            G,
+            "dialer start → first relayed connection",
+            "s",
+            Better::Lower,
+            to_relayed,
+        ),
+        Figure::new(
+            "direct.first_direct_ack",
+            G,
+            "dialer start → first direct ack",
+            "s",
+            Better::Lower,
+            to_direct,
+        )
+        .vs("direct.first_relayed"),
+        Figure::new(
+            "direct.relayed_to_direct",
+            G,
+            "first relayed connection → first direct one",
+            "ms",
+            Better::Lower,
+            relayed_to_direct,
+        ),
+        Figure::new(
+            "direct.success",
+            G,
+            "runs that went direct",
+            "%",
+            Better::Higher,
+            vec![100.0 * ok as f64 / n.max(1) as f64],
+        )
+        .note(format!(
+            "{ok} of {n} runs; Wilson 95% interval {:.0}–{:.0}%",
+            lo * 100.0,
+            hi * 100.0
+        )),
     ])
 }
 
 // ------------------------------------------------------------------ 4: discovery
 
-async fn discovery(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn discovery(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "discovery";
     // Enough joiners that a p95 means something.
     let joiners = opts.pick(20, 3);
     let mut figures = Vec::new();
     for n in [2usize, 10, 50] {
-        progress(format!("discovery: namespace of {n}: {} listeners, then {joiners} joiners", n - 1));
+        progress(format!(
+            "discovery: namespace of {n}: {} listeners, then {joiners} joiners",
+            n - 1
+        ));
         let yaml = format!(
             "name: bench-discovery\nsegments:\n  internet: {{}}\nnodes:\n  m: {{ role: monitor, segment: internet, transport: tcp }}\n  \
              l: {{ role: listener, segment: internet, namespace: bench, transport: tcp, replicas: {} }}\n  \
@@ -564,21 +889,32 @@ async fn discovery(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(Stri
         );
         let mut bl = BenchLab::new(engine, G, &yaml, &opts.image).await?;
         bl.start_planned("m").await?;
-        bl.wait(Duration::from_secs(45), "monitor started", |b| b.started("m").is_some()).await?;
+        bl.wait(Duration::from_secs(45), "monitor started", |b| {
+            b.started("m").is_some()
+        })
+        .await?;
         let listeners = bl.planned(Role::Listener);
         for l in &listeners {
             bl.start_planned(l).await?;
         }
-        bl.wait(Duration::from_secs(120), "every listener announced", |b| listeners.iter().all(|l| b.has(l, "announced"))).await?;
-        let ids: Vec<PeerId> = listeners.iter().filter_map(|l| bl.started(l).map(|s| s.1)).collect();
+        bl.wait(Duration::from_secs(120), "every listener announced", |b| {
+            listeners.iter().all(|l| b.has(l, "announced"))
+        })
+        .await?;
+        let ids: Vec<PeerId> = listeners
+            .iter()
+            .filter_map(|l| bl.started(l).map(|s| s.1))
+            .collect();
         let mut samples = Vec::new();
         for j in bl.planned(Role::Dialer) {
             bl.start_planned(&j).await?;
             let jj = j.clone();
             let ids2 = ids.clone();
-            bl.wait(Duration::from_secs(60), &format!("{j} discovered all {} listeners", ids.len()), move |b| {
-                b.started(&jj).is_some() && discovered_all(b, &jj, &ids2).is_some()
-            })
+            bl.wait(
+                Duration::from_secs(60),
+                &format!("{j} discovered all {} listeners", ids.len()),
+                move |b| b.started(&jj).is_some() && discovered_all(b, &jj, &ids2).is_some(),
+            )
             .await?;
             if let (Some((t0, _)), Some(t)) = (bl.started(&j), discovered_all(&bl, &j, &ids)) {
                 samples.push((t - t0).num_milliseconds() as f64);
@@ -588,7 +924,14 @@ async fn discovery(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(Stri
             // Kademlia servers, and the figure became the time to wait them out.)
         }
         bl.teardown().await?;
-        let mut f = Figure::new(format!("discovery.{n}"), G, format!("namespace of {n}: join → all {} others found", n - 1), "ms", Better::Lower, samples);
+        let mut f = Figure::new(
+            format!("discovery.{n}"),
+            G,
+            format!("namespace of {n}: join → all {} others found", n - 1),
+            "ms",
+            Better::Lower,
+            samples,
+        );
         if n != 2 {
             f = f.vs("discovery.2");
         }
@@ -612,7 +955,11 @@ fn discovered_all(b: &BenchLab, node: &str, ids: &[PeerId]) -> Option<DateTime<U
 
 // ------------------------------------------------------------------ 5: labs
 
-async fn labs(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn labs(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "labs";
     let runs = opts.pick(3, 1);
     let mut figures = Vec::new();
@@ -624,7 +971,9 @@ async fn labs(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             n - 1
         );
         let topo = model::parse("<bench labs>", &yaml).map_err(|e| err(G, e.render()))?;
-        if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(plan::arp_entries([n]), limit)) {
+        if let Some(w) =
+            plan::arp_limit().and_then(|limit| plan::arp_warning(plan::arp_entries([n]), limit))
+        {
             return Err(err(G, w));
         }
         let (mut up, mut down, mut mem) = (Vec::new(), Vec::new(), Vec::new());
@@ -632,26 +981,77 @@ async fn labs(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) +
             let mut o = Options::new(opts.image.clone());
             o.keep_on_failure = false;
             o.sample_memory = true;
-            let r = run::run(engine.clone(), &topo, o, None, std::future::pending()).await.map_err(|e| err(G, e))?;
+            let r = run::run(engine.clone(), &topo, o, None, std::future::pending())
+                .await
+                .map_err(|e| err(G, e))?;
             if !r.ok {
-                return Err(err(G, format!("the lab of {n} did not come up: {:?}", r.verdicts.iter().filter(|v| !v.held).map(|v| v.name.clone()).collect::<Vec<_>>())));
+                return Err(err(
+                    G,
+                    format!(
+                        "the lab of {n} did not come up: {:?}",
+                        r.verdicts
+                            .iter()
+                            .filter(|v| !v.held)
+                            .map(|v| v.name.clone())
+                            .collect::<Vec<_>>()
+                    ),
+                ));
             }
             up.push(r.bringup_ms as f64 / 1000.0);
             down.push(r.teardown_ms as f64 / 1000.0);
             mem.extend(r.memory.values().map(|b| *b as f64 / (1024.0 * 1024.0)));
-            progress(format!("labs: {n} containers, run {} of {runs}: up {:.1} s, down {:.1} s", i + 1, r.bringup_ms as f64 / 1000.0, r.teardown_ms as f64 / 1000.0));
+            progress(format!(
+                "labs: {n} containers, run {} of {runs}: up {:.1} s, down {:.1} s",
+                i + 1,
+                r.bringup_ms as f64 / 1000.0,
+                r.teardown_ms as f64 / 1000.0
+            ));
         }
         let vs = |f: Figure, base: &str| if n == 5 { f } else { f.vs(base) };
-        figures.push(vs(Figure::new(format!("labs.up.{n}"), G, format!("{n} containers: bring-up"), "s", Better::Lower, up), "labs.up.5"));
-        figures.push(vs(Figure::new(format!("labs.down.{n}"), G, format!("{n} containers: teardown"), "s", Better::Lower, down), "labs.down.5"));
-        figures.push(vs(Figure::new(format!("labs.memory.{n}"), G, format!("{n} containers: memory per container"), "MiB", Better::Lower, mem), "labs.memory.5"));
+        figures.push(vs(
+            Figure::new(
+                format!("labs.up.{n}"),
+                G,
+                format!("{n} containers: bring-up"),
+                "s",
+                Better::Lower,
+                up,
+            ),
+            "labs.up.5",
+        ));
+        figures.push(vs(
+            Figure::new(
+                format!("labs.down.{n}"),
+                G,
+                format!("{n} containers: teardown"),
+                "s",
+                Better::Lower,
+                down,
+            ),
+            "labs.down.5",
+        ));
+        figures.push(vs(
+            Figure::new(
+                format!("labs.memory.{n}"),
+                G,
+                format!("{n} containers: memory per container"),
+                "MiB",
+                Better::Lower,
+                mem,
+            ),
+            "labs.memory.5",
+        ));
     }
     Ok(figures)
 }
 
 // ------------------------------------------------------------------ 6: memory
 
-async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn memory(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "memory";
     let sizes = [10usize, 100, 500];
     // the monitors m0 (idle), m10, m100, m500 and a listener on m0
@@ -667,20 +1067,45 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
     for m in ["m0", "m10", "m100", "m500"] {
         bl.start_planned(m).await?;
     }
-    bl.wait(Duration::from_secs(45), "monitors started", |b| ["m0", "m10", "m100", "m500"].iter().all(|m| b.started(m).is_some())).await?;
+    bl.wait(Duration::from_secs(45), "monitors started", |b| {
+        ["m0", "m10", "m100", "m500"]
+            .iter()
+            .all(|m| b.started(m).is_some())
+    })
+    .await?;
     let mut figures = Vec::new();
     let idle_monitor = bl.rss_readings_kb("m0", "monitor").await?;
     bl.start_planned("l").await?;
-    bl.wait(Duration::from_secs(60), "listener announced", |b| b.has("l", "announced")).await?;
+    bl.wait(Duration::from_secs(60), "listener announced", |b| {
+        b.has("l", "announced")
+    })
+    .await?;
     let idle_listener = bl.rss_readings_kb("l", "listener").await?;
     let mib = |v: &[f64]| v.iter().map(|k| k / 1024.0).collect::<Vec<f64>>();
-    figures.push(Figure::new("memory.idle.monitor", G, "monitor, idle", "MiB", Better::Lower, mib(&idle_monitor)));
-    figures.push(Figure::new("memory.idle.listener", G, "listener, idle (bootstrapped, announced)", "MiB", Better::Lower, mib(&idle_listener)));
+    figures.push(Figure::new(
+        "memory.idle.monitor",
+        G,
+        "monitor, idle",
+        "MiB",
+        Better::Lower,
+        mib(&idle_monitor),
+    ));
+    figures.push(Figure::new(
+        "memory.idle.listener",
+        G,
+        "listener, idle (bootstrapped, announced)",
+        "MiB",
+        Better::Lower,
+        mib(&idle_listener),
+    ));
     let net = bl.subnet("internet")?;
     for (i, n) in sizes.into_iter().enumerate() {
         let m = format!("m{n}");
         let m_ip = bl.ip(&m)?;
-        let m_id = bl.started(&m).map(|s| s.1).ok_or_else(|| err(G, format!("{m} has no peer id")))?;
+        let m_id = bl
+            .started(&m)
+            .map(|s| s.1)
+            .ok_or_else(|| err(G, format!("{m} has no peer id")))?;
         let before = bl.rss_settled_kb(&m, "monitor").await?;
         progress(format!("memory: {n} peers on a fresh monitor"));
         let load = format!("load{n}");
@@ -693,32 +1118,76 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
             &load,
             "internet",
             host,
-            &["bench", "swarm", "--hold", "--nodes", &ns, "--namespace-size", "10", "--bootstrap", &boot, "--listen-addr", &load_ip.to_string(), "--seed-base", &seed_base],
+            &[
+                "bench",
+                "swarm",
+                "--hold",
+                "--nodes",
+                &ns,
+                "--namespace-size",
+                "10",
+                "--bootstrap",
+                &boot,
+                "--listen-addr",
+                &load_ip.to_string(),
+                "--seed-base",
+                &seed_base,
+            ],
         )
         .await?;
         let mm = m.clone();
         let ll = load.clone();
-        bl.wait(Duration::from_secs(180), &format!("{n} peers connected to {m}"), move |b| {
-            b.line(&ll, "swarm_ready").is_some() && b.peers_of(&mm) >= n
-        })
+        bl.wait(
+            Duration::from_secs(180),
+            &format!("{n} peers connected to {m}"),
+            move |b| b.line::<SwarmReady>(&ll).is_some() && b.peers_of(&mm) >= n,
+        )
         .await?;
         let under = bl.rss_readings_kb(&m, "monitor").await?;
         let peers = bl.peers_of(&m);
-        let per_conn: Vec<f64> = under.iter().map(|u| (u - before) / peers.max(1) as f64).collect();
+        let per_conn: Vec<f64> = under
+            .iter()
+            .map(|u| (u - before) / peers.max(1) as f64)
+            .collect();
         figures.push(
-            Figure::new(format!("memory.monitor.{n}"), G, format!("monitor with {n} connected peers"), "MiB", Better::Lower, mib(&under))
-                .vs("memory.idle.monitor")
-                .note(format!("{peers} peers connected when read; the same monitor idle: {:.1} MiB", before / 1024.0)),
+            Figure::new(
+                format!("memory.monitor.{n}"),
+                G,
+                format!("monitor with {n} connected peers"),
+                "MiB",
+                Better::Lower,
+                mib(&under),
+            )
+            .vs("memory.idle.monitor")
+            .note(format!(
+                "{peers} peers connected when read; the same monitor idle: {:.1} MiB",
+                before / 1024.0
+            )),
         );
-        figures.push(Figure::new(format!("memory.per_connection.{n}"), G, format!("KB per connected peer, {n} peers"), "KiB", Better::Lower, per_conn));
-        if let Some(v) = bl.line(&load, "swarm_ready") {
-            // 0: the load could not read its own /proc/self/status (out of open files)
-            if let Some(rss) = v["rss_kb"].as_f64().filter(|r| *r > 0.0) {
-                figures.push(Figure::new(format!("memory.load_node.{n}"), G, format!("one node of {n} in one process (the load)"), "KiB", Better::Lower, vec![rss / n as f64]));
-            }
+        figures.push(Figure::new(
+            format!("memory.per_connection.{n}"),
+            G,
+            format!("KB per connected peer, {n} peers"),
+            "KiB",
+            Better::Lower,
+            per_conn,
+        ));
+        // 0: the load could not read its own /proc/self/status (out of open files)
+        if let Some(ready) = bl.line::<SwarmReady>(&load).filter(|r| r.rss_kb > 0) {
+            figures.push(Figure::new(
+                format!("memory.load_node.{n}"),
+                G,
+                format!("one node of {n} in one process (the load)"),
+                "KiB",
+                Better::Lower,
+                vec![ready.rss_kb as f64 / n as f64],
+            ));
         }
         // free the machine before the next size
-        bl.lab.signal(&load, "SIGKILL").await.map_err(|e| err(G, e))?;
+        bl.lab
+            .signal(&load, "SIGKILL")
+            .await
+            .map_err(|e| err(G, e))?;
         bl.lab.signal(&m, "SIGKILL").await.map_err(|e| err(G, e))?;
     }
     bl.teardown().await?;
@@ -727,7 +1196,11 @@ async fn memory(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String)
 
 // ------------------------------------------------------------------ 7: scale
 
-async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<Figure>, BenchLabError> {
+async fn scale(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Vec<Figure>, BenchLabError> {
     const G: &str = "scale";
     let yaml = "name: bench-scale\nsegments:\n  internet: {}\nnodes:\n  m: { role: monitor, segment: internet }\n";
     let mut bl = BenchLab::new(engine, G, yaml, &opts.image).await?;
@@ -735,42 +1208,100 @@ async fn scale(engine: &Engine, opts: &BenchOptions, progress: &(dyn Fn(String) 
     for (i, n) in [100usize, 1000].into_iter().enumerate() {
         progress(format!("scale: {n} nodes in one process"));
         let name = format!("swarm{n}");
-        bl.start_custom(&name, "internet", 200 + i as u32, &["sleep", "infinity"]).await?;
+        bl.start_custom(&name, "internet", 200 + i as u32, &["sleep", "infinity"])
+            .await?;
         // the memory transport: over loopback TCP both ends of every connection are files of this
         // one process, and 1,000 nodes need far more than the engine's 20,000
-        let v = bl
+        let v: SwarmResult = bl
             .exec_json(
                 &name,
                 &[
-                    "bench", "swarm", "--transport", "memory", "--nodes", &n.to_string(), "--namespace-size", "10",
-                    "--dialers-per-namespace", "2", "--deadline", "120", "--kad-replication", "8", "--ramp", "5",
-                    "--idle-timeout", "600",
+                    "bench",
+                    "swarm",
+                    "--transport",
+                    "memory",
+                    "--nodes",
+                    &n.to_string(),
+                    "--namespace-size",
+                    "10",
+                    "--dialers-per-namespace",
+                    "2",
+                    "--deadline",
+                    "120",
+                    "--kad-replication",
+                    "8",
+                    "--ramp",
+                    "5",
+                    "--idle-timeout",
+                    "600",
                 ],
             )
             .await?;
-        let dialers = v["dialers"].as_f64().unwrap_or(0.0);
-        let complete = v["dialers_complete"].as_f64().unwrap_or(0.0);
-        let listeners = v["listeners"].as_f64().unwrap_or(0.0);
-        let announced = v["announced"].as_f64().unwrap_or(0.0);
-        let rss = v["rss_kb"].as_f64().unwrap_or(0.0) - v["rss_kb_before"].as_f64().unwrap_or(0.0);
-        let share = if dialers > 0.0 { 100.0 * complete / dialers } else { 0.0 };
+        let (dialers, complete) = (v.dialers, v.dialers_complete);
+        let rss = v.rss_kb.saturating_sub(v.rss_kb_before) as f64;
+        let share = if dialers > 0 {
+            100.0 * complete as f64 / dialers as f64
+        } else {
+            0.0
+        };
         figures.push(
-            Figure::new(format!("scale.share.{n}"), G, format!("{n} nodes: dialers that found their whole namespace"), "%", Better::Higher, vec![share])
-                .note(format!("{complete} of {dialers} dialers; {announced} of {listeners} listeners announced")),
+            Figure::new(
+                format!("scale.share.{n}"),
+                G,
+                format!("{n} nodes: dialers that found their whole namespace"),
+                "%",
+                Better::Higher,
+                vec![share],
+            )
+            .note(format!(
+                "{complete} of {dialers} dialers; {} of {} listeners announced",
+                v.announced, v.listeners
+            )),
         );
-        let mut f = Figure::new(format!("scale.discovery.{n}"), G, format!("{n} nodes: dialer start → whole namespace found"), "ms", Better::Lower, f64s(&v["discovery_ms"]));
+        let mut f = Figure::new(
+            format!("scale.discovery.{n}"),
+            G,
+            format!("{n} nodes: dialer start → whole namespace found"),
+            "ms",
+            Better::Lower,
+            v.discovery_ms.clone(),
+        );
         if n != 100 {
             f = f.vs("scale.discovery.100");
         }
         figures.push(f);
-        let mut f = Figure::new(format!("scale.announce.{n}"), G, format!("{n} nodes: listener start → announced"), "ms", Better::Lower, f64s(&v["announce_ms"]));
+        let mut f = Figure::new(
+            format!("scale.announce.{n}"),
+            G,
+            format!("{n} nodes: listener start → announced"),
+            "ms",
+            Better::Lower,
+            v.announce_ms.clone(),
+        );
         if n != 100 {
             f = f.vs("scale.announce.100");
         }
         figures.push(f);
-        figures.push(Figure::new(format!("scale.memory.{n}"), G, format!("{n} nodes: memory per node"), "KiB", Better::Lower, vec![rss / (n as f64 + 1.0)]));
-        figures.push(Figure::new(format!("scale.connections.{n}"), G, format!("{n} nodes: connections open per node at the end"), "conns", Better::Lower, vec![v["connections_per_node"].as_f64().unwrap_or(0.0)]));
-        bl.lab.signal(&name, "SIGKILL").await.map_err(|e| err(G, e))?;
+        figures.push(Figure::new(
+            format!("scale.memory.{n}"),
+            G,
+            format!("{n} nodes: memory per node"),
+            "KiB",
+            Better::Lower,
+            vec![rss / (n as f64 + 1.0)],
+        ));
+        figures.push(Figure::new(
+            format!("scale.connections.{n}"),
+            G,
+            format!("{n} nodes: connections open per node at the end"),
+            "conns",
+            Better::Lower,
+            vec![v.connections_per_node],
+        ));
+        bl.lab
+            .signal(&name, "SIGKILL")
+            .await
+            .map_err(|e| err(G, e))?;
     }
     bl.teardown().await?;
     Ok(figures)
@@ -782,7 +1313,12 @@ mod tests {
     use super::*;
 
     fn opts() -> BenchOptions {
-        BenchOptions { image: "img".into(), only: Vec::new(), quick: false, direct_repeats: 30 }
+        BenchOptions {
+            image: "img".into(),
+            only: Vec::new(),
+            quick: false,
+            direct_repeats: 30,
+        }
     }
 
     /// Every lab the benchmarks build is a valid topology with a layout (no Docker).
@@ -790,16 +1326,26 @@ mod tests {
     fn bench_topologies_validate_and_lay_out() {
         let discovery = "name: bench-discovery\nsegments:\n  internet: {}\nnodes:\n  m: { role: monitor, segment: internet }\n  \
             l: { role: listener, segment: internet, namespace: bench, replicas: 49 }\n  j: { role: dialer, segment: internet, namespace: bench, replicas: 5, count: 1 }\n";
-        for (name, yaml) in [("link", LINK_TOPOLOGY), ("direct", DIRECT_TOPOLOGY), ("discovery", discovery)] {
+        for (name, yaml) in [
+            ("link", LINK_TOPOLOGY),
+            ("direct", DIRECT_TOPOLOGY),
+            ("discovery", discovery),
+        ] {
             let topo = model::parse(name, yaml).unwrap_or_else(|e| panic!("{}", e.render()));
             let mut subnets = BTreeMap::new();
             for (i, seg) in topo.segments.iter().enumerate() {
-                subnets.insert(seg.name.clone(), format!("10.{}.0.0/24", 100 + i).parse().unwrap());
+                subnets.insert(
+                    seg.name.clone(),
+                    format!("10.{}.0.0/24", 100 + i).parse().unwrap(),
+                );
             }
             let lay = layout(&topo, &subnets).unwrap();
             assert!(!lay.containers.is_empty(), "{name}");
             // our own hosts (.200 and up) never collide with the planned ones
-            assert!(lay.containers.iter().all(|c| c.ip().octets()[3] < 200), "{name}");
+            assert!(
+                lay.containers.iter().all(|c| c.ip().octets()[3] < 200),
+                "{name}"
+            );
         }
     }
 
@@ -807,7 +1353,10 @@ mod tests {
     fn groups_cover_every_id_once_and_only_checks_names() {
         let g = groups(&opts());
         assert_eq!(g.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), GROUPS);
-        let o = BenchOptions { only: vec!["rtt".into()], ..opts() };
+        let o = BenchOptions {
+            only: vec!["rtt".into()],
+            ..opts()
+        };
         assert!(o.wants("rtt") && !o.wants("labs"));
         assert!(opts().wants("scale"));
         assert_eq!(size_label(64), "64 B");

@@ -28,7 +28,6 @@
 //! - [`Report::table`]: the same figures as a plain-text table for the terminal, with the
 //!   comparison against a previous run and its regressions, if given one.
 
-
 pub mod lab;
 
 use std::fmt::Write as _;
@@ -160,10 +159,20 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
     // Nearest rank ⌈0.95·n⌉ in integers (0.95 is not exact in binary).
     let rank = (95 * n).div_ceil(100).max(1);
-    Some(Summary { n, median, min: v[0], max: v[n - 1], p95: v[rank - 1] })
+    Some(Summary {
+        n,
+        median,
+        min: v[0],
+        max: v[n - 1],
+        p95: v[rank - 1],
+    })
 }
 
 /// The machine a run was measured on.
@@ -191,12 +200,20 @@ impl Machine {
         let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or_else(|_| cpuinfo.lines().filter(|l| cpuinfo_key(l) == Some("processor")).count());
+            .unwrap_or_else(|_| {
+                cpuinfo
+                    .lines()
+                    .filter(|l| cpuinfo_key(l) == Some("processor"))
+                    .count()
+            });
         Machine {
             hostname: text("/proc/sys/kernel/hostname"),
             cpus,
             cpu_model: known(cpu_model(&cpuinfo)),
-            memory_gib: read("/proc/meminfo").as_deref().and_then(memory_gib).unwrap_or(0.0),
+            memory_gib: read("/proc/meminfo")
+                .as_deref()
+                .and_then(memory_gib)
+                .unwrap_or(0.0),
             kernel: text("/proc/sys/kernel/osrelease"),
             docker: known(Some(docker_version.trim().to_string())),
         }
@@ -204,7 +221,8 @@ impl Machine {
 }
 
 fn known(s: Option<String>) -> String {
-    s.filter(|s| !s.is_empty()).unwrap_or_else(|| UNKNOWN.to_string())
+    s.filter(|s| !s.is_empty())
+        .unwrap_or_else(|| UNKNOWN.to_string())
 }
 
 /// The key of a `key : value` line of `/proc/cpuinfo`.
@@ -215,19 +233,26 @@ fn cpuinfo_key(line: &str) -> Option<&str> {
 /// The CPU model named in `/proc/cpuinfo` (`model name` on x86, `Hardware`/`Processor` or the
 /// `CPU part` on some ARM kernels).
 fn cpu_model(cpuinfo: &str) -> Option<String> {
-    ["model name", "Hardware", "Processor", "cpu model", "cpu"].iter().find_map(|key| {
-        cpuinfo.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            let v = v.trim();
-            (k.trim() == *key && !v.is_empty()).then(|| v.to_string())
+    ["model name", "Hardware", "Processor", "cpu model", "cpu"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                let v = v.trim();
+                (k.trim() == *key && !v.is_empty()).then(|| v.to_string())
+            })
         })
-    })
 }
 
 /// `MemTotal` of `/proc/meminfo` in GiB, to 0.1.
 fn memory_gib(meminfo: &str) -> Option<f64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: f64 = line.trim_start_matches("MemTotal:").split_whitespace().next()?.parse().ok()?;
+    let kib: f64 = line
+        .trim_start_matches("MemTotal:")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some((kib / (1024.0 * 1024.0) * 10.0).round() / 10.0)
 }
 
@@ -285,7 +310,12 @@ type Section<'a> = (Option<&'a Group>, Vec<&'a Figure>);
 
 impl Report {
     /// A report of [`FORMAT`] dated now.
-    pub fn new(command: impl Into<String>, machine: Machine, groups: Vec<Group>, figures: Vec<Figure>) -> Report {
+    pub fn new(
+        command: impl Into<String>,
+        machine: Machine,
+        groups: Vec<Group>,
+        figures: Vec<Figure>,
+    ) -> Report {
         Report {
             format: FORMAT,
             date: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -321,7 +351,11 @@ impl Report {
             figures: self
                 .figures
                 .iter()
-                .map(|f| FigureView { figure: f, summary: f.summary(), ratio: self.ratio(f) })
+                .map(|f| FigureView {
+                    figure: f,
+                    summary: f.summary(),
+                    ratio: self.ratio(f),
+                })
                 .collect(),
         };
         // Serializing plain structs of strings and numbers into a String cannot fail.
@@ -342,8 +376,14 @@ impl Report {
     /// after the (last) [`JSON_MARKER`] line.
     pub fn from_markdown(text: &str) -> Result<Report, BenchError> {
         let lines: Vec<&str> = text.lines().collect();
-        let marker = lines.iter().rposition(|l| l.trim() == JSON_MARKER).ok_or(BenchError::NoJsonBlock)?;
-        let mut rest = lines[marker + 1..].iter().enumerate().skip_while(|(_, l)| l.trim().is_empty());
+        let marker = lines
+            .iter()
+            .rposition(|l| l.trim() == JSON_MARKER)
+            .ok_or(BenchError::NoJsonBlock)?;
+        let mut rest = lines[marker + 1..]
+            .iter()
+            .enumerate()
+            .skip_while(|(_, l)| l.trim().is_empty());
         let (open_at, open) = rest.next().ok_or(BenchError::NoJsonBlock)?;
         let open = open.trim();
         let ticks = open.len() - open.trim_start_matches('`').len();
@@ -366,10 +406,18 @@ impl Report {
         let mut out: Vec<Section<'_>> = self
             .groups
             .iter()
-            .map(|g| (Some(g), self.figures.iter().filter(|f| f.group == g.id).collect()))
+            .map(|g| {
+                (
+                    Some(g),
+                    self.figures.iter().filter(|f| f.group == g.id).collect(),
+                )
+            })
             .collect();
-        let stray: Vec<&Figure> =
-            self.figures.iter().filter(|f| !self.groups.iter().any(|g| g.id == f.group)).collect();
+        let stray: Vec<&Figure> = self
+            .figures
+            .iter()
+            .filter(|f| !self.groups.iter().any(|g| g.id == f.group))
+            .collect();
         if !stray.is_empty() {
             out.push((None, stray));
         }
@@ -378,7 +426,10 @@ impl Report {
 
     /// "2.31× raw TCP, 64 B", or empty.
     fn vs_baseline(&self, f: &Figure) -> String {
-        match (self.ratio(f), f.baseline.as_deref().and_then(|b| self.figure(b))) {
+        match (
+            self.ratio(f),
+            f.baseline.as_deref().and_then(|b| self.figure(b)),
+        ) {
             (Some(r), Some(b)) => format!("{}× {}", fmt_value(r), b.label),
             _ => String::new(),
         }
@@ -388,7 +439,9 @@ impl Report {
     /// columns (figure, n, median, range, unit, vs baseline and, given a previous run, vs
     /// previous), then the regressions against `previous`, if given.
     pub fn table(&self, previous: Option<&Report>) -> String {
-        let changes = previous.map(|p| compare(self, p, REGRESSION_THRESHOLD)).unwrap_or_default();
+        let changes = previous
+            .map(|p| compare(self, p, REGRESSION_THRESHOLD))
+            .unwrap_or_default();
         let mut header = vec!["figure", "n", "median", "range", "unit", "vs baseline"];
         if previous.is_some() {
             header.push("vs previous");
@@ -456,7 +509,12 @@ impl Report {
             if regressions.is_empty() {
                 let _ = writeln!(out, "No regression against {}.", p.date);
             } else {
-                let _ = writeln!(out, "Regressions (> {}% worse than {}):", threshold_pct(), p.date);
+                let _ = writeln!(
+                    out,
+                    "Regressions (> {}% worse than {}):",
+                    threshold_pct(),
+                    p.date
+                );
                 for c in regressions {
                     let _ = writeln!(
                         out,
@@ -480,7 +538,10 @@ impl Report {
             f.label.clone(),
             s.map_or(0, |s| s.n).to_string(),
             s.map_or_else(|| "-".to_string(), |s| fmt_value(s.median)),
-            s.map_or_else(|| "-".to_string(), |s| format!("{}–{}", fmt_value(s.min), fmt_value(s.max))),
+            s.map_or_else(
+                || "-".to_string(),
+                |s| format!("{}–{}", fmt_value(s.min), fmt_value(s.max)),
+            ),
             f.unit.clone(),
             self.vs_baseline(f),
         ]
@@ -491,7 +552,9 @@ impl Report {
     /// document, e.g. `benchmarks.json`). With `previous`, each table also has a `vs previous`
     /// column and the regressions are called out.
     pub fn markdown(&self, previous: Option<&Report>, data: &str) -> String {
-        let changes = previous.map(|p| compare(self, p, REGRESSION_THRESHOLD)).unwrap_or_default();
+        let changes = previous
+            .map(|p| compare(self, p, REGRESSION_THRESHOLD))
+            .unwrap_or_default();
         let mut s = String::new();
         s.push_str("# p2plab benchmarks\n\n");
         let _ = writeln!(
@@ -505,12 +568,25 @@ impl Report {
             threshold_pct()
         );
         s.push_str("## Machine and run\n\n");
-        let _ = writeln!(s, "Measured on {} with `{}`.\n", self.date, self.command.replace('`', "'"));
+        let _ = writeln!(
+            s,
+            "Measured on {} with `{}`.\n",
+            self.date,
+            self.command.replace('`', "'")
+        );
         let m = &self.machine;
         let _ = writeln!(s, "- Host: {}", m.hostname);
-        let cpus = if m.cpus == 0 { UNKNOWN.to_string() } else { m.cpus.to_string() };
+        let cpus = if m.cpus == 0 {
+            UNKNOWN.to_string()
+        } else {
+            m.cpus.to_string()
+        };
         let _ = writeln!(s, "- CPUs: {} ({})", cpus, m.cpu_model);
-        let mem = if m.memory_gib > 0.0 { format!("{} GiB", fmt_value(m.memory_gib)) } else { UNKNOWN.to_string() };
+        let mem = if m.memory_gib > 0.0 {
+            format!("{} GiB", fmt_value(m.memory_gib))
+        } else {
+            UNKNOWN.to_string()
+        };
         let _ = writeln!(s, "- Memory: {mem}");
         let _ = writeln!(s, "- Kernel: {}", m.kernel);
         let _ = writeln!(s, "- Docker: {}", m.docker);
@@ -750,15 +826,48 @@ mod tests {
                     title: "Round-trip time".into(),
                     method: "Ping-pong of 64 B messages, 5 samples.".into(),
                 },
-                Group { id: "tput".into(), title: "Throughput".into(), method: "One stream, 64 MiB.".into() },
+                Group {
+                    id: "tput".into(),
+                    title: "Throughput".into(),
+                    method: "One stream, 64 MiB.".into(),
+                },
             ],
             figures: vec![
-                Figure::new("rtt.tcp.64B", "rtt", "raw TCP, 64 B", "ms", Better::Lower, vec![0.5, 0.4, 0.6]),
-                Figure::new("rtt.direct.64B", "rtt", "libp2p request-response, direct, 64 B", "ms", Better::Lower, rtt)
-                    .vs("rtt.tcp.64B")
-                    .note("includes | the yamux frame"),
-                Figure::new("tput.tcp", "tput", "raw TCP", "Mbit/s", Better::Higher, vec![1000.0, 1100.0]),
-                Figure::new("tput.libp2p", "tput", "libp2p stream", "Mbit/s", Better::Higher, tput).vs("tput.tcp"),
+                Figure::new(
+                    "rtt.tcp.64B",
+                    "rtt",
+                    "raw TCP, 64 B",
+                    "ms",
+                    Better::Lower,
+                    vec![0.5, 0.4, 0.6],
+                ),
+                Figure::new(
+                    "rtt.direct.64B",
+                    "rtt",
+                    "libp2p request-response, direct, 64 B",
+                    "ms",
+                    Better::Lower,
+                    rtt,
+                )
+                .vs("rtt.tcp.64B")
+                .note("includes | the yamux frame"),
+                Figure::new(
+                    "tput.tcp",
+                    "tput",
+                    "raw TCP",
+                    "Mbit/s",
+                    Better::Higher,
+                    vec![1000.0, 1100.0],
+                ),
+                Figure::new(
+                    "tput.libp2p",
+                    "tput",
+                    "libp2p stream",
+                    "Mbit/s",
+                    Better::Higher,
+                    tput,
+                )
+                .vs("tput.tcp"),
             ],
         }
     }
@@ -770,7 +879,16 @@ mod tests {
         let s = summarize(&[4.0, 1.0, 3.0, 2.0]).unwrap();
         assert_eq!((s.n, s.median, s.min, s.max), (4, 2.5, 1.0, 4.0));
         let s = summarize(&[7.5]).unwrap();
-        assert_eq!(s, Summary { n: 1, median: 7.5, min: 7.5, max: 7.5, p95: 7.5 });
+        assert_eq!(
+            s,
+            Summary {
+                n: 1,
+                median: 7.5,
+                min: 7.5,
+                max: 7.5,
+                p95: 7.5
+            }
+        );
         assert_eq!(summarize(&[]), None);
         assert_eq!(summarize(&[f64::NAN]), None);
     }
@@ -778,7 +896,10 @@ mod tests {
     #[test]
     fn summarize_ignores_nan() {
         let s = summarize(&[f64::NAN, 5.0, 1.0, f64::NAN, 3.0]).unwrap();
-        assert_eq!((s.n, s.median, s.min, s.max, s.p95), (3, 3.0, 1.0, 5.0, 5.0));
+        assert_eq!(
+            (s.n, s.median, s.min, s.max, s.p95),
+            (3, 3.0, 1.0, 5.0, 5.0)
+        );
     }
 
     #[test]
@@ -799,13 +920,18 @@ mod tests {
         let direct = r.figure("rtt.direct.64B").unwrap();
         assert!((r.ratio(direct).unwrap() - 1.1 / 0.5).abs() < 1e-12);
         // Higher-is-better figures are still median / baseline median.
-        assert!((r.ratio(r.figure("tput.libp2p").unwrap()).unwrap() - 500.0 / 1050.0).abs() < 1e-12);
+        assert!(
+            (r.ratio(r.figure("tput.libp2p").unwrap()).unwrap() - 500.0 / 1050.0).abs() < 1e-12
+        );
         assert_eq!(r.ratio(r.figure("rtt.tcp.64B").unwrap()), None);
         let empty = report(vec![], vec![500.0]);
         assert_eq!(empty.ratio(empty.figure("rtt.direct.64B").unwrap()), None);
         let mut missing = report(vec![1.0], vec![500.0]);
         missing.figures.retain(|f| f.id != "rtt.tcp.64B");
-        assert_eq!(missing.ratio(missing.figure("rtt.direct.64B").unwrap()), None);
+        assert_eq!(
+            missing.ratio(missing.figure("rtt.direct.64B").unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -831,16 +957,36 @@ mod tests {
 
     #[test]
     fn compare_exactly_at_threshold_is_no_regression() {
-        for (p, c, t) in [(1.0, 1.2, 0.8), (0.1, 0.12, 0.08), (10.0, 12.0, 8.0), (0.3, 0.36, 0.24)] {
+        for (p, c, t) in [
+            (1.0, 1.2, 0.8),
+            (0.1, 0.12, 0.08),
+            (10.0, 12.0, 8.0),
+            (0.3, 0.36, 0.24),
+        ] {
             let prev = report(vec![p], vec![p]);
             let cur = report(vec![c], vec![t]);
             let changes = compare(&cur, &prev, 0.20);
-            assert!(changes.iter().all(|c| !c.regression), "{p} → {c}/{t}: {changes:?}");
+            assert!(
+                changes.iter().all(|c| !c.regression),
+                "{p} → {c}/{t}: {changes:?}"
+            );
             // Just beyond is one.
             let cur = report(vec![c * 1.001], vec![t * 0.999]);
             let changes = compare(&cur, &prev, 0.20);
-            assert!(changes.iter().find(|c| c.id == "rtt.direct.64B").unwrap().regression);
-            assert!(changes.iter().find(|c| c.id == "tput.libp2p").unwrap().regression);
+            assert!(
+                changes
+                    .iter()
+                    .find(|c| c.id == "rtt.direct.64B")
+                    .unwrap()
+                    .regression
+            );
+            assert!(
+                changes
+                    .iter()
+                    .find(|c| c.id == "tput.libp2p")
+                    .unwrap()
+                    .regression
+            );
         }
     }
 
@@ -849,7 +995,14 @@ mod tests {
         let mut prev = report(vec![1.0], vec![0.0]);
         prev.figures.retain(|f| f.id != "rtt.tcp.64B");
         let mut cur = report(vec![], vec![10.0]);
-        cur.figures.push(Figure::new("new.one", "rtt", "new", "ms", Better::Lower, vec![1.0]));
+        cur.figures.push(Figure::new(
+            "new.one",
+            "rtt",
+            "new",
+            "ms",
+            Better::Lower,
+            vec![1.0],
+        ));
         let c = compare(&cur, &prev, REGRESSION_THRESHOLD);
         // rtt.tcp.64B: not in previous; rtt.direct.64B: no samples now; tput.libp2p: previous
         // median 0; new.one: new.
@@ -859,7 +1012,10 @@ mod tests {
 
     #[test]
     fn json_round_trip_is_exact_and_carries_summary() {
-        let mut r = report(vec![994.1414234139935, 0.1 + 0.2, 1e-7, f64::MAX, 5e-324], vec![12.345678901234567]);
+        let mut r = report(
+            vec![994.1414234139935, 0.1 + 0.2, 1e-7, f64::MAX, 5e-324],
+            vec![12.345678901234567],
+        );
         r.machine.memory_gib = 31.123456789012345;
         let json = r.to_json();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -888,7 +1044,10 @@ mod tests {
         assert!(matches!(Report::from_json("{"), Err(BenchError::Json(_))));
         let mut r = report(vec![1.0], vec![1.0]);
         r.format = 2;
-        assert!(matches!(Report::from_json(&r.to_json()), Err(BenchError::Format(2))));
+        assert!(matches!(
+            Report::from_json(&r.to_json()),
+            Err(BenchError::Format(2))
+        ));
         let e = Report::from_json("{}").unwrap_err().to_string();
         assert!(e.starts_with("invalid benchmark JSON: "), "{e}");
     }
@@ -907,7 +1066,9 @@ mod tests {
         assert!(md.contains(
             "| libp2p request-response, direct, 64 B | 4 | 1.05 | 0.900–1.25 | ms | 2.10× raw TCP, 64 B |"
         ));
-        assert!(md.contains("\n- libp2p request-response, direct, 64 B: includes | the yamux frame\n"));
+        assert!(
+            md.contains("\n- libp2p request-response, direct, 64 B: includes | the yamux frame\n")
+        );
         assert!(md.contains("\n## Data\n\n"));
         assert!(md.contains("[`benchmarks.json`](benchmarks.json)"), "{md}");
         assert!(!md.contains(JSON_MARKER) && !md.contains("```json"));
@@ -947,7 +1108,8 @@ mod tests {
         assert!(matches!(e, BenchError::UnclosedJsonBlock));
         let e = Report::from_markdown(&format!("{JSON_MARKER}\n\nnot a fence\n")).unwrap_err();
         assert!(matches!(e, BenchError::NoJsonBlock));
-        let e = Report::from_markdown(&format!("{JSON_MARKER}\n```json\n{{\"format\":1}}\n```\n")).unwrap_err();
+        let e = Report::from_markdown(&format!("{JSON_MARKER}\n```json\n{{\"format\":1}}\n```\n"))
+            .unwrap_err();
         assert!(e.to_string().starts_with("invalid benchmark JSON"), "{e}");
     }
 
@@ -957,20 +1119,40 @@ mod tests {
         // rtt direct 31% worse (lower is better), libp2p throughput 31% better.
         let cur = report(vec![1.31], vec![655.0]);
         let t = cur.table(Some(&prev));
-        let line = |label: &str| t.lines().find(|l| l.starts_with(label)).unwrap().to_string();
-        assert!(line("libp2p request-response").contains("REGRESSION +31.0%"), "{t}");
+        let line = |label: &str| {
+            t.lines()
+                .find(|l| l.starts_with(label))
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            line("libp2p request-response").contains("REGRESSION +31.0%"),
+            "{t}"
+        );
         let tput = line("libp2p stream");
-        assert!(tput.contains("+31.0%") && !tput.contains("REGRESSION"), "{t}");
+        assert!(
+            tput.contains("+31.0%") && !tput.contains("REGRESSION"),
+            "{t}"
+        );
         assert!(t.contains("== Round-trip time =="));
-        assert!(t.contains("Regressions (> 20% worse than 2025-01-02T03:04:05Z):"), "{t}");
-        assert!(t.contains("  libp2p request-response, direct, 64 B: 1.00 → 1.31 ms (+31.0%)"), "{t}");
+        assert!(
+            t.contains("Regressions (> 20% worse than 2025-01-02T03:04:05Z):"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  libp2p request-response, direct, 64 B: 1.00 → 1.31 ms (+31.0%)"),
+            "{t}"
+        );
         assert!(!t.contains("No regression"));
 
         let better = report(vec![0.9], vec![600.0]);
         let t = better.table(Some(&prev));
         assert!(!t.contains("REGRESSION"), "{t}");
         assert!(!t.contains("Regressions"), "{t}");
-        assert!(t.contains("No regression against 2025-01-02T03:04:05Z."), "{t}");
+        assert!(
+            t.contains("No regression against 2025-01-02T03:04:05Z."),
+            "{t}"
+        );
     }
 
     #[test]
@@ -985,7 +1167,10 @@ mod tests {
             .lines()
             .filter(|l| !l.starts_with("==") && !l.is_empty())
             .map(|l| {
-                let unit = [" unit", " ms", " Mbit/s"].iter().find_map(|u| l.find(u)).unwrap();
+                let unit = [" unit", " ms", " Mbit/s"]
+                    .iter()
+                    .find_map(|u| l.find(u))
+                    .unwrap();
                 l[..unit].chars().count()
             })
             .collect();
@@ -1032,13 +1217,18 @@ mod tests {
     #[test]
     fn machine_parsing() {
         let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n";
-        assert_eq!(cpu_model(cpuinfo).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
+        assert_eq!(
+            cpu_model(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
+        );
         assert_eq!(cpu_model("processor : 0\nBogoMIPS : 50\n"), None);
-        assert_eq!(memory_gib("MemTotal:       16315388 kB\nMemFree: 1 kB\n"), Some(15.6));
+        assert_eq!(
+            memory_gib("MemTotal:       16315388 kB\nMemFree: 1 kB\n"),
+            Some(15.6)
+        );
         assert_eq!(memory_gib("nothing"), None);
         let m = Machine::detect(" ".into());
         assert_eq!(m.docker, "unknown");
         assert!(!m.hostname.is_empty() && !m.kernel.is_empty() && !m.cpu_model.is_empty());
     }
-
 }

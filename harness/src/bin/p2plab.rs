@@ -30,7 +30,11 @@ use p2plab::{
 };
 
 #[derive(Parser)]
-#[command(name = "p2plab", version, about = "A network lab for libp2p: YAML topologies become isolated Docker labs with NAT routers, faults on a timeline and judged expectations")]
+#[command(
+    name = "p2plab",
+    version,
+    about = "A network lab for libp2p: YAML topologies become isolated Docker labs with NAT routers, faults on a timeline and judged expectations"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -71,7 +75,11 @@ enum Cmd {
     },
     /// Remove a run's containers and networks (found by label), or every p2plab run's.
     Down {
-        #[arg(value_name = "RUN", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            value_name = "RUN",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         run: Option<String>,
         #[arg(long)]
         all: bool,
@@ -154,7 +162,10 @@ fn load(path: &Path) -> Result<Topology, BadInput> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("p2plab: cannot start the runtime: {e}");
@@ -219,7 +230,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 Err(BadInput(bad.join("\n")).into())
             }
         }
-        Cmd::Run { file, repeat, report: dir, keep, verbose } => {
+        Cmd::Run {
+            file,
+            repeat,
+            report: dir,
+            keep,
+            verbose,
+        } => {
             let topo = load(&file)?;
             let engine = engine().await?;
             let image = ensure_image().await?;
@@ -230,7 +247,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 }
                 let mut opts = Options::new(image.clone());
                 opts.keep = keep;
-                let r = run_with_progress(engine.clone(), &topo, opts, if verbose { View::Lines } else { View::Quiet }).await?;
+                let r = run_with_progress(
+                    engine.clone(),
+                    &topo,
+                    opts,
+                    if verbose { View::Lines } else { View::Quiet },
+                )
+                .await?;
                 println!("{}", report::summary_text(&r));
                 let interrupted = r.aborted.is_some();
                 results.push(r);
@@ -239,14 +262,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 }
             }
             if let Some(dir) = dir {
-                let files = report::write(&dir, &results).with_context(|| format!("writing the report to {}", dir.display()))?;
-                eprintln!("p2plab: report: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+                let files = report::write(&dir, &results)
+                    .with_context(|| format!("writing the report to {}", dir.display()))?;
+                eprintln!(
+                    "p2plab: report: {}",
+                    files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             if repeat > 1 {
                 let ok = results.iter().filter(|r| r.ok).count();
                 println!("{}: {ok} of {} runs passed", topo.name, results.len());
             }
-            Ok(if !results.is_empty() && results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if !results.is_empty() && results.iter().all(|r| r.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Up { file, events } => {
             let topo = load(&file)?;
@@ -257,7 +292,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let mut topo = topo;
             // until Ctrl-C; expectations are still judged and printed at the end
             topo.timeout = Duration::from_secs(7 * 24 * 3600);
-            eprintln!("p2plab: {}: bringing the lab up; Ctrl-C tears it down", topo.name);
+            eprintln!(
+                "p2plab: {}: bringing the lab up; Ctrl-C tears it down",
+                topo.name
+            );
             let view = match (events, std::io::stderr().is_terminal()) {
                 (true, _) => View::Events,
                 (false, true) => View::Board,
@@ -274,15 +312,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 (Some(r), false) => format!("{}={r}", docker::LABEL_RUN),
                 (None, false) => unreachable!("clap requires RUN or --all"),
             };
-            let before = docker::list_runs(&engine).await.map_err(anyhow::Error::from)?;
-            docker::remove_by_label(&engine, &label).await.map_err(anyhow::Error::from)?;
+            let before = docker::list_runs(&engine)
+                .await
+                .map_err(anyhow::Error::from)?;
+            docker::remove_by_label(&engine, &label)
+                .await
+                .map_err(anyhow::Error::from)?;
             let removed: Vec<&str> = before
                 .iter()
                 .filter(|r| all || run.as_deref() == Some(r.run_id.as_str()))
                 .map(|r| r.run_id.as_str())
                 .collect();
             if removed.is_empty() {
-                eprintln!("p2plab: nothing to remove{}", run.map(|r| format!(" for run {r}")).unwrap_or_default());
+                eprintln!(
+                    "p2plab: nothing to remove{}",
+                    run.map(|r| format!(" for run {r}")).unwrap_or_default()
+                );
             } else {
                 println!("removed: {}", removed.join(" "));
             }
@@ -290,14 +335,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Cmd::Ls => {
             let engine = engine().await?;
-            let runs = docker::list_runs(&engine).await.map_err(anyhow::Error::from)?;
+            let runs = docker::list_runs(&engine)
+                .await
+                .map_err(anyhow::Error::from)?;
             if runs.is_empty() {
                 println!("no p2plab runs");
             } else {
-                println!("{:<16} {:<24} {:>10} {:>8} {:>8}  created", "RUN", "LAB", "CONTAINERS", "RUNNING", "NETWORKS");
+                println!(
+                    "{:<16} {:<24} {:>10} {:>8} {:>8}  created",
+                    "RUN", "LAB", "CONTAINERS", "RUNNING", "NETWORKS"
+                );
                 for r in runs {
-                    let created = chrono::DateTime::from_timestamp(r.created as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
-                    println!("{:<16} {:<24} {:>10} {:>8} {:>8}  {created}", r.run_id, r.lab, r.containers, r.running, r.networks);
+                    let created = chrono::DateTime::from_timestamp(r.created as i64, 0)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<16} {:<24} {:>10} {:>8} {:>8}  {created}",
+                        r.run_id, r.lab, r.containers, r.running, r.networks
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -311,29 +366,59 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Compose { file, output, fixed_subnets } => {
+        Cmd::Compose {
+            file,
+            output,
+            fixed_subnets,
+        } => {
             let topo = load(&file)?;
             let text = if fixed_subnets {
-                compose::fixed(&topo, &image::image_name()).map_err(anyhow::Error::msg)?.0
+                compose::fixed(&topo, &image::image_name())
+                    .map_err(anyhow::Error::msg)?
+                    .0
             } else {
                 let used = match Engine::connect().await {
                     Ok(e) => e.used_subnets().await.map_err(anyhow::Error::from)?,
-                    Err(_) => std::fs::read_to_string("/proc/net/route").map(|t| p2plab::plan::parse_proc_routes(&t)).unwrap_or_default(),
+                    Err(_) => std::fs::read_to_string("/proc/net/route")
+                        .map(|t| p2plab::plan::parse_proc_routes(&t))
+                        .unwrap_or_default(),
                 };
-                let subnets = compose::subnets_for_compose(&topo, &used).map_err(anyhow::Error::msg)?;
+                let subnets =
+                    compose::subnets_for_compose(&topo, &used).map_err(anyhow::Error::msg)?;
                 let lay = layout::layout(&topo, &subnets).map_err(anyhow::Error::from)?;
                 compose::compose(&topo, &lay, &image::image_name())
             };
             match output {
-                Some(o) => std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?,
+                Some(o) => {
+                    std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?
+                }
                 None => print!("{text}"),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { only, quick, direct_repeats, baseline, json, write_doc, fail_on_regression } => {
-            bench(only, quick, direct_repeats, baseline, json, write_doc, fail_on_regression).await
+        Cmd::Bench {
+            only,
+            quick,
+            direct_repeats,
+            baseline,
+            json,
+            write_doc,
+            fail_on_regression,
+        } => {
+            bench(
+                only,
+                quick,
+                direct_repeats,
+                baseline,
+                json,
+                write_doc,
+                fail_on_regression,
+            )
+            .await
         }
-        Cmd::Image { cmd: ImageCmd::Build } => {
+        Cmd::Image {
+            cmd: ImageCmd::Build,
+        } => {
             let name = ensure_image().await?;
             println!("{name}");
             Ok(ExitCode::SUCCESS)
@@ -348,8 +433,14 @@ fn read_baseline(path: &Path) -> Result<Option<bench::Report>, Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(BadInput(format!("--baseline {}: {e}", path.display())).into()),
     };
-    let parsed = if text.trim_start().starts_with('{') { bench::Report::from_json(&text) } else { bench::Report::from_markdown(&text) };
-    parsed.map(Some).map_err(|e| BadInput(format!("--baseline {}: {e}", path.display())).into())
+    let parsed = if text.trim_start().starts_with('{') {
+        bench::Report::from_json(&text)
+    } else {
+        bench::Report::from_markdown(&text)
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| BadInput(format!("--baseline {}: {e}", path.display())).into())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -364,12 +455,22 @@ async fn bench(
 ) -> Result<ExitCode, Failure> {
     for g in &only {
         if !benchlab::GROUPS.contains(&g.as_str()) {
-            return Err(BadInput(format!("invalid value '{g}' for '--only': groups are {}", benchlab::GROUPS.join(", "))).into());
+            return Err(BadInput(format!(
+                "invalid value '{g}' for '--only': groups are {}",
+                benchlab::GROUPS.join(", ")
+            ))
+            .into());
         }
     }
     let previous = read_baseline(&baseline)?;
     let engine = engine().await?;
-    let docker_version = engine.api().version().await.ok().and_then(|v| v.version).unwrap_or_else(|| "unknown".into());
+    let docker_version = engine
+        .api()
+        .version()
+        .await
+        .ok()
+        .and_then(|v| v.version)
+        .unwrap_or_else(|| "unknown".into());
     let image = ensure_image().await?;
     let opts = benchlab::BenchOptions {
         image,
@@ -377,7 +478,10 @@ async fn bench(
         quick,
         direct_repeats: direct_repeats.map_or(if quick { 5 } else { 30 }, |n| n as usize),
     };
-    let command = std::iter::once("p2plab".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let command = std::iter::once("p2plab".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let progress = |s: String| eprintln!("p2plab bench: {s}");
     let (figures, errors) = tokio::select! {
@@ -392,31 +496,49 @@ async fn bench(
         date,
         command,
         machine: bench::Machine::detect(docker_version),
-        groups: benchlab::groups(&opts).into_iter().filter(|g| figures.iter().any(|f| f.group == g.id)).collect(),
+        groups: benchlab::groups(&opts)
+            .into_iter()
+            .filter(|g| figures.iter().any(|f| f.group == g.id))
+            .collect(),
         figures,
     };
     println!("{}", report.table(previous.as_ref()));
     if previous.is_none() {
-        println!("No earlier figures to compare with ({} not found).", baseline.display());
+        println!(
+            "No earlier figures to compare with ({} not found).",
+            baseline.display()
+        );
     }
     if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&json, report.to_json()).with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&json, report.to_json())
+        .with_context(|| format!("writing {}", json.display()))?;
     eprintln!("p2plab bench: JSON report: {}", json.display());
     if let Some(doc) = write_doc {
         let data = doc.with_extension("json");
-        std::fs::write(&data, report.to_json()).with_context(|| format!("writing {}", data.display()))?;
-        let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        std::fs::write(&doc, report.markdown(previous.as_ref(), &name)).with_context(|| format!("writing {}", doc.display()))?;
-        eprintln!("p2plab bench: wrote {} and {}", doc.display(), data.display());
+        std::fs::write(&data, report.to_json())
+            .with_context(|| format!("writing {}", data.display()))?;
+        let name = data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(&doc, report.markdown(previous.as_ref(), &name))
+            .with_context(|| format!("writing {}", doc.display()))?;
+        eprintln!(
+            "p2plab bench: wrote {} and {}",
+            doc.display(),
+            data.display()
+        );
     }
     for e in &errors {
         println!("NOT MEASURED: {e}");
     }
-    let regressed = previous
-        .as_ref()
-        .is_some_and(|p| bench::compare(&report, p, bench::REGRESSION_THRESHOLD).iter().any(|c| c.regression));
+    let regressed = previous.as_ref().is_some_and(|p| {
+        bench::compare(&report, p, bench::REGRESSION_THRESHOLD)
+            .iter()
+            .any(|c| c.regression)
+    });
     Ok(if !errors.is_empty() {
         ExitCode::from(1)
     } else if regressed && fail_on_regression {
@@ -436,13 +558,14 @@ async fn ensure_image() -> Result<String> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -471,12 +594,22 @@ enum View {
 /// How often the board is redrawn at most.
 const BOARD_EVERY: Duration = Duration::from_millis(200);
 
-async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, view: View) -> Result<RunResult> {
+async fn run_with_progress(
+    engine: Engine,
+    topo: &Topology,
+    opts: Options,
+    view: View,
+) -> Result<RunResult> {
     let tty = std::io::stderr().is_terminal();
     let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
     let bar = if tty {
         let b = ProgressBar::new(0);
-        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         b.enable_steady_tick(Duration::from_millis(120));
         Some(b)
     } else {
@@ -534,7 +667,10 @@ async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, view:
                             View::Board => {
                                 if let (Some(b), false) = (&bar, board_on) {
                                     // the lab is up: from now on the bar is the board
-                                    b.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                                    b.set_style(
+                                        ProgressStyle::with_template("{msg}")
+                                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                                    );
                                     board_on = true;
                                 }
                                 dirty = true;
@@ -550,7 +686,19 @@ async fn run_with_progress(engine: Engine, topo: &Topology, opts: Options, view:
                         if board_on {
                             dirty = true;
                         } else {
-                            say(&bar, format!("p2plab: +{:.1}s fault: {}{}", f.t_ms as f64 / 1000.0, f.action, if f.ok { String::new() } else { format!(" FAILED: {}", f.error) }));
+                            say(
+                                &bar,
+                                format!(
+                                    "p2plab: +{:.1}s fault: {}{}",
+                                    f.t_ms as f64 / 1000.0,
+                                    f.action,
+                                    if f.ok {
+                                        String::new()
+                                    } else {
+                                        format!(" FAILED: {}", f.error)
+                                    }
+                                ),
+                            );
                         }
                     }
                     Progress::Verdict(_) => {}

@@ -66,12 +66,16 @@ impl Engine {
     /// Connects with the local defaults (`DOCKER_HOST` or the Unix socket) and negotiates the API
     /// version down to the engine's.
     pub async fn connect() -> Result<Self, DockerError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
         let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
             .await
             .map_err(|_| DockerError::Unreachable("no answer within 10 s".into()))?
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        docker.ping().await.map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
         Ok(Engine { docker })
     }
 
@@ -103,7 +107,12 @@ impl Engine {
     }
 
     /// Runs `cmd` in container `id` (called `node` in errors) and collects its output.
-    pub async fn exec(&self, id: &str, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        node: &str,
+        cmd: &[&str],
+    ) -> Result<ExecOutput, DockerError> {
         let docker = &self.docker;
         let exec = docker
             .create_exec(
@@ -123,18 +132,27 @@ impl Engine {
             stdout: String::new(),
             stderr: String::new(),
         };
-        if let StartExecResults::Attached { mut output, .. } =
-            docker.start_exec(&exec, None).await.map_err(api(format!("exec in {node}")))?
+        if let StartExecResults::Attached { mut output, .. } = docker
+            .start_exec(&exec, None)
+            .await
+            .map_err(api(format!("exec in {node}")))?
         {
             while let Some(chunk) = output.next().await {
                 match chunk.map_err(api(format!("exec output in {node}")))? {
-                    LogOutput::StdOut { message } => out.stdout.push_str(&String::from_utf8_lossy(&message)),
-                    LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdOut { message } => {
+                        out.stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
                     _ => {}
                 }
             }
         }
-        let inspect = docker.inspect_exec(&exec).await.map_err(api(format!("exec in {node}")))?;
+        let inspect = docker
+            .inspect_exec(&exec)
+            .await
+            .map_err(api(format!("exec in {node}")))?;
         out.code = inspect.exit_code.unwrap_or(-1);
         Ok(out)
     }
@@ -146,7 +164,11 @@ impl Engine {
         let docker = self.docker.clone();
         let node = node.to_string();
         tokio::spawn(async move {
-            let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(false).build();
+            let opts = LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(false)
+                .build();
             let mut logs = docker.logs(&id, Some(opts));
             let mut buf = String::new();
             while let Some(Ok(chunk)) = logs.next().await {
@@ -224,14 +246,18 @@ pub struct Lab {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A run id unique on this machine: time, pid and a counter.
 pub fn new_run_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         "{:x}{:x}{}",
         now_secs() & 0xfffff,
@@ -298,8 +324,14 @@ impl Lab {
                 options: None,
             }),
             options: Some(HashMap::from([
-                ("com.docker.network.bridge.enable_ip_masquerade".to_string(), "false".to_string()),
-                ("com.docker.network.bridge.name".to_string(), format!("p2p{}", &short_hash(&docker_name))),
+                (
+                    "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                    "false".to_string(),
+                ),
+                (
+                    "com.docker.network.bridge.name".to_string(),
+                    format!("p2p{}", &short_hash(&docker_name)),
+                ),
             ])),
             labels: Some(self.labels(None)),
             ..Default::default()
@@ -318,19 +350,31 @@ impl Lab {
     /// Creates network `name` on a free /24 of `pool`: one that overlaps no host route, Docker
     /// network or reserved range ([`crate::plan`]). When a parallel run takes the same subnet
     /// first, the engine refuses it and the next candidate is tried.
-    pub async fn allocate_network(&mut self, name: &str, pool: Ipv4Net) -> Result<Ipv4Net, DockerError> {
-        let seed: u64 = self.run_id.bytes().map(u64::from).fold(0, |h, b| h.wrapping_mul(31).wrapping_add(b));
+    pub async fn allocate_network(
+        &mut self,
+        name: &str,
+        pool: Ipv4Net,
+    ) -> Result<Ipv4Net, DockerError> {
+        let seed: u64 = self
+            .run_id
+            .bytes()
+            .map(u64::from)
+            .fold(0, |h, b| h.wrapping_mul(31).wrapping_add(b));
         for attempt in 0..20u64 {
             let used = self.engine.used_subnets().await?;
             let subnet = crate::plan::allocate(pool, 24, &used, seed.wrapping_add(attempt * 13))
                 .map_err(|e| DockerError::Other(e.to_string()))?;
             match self.network(name, subnet).await {
                 Ok(()) => return Ok(subnet),
-                Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => continue,
+                Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => {
+                    continue
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(DockerError::Other(format!("no free subnet for {name} in {pool} after 20 attempts")))
+        Err(DockerError::Other(format!(
+            "no free subnet for {name} in {pool} after 20 attempts"
+        )))
     }
 
     /// Creates and starts a container; returns when it runs.
@@ -357,7 +401,9 @@ impl Lab {
             self.networks
                 .get(&a.network)
                 .map(|n| n.0.clone())
-                .ok_or_else(|| DockerError::Other(format!("{}: unknown network {}", spec.name, a.network)))
+                .ok_or_else(|| {
+                    DockerError::Other(format!("{}: unknown network {}", spec.name, a.network))
+                })
         };
         let first = spec
             .attach
@@ -389,7 +435,9 @@ impl Lab {
             }),
             ..Default::default()
         };
-        let opts = CreateContainerOptionsBuilder::default().name(&docker_name).build();
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&docker_name)
+            .build();
         let id = docker
             .create_container(Some(opts), body)
             .await
@@ -419,19 +467,28 @@ impl Lab {
     /// The memory `docker stats` shows for `node`: the cgroup's usage less its inactive file
     /// cache (`inactive_file` on cgroup v2, `total_inactive_file` on v1), in bytes.
     pub async fn memory(&self, node: &str) -> Result<u64, DockerError> {
-        let opts = bollard::query_parameters::StatsOptions { stream: false, one_shot: true };
+        let opts = bollard::query_parameters::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
         let mut stats = self.engine.api().stats(self.id(node)?, Some(opts));
         let s = stats
             .next()
             .await
             .ok_or_else(|| DockerError::Other(format!("no stats for {node}")))?
             .map_err(api(format!("stats of {node}")))?;
-        let m = s.memory_stats.ok_or_else(|| DockerError::Other(format!("no memory stats for {node}")))?;
+        let m = s
+            .memory_stats
+            .ok_or_else(|| DockerError::Other(format!("no memory stats for {node}")))?;
         let usage = m.usage.unwrap_or(0);
         let cache = m
             .stats
             .as_ref()
-            .and_then(|st| st.get("inactive_file").or_else(|| st.get("total_inactive_file")).copied())
+            .and_then(|st| {
+                st.get("inactive_file")
+                    .or_else(|| st.get("total_inactive_file"))
+                    .copied()
+            })
             .unwrap_or(0);
         Ok(usage.saturating_sub(cache))
     }
@@ -442,14 +499,20 @@ impl Lab {
     }
 
     /// Follows `node`'s stdout from its start, one [`LogLine`] per line, into `tx`.
-    pub fn follow(&self, node: &str, tx: mpsc::UnboundedSender<LogLine>) -> Result<(), DockerError> {
+    pub fn follow(
+        &self,
+        node: &str,
+        tx: mpsc::UnboundedSender<LogLine>,
+    ) -> Result<(), DockerError> {
         self.engine.follow(self.id(node)?, node, tx);
         Ok(())
     }
 
     /// The last `tail` lines of a node's stderr (for failure reports).
     pub async fn stderr_tail(&self, node: &str, tail: usize) -> String {
-        let Ok(id) = self.id(node) else { return String::new() };
+        let Ok(id) = self.id(node) else {
+            return String::new();
+        };
         let opts = LogsOptionsBuilder::default()
             .stdout(false)
             .stderr(true)
@@ -465,7 +528,9 @@ impl Lab {
 
     /// Sends `signal` to a node (`SIGKILL` kills it the hard way).
     pub async fn signal(&self, node: &str, signal: &str) -> Result<(), DockerError> {
-        let opts = KillContainerOptionsBuilder::default().signal(signal).build();
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         self.engine
             .docker
             .kill_container(self.id(node)?, Some(opts))
@@ -475,9 +540,18 @@ impl Lab {
 
     /// Writes a file (mode 0600, owned by root) into `node`'s own filesystem, whether the
     /// container runs or not: `dir` (which must exist there) gets `name` with `contents`.
-    pub async fn put_file(&self, node: &str, dir: &str, name: &str, contents: &[u8]) -> Result<(), DockerError> {
-        let tar = tar_one_file(name, contents, now_secs()).map_err(|e| DockerError::Other(format!("{node}: {e}")))?;
-        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default().path(dir).build();
+    pub async fn put_file(
+        &self,
+        node: &str,
+        dir: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), DockerError> {
+        let tar = tar_one_file(name, contents, now_secs())
+            .map_err(|e| DockerError::Other(format!("{node}: {e}")))?;
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+            .path(dir)
+            .build();
         self.engine
             .docker
             .upload_to_container(self.id(node)?, Some(opts), bollard::body_full(tar.into()))
@@ -489,14 +563,19 @@ impl Lab {
     pub async fn start_again(&self, node: &str) -> Result<(), DockerError> {
         self.engine
             .docker
-            .start_container(self.id(node)?, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                self.id(node)?,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(api(format!("start {node}")))
     }
 
     /// Restarts a container (SIGTERM, then start).
     pub async fn restart(&self, node: &str) -> Result<(), DockerError> {
-        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::default().t(3).build();
+        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+            .t(3)
+            .build();
         self.engine
             .docker
             .restart_container(self.id(node)?, Some(opts))
@@ -507,18 +586,34 @@ impl Lab {
     /// Whether the node's container is running.
     pub async fn running(&self, node: &str) -> bool {
         let Ok(id) = self.id(node) else { return false };
-        match self.engine.docker.inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>).await {
+        match self
+            .engine
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
             Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
             Err(_) => false,
         }
     }
 
     pub async fn pause(&self, node: &str) -> Result<(), DockerError> {
-        self.engine.docker.pause_container(self.id(node)?).await.map_err(api(format!("pause {node}")))
+        self.engine
+            .docker
+            .pause_container(self.id(node)?)
+            .await
+            .map_err(api(format!("pause {node}")))
     }
 
     pub async fn unpause(&self, node: &str) -> Result<(), DockerError> {
-        self.engine.docker.unpause_container(self.id(node)?).await.map_err(api(format!("unpause {node}")))
+        self.engine
+            .docker
+            .unpause_container(self.id(node)?)
+            .await
+            .map_err(api(format!("unpause {node}")))
     }
 
     /// Removes every container and network of this run. Idempotent.
@@ -562,7 +657,10 @@ pub fn remove_run_from_drop(engine: &Engine, run_id: &str) {
     let engine = engine.clone();
     let label = format!("{LABEL_RUN}={run_id}");
     let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             if let Err(e) = rt.block_on(remove_by_label(&engine, &label)) {
                 eprintln!("p2plab: cleanup of {label} failed: {e}");
             }
@@ -575,7 +673,9 @@ pub fn remove_run_from_drop(engine: &Engine, run_id: &str) {
 /// what the engine's archive endpoint takes to write a file into a container.
 pub fn tar_one_file(name: &str, contents: &[u8], mtime: u64) -> Result<Vec<u8>, String> {
     if name.is_empty() || name.len() > 100 || name.contains('/') || name.contains('\0') {
-        return Err(format!("`{name}` is not a plain file name of at most 100 bytes"));
+        return Err(format!(
+            "`{name}` is not a plain file name of at most 100 bytes"
+        ));
     }
     let mut h = [0u8; 512];
     let field = |h: &mut [u8; 512], at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
@@ -584,7 +684,11 @@ pub fn tar_one_file(name: &str, contents: &[u8], mtime: u64) -> Result<Vec<u8>, 
     field(&mut h, 108, b"0000000\0"); // uid
     field(&mut h, 116, b"0000000\0"); // gid
     field(&mut h, 124, format!("{:011o}\0", contents.len()).as_bytes());
-    field(&mut h, 136, format!("{:011o}\0", mtime & 0o777_7777_7777).as_bytes());
+    field(
+        &mut h,
+        136,
+        format!("{:011o}\0", mtime & 0o777_7777_7777).as_bytes(),
+    );
     field(&mut h, 148, b"        "); // the checksum counts its own field as spaces
     h[156] = b'0'; // a regular file
     field(&mut h, 257, b"ustar\0");
@@ -626,28 +730,54 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
     let mut runs: std::collections::BTreeMap<String, RunInfo> = std::collections::BTreeMap::new();
     let containers = docker
-        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .map_err(api("list containers"))?;
     for c in containers {
         let labels = c.labels.unwrap_or_default();
-        let Some(run) = labels.get(LABEL_RUN) else { continue };
-        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo { run_id: run.clone(), ..Default::default() });
+        let Some(run) = labels.get(LABEL_RUN) else {
+            continue;
+        };
+        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo {
+            run_id: run.clone(),
+            ..Default::default()
+        });
         e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
-        e.created = labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()).unwrap_or(0).max(e.created);
+        e.created = labels
+            .get(LABEL_CREATED)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            .max(e.created);
         e.containers += 1;
-        if c.state.as_ref().is_some_and(|s| format!("{s:?}").to_lowercase().contains("running")) {
+        if c.state
+            .as_ref()
+            .is_some_and(|s| format!("{s:?}").to_lowercase().contains("running"))
+        {
             e.running += 1;
         }
     }
     let networks = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .map_err(api("list networks"))?;
     for n in networks {
         let labels = n.labels.unwrap_or_default();
-        let Some(run) = labels.get(LABEL_RUN) else { continue };
-        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo { run_id: run.clone(), ..Default::default() });
+        let Some(run) = labels.get(LABEL_RUN) else {
+            continue;
+        };
+        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo {
+            run_id: run.clone(),
+            ..Default::default()
+        });
         if e.lab.is_empty() {
             e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
         }
@@ -662,9 +792,17 @@ const REMOVE_AT_ONCE: usize = 6;
 /// Forces every endpoint the engine still lists off network `id` (best effort: a container
 /// already gone is not an error).
 async fn disconnect_all(docker: &Docker, id: &str) {
-    let Ok(net) = docker.inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>).await else { return };
+    let Ok(net) = docker
+        .inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await
+    else {
+        return;
+    };
     for container in net.containers.unwrap_or_default().into_keys() {
-        let req = NetworkDisconnectRequest { container, force: Some(true) };
+        let req = NetworkDisconnectRequest {
+            container,
+            force: Some(true),
+        };
         if let Err(e) = docker.disconnect_network(id, req).await {
             tracing::debug!(network = id, error = %e, "force-disconnect during teardown");
         }
@@ -676,26 +814,46 @@ pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerE
     let docker = &engine.docker;
     let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let containers = docker
-        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .map_err(api("list containers"))?;
-    let removals = containers.iter().filter_map(|c| c.id.clone()).map(|id| async move {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        match docker.remove_container(&id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    });
+    let removals = containers
+        .iter()
+        .filter_map(|c| c.id.clone())
+        .map(|id| async move {
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => Ok(()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
     // A few at a time: removing dozens of containers at once (the NAT matrix has 43) once left
     // the engine (20.10) with a stale endpoint on a network that no container held any more, so
     // that the network could not be removed until dockerd restarted.
-    let results: Vec<_> = futures::stream::iter(removals).buffer_unordered(REMOVE_AT_ONCE).collect().await;
+    let results: Vec<_> = futures::stream::iter(removals)
+        .buffer_unordered(REMOVE_AT_ONCE)
+        .collect()
+        .await;
     for r in results {
         r.map_err(api("remove container"))?;
     }
     let networks = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
         .await
         .map_err(api("list networks"))?;
     for n in networks.iter().filter_map(|n| n.id.clone()) {
@@ -739,13 +897,32 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("a.tar");
         let body = b"hello\n".repeat(100);
-        std::fs::write(&f, tar_one_file("node.key.new-identity", &body, 1_700_000_000).unwrap()).unwrap();
-        let list = std::process::Command::new("tar").arg("-tvf").arg(&f).output().unwrap();
-        assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+        std::fs::write(
+            &f,
+            tar_one_file("node.key.new-identity", &body, 1_700_000_000).unwrap(),
+        )
+        .unwrap();
+        let list = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            list.status.success(),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
         let l = String::from_utf8_lossy(&list.stdout);
         assert!(l.starts_with("-rw-------"), "{l}");
-        assert!(l.contains(" 600 ") && l.trim_end().ends_with("node.key.new-identity"), "{l}");
-        let x = std::process::Command::new("tar").arg("-xOf").arg(&f).output().unwrap();
+        assert!(
+            l.contains(" 600 ") && l.trim_end().ends_with("node.key.new-identity"),
+            "{l}"
+        );
+        let x = std::process::Command::new("tar")
+            .arg("-xOf")
+            .arg(&f)
+            .output()
+            .unwrap();
         assert_eq!(x.stdout, body);
         std::fs::remove_dir_all(dir).ok();
         // an empty file, and names that are not plain

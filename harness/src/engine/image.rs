@@ -44,7 +44,10 @@ pub async fn ensure_image_profile(profile: Option<&str>) -> Result<String, Image
 /// script's own phase lines (base image, cargo build, image build, each with its time) and
 /// cargo's last line or its errors, not the hundreds of crates it compiles. A fresh machine
 /// takes minutes here; a command line should not sit silent through them.
-pub async fn ensure_image_with_progress(profile: Option<&str>, progress: impl Fn(&str)) -> Result<String, ImageError> {
+pub async fn ensure_image_with_progress(
+    profile: Option<&str>,
+    progress: impl Fn(&str),
+) -> Result<String, ImageError> {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let script = repo_root().join("docker").join("build-image.sh");
     let spawned = tokio::process::Command::new("bash")
@@ -53,7 +56,10 @@ pub async fn ensure_image_with_progress(profile: Option<&str>, progress: impl Fn
         .env("P2PLAB_IMAGE", image_name())
         .env(
             "P2PLAB_CARGO_PROFILE",
-            std::env::var("P2PLAB_CARGO_PROFILE").ok().or(profile.map(str::to_string)).unwrap_or_else(|| "release".into()),
+            std::env::var("P2PLAB_CARGO_PROFILE")
+                .ok()
+                .or(profile.map(str::to_string))
+                .unwrap_or_else(|| "release".into()),
         )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -87,9 +93,15 @@ pub async fn ensure_image_with_progress(profile: Option<&str>, progress: impl Fn
         output.push_str(&line);
         output.push('\n');
     }
-    let status = child.wait().await.map_err(|e| ImageError { code: -1, output: format!("{}: {e}", script.display()) })?;
+    let status = child.wait().await.map_err(|e| ImageError {
+        code: -1,
+        output: format!("{}: {e}", script.display()),
+    })?;
     if !status.success() {
-        return Err(ImageError { code: status.code().unwrap_or(-1), output });
+        return Err(ImageError {
+            code: status.code().unwrap_or(-1),
+            output,
+        });
     }
     Ok(image_name())
 }
@@ -109,9 +121,18 @@ mod tests {
 
     #[test]
     fn only_phases_and_cargo_outcomes_are_shown() {
-        assert_eq!(progress_line("build-image.sh: built p2plab-node:latest in 12 s"), Some("built p2plab-node:latest in 12 s"));
-        assert_eq!(progress_line("    Finished `release` profile [optimized] target(s) in 5m 11s"), Some("Finished `release` profile [optimized] target(s) in 5m 11s"));
-        assert_eq!(progress_line("error[E0433]: cannot find module"), Some("error[E0433]: cannot find module"));
+        assert_eq!(
+            progress_line("build-image.sh: built p2plab-node:latest in 12 s"),
+            Some("built p2plab-node:latest in 12 s")
+        );
+        assert_eq!(
+            progress_line("    Finished `release` profile [optimized] target(s) in 5m 11s"),
+            Some("Finished `release` profile [optimized] target(s) in 5m 11s")
+        );
+        assert_eq!(
+            progress_line("error[E0433]: cannot find module"),
+            Some("error[E0433]: cannot find module")
+        );
         assert_eq!(progress_line("   Compiling serde v1.0.229"), None);
         assert_eq!(progress_line("Step 3/7 : COPY bin/ /usr/local/bin/"), None);
     }

@@ -19,10 +19,10 @@ use p2plab_contract::EventLine;
 use crate::{
     engine::docker::{Attach, ContainerSpec, DockerError, Engine, Lab, LogLine},
     judge::expect::{evaluate, pair_metrics, Judge, PairMetrics, Timeline, Verdict},
-    plan::layout::{layout, Kind, Layout, Planned, Ready},
-    plan,
     judge::schedule::{Due, Schedule},
     model::{Action, HealScope, Impair, Target, Topology, NEW_IDENTITY_SUFFIX},
+    plan,
+    plan::layout::{layout, Kind, Layout, Planned, Ready},
 };
 
 /// How to run.
@@ -42,7 +42,13 @@ pub struct Options {
 impl Options {
     pub fn new(image: String) -> Self {
         let keep_env = std::env::var("P2PLAB_KEEP").is_ok_and(|v| v == "1");
-        Options { image, keep: false, keep_on_failure: keep_env, stop_when_settled: true, sample_memory: false }
+        Options {
+            image,
+            keep: false,
+            keep_on_failure: keep_env,
+            stop_when_settled: true,
+            sample_memory: false,
+        }
     }
 }
 
@@ -52,7 +58,11 @@ pub enum Progress {
     /// A bring-up or teardown step.
     Step(String),
     /// A container is up (`n` of `total`).
-    Up { name: String, n: usize, total: usize },
+    Up {
+        name: String,
+        n: usize,
+        total: usize,
+    },
     Event(EventLine),
     Fault(FaultRecord),
     Verdict(Verdict),
@@ -107,11 +117,20 @@ pub enum RunError {
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error("segment `{segment}`: subnet {subnet} overlaps {used} (a host route, another Docker network or a reserved range); leave `subnet` out to have one allocated")]
-    SubnetTaken { segment: String, subnet: Ipv4Net, used: Ipv4Net },
+    SubnetTaken {
+        segment: String,
+        subnet: Ipv4Net,
+        used: Ipv4Net,
+    },
     #[error("{0}")]
     Layout(#[from] crate::plan::layout::LayoutError),
     #[error("{name} was not ready within {secs} s ({why})\n--- {name} stderr ---\n{stderr}")]
-    NotReady { name: String, secs: u64, why: String, stderr: String },
+    NotReady {
+        name: String,
+        secs: u64,
+        why: String,
+        stderr: String,
+    },
     #[error("interrupted during bring-up")]
     Interrupted,
 }
@@ -124,7 +143,14 @@ pub(crate) fn spec(p: &Planned, image: &str) -> ContainerSpec {
         image: image.to_string(),
         cmd: p.cmd.clone(),
         env: p.env.clone(),
-        attach: p.attach.iter().map(|(n, ip)| Attach { network: n.clone(), ip: *ip }).collect(),
+        attach: p
+            .attach
+            .iter()
+            .map(|(n, ip)| Attach {
+                network: n.clone(),
+                ip: *ip,
+            })
+            .collect(),
         net_admin: p.net_admin,
         sysctls: p.sysctls.clone(),
         tun: p.tun,
@@ -177,7 +203,12 @@ pub async fn run(
         lab.keep();
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
-    let mut st = State { timeline: Timeline::default(), other: Vec::new(), seen: HashSet::new(), progress };
+    let mut st = State {
+        timeline: Timeline::default(),
+        other: Vec::new(),
+        seen: HashSet::new(),
+        progress,
+    };
     tokio::pin!(shutdown);
 
     // ---- bring-up
@@ -197,7 +228,10 @@ pub async fn run(
     let bringup_ms = clock.elapsed().as_millis() as u64;
     let t0 = Utc::now();
     let run_clock = Instant::now();
-    st.step(format!("lab up in {bringup_ms} ms; running (timeout {} s)", topo.timeout.as_secs()));
+    st.step(format!(
+        "lab up in {bringup_ms} ms; running (timeout {} s)",
+        topo.timeout.as_secs()
+    ));
 
     // ---- faults and judgement
     let mut judge = Judge::new(topo);
@@ -216,9 +250,18 @@ pub async fn run(
             _ = &mut shutdown => { aborted = Some("interrupted (Ctrl-C)".to_string()); break; }
         }
         let now = Instant::now();
-        for Due { action, line } in schedule.due(now, |check| evaluate(check, &st.timeline).holds()) {
+        for Due { action, line } in schedule.due(now, |check| evaluate(check, &st.timeline).holds())
+        {
             let rec = apply(&lab, topo, &lay, &action, line, t0, &tx).await;
-            st.step(format!("fault: {}{}", rec.action, if rec.ok { String::new() } else { format!(" FAILED: {}", rec.error) }));
+            st.step(format!(
+                "fault: {}{}",
+                rec.action,
+                if rec.ok {
+                    String::new()
+                } else {
+                    format!(" FAILED: {}", rec.error)
+                }
+            ));
             if let Some(p) = &st.progress {
                 let _ = p.send(Progress::Fault(rec.clone()));
             }
@@ -253,11 +296,21 @@ pub async fn run(
             let _ = p.send(Progress::Verdict(v.clone()));
         }
     }
-    let route_out = if aborted.is_none() { routes_out(&lab, &lay).await } else { Vec::new() };
+    let route_out = if aborted.is_none() {
+        routes_out(&lab, &lay).await
+    } else {
+        Vec::new()
+    };
     if !route_out.is_empty() {
-        st.step(format!("ISOLATION BROKEN: a route out of the lab in {}", route_out.join(", ")));
+        st.step(format!(
+            "ISOLATION BROKEN: a route out of the lab in {}",
+            route_out.join(", ")
+        ));
     }
-    let ok = aborted.is_none() && verdicts.iter().all(|v| v.held) && faults.iter().all(|f| f.ok) && route_out.is_empty();
+    let ok = aborted.is_none()
+        && verdicts.iter().all(|v| v.held)
+        && faults.iter().all(|f| f.ok)
+        && route_out.is_empty();
     let mut stderr = BTreeMap::new();
     if !ok {
         for c in &lay.containers {
@@ -267,7 +320,10 @@ pub async fn run(
     let metrics = pair_metrics(topo, &st.timeline);
     let mut memory = BTreeMap::new();
     if opts.sample_memory {
-        let reads = lay.containers.iter().map(|c| async { (c.name.clone(), lab.memory(&c.name).await) });
+        let reads = lay
+            .containers
+            .iter()
+            .map(|c| async { (c.name.clone(), lab.memory(&c.name).await) });
         for (name, m) in futures::future::join_all(reads).await {
             if let Ok(m) = m {
                 memory.insert(name, m);
@@ -327,7 +383,11 @@ async fn routes_out(lab: &Lab, lay: &Layout) -> Vec<String> {
             _ => None,
         }
     });
-    futures::future::join_all(checks).await.into_iter().flatten().collect()
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 async fn bring_up(
@@ -346,20 +406,23 @@ async fn bring_up(
         let net = match seg.subnet {
             Some(net) => {
                 if let Err(u) = plan::check(&net, &used) {
-                    return Err(RunError::SubnetTaken { segment: seg.name.clone(), subnet: net, used: u });
+                    return Err(RunError::SubnetTaken {
+                        segment: seg.name.clone(),
+                        subnet: net,
+                        used: u,
+                    });
                 }
                 lab.network(&seg.name, net).await?;
                 net
             }
-            None => {
-                lab.allocate_network(&seg.name, topo.pool_of(seg)).await?
-            }
+            None => lab.allocate_network(&seg.name, topo.pool_of(seg)).await?,
         };
         subnets.insert(seg.name.clone(), net);
     }
     let lay = layout(topo, &subnets)?;
     let total = lay.containers.iter().filter(|p| p.start_with_lab).count();
-    if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit)) {
+    if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit))
+    {
         st.step(format!("WARNING: {w}"));
     }
     let mut up = 0;
@@ -375,7 +438,10 @@ async fn bring_up(
             if !p.start_with_lab {
                 // `start: false`: it gets its addresses now, and a `start` fault starts it
                 lab.create(spec(p, &opts.image)).await?;
-                st.step(format!("{}: created, not started (a fault starts it)", p.name));
+                st.step(format!(
+                    "{}: created, not started (a fault starts it)",
+                    p.name
+                ));
                 continue;
             }
             // a stacked router needs its uplink router ready first
@@ -385,18 +451,29 @@ async fn bring_up(
                 wait_ready(lab, p, rx, st, shutdown).await?;
                 up += 1;
                 if let Some(pr) = &st.progress {
-                    let _ = pr.send(Progress::Up { name: p.name.clone(), n: up, total });
+                    let _ = pr.send(Progress::Up {
+                        name: p.name.clone(),
+                        n: up,
+                        total,
+                    });
                 }
             } else {
                 lab.start(spec(p, &opts.image)).await?;
                 lab.follow(&p.name, tx.clone())?;
             }
         }
-        for p in members.iter().filter(|p| p.kind != Kind::Router && p.start_with_lab) {
+        for p in members
+            .iter()
+            .filter(|p| p.kind != Kind::Router && p.start_with_lab)
+        {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             if let Some(pr) = &st.progress {
-                let _ = pr.send(Progress::Up { name: p.name.clone(), n: up, total });
+                let _ = pr.send(Progress::Up {
+                    name: p.name.clone(),
+                    n: up,
+                    total,
+                });
             }
         }
     }
@@ -413,7 +490,10 @@ async fn wait_ready(
     let deadline = tokio::time::Instant::now() + READY_WITHIN;
     let is_ready = |st: &State| match &p.ready {
         Ready::Started => st.timeline.started(&p.name).is_some(),
-        Ready::Line(needle) => st.other.iter().any(|(_, n, l)| n == &p.name && l.contains(needle)),
+        Ready::Line(needle) => st
+            .other
+            .iter()
+            .any(|(_, n, l)| n == &p.name && l.contains(needle)),
     };
     loop {
         if is_ready(st) {
@@ -428,8 +508,17 @@ async fn wait_ready(
             _ = shutdown.as_mut() => return Err(RunError::Interrupted),
         }
     }
-    let why = if lab.running(&p.name).await { "running, but said nothing".to_string() } else { "exited".to_string() };
-    Err(RunError::NotReady { name: p.name.clone(), secs: READY_WITHIN.as_secs(), why, stderr: lab.stderr_tail(&p.name, 20).await })
+    let why = if lab.running(&p.name).await {
+        "running, but said nothing".to_string()
+    } else {
+        "exited".to_string()
+    };
+    Err(RunError::NotReady {
+        name: p.name.clone(),
+        secs: READY_WITHIN.as_secs(),
+        why,
+        stderr: lab.stderr_tail(&p.name, 20).await,
+    })
 }
 
 /// A router forgets every mapping, as a reboot would: its mapping maps (named by the contract,
@@ -510,14 +599,27 @@ async fn bring_back(
     tx: &mpsc::UnboundedSender<LogLine>,
 ) -> Result<(), String> {
     if new_identity {
-        let key = lay.get(node).and_then(|p| p.key_file.clone()).ok_or_else(|| format!("{node} has no key file"))?;
+        let key = lay
+            .get(node)
+            .and_then(|p| p.key_file.clone())
+            .ok_or_else(|| format!("{node} has no key file"))?;
         if !restart && lab.running(node).await {
-            return Err(format!("{node} is running: `start` brings back a stopped node (`restart` a running one)"));
+            return Err(format!(
+                "{node} is running: `start` brings back a stopped node (`restart` a running one)"
+            ));
         }
-        let (dir, file) = key.rsplit_once('/').ok_or_else(|| format!("{node}: key file {key} has no directory"))?;
-        lab.put_file(node, dir, &format!("{file}{NEW_IDENTITY_SUFFIX}"), b"").await.map_err(|e| e.to_string())?;
+        let (dir, file) = key
+            .rsplit_once('/')
+            .ok_or_else(|| format!("{node}: key file {key} has no directory"))?;
+        lab.put_file(node, dir, &format!("{file}{NEW_IDENTITY_SUFFIX}"), b"")
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let r = if restart { lab.restart(node).await } else { lab.start_again(node).await };
+    let r = if restart {
+        lab.restart(node).await
+    } else {
+        lab.start_again(node).await
+    };
     r.map_err(|e| e.to_string())?;
     lab.follow(node, tx.clone()).map_err(|e| e.to_string())
 }
@@ -532,12 +634,20 @@ async fn apply(
     tx: &mpsc::UnboundedSender<LogLine>,
 ) -> FaultRecord {
     let at = Utc::now();
-    let router = |seg: &str| topo.segment(seg).and_then(|s| s.router_name()).unwrap_or_default();
+    let router = |seg: &str| {
+        topo.segment(seg)
+            .and_then(|s| s.router_name())
+            .unwrap_or_default()
+    };
     let res: Result<(), String> = match action {
         Action::Kill(n) => lab.signal(n, "SIGKILL").await.map_err(|e| e.to_string()),
         Action::Stop(n) => lab.signal(n, "SIGTERM").await.map_err(|e| e.to_string()),
-        Action::Start { node, new_identity } => bring_back(lab, lay, node, *new_identity, false, tx).await,
-        Action::Restart { node, new_identity } => bring_back(lab, lay, node, *new_identity, true, tx).await,
+        Action::Start { node, new_identity } => {
+            bring_back(lab, lay, node, *new_identity, false, tx).await
+        }
+        Action::Restart { node, new_identity } => {
+            bring_back(lab, lay, node, *new_identity, true, tx).await
+        }
         Action::Pause(n) => lab.pause(n).await.map_err(|e| e.to_string()),
         Action::Unpause(n) => lab.unpause(n).await.map_err(|e| e.to_string()),
         Action::Partition(Target::Segment(s)) => sh(lab, &router(s), &drop_all_forwarding()).await,

@@ -20,7 +20,10 @@ pub enum State {
     /// Not (yet) true. `progress` says how far, for the report.
     NotYet { progress: String },
     /// True since `since`.
-    Holds { since: DateTime<Utc>, measured: serde_json::Value },
+    Holds {
+        since: DateTime<Utc>,
+        measured: serde_json::Value,
+    },
     /// False for good, whatever comes later.
     Broken { reason: String },
 }
@@ -101,7 +104,13 @@ impl Delivery {
                 Event::MessageSent { to: p, id, .. } if t.is(p, to) => {
                     sent.insert(*id);
                 }
-                Event::MessageAcked { to: p, id, path, rtt_ms, .. } if t.is(p, to) && acked.insert(*id) => {
+                Event::MessageAcked {
+                    to: p,
+                    id,
+                    path,
+                    rtt_ms,
+                    ..
+                } if t.is(p, to) && acked.insert(*id) => {
                     d.acks.push((l.ts, *path, *rtt_ms));
                     match path {
                         Path::Direct => d.direct += 1,
@@ -118,7 +127,13 @@ impl Delivery {
         }
         let mut delivered: HashMap<u64, u64> = HashMap::new();
         for l in t.of(to) {
-            if let Event::MessageReceived { from: p, id, duplicate, .. } = &l.event {
+            if let Event::MessageReceived {
+                from: p,
+                id,
+                duplicate,
+                ..
+            } = &l.event
+            {
                 if t.is(p, from) {
                     if *duplicate {
                         d.duplicates_recognised += 1;
@@ -137,7 +152,12 @@ impl Delivery {
 
     /// RTT percentile (0..=100) of acks over `path`, in ms.
     pub fn rtt(&self, path: Path, pct: f64) -> Option<f64> {
-        let mut v: Vec<f64> = self.acks.iter().filter(|a| a.1 == path).map(|a| a.2).collect();
+        let mut v: Vec<f64> = self
+            .acks
+            .iter()
+            .filter(|a| a.1 == path)
+            .map(|a| a.2)
+            .collect();
         percentile(&mut v, pct)
     }
 }
@@ -191,7 +211,9 @@ fn event_matches(l: &EventLine, kind: &str, fields: &BTreeMap<String, serde_json
     let Ok(serde_json::Value::Object(obj)) = serde_json::to_value(&l.event) else {
         return false;
     };
-    fields.iter().all(|(k, want)| obj.get(k).is_some_and(|have| field_matches(have, want)))
+    fields
+        .iter()
+        .all(|(k, want)| obj.get(k).is_some_and(|have| field_matches(have, want)))
 }
 
 /// A `where` value matches a field when equal, or, for a string `">=N"`, `"<=N"`, `">N"` or
@@ -200,7 +222,9 @@ pub fn field_matches(have: &serde_json::Value, want: &serde_json::Value) -> bool
     if have == want {
         return true;
     }
-    let (Some(w), Some(h)) = (want.as_str(), have.as_f64()) else { return false };
+    let (Some(w), Some(h)) = (want.as_str(), have.as_f64()) else {
+        return false;
+    };
     let w = w.trim();
     let (op, num) = if let Some(n) = w.strip_prefix(">=") {
         (">=", n)
@@ -213,7 +237,9 @@ pub fn field_matches(have: &serde_json::Value, want: &serde_json::Value) -> bool
     } else {
         return false;
     };
-    let Ok(n) = num.trim().parse::<f64>() else { return false };
+    let Ok(n) = num.trim().parse::<f64>() else {
+        return false;
+    };
     match op {
         ">=" => h >= n,
         "<=" => h <= n,
@@ -224,73 +250,131 @@ pub fn field_matches(have: &serde_json::Value, want: &serde_json::Value) -> bool
 
 /// Evaluates one check on the timeline as it is now.
 pub fn evaluate(check: &Check, t: &Timeline) -> State {
-    let not_yet = |p: &str| State::NotYet { progress: p.to_string() };
+    let not_yet = |p: &str| State::NotYet {
+        progress: p.to_string(),
+    };
     match check {
         Check::Started { node } => match t.started(node) {
-            Some(ts) => State::Holds { since: ts, measured: serde_json::json!({}) },
+            Some(ts) => State::Holds {
+                since: ts,
+                measured: serde_json::json!({}),
+            },
             None => not_yet("not started"),
         },
         Check::Discovered { by, peer } => {
-            let hit = t.of(by).find(|l| matches!(&l.event, Event::Discovered { peer: p, .. } if t.is(p, peer)));
+            let hit = t
+                .of(by)
+                .find(|l| matches!(&l.event, Event::Discovered { peer: p, .. } if t.is(p, peer)));
             match hit {
-                Some(l) => State::Holds { since: l.ts, measured: serde_json::json!({}) },
+                Some(l) => State::Holds {
+                    since: l.ts,
+                    measured: serde_json::json!({}),
+                },
                 None => not_yet("not discovered"),
             }
         }
         Check::Reservation { node } => {
             let hit = t.of(node).find(|l| {
-                matches!(&l.event, Event::Reservation { status: p2plab_contract::events::ReservationStatus::Accepted, .. })
+                matches!(
+                    &l.event,
+                    Event::Reservation {
+                        status: p2plab_contract::events::ReservationStatus::Accepted,
+                        ..
+                    }
+                )
             });
             match hit {
-                Some(l) => State::Holds { since: l.ts, measured: serde_json::json!({}) },
+                Some(l) => State::Holds {
+                    since: l.ts,
+                    measured: serde_json::json!({}),
+                },
                 None => not_yet("no accepted reservation"),
             }
         }
         Check::Connected { a, b, path } => match connected_at(t, a, b, *path) {
-            Some(ts) => State::Holds { since: ts, measured: serde_json::json!({}) },
+            Some(ts) => State::Holds {
+                since: ts,
+                measured: serde_json::json!({}),
+            },
             None => not_yet("no such connection"),
         },
         Check::HolePunchFails { a, b } => {
             let (ok, failed, first_fail) = hole_punches(t, a, b);
             if ok > 0 {
-                return State::Broken { reason: format!("a hole punch succeeded ({ok} of {})", ok + failed) };
+                return State::Broken {
+                    reason: format!("a hole punch succeeded ({ok} of {})", ok + failed),
+                };
             }
             if let Some(ts) = connected_at(t, a, b, Path::Direct) {
                 let _ = ts;
-                return State::Broken { reason: "a direct connection exists".into() };
+                return State::Broken {
+                    reason: "a direct connection exists".into(),
+                };
             }
             match first_fail {
-                Some(ts) => State::Holds { since: ts, measured: serde_json::json!({ "attempts": failed }) },
+                Some(ts) => State::Holds {
+                    since: ts,
+                    measured: serde_json::json!({ "attempts": failed }),
+                },
                 None => not_yet("no hole punch attempt yet"),
             }
         }
-        Check::Delivered { from, to, count, lost, duplicates } => {
+        Check::Delivered {
+            from,
+            to,
+            count,
+            lost,
+            duplicates,
+        } => {
             let d = Delivery::of(t, from, to);
             let measured = serde_json::json!({
                 "sent": d.sent, "acked": d.acked, "lost": d.lost,
                 "duplicates_delivered": d.duplicates_delivered, "direct": d.direct, "relayed": d.relayed,
             });
             if d.lost > *lost {
-                return State::Broken { reason: format!("{} lost (at most {lost} allowed)", d.lost) };
+                return State::Broken {
+                    reason: format!("{} lost (at most {lost} allowed)", d.lost),
+                };
             }
             if d.duplicates_delivered > *duplicates {
-                return State::Broken { reason: format!("{} delivered twice (at most {duplicates} allowed)", d.duplicates_delivered) };
+                return State::Broken {
+                    reason: format!(
+                        "{} delivered twice (at most {duplicates} allowed)",
+                        d.duplicates_delivered
+                    ),
+                };
             }
             if d.acked >= *count {
                 // the count-th ack is when it came true
-                let since = d.acks.get(*count as usize - 1).map(|a| a.0).or(d.last_ack).unwrap_or_else(Utc::now);
+                let since = d
+                    .acks
+                    .get(*count as usize - 1)
+                    .map(|a| a.0)
+                    .or(d.last_ack)
+                    .unwrap_or_else(Utc::now);
                 State::Holds { since, measured }
             } else {
-                State::NotYet { progress: format!("{} of {count} acked, {} lost", d.acked, d.lost) }
+                State::NotYet {
+                    progress: format!("{} of {count} acked, {} lost", d.acked, d.lost),
+                }
             }
         }
         Check::PathAll { from, to, path } => {
             let d = Delivery::of(t, from, to);
             if let Some(bad) = d.acks.iter().find(|a| a.1 != *path) {
-                return State::Broken { reason: format!("an ack took the {} path at {}", bad.1.as_str(), bad.0.format("%H:%M:%S%.3f")) };
+                return State::Broken {
+                    reason: format!(
+                        "an ack took the {} path at {}",
+                        bad.1.as_str(),
+                        bad.0.format("%H:%M:%S%.3f")
+                    ),
+                };
             }
             match d.first_ack {
-                Some(ts) => State::Holds { since: ts, measured: serde_json::json!({ "acks": d.acked }) },
+                Some(ts) => State::Holds {
+                    since: ts,
+                    measured: serde_json::json!({ "acks": d.acked }),
+                },
                 None => not_yet("no ack yet"),
             }
         }
@@ -307,10 +391,20 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
                 }
             } else {
                 // may still switch back for good; not settled until the end
-                not_yet(&format!("{} acks left the {} path after it was reached", after.len(), path.as_str()))
+                not_yet(&format!(
+                    "{} acks left the {} path after it was reached",
+                    after.len(),
+                    path.as_str()
+                ))
             }
         }
-        Check::Event { node, kind, fields, min, max } => {
+        Check::Event {
+            node,
+            kind,
+            fields,
+            min,
+            max,
+        } => {
             let hits: Vec<&EventLine> = t
                 .events
                 .iter()
@@ -319,15 +413,22 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
                 .collect();
             let n = hits.len() as u64;
             if max.is_some_and(|m| n > m) {
-                return State::Broken { reason: format!("{n} matching events (at most {} allowed)", max.unwrap_or(0)) };
+                return State::Broken {
+                    reason: format!("{n} matching events (at most {} allowed)", max.unwrap_or(0)),
+                };
             }
             if n >= *min {
                 let since = if *min == 0 {
-                    node.as_deref().and_then(|n| t.started(n)).unwrap_or_else(|| t.events.first().map(|l| l.ts).unwrap_or_else(Utc::now))
+                    node.as_deref()
+                        .and_then(|n| t.started(n))
+                        .unwrap_or_else(|| t.events.first().map(|l| l.ts).unwrap_or_else(Utc::now))
                 } else {
                     hits[*min as usize - 1].ts
                 };
-                State::Holds { since, measured: serde_json::json!({ "count": n }) }
+                State::Holds {
+                    since,
+                    measured: serde_json::json!({ "count": n }),
+                }
             } else {
                 not_yet(&format!("{n} of {min} events"))
             }
@@ -338,10 +439,16 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
 /// Whether a check that holds now stays true whatever happens later.
 pub fn settles_when_held(check: &Check) -> bool {
     match check {
-        Check::Started { .. } | Check::Discovered { .. } | Check::Reservation { .. } | Check::Connected { .. } => true,
+        Check::Started { .. }
+        | Check::Discovered { .. }
+        | Check::Reservation { .. }
+        | Check::Connected { .. } => true,
         Check::Event { max, .. } => max.is_none(),
         // a later loss or duplicate can still break it
-        Check::Delivered { .. } | Check::HolePunchFails { .. } | Check::PathAll { .. } | Check::PathLast { .. } => false,
+        Check::Delivered { .. }
+        | Check::HolePunchFails { .. }
+        | Check::PathAll { .. }
+        | Check::PathLast { .. } => false,
     }
 }
 
@@ -383,13 +490,26 @@ pub struct Judge {
 
 impl Judge {
     pub fn new(topo: &Topology) -> Self {
-        Judge { expect: topo.expect.clone(), settled: HashMap::new() }
+        Judge {
+            expect: topo.expect.clone(),
+            settled: HashMap::new(),
+        }
     }
 
-    fn verdict(&self, e: &Expectation, t: &Timeline, t0: DateTime<Utc>, now: DateTime<Utc>, end: bool) -> Option<Verdict> {
+    fn verdict(
+        &self,
+        e: &Expectation,
+        t: &Timeline,
+        t0: DateTime<Utc>,
+        now: DateTime<Utc>,
+        end: bool,
+    ) -> Option<Verdict> {
         let within_ms = e.within.map(|w| w.as_millis() as u64);
         let reference = reference(&e.check, t, t0);
-        let mk = |held: bool, after_ms: Option<i64>, measured: serde_json::Value, detail: String| Verdict {
+        let mk = |held: bool,
+                  after_ms: Option<i64>,
+                  measured: serde_json::Value,
+                  detail: String| Verdict {
             name: e.name.clone(),
             line: e.line,
             held,
@@ -409,7 +529,16 @@ impl Judge {
             State::Holds { since, measured } => {
                 let after = reference.map(|r| ms_between(r, since).max(0));
                 if late(reference, since) {
-                    return Some(mk(false, after, measured, format!("held only after {} ms (within {} ms)", after.unwrap_or(0), within_ms.unwrap_or(0))));
+                    return Some(mk(
+                        false,
+                        after,
+                        measured,
+                        format!(
+                            "held only after {} ms (within {} ms)",
+                            after.unwrap_or(0),
+                            within_ms.unwrap_or(0)
+                        ),
+                    ));
                 }
                 if settles_when_held(&e.check) || end {
                     Some(mk(true, after, measured, "held".into()))
@@ -419,9 +548,18 @@ impl Judge {
             }
             State::NotYet { progress } => {
                 if late(reference, now) {
-                    Some(mk(false, None, serde_json::Value::Null, format!("not within {} ms: {progress}", within_ms.unwrap_or(0))))
+                    Some(mk(
+                        false,
+                        None,
+                        serde_json::Value::Null,
+                        format!("not within {} ms: {progress}", within_ms.unwrap_or(0)),
+                    ))
                 } else if end {
-                    let why = if reference.is_none() { format!("{progress} (a node it names never started)") } else { format!("not by the end of the run: {progress}") };
+                    let why = if reference.is_none() {
+                        format!("{progress} (a node it names never started)")
+                    } else {
+                        format!("not by the end of the run: {progress}")
+                    };
                     Some(mk(false, None, serde_json::Value::Null, why))
                 } else {
                     None
@@ -446,10 +584,13 @@ impl Judge {
     /// Whether every unsettled expectation holds right now (the run may end once the dialers
     /// are done).
     pub fn all_hold_now(&self, t: &Timeline) -> bool {
-        self.expect.iter().enumerate().all(|(i, e)| match self.settled.get(&i) {
-            Some(_) => true,
-            None => evaluate(&e.check, t).holds(),
-        })
+        self.expect
+            .iter()
+            .enumerate()
+            .all(|(i, e)| match self.settled.get(&i) {
+                Some(_) => true,
+                None => evaluate(&e.check, t).holds(),
+            })
     }
 
     /// Some expectation has failed for good.
@@ -464,15 +605,17 @@ impl Judge {
             .enumerate()
             .map(|(i, e)| match self.settled.get(&i) {
                 Some(v) => v.clone(),
-                None => self.verdict(e, t, t0, now, true).unwrap_or_else(|| Verdict {
-                    name: e.name.clone(),
-                    line: e.line,
-                    held: false,
-                    after_ms: None,
-                    within_ms: None,
-                    measured: serde_json::Value::Null,
-                    detail: "undecided".into(),
-                }),
+                None => self
+                    .verdict(e, t, t0, now, true)
+                    .unwrap_or_else(|| Verdict {
+                        name: e.name.clone(),
+                        line: e.line,
+                        held: false,
+                        after_ms: None,
+                        within_ms: None,
+                        measured: serde_json::Value::Null,
+                        detail: "undecided".into(),
+                    }),
             })
             .collect()
     }
@@ -480,24 +623,32 @@ impl Judge {
 
 /// Whether every dialer with a `count` has had each message acked or given up.
 pub fn dialers_done(topo: &Topology, t: &Timeline) -> bool {
-    topo.nodes.iter().filter(|n| n.role == Role::Dialer).all(|n| {
-        let Some(count) = n.count.filter(|c| *c > 0) else { return true };
-        let mut ended = HashSet::new();
-        for l in t.of(&n.name) {
-            match &l.event {
-                Event::MessageAcked { id, .. } | Event::MessageFailed { id, .. } => {
-                    ended.insert(*id);
+    topo.nodes
+        .iter()
+        .filter(|n| n.role == Role::Dialer)
+        .all(|n| {
+            let Some(count) = n.count.filter(|c| *c > 0) else {
+                return true;
+            };
+            let mut ended = HashSet::new();
+            for l in t.of(&n.name) {
+                match &l.event {
+                    Event::MessageAcked { id, .. } | Event::MessageFailed { id, .. } => {
+                        ended.insert(*id);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        // a dialer sends `count` messages to each listener it found; at least `count` ended
-        ended.len() as u64 >= count * listeners_in(topo, &n.namespace).max(1)
-    })
+            // a dialer sends `count` messages to each listener it found; at least `count` ended
+            ended.len() as u64 >= count * listeners_in(topo, &n.namespace).max(1)
+        })
 }
 
 fn listeners_in(topo: &Topology, ns: &str) -> u64 {
-    topo.nodes.iter().filter(|n| n.role == Role::Listener && n.namespace == ns).count() as u64
+    topo.nodes
+        .iter()
+        .filter(|n| n.role == Role::Listener && n.namespace == ns)
+        .count() as u64
 }
 
 /// The figures of one dialer → listener pair, for the report.
@@ -523,7 +674,11 @@ pub struct PairMetrics {
 pub fn pair_metrics(topo: &Topology, t: &Timeline) -> Vec<PairMetrics> {
     let mut out = Vec::new();
     for d in topo.nodes.iter().filter(|n| n.role == Role::Dialer) {
-        for l in topo.nodes.iter().filter(|n| n.role == Role::Listener && n.namespace == d.namespace) {
+        for l in topo
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Listener && n.namespace == d.namespace)
+        {
             let reference = match (t.started(&d.name), t.started(&l.name)) {
                 (Some(a), Some(b)) => a.max(b),
                 _ => continue,
@@ -575,12 +730,22 @@ mod tests {
 
     impl Ids {
         fn new() -> Self {
-            let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
-            let mut s = Ids { t0, t: Timeline::default(), ids: HashMap::new() };
+            let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc);
+            let mut s = Ids {
+                t0,
+                t: Timeline::default(),
+                ids: HashMap::new(),
+            };
             for n in ["boot", "alice", "bob"] {
                 let id = p2plab_contract::PeerId::random().to_string();
                 s.ids.insert(n, id.clone());
-                s.ev(0, n, &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
+                s.ev(
+                    0,
+                    n,
+                    &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#),
+                );
             }
             s
         }
@@ -596,12 +761,22 @@ mod tests {
         }
         fn connected(&mut self, ms: i64, node: &str, peer: &str, path: &str) {
             let id = self.id(peer).to_string();
-            let addr = if path == "relayed" { "/ip4/1.2.3.4/tcp/1/p2p-circuit" } else { "/ip4/1.2.3.4/tcp/1" };
+            let addr = if path == "relayed" {
+                "/ip4/1.2.3.4/tcp/1/p2p-circuit"
+            } else {
+                "/ip4/1.2.3.4/tcp/1"
+            };
             self.ev(ms, node, &format!(r#"{{"event":"connected","peer":"{id}","path":"{path}","remote_addr":"{addr}","direction":"outbound","connections":1}}"#));
         }
         fn ack(&mut self, ms: i64, id: u64, path: &str) {
             let to = self.id("alice").to_string();
-            self.ev(ms, "bob", &format!(r#"{{"event":"message_sent","to":"{to}","id":{id},"size":64,"attempt":1}}"#));
+            self.ev(
+                ms,
+                "bob",
+                &format!(
+                    r#"{{"event":"message_sent","to":"{to}","id":{id},"size":64,"attempt":1}}"#
+                ),
+            );
             self.ev(ms, "bob", &format!(r#"{{"event":"message_acked","to":"{to}","id":{id},"rtt_ms":{},"path":"{path}","attempts":1}}"#, id as f64));
             let from = self.id("bob").to_string();
             self.ev(ms, "alice", &format!(r#"{{"event":"message_received","from":"{from}","id":{id},"size":64,"path":"{path}","duplicate":false}}"#));
@@ -662,7 +837,17 @@ expect:
         s.ack(2_000, 2, "direct");
         s.ack(3_000, 3, "direct");
         let d = Delivery::of(&s.t, "bob", "alice");
-        assert_eq!((d.sent, d.acked, d.lost, d.direct, d.relayed, d.duplicates_delivered), (3, 3, 0, 2, 1, 0));
+        assert_eq!(
+            (
+                d.sent,
+                d.acked,
+                d.lost,
+                d.direct,
+                d.relayed,
+                d.duplicates_delivered
+            ),
+            (3, 3, 0, 2, 1, 0)
+        );
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(5));
         assert!(v[1].held, "{v:?}");
         assert!(v[2].held, "{v:?}");
@@ -694,10 +879,18 @@ expect:
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(5));
         assert!(!v[3].held, "no attempt at all must not pass");
         let alice = s.id("alice").to_string();
-        s.ev(4_000, "bob", &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":false,"error":"x"}}"#));
+        s.ev(
+            4_000,
+            "bob",
+            &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":false,"error":"x"}}"#),
+        );
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(5));
         assert!(v[3].held);
-        s.ev(5_000, "bob", &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":true}}"#));
+        s.ev(
+            5_000,
+            "bob",
+            &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":true}}"#),
+        );
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(6));
         assert!(!v[3].held);
     }
@@ -707,7 +900,13 @@ expect:
         let topo = parse("t.yaml", TOPO).unwrap();
         let mut s = Ids::new();
         let alice = s.id("alice").to_string();
-        s.ev(500, "bob", &format!(r#"{{"event":"discovered","peer":"{alice}","namespace":"p2plab","addrs":[]}}"#));
+        s.ev(
+            500,
+            "bob",
+            &format!(
+                r#"{{"event":"discovered","peer":"{alice}","namespace":"p2plab","addrs":[]}}"#
+            ),
+        );
         s.connected(1_000, "bob", "alice", "relayed");
         s.connected(4_000, "bob", "alice", "direct");
         s.ack(1_500, 1, "relayed");
@@ -725,7 +924,11 @@ expect:
         let mut s = Ids::new();
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(1));
         assert!(v[0].held && v[1].held, "{v:?}");
-        s.ev(100, "boot", r#"{"event":"error","context":"c","message":"m"}"#);
+        s.ev(
+            100,
+            "boot",
+            r#"{"event":"error","context":"c","message":"m"}"#,
+        );
         let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(1));
         assert!(!v[1].held);
     }
@@ -745,6 +948,9 @@ expect:
     fn percentiles() {
         assert_eq!(percentile(&mut [3.0, 1.0, 2.0], 50.0), Some(2.0));
         assert_eq!(percentile(&mut [], 50.0), None);
-        assert_eq!(percentile(&mut (1..=100).map(f64::from).collect::<Vec<_>>(), 95.0), Some(95.0));
+        assert_eq!(
+            percentile(&mut (1..=100).map(f64::from).collect::<Vec<_>>(), 95.0),
+            Some(95.0)
+        );
     }
 }

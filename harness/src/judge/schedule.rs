@@ -41,7 +41,13 @@ impl Schedule {
     pub fn new(faults: &[Fault], start: Instant) -> Self {
         let pending = faults
             .iter()
-            .map(|f| Pending { due: None, trigger: f.trigger.clone(), action: f.action.clone(), undo_after: f.duration, line: f.line })
+            .map(|f| Pending {
+                due: None,
+                trigger: f.trigger.clone(),
+                action: f.action.clone(),
+                undo_after: f.duration,
+                line: f.line,
+            })
             .collect();
         Schedule { start, pending }
     }
@@ -61,10 +67,21 @@ impl Schedule {
         self.pending = keep;
         for p in &fire {
             if let (Some(d), Some(undo)) = (p.undo_after, p.action.undo()) {
-                self.pending.push(Pending { due: Some(now + d), trigger: Trigger::At(Duration::ZERO), action: undo, undo_after: None, line: p.line });
+                self.pending.push(Pending {
+                    due: Some(now + d),
+                    trigger: Trigger::At(Duration::ZERO),
+                    action: undo,
+                    undo_after: None,
+                    line: p.line,
+                });
             }
         }
-        fire.into_iter().map(|p| Due { action: p.action, line: p.line }).collect()
+        fire.into_iter()
+            .map(|p| Due {
+                action: p.action,
+                line: p.line,
+            })
+            .collect()
     }
 
     /// Nothing left to fire.
@@ -80,7 +97,12 @@ mod tests {
     const S: fn(u64) -> Duration = Duration::from_secs;
 
     fn fault(trigger: Trigger, action: Action, duration: Option<Duration>, line: u64) -> Fault {
-        Fault { trigger, action, duration, line }
+        Fault {
+            trigger,
+            action,
+            duration,
+            line,
+        }
     }
 
     fn started(node: &str) -> Check {
@@ -102,7 +124,13 @@ mod tests {
         let lines: Vec<u64> = s.due(t0 + S(5), |_| false).iter().map(|d| d.line).collect();
         assert_eq!(lines, [10, 11]);
         assert!(s.due(t0 + S(6), |_| false).is_empty());
-        assert_eq!(s.due(t0 + S(30), |_| false), [Due { action: Action::Stop("c".into()), line: 12 }]);
+        assert_eq!(
+            s.due(t0 + S(30), |_| false),
+            [Due {
+                action: Action::Stop("c".into()),
+                line: 12
+            }]
+        );
         assert!(s.is_empty());
     }
 
@@ -110,7 +138,18 @@ mod tests {
     fn an_after_fault_waits_for_its_check_then_its_delay() {
         let t0 = Instant::now();
         let check = started("bob");
-        let mut s = Schedule::new(&[fault(Trigger::After { check: check.clone(), delay: S(2) }, Action::Kill("monitor".into()), None, 7)], t0);
+        let mut s = Schedule::new(
+            &[fault(
+                Trigger::After {
+                    check: check.clone(),
+                    delay: S(2),
+                },
+                Action::Kill("monitor".into()),
+                None,
+                7,
+            )],
+            t0,
+        );
         // never holds: never fires, however late
         assert!(s.due(t0 + S(100), |_| false).is_empty());
         // holds at 100 s: fires 2 s later, not before
@@ -126,7 +165,12 @@ mod tests {
         let mut s = Schedule::new(
             &[
                 fault(Trigger::At(S(1)), Action::Kill("m".into()), Some(S(10)), 3),
-                fault(Trigger::At(S(1)), Action::FlushNat("lan".into()), Some(S(10)), 4),
+                fault(
+                    Trigger::At(S(1)),
+                    Action::FlushNat("lan".into()),
+                    Some(S(10)),
+                    4,
+                ),
             ],
             t0,
         );
@@ -135,7 +179,16 @@ mod tests {
         // a flush has no undo; the kill's is a start, at 13 s, with the kill's line
         assert!(!s.is_empty());
         assert!(s.due(t0 + S(12), |_| false).is_empty());
-        assert_eq!(s.due(t0 + S(13), |_| false), [Due { action: Action::Start { node: "m".into(), new_identity: false }, line: 3 }]);
+        assert_eq!(
+            s.due(t0 + S(13), |_| false),
+            [Due {
+                action: Action::Start {
+                    node: "m".into(),
+                    new_identity: false
+                },
+                line: 3
+            }]
+        );
         assert!(s.is_empty());
     }
 }

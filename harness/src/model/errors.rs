@@ -20,7 +20,11 @@ pub struct TopologyError {
 
 impl fmt::Display for TopologyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(h) = &self.hint {
             write!(f, " (hint: {h})")?;
         }
@@ -35,7 +39,11 @@ impl TopologyError {
         if self.line > 0 {
             if let Some(text) = self.source_text.lines().nth((self.line - 1) as usize) {
                 let n = self.line.to_string();
-                out.push_str(&format!("\n {n} | {text}\n {} | {}^", " ".repeat(n.len()), " ".repeat(self.column.saturating_sub(1) as usize)));
+                out.push_str(&format!(
+                    "\n {n} | {text}\n {} | {}^",
+                    " ".repeat(n.len()),
+                    " ".repeat(self.column.saturating_sub(1) as usize)
+                ));
             }
         }
         out
@@ -48,7 +56,12 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(super) fn err(&self, at: Location, message: impl Into<String>, hint: impl Into<Option<String>>) -> TopologyError {
+    pub(super) fn err(
+        &self,
+        at: Location,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) -> TopologyError {
         TopologyError {
             file: self.file.to_string(),
             line: at.line(),

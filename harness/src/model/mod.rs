@@ -17,9 +17,9 @@ use p2plab_contract::Path;
 
 mod errors;
 mod raw;
-mod validate;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 pub use errors::TopologyError;
 pub use validate::parse_duration;
@@ -49,7 +49,10 @@ pub struct Impair {
 
 impl Impair {
     pub fn is_empty(&self) -> bool {
-        self.delay_ms.is_none() && self.jitter_ms.is_none() && self.loss_pct.is_none() && self.rate.is_none()
+        self.delay_ms.is_none()
+            && self.jitter_ms.is_none()
+            && self.loss_pct.is_none()
+            && self.rate.is_none()
     }
 }
 
@@ -128,7 +131,9 @@ impl Node {
     /// unless they have a seed, every start gives them a new identity.
     pub fn key_file(&self) -> Option<&'static str> {
         let own = self.args.iter().any(|a| {
-            ["--seed", "--key-file"].iter().any(|f| a == f || a.strip_prefix(f).is_some_and(|r| r.starts_with('=')))
+            ["--seed", "--key-file"]
+                .iter()
+                .any(|f| a == f || a.strip_prefix(f).is_some_and(|r| r.starts_with('=')))
         });
         (self.role == Role::Monitor && self.seed.is_none() && !own).then_some(KEY_FILE)
     }
@@ -151,15 +156,35 @@ pub enum Check {
     HolePunchFails { a: String, b: String },
     /// `from`'s messages to `to`: at least `count` acked, at most `lost` given up, at most
     /// `duplicates` delivered twice to the application.
-    Delivered { from: String, to: String, count: u64, lost: u64, duplicates: u64 },
+    Delivered {
+        from: String,
+        to: String,
+        count: u64,
+        lost: u64,
+        duplicates: u64,
+    },
     /// Every ack from `to` to `from` took `path`.
-    PathAll { from: String, to: String, path: Path },
+    PathAll {
+        from: String,
+        to: String,
+        path: Path,
+    },
     /// Acks from `to` to `from` ended on `path`: the last ack took it, and so did every ack
     /// after the first one that took it.
-    PathLast { from: String, to: String, path: Path },
+    PathLast {
+        from: String,
+        to: String,
+        path: Path,
+    },
     /// Between `min` and `max` events of `kind` (on `node`, or anywhere) whose fields include
     /// `fields`.
-    Event { node: Option<String>, kind: String, fields: BTreeMap<String, serde_json::Value>, min: u64, max: Option<u64> },
+    Event {
+        node: Option<String>,
+        kind: String,
+        fields: BTreeMap<String, serde_json::Value>,
+        min: u64,
+        max: Option<u64>,
+    },
 }
 
 impl Check {
@@ -169,7 +194,9 @@ impl Check {
             Check::Started { node } | Check::Reservation { node } => vec![node],
             Check::Discovered { by, peer } => vec![by, peer],
             Check::Connected { a, b, .. } | Check::HolePunchFails { a, b } => vec![a, b],
-            Check::Delivered { from, to, .. } | Check::PathAll { from, to, .. } | Check::PathLast { from, to, .. } => {
+            Check::Delivered { from, to, .. }
+            | Check::PathAll { from, to, .. }
+            | Check::PathLast { from, to, .. } => {
                 vec![from, to]
             }
             Check::Event { node, .. } => node.iter().map(|s| s.as_str()).collect(),
@@ -184,12 +211,30 @@ impl Check {
             Check::Reservation { node } => format!("reservation {node}"),
             Check::Connected { a, b, path } => format!("{} {a} ↔ {b}", path.as_str()),
             Check::HolePunchFails { a, b } => format!("hole punch fails {a} ↔ {b}"),
-            Check::Delivered { from, to, count, lost, duplicates } => {
-                format!("delivered {from} → {to}: {count} (lost ≤ {lost}, duplicates ≤ {duplicates})")
+            Check::Delivered {
+                from,
+                to,
+                count,
+                lost,
+                duplicates,
+            } => {
+                format!(
+                    "delivered {from} → {to}: {count} (lost ≤ {lost}, duplicates ≤ {duplicates})"
+                )
             }
-            Check::PathAll { from, to, path } => format!("path {from} → {to}: all {}", path.as_str()),
-            Check::PathLast { from, to, path } => format!("path {from} → {to}: last {}", path.as_str()),
-            Check::Event { node, kind, fields, min, max } => {
+            Check::PathAll { from, to, path } => {
+                format!("path {from} → {to}: all {}", path.as_str())
+            }
+            Check::PathLast { from, to, path } => {
+                format!("path {from} → {to}: last {}", path.as_str())
+            }
+            Check::Event {
+                node,
+                kind,
+                fields,
+                min,
+                max,
+            } => {
                 let mut s = format!("event {kind}");
                 if let Some(n) = node {
                     s.push_str(&format!(" on {n}"));
@@ -285,9 +330,15 @@ pub enum Action {
     Stop(String),
     /// Start a killed, stopped or not yet started node (same addresses and command). A monitor
     /// keeps its identity (its key file) unless `new_identity` removes the key first.
-    Start { node: String, new_identity: bool },
+    Start {
+        node: String,
+        new_identity: bool,
+    },
     /// Restart the container (SIGTERM, then start), as `Start` for the identity.
-    Restart { node: String, new_identity: bool },
+    Restart {
+        node: String,
+        new_identity: bool,
+    },
     Pause(String),
     Unpause(String),
     /// Cut a LAN segment off its uplink (on its router) or a node off every peer.
@@ -299,7 +350,10 @@ pub enum Action {
     /// Forget every NAT mapping and connection-tracking entry of the segment's router.
     FlushNat(String),
     /// Set new impairments on the segment's router.
-    Impair { segment: String, impair: Impair },
+    Impair {
+        segment: String,
+        impair: Impair,
+    },
 }
 
 impl Action {
@@ -307,8 +361,22 @@ impl Action {
         match self {
             Action::Kill(n) => format!("kill {n}"),
             Action::Stop(n) => format!("stop {n}"),
-            Action::Start { node, new_identity } => format!("start {node}{}", if *new_identity { " with a new identity" } else { "" }),
-            Action::Restart { node, new_identity } => format!("restart {node}{}", if *new_identity { " with a new identity" } else { "" }),
+            Action::Start { node, new_identity } => format!(
+                "start {node}{}",
+                if *new_identity {
+                    " with a new identity"
+                } else {
+                    ""
+                }
+            ),
+            Action::Restart { node, new_identity } => format!(
+                "restart {node}{}",
+                if *new_identity {
+                    " with a new identity"
+                } else {
+                    ""
+                }
+            ),
             Action::Pause(n) => format!("pause {n}"),
             Action::Unpause(n) => format!("unpause {n}"),
             Action::Partition(t) => format!("partition {}", t.name()),
@@ -325,11 +393,17 @@ impl Action {
     /// What undoes this action after `for:`, if anything does.
     pub fn undo(&self) -> Option<Action> {
         match self {
-            Action::Kill(n) | Action::Stop(n) => Some(Action::Start { node: n.clone(), new_identity: false }),
+            Action::Kill(n) | Action::Stop(n) => Some(Action::Start {
+                node: n.clone(),
+                new_identity: false,
+            }),
             Action::Pause(n) => Some(Action::Unpause(n.clone())),
             Action::Partition(t) => Some(Action::Heal(HealScope::One(t.clone()))),
             Action::PartitionGroups(_) => Some(Action::Heal(HealScope::All)),
-            Action::Impair { segment, .. } => Some(Action::Impair { segment: segment.clone(), impair: Impair::default() }),
+            Action::Impair { segment, .. } => Some(Action::Impair {
+                segment: segment.clone(),
+                impair: Impair::default(),
+            }),
             _ => None,
         }
     }
@@ -429,17 +503,26 @@ impl Topology {
 
     /// The public segment a segment's traffic finally reaches.
     pub fn public_of(&self, segment: &str) -> Option<&Segment> {
-        self.uplinks(segment).last().copied().filter(|s| s.nat.is_none())
+        self.uplinks(segment)
+            .last()
+            .copied()
+            .filter(|s| s.nat.is_none())
     }
 
     /// The chain of NAT profiles between a segment and the public internet, innermost first.
     pub fn nat_chain(&self, segment: &str) -> Vec<NatProfile> {
-        self.uplinks(segment).iter().filter_map(|s| s.nat.as_ref().map(|n| n.profile)).collect()
+        self.uplinks(segment)
+            .iter()
+            .filter_map(|s| s.nat.as_ref().map(|n| n.profile))
+            .collect()
     }
 
     /// The routers between a segment and the public internet, innermost first.
     pub fn routers_up_from(&self, segment: &str) -> Vec<String> {
-        self.uplinks(segment).iter().filter_map(|s| s.router_name()).collect()
+        self.uplinks(segment)
+            .iter()
+            .filter_map(|s| s.router_name())
+            .collect()
     }
 }
 

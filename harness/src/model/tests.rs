@@ -26,10 +26,22 @@ fn the_example_parses() {
     let t = parse("t.yaml", HOME).unwrap();
     assert_eq!(t.name, "home-nat");
     assert_eq!(t.nodes.len(), 3);
-    assert_eq!(t.segment("lan-a").unwrap().nat.as_ref().unwrap().uplink, "internet");
+    assert_eq!(
+        t.segment("lan-a").unwrap().nat.as_ref().unwrap().uplink,
+        "internet"
+    );
     assert_eq!(t.expect.len(), 3);
     assert_eq!(t.expect[1].within, Some(Duration::from_secs(15)));
-    assert!(matches!(&t.faults[0].trigger, Trigger::After { check: Check::Connected { path: Path::Direct, .. }, .. }));
+    assert!(matches!(
+        &t.faults[0].trigger,
+        Trigger::After {
+            check: Check::Connected {
+                path: Path::Direct,
+                ..
+            },
+            ..
+        }
+    ));
     assert_eq!(t.faults[0].action, Action::Kill("boot".into()));
 }
 
@@ -96,7 +108,11 @@ fn cgnat_stacks_and_orders_uplinks_first() {
         "name: x\nsegments:\n  lan: { nat: home, uplink: carrier }\n  carrier: { nat: home }\n  internet: {}\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: lan }\n",
     )
     .unwrap();
-    let order: Vec<&str> = t.segments_uplink_first().iter().map(|s| s.name.as_str()).collect();
+    let order: Vec<&str> = t
+        .segments_uplink_first()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     let pos = |n: &str| order.iter().position(|x| *x == n).unwrap();
     assert!(pos("internet") < pos("carrier") && pos("carrier") < pos("lan"));
     assert_eq!(t.nat_chain("lan"), vec![NatProfile::Home, NatProfile::Home]);
@@ -141,7 +157,10 @@ fn durations() {
 #[test]
 fn partition_groups_and_for() {
     let t = parse("t.yaml", &HOME.replace("faults: [ { after: { direct: [bob, alice] }, kill: boot } ]", "faults:\n  - { at: 10s, partition: lan-a, for: 20s }\n  - { at: 5s, partition: [[alice, boot], [boot, bob]] }")).unwrap();
-    assert_eq!(t.faults[0].action, Action::Partition(Target::Segment("lan-a".into())));
+    assert_eq!(
+        t.faults[0].action,
+        Action::Partition(Target::Segment("lan-a".into()))
+    );
     assert_eq!(t.faults[0].duration, Some(Duration::from_secs(20)));
     assert!(matches!(&t.faults[1].action, Action::PartitionGroups(g) if g.len() == 2));
 }
@@ -157,13 +176,40 @@ const IDENTITY: &str = "name: x\nsegments: { internet: {} }\nnodes:\n  boot: { r
 #[test]
 fn new_identity_on_start_and_restart() {
     let t = parse("t.yaml", &format!("{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: true }}\n  - {{ at: 9s, stop: boot }}\n  - {{ at: 12s, start: boot, new_identity: true }}\n  - {{ at: 15s, restart: boot, new_identity: false }}\n  - {{ at: 20s, kill: boot, for: 2s }}\n")).unwrap();
-    assert_eq!(t.faults[0].action, Action::Restart { node: "boot".into(), new_identity: true });
-    assert_eq!(t.faults[2].action, Action::Start { node: "boot".into(), new_identity: true });
-    assert_eq!(t.faults[3].action, Action::Restart { node: "boot".into(), new_identity: false });
-    assert_eq!(t.faults[0].action.label(), "restart boot with a new identity");
+    assert_eq!(
+        t.faults[0].action,
+        Action::Restart {
+            node: "boot".into(),
+            new_identity: true
+        }
+    );
+    assert_eq!(
+        t.faults[2].action,
+        Action::Start {
+            node: "boot".into(),
+            new_identity: true
+        }
+    );
+    assert_eq!(
+        t.faults[3].action,
+        Action::Restart {
+            node: "boot".into(),
+            new_identity: false
+        }
+    );
+    assert_eq!(
+        t.faults[0].action.label(),
+        "restart boot with a new identity"
+    );
     assert_eq!(t.faults[3].action.label(), "restart boot");
     // a kill undone after a while comes back with the identity it had
-    assert_eq!(t.faults[4].action.undo(), Some(Action::Start { node: "boot".into(), new_identity: false }));
+    assert_eq!(
+        t.faults[4].action.undo(),
+        Some(Action::Start {
+            node: "boot".into(),
+            new_identity: false
+        })
+    );
     // the key file: unseeded monitors only
     assert_eq!(t.node("boot").unwrap().key_file(), Some(KEY_FILE));
     assert_eq!(t.node("seeded").unwrap().key_file(), None);
@@ -172,25 +218,48 @@ fn new_identity_on_start_and_restart() {
 
 #[test]
 fn new_identity_on_a_seeded_node_is_an_error_at_its_place() {
-    let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: seeded, new_identity: true }}\n"));
+    let e = err(&format!(
+        "{IDENTITY}  - {{ at: 5s, restart: seeded, new_identity: true }}\n"
+    ));
     assert_eq!((e.line, e.column), (8, 46), "{e}");
     assert!(e.message.contains("`seeded` has a `seed`"), "{e}");
-    assert!(e.to_string().starts_with("t.yaml:8:46: new_identity:"), "{e}");
+    assert!(
+        e.to_string().starts_with("t.yaml:8:46: new_identity:"),
+        "{e}"
+    );
     assert!(e.hint.as_deref().unwrap().contains("drop `seed`"), "{e}");
 }
 
 #[test]
 fn new_identity_needs_start_or_restart_of_a_monitor_with_a_key_file() {
-    let e = err(&format!("{IDENTITY}  - {{ at: 5s, kill: boot, new_identity: true }}\n"));
-    assert!(e.message.contains("only `start` and `restart`") && e.message.contains("kill boot"), "{e}");
+    let e = err(&format!(
+        "{IDENTITY}  - {{ at: 5s, kill: boot, new_identity: true }}\n"
+    ));
+    assert!(
+        e.message.contains("only `start` and `restart`") && e.message.contains("kill boot"),
+        "{e}"
+    );
     assert_eq!(e.line, 8);
-    let e = err(&format!("{IDENTITY}  - {{ at: 5s, stop: boot, for: 3s, new_identity: true }}\n"));
+    let e = err(&format!(
+        "{IDENTITY}  - {{ at: 5s, stop: boot, for: 3s, new_identity: true }}\n"
+    ));
     assert!(e.message.contains("only `start` and `restart`"), "{e}");
-    let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: alice, new_identity: true }}\n"));
-    assert!(e.message.contains("`alice` is a listener") && e.message.contains("new identity on every start already"), "{e}");
-    let e = err(&(IDENTITY.replace("boot: { role: monitor, segment: internet }", "boot: { role: monitor, segment: internet, args: [\"--seed=4\"] }") + "  - { at: 5s, restart: boot, new_identity: true }\n"));
+    let e = err(&format!(
+        "{IDENTITY}  - {{ at: 5s, restart: alice, new_identity: true }}\n"
+    ));
+    assert!(
+        e.message.contains("`alice` is a listener")
+            && e.message.contains("new identity on every start already"),
+        "{e}"
+    );
+    let e = err(&(IDENTITY.replace(
+        "boot: { role: monitor, segment: internet }",
+        "boot: { role: monitor, segment: internet, args: [\"--seed=4\"] }",
+    ) + "  - { at: 5s, restart: boot, new_identity: true }\n"));
     assert!(e.message.contains("in `args`"), "{e}");
-    let e = err(&format!("{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: yes-please }}\n"));
+    let e = err(&format!(
+        "{IDENTITY}  - {{ at: 5s, restart: boot, new_identity: yes-please }}\n"
+    ));
     assert_eq!(e.line, 8, "{e}");
 }
 
@@ -206,7 +275,11 @@ fn a_node_may_start_later_by_a_fault() {
     // a node that nothing starts
     let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  alice: { role: listener, segment: internet, start: false }\nfaults:\n  - { at: 10s, restart: alice }\n");
     assert_eq!((e.line, e.column), (5, 54), "{e}");
-    assert!(e.message.contains("`alice` has `start: false` and no fault starts it"), "{e}");
+    assert!(
+        e.message
+            .contains("`alice` has `start: false` and no fault starts it"),
+        "{e}"
+    );
     assert!(e.hint.as_deref().unwrap().contains("start: alice"), "{e}");
     // replicas: each one needs its start
     let e = err("name: x\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: internet, replicas: 2, start: false }\nfaults:\n  - { at: 10s, start: p-1 }\n");
@@ -215,7 +288,16 @@ fn a_node_may_start_later_by_a_fault() {
 
 #[test]
 fn garbage_does_not_panic() {
-    for y in ["", ":", "- - -", "name: [", "{{{{", "name: x\nsegments: 5\n", "\u{0}", "name: x\nnodes: {a: {role: monitor, segment: [1]}}\n"] {
+    for y in [
+        "",
+        ":",
+        "- - -",
+        "name: [",
+        "{{{{",
+        "name: x\nsegments: 5\n",
+        "\u{0}",
+        "name: x\nnodes: {a: {role: monitor, segment: [1]}}\n",
+    ] {
         let _ = parse("t.yaml", y);
     }
 }
@@ -229,7 +311,10 @@ fn the_uplink_chain_is_walked_once_for_everyone() {
     .unwrap();
     let names: Vec<&str> = t.uplinks("lan").iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["lan", "carrier", "internet"]);
-    assert_eq!(t.public_of("lan").map(|s| s.name.as_str()), Some("internet"));
+    assert_eq!(
+        t.public_of("lan").map(|s| s.name.as_str()),
+        Some("internet")
+    );
     assert_eq!(t.nat_chain("lan"), [NatProfile::Strict, NatProfile::Home]);
     assert_eq!(t.routers_up_from("lan"), ["router-lan", "router-carrier"]);
     assert!(t.routers_up_from("internet").is_empty());

@@ -8,7 +8,11 @@ use serde_saphyr::Spanned;
 
 use p2plab_contract::Path;
 
-use super::{errors::{hint, Ctx}, raw::*, *};
+use super::{
+    errors::{hint, Ctx},
+    raw::*,
+    *,
+};
 
 type S<T> = Spanned<T>;
 
@@ -58,7 +62,11 @@ fn duration(cx: &Ctx<'_>, d: &S<RawDuration>, key: &str) -> Result<Duration, Top
     match &d.value {
         RawDuration::Secs(n) => Ok(Duration::from_secs(*n)),
         RawDuration::Text(t) => parse_duration(t).ok_or_else(|| {
-            cx.err(d.referenced, format!("{key}: `{t}` is not a duration"), hint("write e.g. 500ms, 10s or 2m"))
+            cx.err(
+                d.referenced,
+                format!("{key}: `{t}` is not a duration"),
+                hint("write e.g. 500ms, 10s or 2m"),
+            )
         }),
     }
 }
@@ -66,7 +74,8 @@ fn duration(cx: &Ctx<'_>, d: &S<RawDuration>, key: &str) -> Result<Duration, Top
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
 }
@@ -76,7 +85,11 @@ fn percent(cx: &Ctx<'_>, s: &S<String>) -> Result<f64, TopologyError> {
     let v: Option<f64> = t.strip_suffix('%').unwrap_or(t).trim().parse().ok();
     match v {
         Some(v) if (0.0..=100.0).contains(&v) => Ok(v),
-        _ => Err(cx.err(s.referenced, format!("loss: `{t}` is not a percentage"), hint("write e.g. 10% (0 to 100)"))),
+        _ => Err(cx.err(
+            s.referenced,
+            format!("loss: `{t}` is not a percentage"),
+            hint("write e.g. 10% (0 to 100)"),
+        )),
     }
 }
 
@@ -84,11 +97,17 @@ fn rate(cx: &Ctx<'_>, s: &S<String>) -> Result<String, TopologyError> {
     let t = s.value.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let ok = !num.is_empty() && num.parse::<u64>().is_ok_and(|n| n > 0) && matches!(unit, "kbit" | "mbit" | "gbit");
+    let ok = !num.is_empty()
+        && num.parse::<u64>().is_ok_and(|n| n > 0)
+        && matches!(unit, "kbit" | "mbit" | "gbit");
     if ok {
         Ok(t.to_string())
     } else {
-        Err(cx.err(s.referenced, format!("rate: `{t}` is not a rate"), hint("write e.g. 512kbit, 10mbit or 1gbit")))
+        Err(cx.err(
+            s.referenced,
+            format!("rate: `{t}` is not a rate"),
+            hint("write e.g. 512kbit, 10mbit or 1gbit"),
+        ))
     }
 }
 
@@ -99,11 +118,23 @@ fn impair_of(
     loss: &Option<S<String>>,
     rate_: &Option<S<String>>,
 ) -> Result<Impair, TopologyError> {
-    let delay_ms = delay.as_ref().map(|d| duration(cx, d, "delay")).transpose()?.map(|d| d.as_millis() as u64);
-    let jitter_ms = jitter.as_ref().map(|d| duration(cx, d, "jitter")).transpose()?.map(|d| d.as_millis() as u64);
+    let delay_ms = delay
+        .as_ref()
+        .map(|d| duration(cx, d, "delay"))
+        .transpose()?
+        .map(|d| d.as_millis() as u64);
+    let jitter_ms = jitter
+        .as_ref()
+        .map(|d| duration(cx, d, "jitter"))
+        .transpose()?
+        .map(|d| d.as_millis() as u64);
     if let (Some(j), Some(jv)) = (jitter, jitter_ms) {
         if jv > delay_ms.unwrap_or(0) {
-            return Err(cx.err(j.referenced, "jitter is larger than delay", hint("jitter varies the delay by ± that much; set delay ≥ jitter")));
+            return Err(cx.err(
+                j.referenced,
+                "jitter is larger than delay",
+                hint("jitter varies the delay by ± that much; set delay ≥ jitter"),
+            ));
         }
     }
     Ok(Impair {
@@ -119,7 +150,9 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         return Err(cx.err(
             raw.name.referenced,
             format!("name: `{}` is not a valid lab name", raw.name.value),
-            hint("lowercase letters, digits and '-', starting with a letter, at most 24 characters"),
+            hint(
+                "lowercase letters, digits and '-', starting with a letter, at most 24 characters",
+            ),
         ));
     }
     let timeout = match &raw.timeout {
@@ -138,7 +171,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
 
     // ---- segments
     if raw.segments.value.is_empty() {
-        return Err(cx.err(raw.segments.referenced, "segments: at least one segment is needed", hint("e.g. `segments: { internet: {} }`")));
+        return Err(cx.err(
+            raw.segments.referenced,
+            "segments: at least one segment is needed",
+            hint("e.g. `segments: { internet: {} }`"),
+        ));
     }
     let mut segments = Vec::new();
     let public: Vec<&str> = raw
@@ -157,21 +194,40 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
     }
     for (name, seg) in &raw.segments.value {
         if !valid_name(&name.value) {
-            return Err(cx.err(name.referenced, format!("segment name `{}` is not valid", name.value), hint("lowercase letters, digits and '-', starting with a letter")));
+            return Err(cx.err(
+                name.referenced,
+                format!("segment name `{}` is not valid", name.value),
+                hint("lowercase letters, digits and '-', starting with a letter"),
+            ));
         }
         let s = &seg.value;
         let subnet = match &s.subnet {
             Some(sub) => {
                 let net: Ipv4Net = sub.value.parse().map_err(|_| {
-                    cx.err(sub.referenced, format!("subnet: `{}` is not an IPv4 prefix", sub.value), hint("write e.g. 10.1.0.0/24"))
+                    cx.err(
+                        sub.referenced,
+                        format!("subnet: `{}` is not an IPv4 prefix", sub.value),
+                        hint("write e.g. 10.1.0.0/24"),
+                    )
                 })?;
                 if net.trunc() != net {
-                    return Err(cx.err(sub.referenced, format!("subnet: `{}` has host bits set", sub.value), hint(format!("did you mean {}?", net.trunc()))));
+                    return Err(cx.err(
+                        sub.referenced,
+                        format!("subnet: `{}` has host bits set", sub.value),
+                        hint(format!("did you mean {}?", net.trunc())),
+                    ));
                 }
                 if net.prefix_len() > 28 || net.prefix_len() < 16 {
-                    return Err(cx.err(sub.referenced, format!("subnet: /{} is out of range", net.prefix_len()), hint("use a prefix from /16 to /28")));
+                    return Err(cx.err(
+                        sub.referenced,
+                        format!("subnet: /{} is out of range", net.prefix_len()),
+                        hint("use a prefix from /16 to /28"),
+                    ));
                 }
-                if let Some(bad) = crate::plan::forbidden().into_iter().find(|f| f.contains(&net.network()) || net.contains(&f.network())) {
+                if let Some(bad) = crate::plan::forbidden()
+                    .into_iter()
+                    .find(|f| f.contains(&net.network()) || net.contains(&f.network()))
+                {
                     return Err(cx.err(
                         sub.referenced,
                         format!("subnet: {net} overlaps the reserved range {bad}"),
@@ -185,10 +241,26 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         let nat = match &s.nat {
             None => {
                 for (key, present, at) in [
-                    ("uplink", s.uplink.is_some(), s.uplink.as_ref().map(|u| u.referenced)),
-                    ("forward", !s.forward.is_empty(), s.forward.first().map(|f| f.referenced)),
-                    ("impair", s.impair.is_some(), s.impair.as_ref().map(|i| i.referenced)),
-                    ("mapping_timeout", s.mapping_timeout.is_some(), s.mapping_timeout.as_ref().map(|i| i.referenced)),
+                    (
+                        "uplink",
+                        s.uplink.is_some(),
+                        s.uplink.as_ref().map(|u| u.referenced),
+                    ),
+                    (
+                        "forward",
+                        !s.forward.is_empty(),
+                        s.forward.first().map(|f| f.referenced),
+                    ),
+                    (
+                        "impair",
+                        s.impair.is_some(),
+                        s.impair.as_ref().map(|i| i.referenced),
+                    ),
+                    (
+                        "mapping_timeout",
+                        s.mapping_timeout.is_some(),
+                        s.mapping_timeout.as_ref().map(|i| i.referenced),
+                    ),
                 ] {
                     if present {
                         return Err(cx.err(
@@ -202,25 +274,41 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
             }
             Some(p) => {
                 let profile = p.value.parse::<NatProfile>().map_err(|_| {
-                    cx.err(p.referenced, format!("nat: unknown profile `{}`", p.value), hint(format!("one of {}; a CGNAT is a LAN whose uplink is another LAN", NatProfile::NAMES)))
+                    cx.err(
+                        p.referenced,
+                        format!("nat: unknown profile `{}`", p.value),
+                        hint(format!(
+                            "one of {}; a CGNAT is a LAN whose uplink is another LAN",
+                            NatProfile::NAMES
+                        )),
+                    )
                 })?;
                 let uplink = match &s.uplink {
                     Some(u) => u.value.clone(),
                     None if public.len() == 1 => public[0].to_string(),
-                    None => {
-                        return Err(cx.err(
-                            name.referenced,
-                            format!("segment `{}`: `uplink` is needed, there are several public segments", name.value),
-                            hint(format!("one of: {}", public.join(", "))),
-                        ))
-                    }
+                    None => return Err(cx.err(
+                        name.referenced,
+                        format!(
+                            "segment `{}`: `uplink` is needed, there are several public segments",
+                            name.value
+                        ),
+                        hint(format!("one of: {}", public.join(", "))),
+                    )),
                 };
                 if let Some(u) = &s.uplink {
                     if !raw.segments.value.keys().any(|k| k.value == u.value) {
-                        return Err(cx.err(u.referenced, format!("uplink: no segment named `{}`", u.value), known(raw.segments.value.keys().map(|k| &k.value))));
+                        return Err(cx.err(
+                            u.referenced,
+                            format!("uplink: no segment named `{}`", u.value),
+                            known(raw.segments.value.keys().map(|k| &k.value)),
+                        ));
                     }
                     if u.value == name.value {
-                        return Err(cx.err(u.referenced, "uplink: a segment cannot be its own uplink", None));
+                        return Err(cx.err(
+                            u.referenced,
+                            "uplink: a segment cannot be its own uplink",
+                            None,
+                        ));
                     }
                 }
                 let mut forward = Vec::new();
@@ -229,29 +317,66 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         return Err(cx.err(f.referenced, format!("forward: only a `port-forward` router forwards ports (this one is `{}`)", profile.as_str()), hint("set `nat: port-forward`")));
                     }
                     let fv = &f.value;
-                    let proto = fv.proto.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| "both".into());
+                    let proto = fv
+                        .proto
+                        .as_ref()
+                        .map(|p| p.value.clone())
+                        .unwrap_or_else(|| "both".into());
                     if !matches!(proto.as_str(), "tcp" | "udp" | "both") {
                         if let Some(p) = &fv.proto {
-                            return Err(cx.err(p.referenced, format!("proto: `{proto}` is not tcp, udp or both"), None));
+                            return Err(cx.err(
+                                p.referenced,
+                                format!("proto: `{proto}` is not tcp, udp or both"),
+                                None,
+                            ));
                         }
                     }
                     if fv.port.value == 0 {
                         return Err(cx.err(fv.port.referenced, "port: 0 is not a port", None));
                     }
                     forward.push((
-                        Forward { proto, port: fv.port.value, to: fv.to.value.clone(), to_port: fv.to_port.unwrap_or(fv.port.value) },
+                        Forward {
+                            proto,
+                            port: fv.port.value,
+                            to: fv.to.value.clone(),
+                            to_port: fv.to_port.unwrap_or(fv.port.value),
+                        },
                         fv.to.referenced,
                     ));
                 }
                 if profile == NatProfile::PortForward && forward.is_empty() {
-                    return Err(cx.err(p.referenced, "a `port-forward` router needs at least one `forward` entry", hint("e.g. `forward: [{ port: 4001, to: alice }]`")));
+                    return Err(cx.err(
+                        p.referenced,
+                        "a `port-forward` router needs at least one `forward` entry",
+                        hint("e.g. `forward: [{ port: 4001, to: alice }]`"),
+                    ));
                 }
                 let impair = match &s.impair {
-                    Some(i) => impair_of(cx, &i.value.delay, &i.value.jitter, &i.value.loss, &i.value.rate)?,
+                    Some(i) => impair_of(
+                        cx,
+                        &i.value.delay,
+                        &i.value.jitter,
+                        &i.value.loss,
+                        &i.value.rate,
+                    )?,
                     None => Impair::default(),
                 };
-                let mapping_timeout_s = s.mapping_timeout.as_ref().map(|d| duration(cx, d, "mapping_timeout")).transpose()?.map(|d| d.as_secs().max(1));
-                Some((Nat { profile, uplink, forward: forward.iter().map(|f| f.0.clone()).collect(), impair, mapping_timeout_s }, forward))
+                let mapping_timeout_s = s
+                    .mapping_timeout
+                    .as_ref()
+                    .map(|d| duration(cx, d, "mapping_timeout"))
+                    .transpose()?
+                    .map(|d| d.as_secs().max(1));
+                Some((
+                    Nat {
+                        profile,
+                        uplink,
+                        forward: forward.iter().map(|f| f.0.clone()).collect(),
+                        impair,
+                        mapping_timeout_s,
+                    },
+                    forward,
+                ))
             }
         };
         let (nat, fwd_refs) = match nat {
@@ -259,7 +384,12 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
             None => (None, Vec::new()),
         };
         segments.push((
-            Segment { name: name.value.clone(), subnet: subnet.map(|s| s.0), nat, line: name.referenced.line() },
+            Segment {
+                name: name.value.clone(),
+                subnet: subnet.map(|s| s.0),
+                nat,
+                line: name.referenced.line(),
+            },
             subnet.map(|s| s.1),
             name.referenced,
             fwd_refs,
@@ -286,16 +416,27 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         while let Some(u) = cur {
             if seen.contains(&u) {
                 seen.push(u);
-                return Err(cx.err(*at, format!("uplink cycle: {}", seen.join(" → ")), hint("every chain of uplinks must end at a public segment (one without `nat`)")));
+                return Err(cx.err(
+                    *at,
+                    format!("uplink cycle: {}", seen.join(" → ")),
+                    hint("every chain of uplinks must end at a public segment (one without `nat`)"),
+                ));
             }
             seen.push(u.clone());
-            cur = segments.iter().find(|x| x.0.name == u).and_then(|x| x.0.nat.as_ref().map(|n| n.uplink.clone()));
+            cur = segments
+                .iter()
+                .find(|x| x.0.name == u)
+                .and_then(|x| x.0.nat.as_ref().map(|n| n.uplink.clone()));
         }
     }
 
     // ---- nodes
     if raw.nodes.value.is_empty() {
-        return Err(cx.err(raw.nodes.referenced, "nodes: at least one node is needed", None));
+        return Err(cx.err(
+            raw.nodes.referenced,
+            "nodes: at least one node is needed",
+            None,
+        ));
     }
     let mut nodes: Vec<Node> = Vec::new();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -304,56 +445,133 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
     let router_names: Vec<String> = segments.iter().filter_map(|s| s.0.router_name()).collect();
     for (name, n) in &raw.nodes.value {
         if !valid_name(&name.value) {
-            return Err(cx.err(name.referenced, format!("node name `{}` is not valid", name.value), hint("lowercase letters, digits and '-', starting with a letter")));
+            return Err(cx.err(
+                name.referenced,
+                format!("node name `{}` is not valid", name.value),
+                hint("lowercase letters, digits and '-', starting with a letter"),
+            ));
         }
         if router_names.contains(&name.value) || name.value.ends_with("-vpn-exit") {
-            return Err(cx.err(name.referenced, format!("node name `{}` is taken by a container the lab makes", name.value), hint("routers are called router-<segment> and VPN exits <node>-vpn-exit")));
+            return Err(cx.err(
+                name.referenced,
+                format!(
+                    "node name `{}` is taken by a container the lab makes",
+                    name.value
+                ),
+                hint("routers are called router-<segment> and VPN exits <node>-vpn-exit"),
+            ));
         }
         let v = &n.value;
         let role = match v.role.value.as_str() {
             "monitor" => Role::Monitor,
             "listener" => Role::Listener,
             "dialer" => Role::Dialer,
-            other => return Err(cx.err(v.role.referenced, format!("role: unknown role `{other}`"), hint("one of monitor, listener, dialer"))),
+            other => {
+                return Err(cx.err(
+                    v.role.referenced,
+                    format!("role: unknown role `{other}`"),
+                    hint("one of monitor, listener, dialer"),
+                ))
+            }
         };
         if !segments.iter().any(|s| s.0.name == v.segment.value) {
-            return Err(cx.err(v.segment.referenced, format!("segment: no segment named `{}`", v.segment.value), known(segments.iter().map(|s| &s.0.name))));
+            return Err(cx.err(
+                v.segment.referenced,
+                format!("segment: no segment named `{}`", v.segment.value),
+                known(segments.iter().map(|s| &s.0.name)),
+            ));
         }
-        let on_nat = segments.iter().any(|s| s.0.name == v.segment.value && s.0.nat.is_some());
+        let on_nat = segments
+            .iter()
+            .any(|s| s.0.name == v.segment.value && s.0.nat.is_some());
         if role == Role::Monitor && on_nat {
-            return Err(cx.err(v.segment.referenced, format!("a monitor is a public bootstrap node; `{}` is behind a NAT", v.segment.value), hint("put monitors on a public segment")));
+            return Err(cx.err(
+                v.segment.referenced,
+                format!(
+                    "a monitor is a public bootstrap node; `{}` is behind a NAT",
+                    v.segment.value
+                ),
+                hint("put monitors on a public segment"),
+            ));
         }
         let transport = match &v.transport {
             Some(t) => transport(cx, t)?,
             None => default_transport,
         };
         if role != Role::Dialer {
-            for (key, present) in [("count", v.count.is_some()), ("interval", v.interval.is_some()), ("size", v.size.is_some()), ("deadline", v.deadline.is_some())] {
+            for (key, present) in [
+                ("count", v.count.is_some()),
+                ("interval", v.interval.is_some()),
+                ("size", v.size.is_some()),
+                ("deadline", v.deadline.is_some()),
+            ] {
                 if present {
-                    return Err(cx.err(name.referenced, format!("node `{}`: `{key}` is a dialer setting and this is a {}", name.value, role.as_str()), None));
+                    return Err(cx.err(
+                        name.referenced,
+                        format!(
+                            "node `{}`: `{key}` is a dialer setting and this is a {}",
+                            name.value,
+                            role.as_str()
+                        ),
+                        None,
+                    ));
                 }
             }
         }
         if let Some(r) = &v.relay {
             if !matches!(r.value.as_str(), "auto" | "always" | "never") {
-                return Err(cx.err(r.referenced, format!("relay: `{}` is not auto, always or never", r.value), None));
+                return Err(cx.err(
+                    r.referenced,
+                    format!("relay: `{}` is not auto, always or never", r.value),
+                    None,
+                ));
             }
         }
         let replicas = match &v.replicas {
-            Some(r) if r.value == 0 || r.value > 200 => return Err(cx.err(r.referenced, format!("replicas: {} is out of range", r.value), hint("1 to 200"))),
+            Some(r) if r.value == 0 || r.value > 200 => {
+                return Err(cx.err(
+                    r.referenced,
+                    format!("replicas: {} is out of range", r.value),
+                    hint("1 to 200"),
+                ))
+            }
             Some(r) => r.value,
             None => 1,
         };
-        let interval_ms = v.interval.as_ref().map(|d| duration(cx, d, "interval")).transpose()?.map(|d| d.as_millis() as u64);
-        let deadline_s = v.deadline.as_ref().map(|d| duration(cx, d, "deadline")).transpose()?.map(|d| d.as_secs().max(1));
+        let interval_ms = v
+            .interval
+            .as_ref()
+            .map(|d| duration(cx, d, "interval"))
+            .transpose()?
+            .map(|d| d.as_millis() as u64);
+        let deadline_s = v
+            .deadline
+            .as_ref()
+            .map(|d| duration(cx, d, "deadline"))
+            .transpose()?
+            .map(|d| d.as_secs().max(1));
         let names: Vec<String> = if replicas == 1 {
             vec![name.value.clone()]
         } else {
-            (1..=replicas).map(|i| format!("{}-{i}", name.value)).collect()
+            (1..=replicas)
+                .map(|i| format!("{}-{i}", name.value))
+                .collect()
         };
         for inst in &names {
-            if raw.nodes.value.keys().any(|k| &k.value == inst && k.value != name.value) {
-                return Err(cx.err(name.referenced, format!("replica `{inst}` of `{}` clashes with the node of that name", name.value), None));
+            if raw
+                .nodes
+                .value
+                .keys()
+                .any(|k| &k.value == inst && k.value != name.value)
+            {
+                return Err(cx.err(
+                    name.referenced,
+                    format!(
+                        "replica `{inst}` of `{}` clashes with the node of that name",
+                        name.value
+                    ),
+                    None,
+                ));
             }
         }
         if let Some(st) = v.start.as_ref().filter(|s| !s.value) {
@@ -383,15 +601,32 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         groups.insert(name.value.clone(), names);
     }
     if !nodes.iter().any(|n| n.role == Role::Monitor) {
-        return Err(cx.err(raw.nodes.referenced, "nodes: no monitor", hint("peers need a bootstrap node: add one with `role: monitor` on a public segment")));
+        return Err(cx.err(
+            raw.nodes.referenced,
+            "nodes: no monitor",
+            hint("peers need a bootstrap node: add one with `role: monitor` on a public segment"),
+        ));
     }
     // port forwards name nodes on their LAN
     for (s, _, _, fwd) in &segments {
         for (f, at) in fwd {
             match nodes.iter().find(|n| n.name == f.to) {
-                None => return Err(cx.err(*at, format!("forward: no node named `{}`", f.to), known(groups.keys()))),
+                None => {
+                    return Err(cx.err(
+                        *at,
+                        format!("forward: no node named `{}`", f.to),
+                        known(groups.keys()),
+                    ))
+                }
                 Some(n) if n.segment != s.name => {
-                    return Err(cx.err(*at, format!("forward: `{}` is on `{}`, not on this router's LAN `{}`", f.to, n.segment, s.name), None))
+                    return Err(cx.err(
+                        *at,
+                        format!(
+                            "forward: `{}` is on `{}`, not on this router's LAN `{}`",
+                            f.to, n.segment, s.name
+                        ),
+                        None,
+                    ))
                 }
                 _ => {}
             }
@@ -421,11 +656,17 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
     }
     // a node not started with the lab needs a fault that starts it
     for (n, at) in &not_started {
-        if !topo.faults.iter().any(|f| matches!(&f.action, Action::Start { node, .. } if node == n)) {
+        if !topo
+            .faults
+            .iter()
+            .any(|f| matches!(&f.action, Action::Start { node, .. } if node == n))
+        {
             return Err(cx.err(
                 *at,
                 format!("node `{n}` has `start: false` and no fault starts it"),
-                hint(format!("add a fault such as `{{ at: 10s, start: {n} }}`, or drop `start: false`")),
+                hint(format!(
+                    "add a fault such as `{{ at: 10s, start: {n} }}`, or drop `start: false`"
+                )),
             ));
         }
     }
@@ -442,7 +683,11 @@ fn transport(cx: &Ctx<'_>, t: &S<String>) -> Result<Transport, TopologyError> {
         "tcp" => Ok(Transport::Tcp),
         "quic" => Ok(Transport::Quic),
         "both" => Ok(Transport::Both),
-        other => Err(cx.err(t.referenced, format!("transport: `{other}` is not tcp, quic or both"), None)),
+        other => Err(cx.err(
+            t.referenced,
+            format!("transport: `{other}` is not tcp, quic or both"),
+            None,
+        )),
     }
 }
 
@@ -454,12 +699,25 @@ fn instances(cx: &Ctx<'_>, topo: &Topology, r: &S<String>) -> Result<Vec<String>
     if topo.nodes.iter().any(|n| n.name == r.value) {
         return Ok(vec![r.value.clone()]);
     }
-    Err(cx.err(r.referenced, format!("no node named `{}`", r.value), known(topo.groups.keys())))
+    Err(cx.err(
+        r.referenced,
+        format!("no node named `{}`", r.value),
+        known(topo.groups.keys()),
+    ))
 }
 
-fn pair(cx: &Ctx<'_>, topo: &Topology, v: &S<Vec<S<String>>>, key: &str) -> Result<Vec<(String, String)>, TopologyError> {
+fn pair(
+    cx: &Ctx<'_>,
+    topo: &Topology,
+    v: &S<Vec<S<String>>>,
+    key: &str,
+) -> Result<Vec<(String, String)>, TopologyError> {
     if v.value.len() != 2 {
-        return Err(cx.err(v.referenced, format!("{key}: needs exactly two nodes, got {}", v.value.len()), hint(format!("e.g. `{key}: [bob, alice]`"))));
+        return Err(cx.err(
+            v.referenced,
+            format!("{key}: needs exactly two nodes, got {}", v.value.len()),
+            hint(format!("e.g. `{key}: [bob, alice]`")),
+        ));
     }
     let a = instances(cx, topo, &v.value[0])?;
     let b = instances(cx, topo, &v.value[1])?;
@@ -472,7 +730,11 @@ fn pair(cx: &Ctx<'_>, topo: &Topology, v: &S<Vec<S<String>>>, key: &str) -> Resu
         }
     }
     if out.is_empty() {
-        return Err(cx.err(v.referenced, format!("{key}: a node paired with itself"), None));
+        return Err(cx.err(
+            v.referenced,
+            format!("{key}: a node paired with itself"),
+            None,
+        ));
     }
     Ok(out)
 }
@@ -481,18 +743,45 @@ fn path_of(cx: &Ctx<'_>, s: &S<String>) -> Result<Path, TopologyError> {
     match s.value.as_str() {
         "direct" => Ok(Path::Direct),
         "relayed" => Ok(Path::Relayed),
-        other => Err(cx.err(s.referenced, format!("`{other}` is not a path"), hint("direct or relayed"))),
+        other => Err(cx.err(
+            s.referenced,
+            format!("`{other}` is not a path"),
+            hint("direct or relayed"),
+        )),
     }
 }
 
 const EVENT_KINDS: &[&str] = &[
-    "started", "listening", "http_listening", "external_addr", "bootstrap_retry", "bootstrapped", "reachability",
-    "reservation", "announced", "discovered", "connected", "disconnected", "connection_error", "hole_punch",
-    "message_sent", "message_received", "message_acked", "message_failed", "error", "stopped", "upnp",
+    "started",
+    "listening",
+    "http_listening",
+    "external_addr",
+    "bootstrap_retry",
+    "bootstrapped",
+    "reachability",
+    "reservation",
+    "announced",
+    "discovered",
+    "connected",
+    "disconnected",
+    "connection_error",
+    "hole_punch",
+    "message_sent",
+    "message_received",
+    "message_acked",
+    "message_failed",
+    "error",
+    "stopped",
+    "upnp",
 ];
 
 /// The checks one `expect` (or `after`) entry stands for, and its `within`.
-fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Result<(Vec<Check>, Option<Duration>), TopologyError> {
+fn checks(
+    cx: &Ctx<'_>,
+    topo: &Topology,
+    e: &S<RawExpect>,
+    ctx_key: &str,
+) -> Result<(Vec<Check>, Option<Duration>), TopologyError> {
     let v = &e.value;
     let kinds = [
         v.started.is_some(),
@@ -513,7 +802,11 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
             hint("split it into several entries"),
         ));
     }
-    let within = v.within.as_ref().map(|d| duration(cx, d, "within")).transpose()?;
+    let within = v
+        .within
+        .as_ref()
+        .map(|d| duration(cx, d, "within"))
+        .transpose()?;
     let mut out = Vec::new();
     if let Some(s) = &v.started {
         for node in instances(cx, topo, s)? {
@@ -530,7 +823,10 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
             out.push(Check::Reservation { node });
         }
     }
-    for (p, path, key) in [(&v.relayed, Path::Relayed, "relayed"), (&v.direct, Path::Direct, "direct")] {
+    for (p, path, key) in [
+        (&v.relayed, Path::Relayed, "relayed"),
+        (&v.direct, Path::Direct, "direct"),
+    ] {
         if let Some(p) = p {
             for (a, b) in pair(cx, topo, p, key)? {
                 out.push(Check::Connected { a, b, path });
@@ -547,12 +843,22 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
         let froms = instances(cx, topo, &dv.from)?;
         for f in &froms {
             if topo.node(f).is_some_and(|n| n.role != Role::Dialer) {
-                return Err(cx.err(dv.from.referenced, format!("delivered: `{f}` is not a dialer, it sends no messages"), None));
+                return Err(cx.err(
+                    dv.from.referenced,
+                    format!("delivered: `{f}` is not a dialer, it sends no messages"),
+                    None,
+                ));
             }
         }
         for from in froms {
             for to in instances(cx, topo, &dv.to)? {
-                out.push(Check::Delivered { from: from.clone(), to, count: dv.count, lost: dv.lost.unwrap_or(0), duplicates: dv.duplicates.unwrap_or(0) });
+                out.push(Check::Delivered {
+                    from: from.clone(),
+                    to,
+                    count: dv.count,
+                    lost: dv.lost.unwrap_or(0),
+                    duplicates: dv.duplicates.unwrap_or(0),
+                });
             }
         }
     }
@@ -561,13 +867,27 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
         let (which, path) = match (&pv.all, &pv.last) {
             (Some(a), None) => ("all", path_of(cx, a)?),
             (None, Some(l)) => ("last", path_of(cx, l)?),
-            _ => return Err(cx.err(p.referenced, "path: give exactly one of `all` or `last`", hint("e.g. `path: { from: bob, to: alice, all: relayed }`"))),
+            _ => {
+                return Err(cx.err(
+                    p.referenced,
+                    "path: give exactly one of `all` or `last`",
+                    hint("e.g. `path: { from: bob, to: alice, all: relayed }`"),
+                ))
+            }
         };
         for from in instances(cx, topo, &pv.from)? {
             for to in instances(cx, topo, &pv.to)? {
                 out.push(match which {
-                    "all" => Check::PathAll { from: from.clone(), to, path },
-                    _ => Check::PathLast { from: from.clone(), to, path },
+                    "all" => Check::PathAll {
+                        from: from.clone(),
+                        to,
+                        path,
+                    },
+                    _ => Check::PathLast {
+                        from: from.clone(),
+                        to,
+                        path,
+                    },
                 });
             }
         }
@@ -575,7 +895,14 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
     if let Some(ev) = &v.event {
         let evv = &ev.value;
         if !EVENT_KINDS.contains(&evv.kind.value.as_str()) {
-            return Err(cx.err(evv.kind.referenced, format!("kind: `{}` is not an event of node/EVENTS.md", evv.kind.value), Some(format!("one of {}", EVENT_KINDS.join(", ")))));
+            return Err(cx.err(
+                evv.kind.referenced,
+                format!(
+                    "kind: `{}` is not an event of node/EVENTS.md",
+                    evv.kind.value
+                ),
+                Some(format!("one of {}", EVENT_KINDS.join(", "))),
+            ));
         }
         let min = evv.min.unwrap_or(if evv.max.is_some() { 0 } else { 1 });
         if evv.max.is_some_and(|m| m < min) {
@@ -586,13 +913,23 @@ fn checks(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>, ctx_key: &str) -> Res
             None => vec![None],
         };
         for node in targets {
-            out.push(Check::Event { node, kind: evv.kind.value.clone(), fields: evv.where_.clone(), min, max: evv.max });
+            out.push(Check::Event {
+                node,
+                kind: evv.kind.value.clone(),
+                fields: evv.where_.clone(),
+                min,
+                max: evv.max,
+            });
         }
     }
     Ok((out, within))
 }
 
-fn expectation(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>) -> Result<Vec<Expectation>, TopologyError> {
+fn expectation(
+    cx: &Ctx<'_>,
+    topo: &Topology,
+    e: &S<RawExpect>,
+) -> Result<Vec<Expectation>, TopologyError> {
     let (cs, within) = checks(cx, topo, e, "expect")?;
     let many = cs.len() > 1;
     Ok(cs
@@ -603,7 +940,12 @@ fn expectation(cx: &Ctx<'_>, topo: &Topology, e: &S<RawExpect>) -> Result<Vec<Ex
                 (Some(n), true) => format!("{n}: {}", check.label()),
                 (None, _) => check.label(),
             };
-            Expectation { name, check, within, line: e.referenced.line() }
+            Expectation {
+                name,
+                check,
+                within,
+                line: e.referenced.line(),
+            }
         })
         .collect())
 }
@@ -636,16 +978,35 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
         if topo.nodes.iter().any(|n| n.name == s.value) {
             Ok(s.value.clone())
         } else if topo.groups.get(&s.value).is_some_and(|g| g.len() > 1) {
-            Err(cx.err(s.referenced, format!("`{}` has replicas; a fault names one of them", s.value), Some(format!("e.g. {}-1", s.value))))
+            Err(cx.err(
+                s.referenced,
+                format!("`{}` has replicas; a fault names one of them", s.value),
+                Some(format!("e.g. {}-1", s.value)),
+            ))
         } else {
-            Err(cx.err(s.referenced, format!("no node named `{}`", s.value), known(topo.groups.keys())))
+            Err(cx.err(
+                s.referenced,
+                format!("no node named `{}`", s.value),
+                known(topo.groups.keys()),
+            ))
         }
     };
     let nat_segment = |s: &S<String>| -> Result<String, TopologyError> {
         match topo.segment(&s.value) {
             Some(seg) if seg.nat.is_some() => Ok(s.value.clone()),
-            Some(_) => Err(cx.err(s.referenced, format!("`{}` is a public segment; this acts on a LAN's router", s.value), None)),
-            None => Err(cx.err(s.referenced, format!("no segment named `{}`", s.value), known(topo.segments.iter().map(|s| &s.name)))),
+            Some(_) => Err(cx.err(
+                s.referenced,
+                format!(
+                    "`{}` is a public segment; this acts on a LAN's router",
+                    s.value
+                ),
+                None,
+            )),
+            None => Err(cx.err(
+                s.referenced,
+                format!("no segment named `{}`", s.value),
+                known(topo.segments.iter().map(|s| &s.name)),
+            )),
         }
     };
     let mut actions = Vec::new();
@@ -657,10 +1018,16 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     }
     let new_identity = v.new_identity.as_ref().is_some_and(|b| b.value);
     if let Some(s) = &v.start {
-        actions.push(Action::Start { node: node(s)?, new_identity });
+        actions.push(Action::Start {
+            node: node(s)?,
+            new_identity,
+        });
     }
     if let Some(s) = &v.restart {
-        actions.push(Action::Restart { node: node(s)?, new_identity });
+        actions.push(Action::Restart {
+            node: node(s)?,
+            new_identity,
+        });
     }
     if let Some(s) = &v.pause {
         actions.push(Action::Pause(node(s)?));
@@ -671,7 +1038,11 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     if let Some(p) = &v.partition {
         match &p.value {
             RawPartition::One(t) => {
-                let s = S { value: t.clone(), referenced: p.referenced, defined: p.defined };
+                let s = S {
+                    value: t.clone(),
+                    referenced: p.referenced,
+                    defined: p.defined,
+                };
                 if topo.segment(t).is_some() {
                     actions.push(Action::Partition(Target::Segment(nat_segment(&s)?)));
                 } else {
@@ -680,13 +1051,21 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
             }
             RawPartition::Groups(gs) => {
                 if gs.len() < 2 {
-                    return Err(cx.err(p.referenced, "partition: give at least two groups", hint("e.g. `partition: [[a, b], [c]]`")));
+                    return Err(cx.err(
+                        p.referenced,
+                        "partition: give at least two groups",
+                        hint("e.g. `partition: [[a, b], [c]]`"),
+                    ));
                 }
                 let mut out = Vec::new();
                 for g in gs {
                     let mut names = Vec::new();
                     for n in g {
-                        let s = S { value: n.clone(), referenced: p.referenced, defined: p.defined };
+                        let s = S {
+                            value: n.clone(),
+                            referenced: p.referenced,
+                            defined: p.defined,
+                        };
                         names.extend(instances(cx, topo, &s)?);
                     }
                     out.push(names);
@@ -699,7 +1078,9 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
         if h.value == "all" {
             actions.push(Action::Heal(HealScope::All));
         } else if topo.segment(&h.value).is_some() {
-            actions.push(Action::Heal(HealScope::One(Target::Segment(nat_segment(h)?))));
+            actions.push(Action::Heal(HealScope::One(Target::Segment(nat_segment(
+                h,
+            )?))));
         } else {
             actions.push(Action::Heal(HealScope::One(Target::Node(node(h)?))));
         }
@@ -710,7 +1091,10 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     if let Some(i) = &v.impair {
         let iv = &i.value;
         let segment = nat_segment(&iv.segment)?;
-        actions.push(Action::Impair { segment, impair: impair_of(cx, &iv.delay, &iv.jitter, &iv.loss, &iv.rate)? });
+        actions.push(Action::Impair {
+            segment,
+            impair: impair_of(cx, &iv.delay, &iv.jitter, &iv.loss, &iv.rate)?,
+        });
     }
     if actions.len() != 1 {
         return Err(cx.err(
@@ -723,30 +1107,51 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     if let Some(ni) = &v.new_identity {
         new_identity_of(cx, topo, ni, &action)?;
     }
-    let duration_ = v.for_.as_ref().map(|d| duration(cx, d, "for")).transpose()?;
+    let duration_ = v
+        .for_
+        .as_ref()
+        .map(|d| duration(cx, d, "for"))
+        .transpose()?;
     if let (Some(d), None) = (&v.for_, action.undo()) {
-        return Err(cx.err(d.referenced, format!("for: `{}` cannot be undone after a while", action.label()), hint("`for` works with kill, stop, pause, partition and impair")));
+        return Err(cx.err(
+            d.referenced,
+            format!("for: `{}` cannot be undone after a while", action.label()),
+            hint("`for` works with kill, stop, pause, partition and impair"),
+        ));
     }
-    Ok(Fault { trigger, action, duration: duration_, line: f.referenced.line() })
+    Ok(Fault {
+        trigger,
+        action,
+        duration: duration_,
+        line: f.referenced.line(),
+    })
 }
 
 /// Checks `new_identity` on a fault: only `start` and `restart` bring a node back, and only a
 /// node with a key file (a monitor without a `seed`) has an identity to renew.
-fn new_identity_of(cx: &Ctx<'_>, topo: &Topology, ni: &S<bool>, action: &Action) -> Result<(), TopologyError> {
+fn new_identity_of(
+    cx: &Ctx<'_>,
+    topo: &Topology,
+    ni: &S<bool>,
+    action: &Action,
+) -> Result<(), TopologyError> {
     let target = match action {
         Action::Start { node, .. } | Action::Restart { node, .. } => node,
-        other => {
-            return Err(cx.err(
-                ni.referenced,
-                format!("new_identity: only `start` and `restart` bring a node back (this fault is `{}`)", other.label()),
-                hint("e.g. `{ at: 30s, restart: boot, new_identity: true }`"),
-            ))
-        }
+        other => return Err(cx.err(
+            ni.referenced,
+            format!(
+                "new_identity: only `start` and `restart` bring a node back (this fault is `{}`)",
+                other.label()
+            ),
+            hint("e.g. `{ at: 30s, restart: boot, new_identity: true }`"),
+        )),
     };
     if !ni.value {
         return Ok(());
     }
-    let Some(n) = topo.node(target) else { return Ok(()) };
+    let Some(n) = topo.node(target) else {
+        return Ok(());
+    };
     if n.seed.is_some() {
         return Err(cx.err(
             ni.referenced,

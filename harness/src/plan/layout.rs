@@ -94,7 +94,10 @@ impl Layout {
         let mut out = Vec::new();
         let Some(c) = self.get(node) else { return out };
         out.push(c.ip());
-        let routers = topo.node(node).map(|n| topo.routers_up_from(&n.segment)).unwrap_or_default();
+        let routers = topo
+            .node(node)
+            .map(|n| topo.routers_up_from(&n.segment))
+            .unwrap_or_default();
         out.extend(routers.iter().filter_map(|r| self.get(r)).map(Planned::ip));
         out
     }
@@ -110,7 +113,11 @@ pub enum LayoutError {
     #[error("segment `{0}` has no subnet")]
     NoSubnet(String),
     #[error("segment `{segment}` ({subnet}) has no room for {wanted} hosts")]
-    Full { segment: String, subnet: Ipv4Net, wanted: u32 },
+    Full {
+        segment: String,
+        subnet: Ipv4Net,
+        wanted: u32,
+    },
 }
 
 fn s(v: &str) -> String {
@@ -124,7 +131,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             return Err(LayoutError::NoSubnet(seg.name.clone()));
         }
     }
-    let mut next: BTreeMap<String, u32> = topo.segments.iter().map(|s| (s.name.clone(), 2)).collect();
+    let mut next: BTreeMap<String, u32> =
+        topo.segments.iter().map(|s| (s.name.clone(), 2)).collect();
     let mut take = |segment: &str| -> Result<Ipv4Addr, LayoutError> {
         let net = subnets[segment];
         let n = next.get_mut(segment).map(|n| {
@@ -135,7 +143,11 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         let n = n.unwrap_or(2);
         let max = (1u32 << (32 - net.prefix_len())).saturating_sub(2);
         if n >= max.min(254) {
-            return Err(LayoutError::Full { segment: segment.to_string(), subnet: net, wanted: n });
+            return Err(LayoutError::Full {
+                segment: segment.to_string(),
+                subnet: net,
+                wanted: n,
+            });
         }
         Ok(host(&net, n))
     };
@@ -155,11 +167,20 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         let wan = take(&nat.uplink)?;
         wan_ip.insert(seg.name.clone(), wan);
         let lan = subnets[&seg.name];
-        let mut router = RouterEnv::new(nat.profile, Prefix { net: lan.network(), len: lan.prefix_len() }, wan);
+        let mut router = RouterEnv::new(
+            nat.profile,
+            Prefix {
+                net: lan.network(),
+                len: lan.prefix_len(),
+            },
+            wan,
+        );
         if topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_some()) {
             router.uplink_gw = Some(gw(&nat.uplink));
         }
-        router.mapping_timeout_s = nat.mapping_timeout_s.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+        router.mapping_timeout_s = nat
+            .mapping_timeout_s
+            .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
         // The router's own settings first (forwards are added once the LAN hosts have
         // addresses), then the impairments, which are `p2plab-impair`'s.
         let mut env = Vec::new();
@@ -197,10 +218,16 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
     let mut vpn_exit: BTreeMap<String, (Ipv4Addr, Ipv4Net)> = BTreeMap::new();
     for (i, n) in topo.nodes.iter().filter(|n| n.vpn).enumerate() {
         // validation gives every LAN a way up to a public segment
-        let public = topo.public_of(&n.segment).map_or(n.segment.as_str(), |s| s.name.as_str());
+        let public = topo
+            .public_of(&n.segment)
+            .map_or(n.segment.as_str(), |s| s.name.as_str());
         let ip = take(public)?;
         // tunnel /30-ish nets from the top of the shared space, one /24 each
-        let tunnel = Ipv4Net::new(Ipv4Addr::new(100, 127, 255u8.saturating_sub(i as u8), 0), 24).unwrap_or_default();
+        let tunnel = Ipv4Net::new(
+            Ipv4Addr::new(100, 127, 255u8.saturating_sub(i as u8), 0),
+            24,
+        )
+        .unwrap_or_default();
         vpn_exit.insert(n.name.clone(), (ip, tunnel));
         containers.push(Planned {
             name: format!("{}-vpn-exit", n.name),
@@ -213,7 +240,10 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 (s("P2PLAB_VPN_KEY"), s(VPN_EXIT_KEY)),
                 (s("P2PLAB_VPN_PEER"), s(VPN_CLIENT_PUB)),
                 (s("P2PLAB_VPN_ADDR"), format!("{}/24", host(&tunnel, 1))),
-                (s("P2PLAB_VPN_PEER_ADDR"), format!("{}/32", host(&tunnel, 2))),
+                (
+                    s("P2PLAB_VPN_PEER_ADDR"),
+                    format!("{}/32", host(&tunnel, 2)),
+                ),
                 (s("P2PLAB_VPN_PORT"), VPN_PORT.to_string()),
             ],
             net_admin: true,
@@ -235,13 +265,24 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
     }
     // port forwards, now that the LAN hosts have addresses
     for seg in &topo.segments {
-        let Some(nat) = seg.nat.as_ref().filter(|n| !n.forward.is_empty()) else { continue };
-        let Some(router) = seg.router_name().and_then(|r| routers.get_mut(&r)) else { continue };
+        let Some(nat) = seg.nat.as_ref().filter(|n| !n.forward.is_empty()) else {
+            continue;
+        };
+        let Some(router) = seg.router_name().and_then(|r| routers.get_mut(&r)) else {
+            continue;
+        };
         for f in &nat.forward {
-            let Some(&lan_ip) = ips.get(&f.to) else { continue };
+            let Some(&lan_ip) = ips.get(&f.to) else {
+                continue;
+            };
             for proto in [Proto::Tcp, Proto::Udp] {
                 if f.proto == proto.as_str() || f.proto == "both" {
-                    router.forwards.push(NatForward { proto, ext_port: f.port, lan_ip, lan_port: f.to_port });
+                    router.forwards.push(NatForward {
+                        proto,
+                        ext_port: f.port,
+                        lan_ip,
+                        lan_port: f.to_port,
+                    });
                 }
             }
         }
@@ -261,9 +302,18 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             ports.insert(f.to.clone(), f.to_port);
         }
     }
-    let unassigned: Vec<&Node> = topo.nodes.iter().filter(|n| n.role != Role::Monitor && !ports.contains_key(&n.name)).collect();
+    let unassigned: Vec<&Node> = topo
+        .nodes
+        .iter()
+        .filter(|n| n.role != Role::Monitor && !ports.contains_key(&n.name))
+        .collect();
     for n in unassigned {
-        let taken: Vec<u16> = topo.nodes.iter().filter(|m| m.segment == n.segment).filter_map(|m| ports.get(&m.name).copied()).collect();
+        let taken: Vec<u16> = topo
+            .nodes
+            .iter()
+            .filter(|m| m.segment == n.segment)
+            .filter_map(|m| ports.get(&m.name).copied())
+            .collect();
         let p = next_port.entry(n.segment.as_str()).or_insert(PEER_PORT);
         while taken.contains(p) {
             *p = p.saturating_add(1);
@@ -271,7 +321,11 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         ports.insert(n.name.clone(), *p);
         *p = p.saturating_add(1);
     }
-    let monitors: Vec<&Node> = topo.nodes.iter().filter(|n| n.role == Role::Monitor).collect();
+    let monitors: Vec<&Node> = topo
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Monitor)
+        .collect();
     let bootstrap_of = |n: &Node| -> Vec<String> {
         let mut out = Vec::new();
         for m in &monitors {
@@ -294,8 +348,20 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             let ip = ips[&n.name];
             let seg = topo.segment(&n.segment);
             let on_lan = seg.is_some_and(|s| s.nat.is_some());
-            let port = if role == Role::Monitor { MONITOR_PORT } else { ports.get(&n.name).copied().unwrap_or(PEER_PORT) };
-            let mut cmd = vec![s(role.as_str()), s("--name"), n.name.clone(), s("--listen-addr"), s("0.0.0.0"), s("--port"), port.to_string()];
+            let port = if role == Role::Monitor {
+                MONITOR_PORT
+            } else {
+                ports.get(&n.name).copied().unwrap_or(PEER_PORT)
+            };
+            let mut cmd = vec![
+                s(role.as_str()),
+                s("--name"),
+                n.name.clone(),
+                s("--listen-addr"),
+                s("0.0.0.0"),
+                s("--port"),
+                port.to_string(),
+            ];
             cmd.extend([s("--transport"), s(n.transport.as_str())]);
             let mut externals = Vec::new();
             if !on_lan && !n.vpn {
@@ -303,15 +369,29 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             }
             // a port forward to this node: its public address is the router's, at the forwarded port
             if let Some(seg) = seg {
-                if let Some(nat) = seg.nat.as_ref().filter(|n| n.profile == NatProfile::PortForward) {
+                if let Some(nat) = seg
+                    .nat
+                    .as_ref()
+                    .filter(|n| n.profile == NatProfile::PortForward)
+                {
                     let public_uplink = topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_none());
-                    for f in nat.forward.iter().filter(|f| f.to == n.name && f.to_port == port && public_uplink) {
+                    for f in nat
+                        .forward
+                        .iter()
+                        .filter(|f| f.to == n.name && f.to_port == port && public_uplink)
+                    {
                         let wan = wan_ip[&seg.name];
                         if f.proto != "udp" && n.transport.tcp() {
-                            cmd.extend([s("--external-addr"), format!("/ip4/{wan}/tcp/{}", f.port)]);
+                            cmd.extend([
+                                s("--external-addr"),
+                                format!("/ip4/{wan}/tcp/{}", f.port),
+                            ]);
                         }
                         if f.proto != "tcp" && n.transport.quic() {
-                            cmd.extend([s("--external-addr"), format!("/ip4/{wan}/udp/{}/quic-v1", f.port)]);
+                            cmd.extend([
+                                s("--external-addr"),
+                                format!("/ip4/{wan}/udp/{}/quic-v1", f.port),
+                            ]);
                         }
                     }
                 }
@@ -330,7 +410,12 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             if role == Role::Monitor {
                 cmd.extend([s("--metrics-addr"), format!("0.0.0.0:{METRICS_PORT}")]);
             } else {
-                cmd.extend([s("--metrics-addr"), s("off"), s("--namespace"), n.namespace.clone()]);
+                cmd.extend([
+                    s("--metrics-addr"),
+                    s("off"),
+                    s("--namespace"),
+                    n.namespace.clone(),
+                ]);
                 if let Some(r) = &n.relay {
                     cmd.extend([s("--relay"), r.clone()]);
                 }
@@ -390,7 +475,10 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             });
         }
     }
-    Ok(Layout { subnets: subnets.clone(), containers })
+    Ok(Layout {
+        subnets: subnets.clone(),
+        containers,
+    })
 }
 
 #[cfg(test)]
@@ -400,7 +488,10 @@ mod tests {
     use crate::model::parse;
 
     fn subnets(pairs: &[(&str, &str)]) -> BTreeMap<String, Ipv4Net> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.parse().unwrap())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect()
     }
 
     const T: &str = r#"
@@ -421,7 +512,12 @@ nodes:
         let t = parse("t.yaml", T).unwrap();
         let l = layout(
             &t,
-            &subnets(&[("internet", "198.18.0.0/24"), ("carrier", "100.64.0.0/24"), ("lan-a", "10.1.0.0/24"), ("lan-f", "10.2.0.0/24")]),
+            &subnets(&[
+                ("internet", "198.18.0.0/24"),
+                ("carrier", "100.64.0.0/24"),
+                ("lan-a", "10.1.0.0/24"),
+                ("lan-f", "10.2.0.0/24"),
+            ]),
         )
         .unwrap();
         (t, l)
@@ -435,13 +531,29 @@ nodes:
         assert!(pos("router-carrier") < pos("router-lan-a"));
         let ra = l.get("router-lan-a").unwrap();
         assert_eq!(ra.attach[0].0, "carrier");
-        assert!(ra.env.contains(&("P2PLAB_UPLINK_GW".into(), "100.64.0.254".into())), "{:?}", ra.env);
+        assert!(
+            ra.env
+                .contains(&("P2PLAB_UPLINK_GW".into(), "100.64.0.254".into())),
+            "{:?}",
+            ra.env
+        );
         assert!(ra.env.contains(&("P2PLAB_DELAY_MS".into(), "20".into())));
-        assert_eq!(ra.attach[1], ("lan-a".into(), "10.1.0.254".parse().unwrap()));
+        assert_eq!(
+            ra.attach[1],
+            ("lan-a".into(), "10.1.0.254".parse().unwrap())
+        );
         let alice = l.get("alice").unwrap();
-        assert!(alice.env.contains(&("P2PLAB_GATEWAY".into(), "10.1.0.254".into())));
-        assert!(!alice.cmd.iter().any(|a| a == "--external-addr"), "a NATed peer announces no address of its own");
-        assert!(alice.cmd.windows(2).any(|w| w[0] == "--bootstrap" && w[1].ends_with("/tcp/51820")));
+        assert!(alice
+            .env
+            .contains(&("P2PLAB_GATEWAY".into(), "10.1.0.254".into())));
+        assert!(
+            !alice.cmd.iter().any(|a| a == "--external-addr"),
+            "a NATed peer announces no address of its own"
+        );
+        assert!(alice
+            .cmd
+            .windows(2)
+            .any(|w| w[0] == "--bootstrap" && w[1].ends_with("/tcp/51820")));
         assert!(!alice.cmd.iter().any(|a| a.contains("quic")), "tcp only");
         // alice is seen from outside as the outer router's address
         let vis = l.visible_addrs(&t, "alice");
@@ -458,9 +570,17 @@ nodes:
         let fwd = l.get("fwd").unwrap();
         let router = l.get("router-lan-f").unwrap();
         let wan = router.ip();
-        assert!(fwd.cmd.contains(&format!("/ip4/{wan}/tcp/4001")), "{:?}", fwd.cmd);
+        assert!(
+            fwd.cmd.contains(&format!("/ip4/{wan}/tcp/4001")),
+            "{:?}",
+            fwd.cmd
+        );
         let rule = format!("tcp:4001:{}:4001,udp:4001:{}:4001", fwd.ip(), fwd.ip());
-        assert!(router.env.contains(&("P2PLAB_FORWARD".into(), rule)), "{:?}", router.env);
+        assert!(
+            router.env.contains(&("P2PLAB_FORWARD".into(), rule)),
+            "{:?}",
+            router.env
+        );
     }
 
     #[test]
@@ -471,14 +591,23 @@ nodes:
         let d = l.get("d").unwrap();
         assert_eq!(d.cmd[0], "p2plab-vpn");
         assert!(d.tun && exit.tun);
-        assert!(d.env.contains(&("P2PLAB_VPN_ENDPOINT".into(), format!("{}:51821", exit.ip()))));
-        assert!(!d.cmd.iter().any(|a| a == "--external-addr"), "behind the VPN exit's translation");
+        assert!(d
+            .env
+            .contains(&("P2PLAB_VPN_ENDPOINT".into(), format!("{}:51821", exit.ip()))));
+        assert!(
+            !d.cmd.iter().any(|a| a == "--external-addr"),
+            "behind the VPN exit's translation"
+        );
     }
 
     #[test]
     fn addresses_are_unique() {
         let (_, l) = lay();
-        let mut all: Vec<Ipv4Addr> = l.containers.iter().flat_map(|c| c.attach.iter().map(|a| a.1)).collect();
+        let mut all: Vec<Ipv4Addr> = l
+            .containers
+            .iter()
+            .flat_map(|c| c.attach.iter().map(|a| a.1))
+            .collect();
         let n = all.len();
         all.sort();
         all.dedup();
@@ -497,10 +626,27 @@ nodes:
         let ip = boot.ip();
         let other = l.get("boot2").unwrap().ip();
         let want: Vec<String> = [
-            "monitor", "--name", "boot", "--listen-addr", "0.0.0.0", "--port", "51820", "--transport", "both",
-            "--external-addr", &format!("/ip4/{ip}/tcp/51820"), "--external-addr", &format!("/ip4/{ip}/udp/51820/quic-v1"),
-            "--bootstrap", &format!("/ip4/{other}/tcp/51820"), "--bootstrap", &format!("/ip4/{other}/udp/51820/quic-v1"),
-            "--metrics-addr", "0.0.0.0:9090", "--key-file", "/var/lib/p2plab/node.key",
+            "monitor",
+            "--name",
+            "boot",
+            "--listen-addr",
+            "0.0.0.0",
+            "--port",
+            "51820",
+            "--transport",
+            "both",
+            "--external-addr",
+            &format!("/ip4/{ip}/tcp/51820"),
+            "--external-addr",
+            &format!("/ip4/{ip}/udp/51820/quic-v1"),
+            "--bootstrap",
+            &format!("/ip4/{other}/tcp/51820"),
+            "--bootstrap",
+            &format!("/ip4/{other}/udp/51820/quic-v1"),
+            "--metrics-addr",
+            "0.0.0.0:9090",
+            "--key-file",
+            "/var/lib/p2plab/node.key",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -509,10 +655,18 @@ nodes:
         assert_eq!(boot.key_file.as_deref(), Some(crate::model::KEY_FILE));
         // a seed wins; peers have no key file (a new identity on every start, as before)
         let boot2 = l.get("boot2").unwrap();
-        assert!(boot2.cmd.windows(2).any(|w| w == ["--seed", "9"]) && !boot2.cmd.iter().any(|a| a == "--key-file"), "{:?}", boot2.cmd);
+        assert!(
+            boot2.cmd.windows(2).any(|w| w == ["--seed", "9"])
+                && !boot2.cmd.iter().any(|a| a == "--key-file"),
+            "{:?}",
+            boot2.cmd
+        );
         assert_eq!(boot2.key_file, None);
         for n in ["alice", "bob"] {
-            assert!(!l.get(n).unwrap().cmd.iter().any(|a| a == "--key-file"), "{n}");
+            assert!(
+                !l.get(n).unwrap().cmd.iter().any(|a| a == "--key-file"),
+                "{n}"
+            );
         }
     }
 
@@ -530,7 +684,11 @@ nodes:
         let alice = l.get("alice").unwrap();
         assert!(alice.start_with_lab);
         // the peers bootstrap from it all the same: its address is known from the start
-        assert!(alice.cmd.contains(&"/ip4/198.18.0.2/tcp/51820".to_string()), "{:?}", alice.cmd);
+        assert!(
+            alice.cmd.contains(&"/ip4/198.18.0.2/tcp/51820".to_string()),
+            "{:?}",
+            alice.cmd
+        );
     }
 
     #[test]

@@ -53,7 +53,12 @@ pub struct Exhausted {
 
 /// The first free /`prefix` of `pool` at or after candidate number `start` (wrapping), that
 /// overlaps nothing in `used` nor [`forbidden`]. `start` spreads parallel runs over the pool.
-pub fn allocate(pool: Ipv4Net, prefix: u8, used: &[Ipv4Net], start: u64) -> Result<Ipv4Net, Exhausted> {
+pub fn allocate(
+    pool: Ipv4Net,
+    prefix: u8,
+    used: &[Ipv4Net],
+    start: u64,
+) -> Result<Ipv4Net, Exhausted> {
     let err = Exhausted { pool, prefix };
     let subnets: Vec<Ipv4Net> = pool.subnets(prefix).map_err(|_| err.clone())?.collect();
     if subnets.is_empty() {
@@ -69,7 +74,11 @@ pub fn allocate(pool: Ipv4Net, prefix: u8, used: &[Ipv4Net], start: u64) -> Resu
 
 /// Whether `subnet` may be used, and if not, what it overlaps.
 pub fn check(subnet: &Ipv4Net, used: &[Ipv4Net]) -> Result<(), Ipv4Net> {
-    match used.iter().chain(forbidden().iter()).find(|u| overlaps(subnet, u)) {
+    match used
+        .iter()
+        .chain(forbidden().iter())
+        .find(|u| overlaps(subnet, u))
+    {
         Some(u) => Err(*u),
         None => Ok(()),
     }
@@ -108,7 +117,10 @@ pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
 /// `gc_thresh3` (1024 by default): past it, new neighbours fail (`neighbor table overflow`,
 /// ENOBUFS) and peers on the same segment stop reaching each other.
 pub fn arp_entries(containers_per_segment: impl IntoIterator<Item = usize>) -> usize {
-    containers_per_segment.into_iter().map(|n| n * n.saturating_sub(1)).sum()
+    containers_per_segment
+        .into_iter()
+        .map(|n| n * n.saturating_sub(1))
+        .sum()
 }
 
 /// The warning for a lab needing `needed` ARP entries when the kernel holds `limit`; `None`
@@ -128,7 +140,11 @@ pub fn arp_warning(needed: usize, limit: usize) -> Option<String> {
 
 /// The host's `gc_thresh3`, if readable.
 pub fn arp_limit() -> Option<usize> {
-    std::fs::read_to_string(GC_THRESH3).ok()?.trim().parse().ok()
+    std::fs::read_to_string(GC_THRESH3)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -178,17 +194,24 @@ mod tests {
     #[test]
     fn check_names_the_overlap() {
         assert_eq!(check(&net("192.0.2.0/25"), &[]), Err(net("192.0.2.0/24")));
-        assert_eq!(check(&net("10.1.0.0/24"), &[net("10.0.0.0/8")]), Err(net("10.0.0.0/8")));
+        assert_eq!(
+            check(&net("10.1.0.0/24"), &[net("10.0.0.0/8")]),
+            Err(net("10.0.0.0/8"))
+        );
         assert_eq!(check(&net("10.1.0.0/24"), &[net("10.2.0.0/24")]), Ok(()));
     }
 
     #[test]
     fn parses_proc_net_route() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                     docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
-        assert_eq!(parse_proc_routes(text), vec![net("192.0.2.0/24"), net("172.17.0.0/16")]);
+        assert_eq!(
+            parse_proc_routes(text),
+            vec![net("192.0.2.0/24"), net("172.17.0.0/16")]
+        );
     }
 
     #[test]

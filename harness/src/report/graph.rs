@@ -11,8 +11,8 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
-    plan::layout::Layout,
     model::{Impair, Node, Role, Segment, Topology},
+    plan::layout::Layout,
 };
 
 // ----------------------------------------------------------------------------- shared facts ---
@@ -23,7 +23,10 @@ fn exit_name(node: &str) -> String {
 
 /// The subnet to show for a segment: the layout's, else the file's.
 fn subnet_of(layout: Option<&Layout>, seg: &Segment) -> Option<String> {
-    layout.and_then(|l| l.subnets.get(&seg.name).copied()).or(seg.subnet).map(|n| n.to_string())
+    layout
+        .and_then(|l| l.subnets.get(&seg.name).copied())
+        .or(seg.subnet)
+        .map(|n| n.to_string())
 }
 
 fn ip_of(layout: Option<&Layout>, name: &str) -> Option<String> {
@@ -65,13 +68,22 @@ fn node_lines(n: &Node, layout: Option<&Layout>) -> Vec<String> {
 }
 
 fn router_lines(seg: &Segment) -> Vec<String> {
-    let Some(nat) = &seg.nat else { return Vec::new() };
-    let mut out = vec![seg.router_name().unwrap_or_default(), format!("NAT {}", nat.profile.as_str())];
+    let Some(nat) = &seg.nat else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        seg.router_name().unwrap_or_default(),
+        format!("NAT {}", nat.profile.as_str()),
+    ];
     if let Some(t) = nat.mapping_timeout_s {
         out.push(format!("mapping timeout {t} s"));
     }
     if !nat.forward.is_empty() {
-        let f: Vec<String> = nat.forward.iter().map(|f| format!("{}/{}→{}:{}", f.port, f.proto, f.to, f.to_port)).collect();
+        let f: Vec<String> = nat
+            .forward
+            .iter()
+            .map(|f| format!("{}/{}→{}:{}", f.port, f.proto, f.to, f.to_port))
+            .collect();
         out.push(format!("forward {}", f.join(" ")));
     }
     if let Some(i) = impair_text(&nat.impair) {
@@ -99,13 +111,31 @@ fn segment_title(layout: Option<&Layout>, seg: &Segment) -> Vec<String> {
 
 /// VPN nodes whose exit sits on `segment`.
 fn exits_on<'a>(topo: &'a Topology, segment: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-    topo.nodes.iter().filter(move |n| n.vpn && topo.public_of(&n.segment).is_some_and(|p| p.name == segment))
+    topo.nodes.iter().filter(move |n| {
+        n.vpn
+            && topo
+                .public_of(&n.segment)
+                .is_some_and(|p| p.name == segment)
+    })
 }
 
 // ---------------------------------------------------------------------------------- mermaid ---
 
-const MERMAID_KEYWORDS: &[&str] =
-    &["end", "subgraph", "graph", "flowchart", "style", "class", "classdef", "click", "linkstyle", "direction", "call", "href", "default"];
+const MERMAID_KEYWORDS: &[&str] = &[
+    "end",
+    "subgraph",
+    "graph",
+    "flowchart",
+    "style",
+    "class",
+    "classdef",
+    "click",
+    "linkstyle",
+    "direction",
+    "call",
+    "href",
+    "default",
+];
 
 /// A segment's id: its name with `-` as `_` (names never hold `_`, so ids with `__` never
 /// collide with it), a keyword suffixed with `_`.
@@ -161,12 +191,21 @@ pub fn mermaid(topo: &Topology, layout: Option<&Layout>) -> String {
     let _ = writeln!(out, "  %% {}", mermaid_escape(&topo.name));
     for seg in &topo.segments {
         let id = mermaid_seg_id(&seg.name);
-        let _ = writeln!(out, "  subgraph {id}[{}]", mermaid_label(&segment_title(layout, seg)));
+        let _ = writeln!(
+            out,
+            "  subgraph {id}[{}]",
+            mermaid_label(&segment_title(layout, seg))
+        );
         for n in topo.nodes.iter().filter(|n| n.segment == seg.name) {
             let _ = writeln!(out, "    {}", mermaid_node(n, layout));
         }
         for n in exits_on(topo, &seg.name) {
-            let _ = writeln!(out, "    {}>{}]", mermaid_id("exit", &n.name), mermaid_label(&exit_lines(&n.name, layout)));
+            let _ = writeln!(
+                out,
+                "    {}>{}]",
+                mermaid_id("exit", &n.name),
+                mermaid_label(&exit_lines(&n.name, layout))
+            );
         }
         let _ = writeln!(out, "  end");
     }
@@ -177,7 +216,12 @@ pub fn mermaid(topo: &Topology, layout: Option<&Layout>) -> String {
         let wan = seg.router_name().and_then(|r| ip_of(layout, &r));
         match wan {
             Some(ip) => {
-                let _ = writeln!(out, "  {rid} -->|{}| {}", mermaid_label(&[format!("wan {ip}")]), mermaid_seg_id(&nat.uplink));
+                let _ = writeln!(
+                    out,
+                    "  {rid} -->|{}| {}",
+                    mermaid_label(&[format!("wan {ip}")]),
+                    mermaid_seg_id(&nat.uplink)
+                );
             }
             None => {
                 let _ = writeln!(out, "  {rid} --> {}", mermaid_seg_id(&nat.uplink));
@@ -186,7 +230,12 @@ pub fn mermaid(topo: &Topology, layout: Option<&Layout>) -> String {
         let _ = writeln!(out, "  {} --- {rid}", mermaid_seg_id(&seg.name));
     }
     for n in topo.nodes.iter().filter(|n| n.vpn) {
-        let _ = writeln!(out, "  {} -.->|vpn| {}", mermaid_id("node", &n.name), mermaid_id("exit", &n.name));
+        let _ = writeln!(
+            out,
+            "  {} -.->|vpn| {}",
+            mermaid_id("node", &n.name),
+            mermaid_id("exit", &n.name)
+        );
     }
     out
 }
@@ -223,14 +272,33 @@ pub fn dot(topo: &Topology, layout: Option<&Layout>) -> String {
         "  graph [rankdir=BT, compound=true, fontname=\"Helvetica\", fontsize=11, labelloc=t, label={}];",
         dot_quote(&topo.name)
     );
-    let _ = writeln!(out, "  node [fontname=\"Helvetica\", fontsize=10, style=filled, fillcolor=white];");
+    let _ = writeln!(
+        out,
+        "  node [fontname=\"Helvetica\", fontsize=10, style=filled, fillcolor=white];"
+    );
     let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=9];");
     for seg in &topo.segments {
-        let fill = if seg.nat.is_none() { "#eef5ff" } else { "#f3f9ec" };
-        let _ = writeln!(out, "  subgraph {} {{", dot_quote(&format!("cluster_{}", seg.name)));
+        let fill = if seg.nat.is_none() {
+            "#eef5ff"
+        } else {
+            "#f3f9ec"
+        };
+        let _ = writeln!(
+            out,
+            "  subgraph {} {{",
+            dot_quote(&format!("cluster_{}", seg.name))
+        );
         // with rankdir=BT, `b` puts a cluster's label on top
-        let _ = writeln!(out, "    label={}; labelloc=b; style=\"rounded,filled\"; fillcolor=\"{fill}\";", dot_label(&segment_title(layout, seg)));
-        let _ = writeln!(out, "    {} [shape=point, width=0.05, style=invis, label=\"\"];", dot_quote(&format!("seg:{}", seg.name)));
+        let _ = writeln!(
+            out,
+            "    label={}; labelloc=b; style=\"rounded,filled\"; fillcolor=\"{fill}\";",
+            dot_label(&segment_title(layout, seg))
+        );
+        let _ = writeln!(
+            out,
+            "    {} [shape=point, width=0.05, style=invis, label=\"\"];",
+            dot_quote(&format!("seg:{}", seg.name))
+        );
         for n in topo.nodes.iter().filter(|n| n.segment == seg.name) {
             let (shape, style, fill) = match n.role {
                 Role::Monitor => ("box3d", "filled", "#ffe9c7"),
@@ -257,8 +325,16 @@ pub fn dot(topo: &Topology, layout: Option<&Layout>) -> String {
     for seg in &topo.segments {
         let Some(nat) = &seg.nat else { continue };
         let rid = dot_quote(&format!("router:{}", seg.name));
-        let _ = writeln!(out, "  {rid} [shape=hexagon, fillcolor=\"#f7d9d9\", label={}];", dot_label(&router_lines(seg)));
-        let wan = seg.router_name().and_then(|r| ip_of(layout, &r)).map(|ip| format!(", label={}", dot_quote(&format!("wan {ip}")))).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {rid} [shape=hexagon, fillcolor=\"#f7d9d9\", label={}];",
+            dot_label(&router_lines(seg))
+        );
+        let wan = seg
+            .router_name()
+            .and_then(|r| ip_of(layout, &r))
+            .map(|ip| format!(", label={}", dot_quote(&format!("wan {ip}"))))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {rid} -> {} [lhead={}{wan}];",
@@ -358,7 +434,12 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         .nodes
         .iter()
         .map(|n| text_w(&node_lines(n, layout)))
-        .chain(topo.nodes.iter().filter(|n| n.vpn).map(|n| text_w(&exit_lines(&n.name, layout))))
+        .chain(
+            topo.nodes
+                .iter()
+                .filter(|n| n.vpn)
+                .map(|n| text_w(&exit_lines(&n.name, layout))),
+        )
         .fold(110.0_f64, f64::max)
         .min(300.0);
 
@@ -402,7 +483,18 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
             .max(160.0);
         let h = TITLE_H + rows * (NODE_H + GAP) + if rows > 0.0 { PAD - GAP + 4.0 } else { 8.0 };
         depth_of.insert(seg.name.clone(), topo.nat_chain(&seg.name).len());
-        boxes.push(SegBox { name: seg.name.clone(), cols: cols_n, title, public: seg.nat.is_none(), items, w, h, x: 0.0, y: 0.0, router });
+        boxes.push(SegBox {
+            name: seg.name.clone(),
+            cols: cols_n,
+            title,
+            public: seg.nat.is_none(),
+            items,
+            w,
+            h,
+            x: 0.0,
+            y: 0.0,
+            router,
+        });
     }
     let max_depth = depth_of.values().copied().max().unwrap_or(0);
 
@@ -410,7 +502,9 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
     let mut rows: Vec<Vec<usize>> = Vec::new();
     let mut order: BTreeMap<String, usize> = BTreeMap::new();
     for d in 0..=max_depth {
-        let mut row: Vec<usize> = (0..boxes.len()).filter(|i| depth_of.get(&boxes[*i].name) == Some(&d)).collect();
+        let mut row: Vec<usize> = (0..boxes.len())
+            .filter(|i| depth_of.get(&boxes[*i].name) == Some(&d))
+            .collect();
         if d > 0 {
             let up = |i: &usize| -> usize {
                 topo.segment(&boxes[*i].name)
@@ -425,8 +519,15 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         }
         rows.push(row);
     }
-    let router_h = |b: &SegBox| b.router.as_ref().map_or(0.0, |r| r.0.len() as f64 * 13.0 + 14.0);
-    let row_w = |boxes: &[SegBox], row: &[usize]| row.iter().map(|i| boxes[*i].w).sum::<f64>() + GAP * 2.0 * (row.len().saturating_sub(1)) as f64;
+    let router_h = |b: &SegBox| {
+        b.router
+            .as_ref()
+            .map_or(0.0, |r| r.0.len() as f64 * 13.0 + 14.0)
+    };
+    let row_w = |boxes: &[SegBox], row: &[usize]| {
+        row.iter().map(|i| boxes[*i].w).sum::<f64>()
+            + GAP * 2.0 * (row.len().saturating_sub(1)) as f64
+    };
     // A depth with more segments than fit in MAX_W wraps onto more lines of even length (the NAT
     // matrix's 18 LANs: three lines of six), so the picture stays readable on a screen.
     let limit = MAX_W - 2.0 * MARGIN;
@@ -435,19 +536,33 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         let mut per = row.len().max(1);
         for n in 1..=row.len().max(1) {
             per = row.len().div_ceil(n).max(1);
-            if row.chunks(per).all(|c| c.len() == 1 || row_w(&boxes, c) <= limit) {
+            if row
+                .chunks(per)
+                .all(|c| c.len() == 1 || row_w(&boxes, c) <= limit)
+            {
                 break;
             }
         }
         lines.extend(row.chunks(per).map(|c| (d, c.to_vec())));
     }
-    let width = lines.iter().map(|(_, l)| row_w(&boxes, l)).fold(300.0_f64, f64::max) + 2.0 * MARGIN;
+    let width = lines
+        .iter()
+        .map(|(_, l)| row_w(&boxes, l))
+        .fold(300.0_f64, f64::max)
+        + 2.0 * MARGIN;
     let mut y = MARGIN + 18.0;
     for (k, (d, line)) in lines.iter().enumerate() {
         if k > 0 {
             // room for the routers drawn above a line of LANs
-            let rh = line.iter().map(|i| router_h(&boxes[*i])).fold(0.0_f64, f64::max);
-            y += if *d > 0 { ROW_GAP + rh + ROW_GAP * 0.6 } else { ROW_GAP * 0.6 };
+            let rh = line
+                .iter()
+                .map(|i| router_h(&boxes[*i]))
+                .fold(0.0_f64, f64::max);
+            y += if *d > 0 {
+                ROW_GAP + rh + ROW_GAP * 0.6
+            } else {
+                ROW_GAP * 0.6
+            };
         }
         let mut x = (width - row_w(&boxes, line)) / 2.0;
         let mut h = 0.0_f64;
@@ -468,7 +583,12 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         html_escape(&format!("topology {}", topo.name))
     );
     let _ = write!(s, "<title>{}</title>", html_escape(&topo.name));
-    let _ = write!(s, r#"<text x="{MARGIN}" y="{}" font-size="13" font-weight="bold">{}</text>"#, MARGIN + 4.0, html_escape(&topo.name));
+    let _ = write!(
+        s,
+        r#"<text x="{MARGIN}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+        MARGIN + 4.0,
+        html_escape(&topo.name)
+    );
     // node boxes by key: (x, y) of their top-left corner
     let mut corners: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut lines_svg = String::new();
@@ -495,14 +615,22 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
             let nx = b.x + PAD + col * (node_w + GAP);
             let ny = b.y + TITLE_H + row * (NODE_H + GAP);
             corners.insert(it.key.clone(), (nx, ny));
-            let dash = if it.dashed { r#" stroke-dasharray="4 3""# } else { "" };
+            let dash = if it.dashed {
+                r#" stroke-dasharray="4 3""#
+            } else {
+                ""
+            };
             let _ = write!(
                 boxes_svg,
                 r##"<rect x="{nx:.1}" y="{ny:.1}" width="{node_w:.1}" height="{NODE_H:.1}" rx="4" fill="{}" stroke="#555"{dash}/>"##,
                 it.fill
             );
             for (li, line) in it.lines.iter().enumerate() {
-                let weight = if li == 0 { r#" font-weight="bold""# } else { "" };
+                let weight = if li == 0 {
+                    r#" font-weight="bold""#
+                } else {
+                    ""
+                };
                 let _ = write!(
                     boxes_svg,
                     r#"<text x="{:.1}" y="{:.1}"{weight}>{}</text>"#,
@@ -514,16 +642,30 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         }
         boxes_svg.push_str("</g>");
         // the router above its LAN, linked up to its uplink
-        if let (Some((rl, rw)), Some(nat)) = (&b.router, topo.segment(&b.name).and_then(|s| s.nat.as_ref())) {
+        if let (Some((rl, rw)), Some(nat)) = (
+            &b.router,
+            topo.segment(&b.name).and_then(|s| s.nat.as_ref()),
+        ) {
             let rh = rl.len() as f64 * 13.0 + 14.0;
             let cx = b.x + b.w / 2.0;
             let ry = b.y - ROW_GAP * 0.6 - rh;
             let rx = cx - rw / 2.0;
             if let Some(up) = find(&nat.uplink) {
                 let ux = cx.clamp(up.x + 12.0, up.x + up.w - 12.0);
-                let _ = write!(under_svg, r##"<path d="M{cx:.1},{ry:.1} C{cx:.1},{:.1} {ux:.1},{:.1} {ux:.1},{:.1}" fill="none" stroke="#a33" stroke-width="1.5"/>"##, ry - 20.0, up.y + up.h + 20.0, up.y + up.h);
+                let _ = write!(
+                    under_svg,
+                    r##"<path d="M{cx:.1},{ry:.1} C{cx:.1},{:.1} {ux:.1},{:.1} {ux:.1},{:.1}" fill="none" stroke="#a33" stroke-width="1.5"/>"##,
+                    ry - 20.0,
+                    up.y + up.h + 20.0,
+                    up.y + up.h
+                );
             }
-            let _ = write!(under_svg, r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#a33" stroke-width="1.5"/>"##, ry + rh, b.y);
+            let _ = write!(
+                under_svg,
+                r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#a33" stroke-width="1.5"/>"##,
+                ry + rh,
+                b.y
+            );
             let k = 8.0;
             let _ = write!(
                 boxes_svg,
@@ -540,7 +682,11 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
                 ry + rh / 2.0
             );
             for (li, line) in rl.iter().enumerate() {
-                let weight = if li == 0 { r#" font-weight="bold""# } else { "" };
+                let weight = if li == 0 {
+                    r#" font-weight="bold""#
+                } else {
+                    ""
+                };
                 let _ = write!(
                     boxes_svg,
                     r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle"{weight}>{}</text>"#,
@@ -552,10 +698,17 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
         }
     }
     for n in topo.nodes.iter().filter(|n| n.vpn) {
-        if let (Some(a), Some(b)) = (corners.get(&format!("node:{}", n.name)), corners.get(&format!("exit:{}", n.name))) {
+        if let (Some(a), Some(b)) = (
+            corners.get(&format!("node:{}", n.name)),
+            corners.get(&format!("exit:{}", n.name)),
+        ) {
             // from the node box's top (or bottom) edge to the exit box's facing edge
             let (ax, bx) = (a.0 + node_w * 0.75, b.0 + node_w * 0.75);
-            let (ay, by) = if a.1 > b.1 { (a.1, b.1 + NODE_H) } else { (a.1 + NODE_H, b.1) };
+            let (ay, by) = if a.1 > b.1 {
+                (a.1, b.1 + NODE_H)
+            } else {
+                (a.1 + NODE_H, b.1)
+            };
             let bend = (ay - by) / 2.0;
             let _ = write!(
                 lines_svg,
@@ -577,7 +730,7 @@ pub fn svg(topo: &Topology, layout: Option<&Layout>) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::{plan::layout::layout, model::parse};
+    use crate::{model::parse, plan::layout::layout};
 
     const T: &str = r#"
 name: g
@@ -599,10 +752,16 @@ nodes:
     }
 
     fn lay(t: &Topology) -> Layout {
-        let subnets = [("internet", "198.18.0.0/24"), ("carrier", "100.64.0.0/24"), ("lan-a", "10.1.0.0/24"), ("lan-b", "10.2.0.0/24"), ("end", "10.3.0.0/24")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-            .collect();
+        let subnets = [
+            ("internet", "198.18.0.0/24"),
+            ("carrier", "100.64.0.0/24"),
+            ("lan-a", "10.1.0.0/24"),
+            ("lan-b", "10.2.0.0/24"),
+            ("end", "10.3.0.0/24"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect();
         layout(t, &subnets).unwrap()
     }
 
@@ -612,12 +771,21 @@ nodes:
         let l = lay(&t);
         let m = mermaid(&t, Some(&l));
         assert!(m.starts_with("flowchart BT\n"), "{m}");
-        assert!(m.contains("subgraph internet[\"internet<br/>198.18.0.0/24\"]"), "{m}");
+        assert!(
+            m.contains("subgraph internet[\"internet<br/>198.18.0.0/24\"]"),
+            "{m}"
+        );
         assert!(m.contains("subgraph lan_a["), "{m}");
         assert!(m.contains("subgraph end_["), "a keyword is not an id: {m}");
-        assert!(m.contains("router__lan_a{{\"router-lan-a<br/>NAT home<br/>delay 20 ms, loss 1%\"}}"), "{m}");
+        assert!(
+            m.contains("router__lan_a{{\"router-lan-a<br/>NAT home<br/>delay 20 ms, loss 1%\"}}"),
+            "{m}"
+        );
         let wan = l.get("router-lan-a").unwrap().ip();
-        assert!(m.contains(&format!("router__lan_a -->|\"wan {wan}\"| carrier")), "{m}");
+        assert!(
+            m.contains(&format!("router__lan_a -->|\"wan {wan}\"| carrier")),
+            "{m}"
+        );
         assert!(m.contains("lan_a --- router__lan_a"), "{m}");
         assert!(m.contains("node__boot([\"boot<br/>monitor<br/>"), "{m}");
         assert!(m.contains("node__bob[/\"bob<br/>dialer"), "{m}");
@@ -646,11 +814,17 @@ nodes:
     fn labels_are_escaped() {
         assert_eq!(mermaid_escape(r#"a"b<c>&#"#), "a#quot;b#lt;c#gt;#amp;#35;");
         assert_eq!(dot_quote("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
-        assert_eq!(html_escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            html_escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         let mut t = topo();
         t.name = "we \"quote\" <and> \\slash".into();
         let d = dot(&t, None);
-        assert!(d.starts_with(r#"digraph "we \"quote\" <and> \\slash" {"#), "{d}");
+        assert!(
+            d.starts_with(r#"digraph "we \"quote\" <and> \\slash" {"#),
+            "{d}"
+        );
         let s = svg(&t, None);
         assert!(s.contains("we &quot;quote&quot; &lt;and&gt;"), "{s}");
         assert!(!s.contains("<and>"));
@@ -663,11 +837,25 @@ nodes:
         let d = dot(&t, Some(&l));
         assert!(d.contains("subgraph \"cluster_lan-a\" {"), "{d}");
         assert!(d.contains("label=\"internet\\n198.18.0.0/24\""), "{d}");
-        assert!(d.contains("\"router:lan-a\" -> \"seg:carrier\" [lhead=\"cluster_carrier\", label=\"wan "), "{d}");
-        assert!(d.contains("\"seg:lan-a\" -> \"router:lan-a\" [ltail=\"cluster_lan-a\", dir=none];"), "{d}");
+        assert!(
+            d.contains(
+                "\"router:lan-a\" -> \"seg:carrier\" [lhead=\"cluster_carrier\", label=\"wan "
+            ),
+            "{d}"
+        );
+        assert!(
+            d.contains("\"seg:lan-a\" -> \"router:lan-a\" [ltail=\"cluster_lan-a\", dir=none];"),
+            "{d}"
+        );
         assert!(d.contains("\"node:d\" -> \"exit:d\" [style=dashed"), "{d}");
-        assert!(d.contains("\"node:alice\" [shape=box, style=\"filled\","), "{d}");
-        assert!(d.contains("\"node:bob\" [shape=box, style=\"rounded,filled\","), "{d}");
+        assert!(
+            d.contains("\"node:alice\" [shape=box, style=\"filled\","),
+            "{d}"
+        );
+        assert!(
+            d.contains("\"node:bob\" [shape=box, style=\"rounded,filled\","),
+            "{d}"
+        );
         assert!(d.trim_end().ends_with('}'));
         assert_eq!(d.matches('{').count(), d.matches('}').count());
     }
@@ -690,7 +878,11 @@ nodes:
         };
         child.stdin.take().unwrap().write_all(d.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "dot refused:\n{}\n{d}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dot refused:\n{}\n{d}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
     }
 
@@ -719,12 +911,23 @@ nodes:
 
     #[test]
     fn the_nat_matrix_stays_readable() {
-        let topo = crate::model::load(&crate::engine::image::repo_root().join("topologies/nat-matrix.yaml")).unwrap();
+        let topo = crate::model::load(
+            &crate::engine::image::repo_root().join("topologies/nat-matrix.yaml"),
+        )
+        .unwrap();
         let svg = svg(&topo, None);
-        let width: f64 = svg.split("width=\"").nth(1).and_then(|w| w.split('"').next()).and_then(|w| w.parse().ok()).unwrap();
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
         assert!(width <= MAX_W, "{width}");
         // every segment and node is still drawn
-        assert_eq!(svg.matches(r#"<g class="seg">"#).count(), topo.segments.len());
+        assert_eq!(
+            svg.matches(r#"<g class="seg">"#).count(),
+            topo.segments.len()
+        );
         for n in &topo.nodes {
             assert!(svg.contains(&n.name), "{}", n.name);
         }

@@ -41,16 +41,24 @@ pub(super) const JS: &str = r#"
 /// JSON for a `<script type="application/json">`: nothing in it can close the tag or open a
 /// comment.
 pub(super) fn script_json(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into()).replace("</", "<\\/").replace("<!--", "\\u003c!--")
+    serde_json::to_string(v)
+        .unwrap_or_else(|_| "null".into())
+        .replace("</", "<\\/")
+        .replace("<!--", "\\u003c!--")
 }
 
 pub(super) fn badge(r: &RunResult) -> String {
     let w = verdict_word(r);
-    format!(r#"<span class="badge {}">{w}</span>"#, w.to_ascii_lowercase())
+    format!(
+        r#"<span class="badge {}">{w}</span>"#,
+        w.to_ascii_lowercase()
+    )
 }
 
 pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
-    let Some(r) = results.last() else { return String::new() };
+    let Some(r) = results.last() else {
+        return String::new();
+    };
     let e = html_escape;
     let mut s = String::new();
     let _ = write!(
@@ -71,7 +79,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     }
     if results.len() > 1 {
         let passed = results.iter().filter(|x| x.ok).count();
-        let _ = writeln!(s, "<p><b>{passed} of {} runs passed.</b> The tables show the last run.</p>", results.len());
+        let _ = writeln!(
+            s,
+            "<p><b>{passed} of {} runs passed.</b> The tables show the last run.</p>",
+            results.len()
+        );
     }
     let _ = writeln!(
         s,
@@ -87,11 +99,19 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
         let _ = writeln!(s, "<p class=\"note\">Aborted: {}</p>", e(a));
     }
     if !r.route_out.is_empty() {
-        let _ = writeln!(s, "<p class=\"note\">Isolation broken: {}</p>", e(&route_out_text(r)));
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">Isolation broken: {}</p>",
+            e(&route_out_text(r))
+        );
     }
     s.push_str("</header>\n");
 
-    let _ = writeln!(s, "<section><h2>Topology</h2><div class=\"graph\">{}</div></section>", graph::svg(&r.topology, Some(&r.layout)));
+    let _ = writeln!(
+        s,
+        "<section><h2>Topology</h2><div class=\"graph\">{}</div></section>",
+        graph::svg(&r.topology, Some(&r.layout))
+    );
 
     // expectations
     s.push_str("<section><h2>Expectations</h2>\n");
@@ -119,7 +139,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
 
     // success rates
     if results.len() > 1 {
-        let _ = writeln!(s, "<section><h2>Success rates ({} runs)</h2>", results.len());
+        let _ = writeln!(
+            s,
+            "<section><h2>Success rates ({} runs)</h2>",
+            results.len()
+        );
         s.push_str("<table><thead><tr><th>expectation</th><th>held</th><th>runs</th><th>rate</th><th>95% CI (Wilson)</th></tr></thead><tbody>\n");
         for (name, held, runs) in rates(results) {
             let (lo, hi) = wilson(held, runs);
@@ -155,22 +179,51 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     // pairs
     if !r.metrics.is_empty() {
         s.push_str("<section><h2>Pairs</h2><p class=\"meta\">Times from the later of the two nodes' start.</p>\n");
-        let head: Vec<String> = PAIR_COLUMNS.iter().map(|c| format!("<th>{}</th>", e(c))).collect();
-        let _ = writeln!(s, "<table id=\"pairs\"><thead><tr>{}</tr></thead><tbody>", head.concat());
+        let head: Vec<String> = PAIR_COLUMNS
+            .iter()
+            .map(|c| format!("<th>{}</th>", e(c)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<table id=\"pairs\"><thead><tr>{}</tr></thead><tbody>",
+            head.concat()
+        );
         for p in &r.metrics {
             let bad = p.delivery.lost > 0 || p.delivery.duplicates_delivered > 0;
             let cells: Vec<String> = pair_cells(p)
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if i == 0 { format!("<td>{}</td>", e(c)) } else { format!("<td class=\"num\">{}</td>", e(c)) })
+                .map(|(i, c)| {
+                    if i == 0 {
+                        format!("<td>{}</td>", e(c))
+                    } else {
+                        format!("<td class=\"num\">{}</td>", e(c))
+                    }
+                })
                 .collect();
-            let _ = writeln!(s, "<tr{}>{}</tr>", if bad { " class=\"fail\"" } else { "" }, cells.concat());
+            let _ = writeln!(
+                s,
+                "<tr{}>{}</tr>",
+                if bad { " class=\"fail\"" } else { "" },
+                cells.concat()
+            );
         }
         s.push_str("</tbody></table></section>\n");
 
         // the same pairs as a picture: which path each held, over time
-        let pairs: Vec<(String, String)> = r.metrics.iter().map(|p| (p.from.clone(), p.to.clone())).collect();
-        let end = r.timeline.events.iter().map(|l| l.ts).chain(r.faults.iter().map(|f| f.at)).max().unwrap_or(r.t0);
+        let pairs: Vec<(String, String)> = r
+            .metrics
+            .iter()
+            .map(|p| (p.from.clone(), p.to.clone()))
+            .collect();
+        let end = r
+            .timeline
+            .events
+            .iter()
+            .map(|l| l.ts)
+            .chain(r.faults.iter().map(|f| f.at))
+            .max()
+            .unwrap_or(r.t0);
         let _ = writeln!(
             s,
             "<section><h2>Paths over time</h2><p class=\"meta\">What each sender held to its peer, from t0 ({}): a direct connection, relayed ones only, or none; hole punches and faults marked.</p><div class=\"graph\">{}</div></section>",
@@ -188,7 +241,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     if !r.faults.is_empty() {
         s.push_str("<section><h2>Faults</h2><table id=\"faults\"><thead><tr><th>t</th><th>action</th><th>line</th><th>result</th></tr></thead><tbody>\n");
         for f in &r.faults {
-            let res = if f.ok { "applied".to_string() } else { format!("failed: {}", f.error) };
+            let res = if f.ok {
+                "applied".to_string()
+            } else {
+                format!("failed: {}", f.error)
+            };
             let _ = writeln!(
                 s,
                 "<tr class=\"{}\"><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
@@ -206,7 +263,12 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     if r.stderr.values().any(|t| !t.trim().is_empty()) {
         s.push_str("<section><h2>Last stderr lines</h2>\n");
         for (node, tail) in r.stderr.iter().filter(|(_, t)| !t.trim().is_empty()) {
-            let _ = writeln!(s, "<details><summary>{}</summary><pre>{}</pre></details>", e(node), e(tail));
+            let _ = writeln!(
+                s,
+                "<details><summary>{}</summary><pre>{}</pre></details>",
+                e(node),
+                e(tail)
+            );
         }
         s.push_str("</section>\n");
     }
@@ -220,7 +282,9 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     kinds.sort_unstable();
     kinds.dedup();
     let _ = writeln!(s, "<section><h2>Timeline</h2><p class=\"meta\">Times from t0 ({}), when every node had started.</p>", e(&rfc3339(r.t0)));
-    s.push_str("<div class=\"filters\"><select id=\"f-node\"><option value=\"\">all nodes</option>");
+    s.push_str(
+        "<div class=\"filters\"><select id=\"f-node\"><option value=\"\">all nodes</option>",
+    );
     for n in &nodes {
         let _ = write!(s, "<option>{}</option>", e(n));
     }
@@ -230,7 +294,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
     }
     s.push_str("</select><input id=\"f-text\" type=\"search\" placeholder=\"filter text, e.g. relayed bob\"> <span id=\"f-count\" class=\"meta\"></span></div>\n");
     if entries.len() > cap {
-        let _ = writeln!(s, "<p class=\"note\">Showing the first {cap} of {} lines; events.jsonl has them all.</p>", entries.len());
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">Showing the first {cap} of {} lines; events.jsonl has them all.</p>",
+            entries.len()
+        );
     }
     s.push_str("<table id=\"timeline\"><thead><tr><th>t</th><th>node</th><th>event</th><th>fields</th></tr></thead><tbody>\n");
     for x in entries.iter().take(cap) {
@@ -247,7 +315,11 @@ pub(super) fn html(results: &[RunResult], data: &Value, cap: usize) -> String {
         );
     }
     s.push_str("</tbody></table></section>\n");
-    let _ = writeln!(s, "<script type=\"application/json\" id=\"p2plab-data\">{}</script>", script_json(data));
+    let _ = writeln!(
+        s,
+        "<script type=\"application/json\" id=\"p2plab-data\">{}</script>",
+        script_json(data)
+    );
     let _ = writeln!(s, "<script>{JS}</script>\n</body></html>");
     s
 }

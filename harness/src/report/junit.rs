@@ -28,7 +28,9 @@ pub fn junit(results: &[RunResult]) -> io::Result<String> {
         let name = &r.topology.name;
         let mut suite = TestSuite::new(suite_name(results, i));
         suite.set_timestamp(r.started_at);
-        suite.set_time(Duration::from_millis(r.bringup_ms + r.run_ms + r.teardown_ms));
+        suite.set_time(Duration::from_millis(
+            r.bringup_ms + r.run_ms + r.teardown_ms,
+        ));
         suite.add_property(Property::new("run_id", r.run_id.as_str()));
         suite.add_property(Property::new("ok", r.ok.to_string()));
         for (k, v) in r.verdicts.iter().enumerate() {

@@ -32,20 +32,36 @@ pub(super) fn verdict_word(r: &RunResult) -> &'static str {
 
 /// The `summary.md` text.
 pub fn summary_md(results: &[RunResult]) -> String {
-    let Some(r) = results.last() else { return String::new() };
+    let Some(r) = results.last() else {
+        return String::new();
+    };
     let mut s = String::new();
     let all_ok = results.iter().all(|r| r.ok);
     let head = if results.len() > 1 {
-        format!("{} of {} runs passed", results.iter().filter(|r| r.ok).count(), results.len())
+        format!(
+            "{} of {} runs passed",
+            results.iter().filter(|r| r.ok).count(),
+            results.len()
+        )
     } else {
         verdict_word(r).to_string()
     };
-    let _ = writeln!(s, "# p2plab: {} — {} {head}\n", md(&r.topology.name), mark(all_ok));
+    let _ = writeln!(
+        s,
+        "# p2plab: {} — {} {head}\n",
+        md(&r.topology.name),
+        mark(all_ok)
+    );
     if let Some(d) = &r.topology.description {
         let _ = writeln!(s, "{}\n", md(d));
     }
     if results.len() > 1 {
-        let _ = writeln!(s, "The tables below are of the last run ({} of {}).\n", results.len(), results.len());
+        let _ = writeln!(
+            s,
+            "The tables below are of the last run ({} of {}).\n",
+            results.len(),
+            results.len()
+        );
     }
     let _ = writeln!(
         s,
@@ -85,7 +101,12 @@ pub fn summary_md(results: &[RunResult]) -> String {
     if !r.metrics.is_empty() {
         let _ = writeln!(s, "## Pairs\n");
         let _ = writeln!(s, "Times from the later of the two nodes' start.\n");
-        let _ = writeln!(s, "| {} |\n|{}", PAIR_COLUMNS.join(" | "), "---|".repeat(PAIR_COLUMNS.len()));
+        let _ = writeln!(
+            s,
+            "| {} |\n|{}",
+            PAIR_COLUMNS.join(" | "),
+            "---|".repeat(PAIR_COLUMNS.len())
+        );
         for p in &r.metrics {
             let cells: Vec<String> = pair_cells(p).iter().map(|c| md(c)).collect();
             let _ = writeln!(s, "| {} |", cells.join(" | "));
@@ -93,10 +114,24 @@ pub fn summary_md(results: &[RunResult]) -> String {
         s.push('\n');
     }
     if !r.faults.is_empty() {
-        let _ = writeln!(s, "## Faults\n\n| t | at | action | line | result |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "## Faults\n\n| t | at | action | line | result |\n|---|---|---|---|---|"
+        );
         for f in &r.faults {
-            let res = if f.ok { "✔ applied".to_string() } else { format!("✘ {}", md(&f.error)) };
-            let _ = writeln!(s, "| {} | {} | {} | {} | {res} |", offset(f.at, r.t0), rfc3339(f.at), md(&f.action), f.line);
+            let res = if f.ok {
+                "✔ applied".to_string()
+            } else {
+                format!("✘ {}", md(&f.error))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {res} |",
+                offset(f.at, r.t0),
+                rfc3339(f.at),
+                md(&f.action),
+                f.line
+            );
         }
         s.push('\n');
     }
@@ -104,7 +139,14 @@ pub fn summary_md(results: &[RunResult]) -> String {
         let _ = writeln!(s, "## Success rates ({} runs)\n\n| expectation | held | runs | rate | 95% CI (Wilson) |\n|---|---|---|---|---|", results.len());
         for (name, held, runs) in rates(results) {
             let (lo, hi) = wilson(held, runs);
-            let _ = writeln!(s, "| {} | {held} | {runs} | {:.1}% | {:.1}% – {:.1}% |", md(&name), 100.0 * held as f64 / runs as f64, 100.0 * lo, 100.0 * hi);
+            let _ = writeln!(
+                s,
+                "| {} | {held} | {runs} | {:.1}% | {:.1}% – {:.1}% |",
+                md(&name),
+                100.0 * held as f64 / runs as f64,
+                100.0 * lo,
+                100.0 * hi
+            );
         }
         let _ = writeln!(s, "\n## Runs\n\n| # | run | result | expectations held | bring-up | run | teardown |\n|---|---|---|---|---|---|---|");
         for (i, x) in results.iter().enumerate() {

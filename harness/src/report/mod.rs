@@ -16,7 +16,6 @@
 //!   tables, the path each pair held over time (an SVG from `paths`), the timeline with a
 //!   filter, and the data as embedded JSON.
 
-
 pub mod graph;
 mod html;
 mod junit;
@@ -44,11 +43,11 @@ use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, Te
 use serde_json::{json, Value};
 
 use crate::{
-    judge::expect::{PairMetrics, Verdict},
-    report::graph::html_escape,
-    plan::layout::Kind,
     engine::run::{FaultRecord, RunResult},
+    judge::expect::{PairMetrics, Verdict},
     model::Role,
+    plan::layout::Kind,
+    report::graph::html_escape,
 };
 
 /// The pairs table's columns, as both the markdown summary and the page show them.
@@ -91,7 +90,10 @@ pub const TIMELINE_CAP: usize = 5000;
 /// `dir`, creating it. Returns the paths written.
 pub fn write(dir: &Path, results: &[RunResult]) -> io::Result<Vec<PathBuf>> {
     let Some(last) = results.last() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no run to report"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no run to report",
+        ));
     };
     fs::create_dir_all(dir)?;
     let mut written = Vec::new();
@@ -108,7 +110,13 @@ pub fn write(dir: &Path, results: &[RunResult]) -> io::Result<Vec<PathBuf>> {
     }
     put("events.jsonl", &events_jsonl(last))?;
     let res = results_json(results);
-    put("results.json", &format!("{}\n", serde_json::to_string_pretty(&res).map_err(io::Error::other)?))?;
+    put(
+        "results.json",
+        &format!(
+            "{}\n",
+            serde_json::to_string_pretty(&res).map_err(io::Error::other)?
+        ),
+    )?;
     put("junit.xml", &junit(results)?)?;
     put("summary.md", &summary_md(results))?;
     put("index.html", &html(results, &res, TIMELINE_CAP))?;
@@ -149,7 +157,11 @@ fn measured_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::Object(o) if o.is_empty() => String::new(),
-        Value::Object(o) => o.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         v => v.to_string(),
     }
 }
@@ -213,7 +225,10 @@ struct Entry {
 
 fn value_text(r: &RunResult, v: &Value) -> String {
     match v {
-        Value::String(s) => r.timeline.name_of(&s.as_str()).map_or_else(|| s.clone(), |n| n.to_string()),
+        Value::String(s) => r
+            .timeline
+            .name_of(&s.as_str())
+            .map_or_else(|| s.clone(), |n| n.to_string()),
         Value::Array(a) => {
             let mut parts: Vec<String> = a.iter().take(3).map(|x| value_text(r, x)).collect();
             if a.len() > 3 {
@@ -259,19 +274,32 @@ fn ordered_json(fields: &[(&str, Value)]) -> String {
 
 /// Node events, faults and other lines of one run, in time order (ties keep arrival order).
 fn merged(r: &RunResult) -> Vec<Entry> {
-    let mut out: Vec<Entry> = Vec::with_capacity(r.timeline.events.len() + r.faults.len() + r.other.len());
+    let mut out: Vec<Entry> =
+        Vec::with_capacity(r.timeline.events.len() + r.faults.len() + r.other.len());
     for l in &r.timeline.events {
         let summary = match serde_json::to_value(&l.event) {
             Ok(Value::Object(obj)) => obj
                 .iter()
                 .filter(|(k, _)| k.as_str() != "event")
                 // a node's own id stays an id; the ids of others read as names
-                .map(|(k, v)| if k == "peer_id" { format!("{k}={}", value_text_raw(v)) } else { format!("{k}={}", value_text(r, v)) })
+                .map(|(k, v)| {
+                    if k == "peer_id" {
+                        format!("{k}={}", value_text_raw(v))
+                    } else {
+                        format!("{k}={}", value_text(r, v))
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
             _ => String::new(),
         };
-        out.push(Entry { ts: l.ts, node: l.node.clone(), kind: l.event.name().to_string(), json: l.to_json(), summary: truncate(&summary, 300) });
+        out.push(Entry {
+            ts: l.ts,
+            node: l.node.clone(),
+            kind: l.event.name().to_string(),
+            json: l.to_json(),
+            summary: truncate(&summary, 300),
+        });
     }
     for f in &r.faults {
         let mut fields = vec![
@@ -286,12 +314,33 @@ fn merged(r: &RunResult) -> Vec<Entry> {
         if !f.error.is_empty() {
             fields.push(("error", json!(f.error)));
         }
-        let summary = if f.ok { format!("{} (line {})", f.action, f.line) } else { format!("{} (line {}) FAILED: {}", f.action, f.line, f.error) };
-        out.push(Entry { ts: f.at, node: "harness".into(), kind: "fault".into(), json: ordered_json(&fields), summary: truncate(&summary, 300) });
+        let summary = if f.ok {
+            format!("{} (line {})", f.action, f.line)
+        } else {
+            format!("{} (line {}) FAILED: {}", f.action, f.line, f.error)
+        };
+        out.push(Entry {
+            ts: f.at,
+            node: "harness".into(),
+            kind: "fault".into(),
+            json: ordered_json(&fields),
+            summary: truncate(&summary, 300),
+        });
     }
     for (ts, node, line) in &r.other {
-        let fields = [("ts", json!(rfc3339(*ts))), ("node", json!(node)), ("event", json!("log")), ("line", json!(line))];
-        out.push(Entry { ts: *ts, node: node.clone(), kind: "log".into(), json: ordered_json(&fields), summary: truncate(line, 300) });
+        let fields = [
+            ("ts", json!(rfc3339(*ts))),
+            ("node", json!(node)),
+            ("event", json!("log")),
+            ("line", json!(line)),
+        ];
+        out.push(Entry {
+            ts: *ts,
+            node: node.clone(),
+            kind: "log".into(),
+            json: ordered_json(&fields),
+            summary: truncate(line, 300),
+        });
     }
     // stable: events of one container keep their order
     out.sort_by_key(|e| e.ts);
@@ -314,8 +363,8 @@ mod tests {
     use super::*;
     use crate::{
         judge::expect::{pair_metrics, Judge, Timeline},
-        plan::layout::layout,
         model::parse,
+        plan::layout::layout,
     };
     use chrono::Duration as CD;
     use p2plab_contract::EventLine;
@@ -345,12 +394,22 @@ expect:
 
     impl B {
         fn new() -> Self {
-            let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
-            let mut b = B { t0, t: Timeline::default(), ids: BTreeMap::new() };
+            let t0 = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc);
+            let mut b = B {
+                t0,
+                t: Timeline::default(),
+                ids: BTreeMap::new(),
+            };
             for n in ["boot", "alice", "bob"] {
                 let id = p2plab_contract::PeerId::random().to_string();
                 b.ids.insert(n, id.clone());
-                b.ev(0, n, &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
+                b.ev(
+                    0,
+                    n,
+                    &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#),
+                );
             }
             b
         }
@@ -368,33 +427,81 @@ expect:
     /// A run where discovery and delivery hold and `direct` fails (strict NAT).
     fn run(acked: u64) -> RunResult {
         let topo = parse("t.yaml", TOPO).unwrap();
-        let subnets = [("internet", "198.18.0.0/24"), ("lan-a", "10.1.0.0/24"), ("lan-b", "10.2.0.0/24")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-            .collect();
+        let subnets = [
+            ("internet", "198.18.0.0/24"),
+            ("lan-a", "10.1.0.0/24"),
+            ("lan-b", "10.2.0.0/24"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect();
         let lay = layout(&topo, &subnets).unwrap();
         let mut b = B::new();
         let (alice, bob) = (b.id("alice"), b.id("bob"));
-        b.ev(800, "bob", &format!(r#"{{"event":"discovered","peer":"{alice}","namespace":"p2plab","addrs":[]}}"#));
+        b.ev(
+            800,
+            "bob",
+            &format!(
+                r#"{{"event":"discovered","peer":"{alice}","namespace":"p2plab","addrs":[]}}"#
+            ),
+        );
         b.ev(1_000, "bob", &format!(r#"{{"event":"connected","peer":"{alice}","path":"relayed","remote_addr":"/ip4/1.2.3.4/tcp/1/p2p-circuit","direction":"outbound","connections":1}}"#));
-        b.ev(1_500, "bob", &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":false,"error":"no route"}}"#));
+        b.ev(
+            1_500,
+            "bob",
+            &format!(r#"{{"event":"hole_punch","peer":"{alice}","ok":false,"error":"no route"}}"#),
+        );
         for id in 1..=acked {
             let ms = 2_000 + id as i64 * 100;
-            b.ev(ms, "bob", &format!(r#"{{"event":"message_sent","to":"{alice}","id":{id},"size":64,"attempt":1}}"#));
+            b.ev(
+                ms,
+                "bob",
+                &format!(
+                    r#"{{"event":"message_sent","to":"{alice}","id":{id},"size":64,"attempt":1}}"#
+                ),
+            );
             b.ev(ms + 40, "alice", &format!(r#"{{"event":"message_received","from":"{bob}","id":{id},"size":64,"path":"relayed","duplicate":false}}"#));
             b.ev(ms + 80, "bob", &format!(r#"{{"event":"message_acked","to":"{alice}","id":{id},"rtt_ms":{}.5,"path":"relayed","attempts":1}}"#, 70 + id));
         }
-        b.ev(2_500, "bob", &format!(r#"{{"event":"error","context":"test","message":"{}"}}"#, EVIL.replace('"', "\\\"")));
+        b.ev(
+            2_500,
+            "bob",
+            &format!(
+                r#"{{"event":"error","context":"test","message":"{}"}}"#,
+                EVIL.replace('"', "\\\"")
+            ),
+        );
         let end = b.t0 + CD::seconds(20);
         let verdicts = Judge::new(&topo).verdicts(&b.t, b.t0, end);
         let metrics = pair_metrics(&topo, &b.t);
         let faults = vec![
-            FaultRecord { at: b.t0 + CD::milliseconds(2_000), t_ms: 2_000, action: "kill boot".into(), line: 8, ok: true, error: String::new() },
-            FaultRecord { at: b.t0 + CD::milliseconds(3_000), t_ms: 3_000, action: "start boot".into(), line: 8, ok: false, error: format!("boom {EVIL}") },
+            FaultRecord {
+                at: b.t0 + CD::milliseconds(2_000),
+                t_ms: 2_000,
+                action: "kill boot".into(),
+                line: 8,
+                ok: true,
+                error: String::new(),
+            },
+            FaultRecord {
+                at: b.t0 + CD::milliseconds(3_000),
+                t_ms: 3_000,
+                action: "start boot".into(),
+                line: 8,
+                ok: false,
+                error: format!("boom {EVIL}"),
+            },
         ];
-        let other = vec![(b.t0 - CD::milliseconds(500), "router-lan-a".to_string(), "router_ready nat=home".to_string())];
+        let other = vec![(
+            b.t0 - CD::milliseconds(500),
+            "router-lan-a".to_string(),
+            "router_ready nat=home".to_string(),
+        )];
         let mut stderr = BTreeMap::new();
-        stderr.insert("alice".to_string(), format!("WARN alice: hole punch failed\n{EVIL}\n"));
+        stderr.insert(
+            "alice".to_string(),
+            format!("WARN alice: hole punch failed\n{EVIL}\n"),
+        );
         stderr.insert("boot".to_string(), "boot was killed\n".to_string());
         let ok = verdicts.iter().all(|v| v.held) && faults.iter().all(|f| f.ok);
         RunResult {
@@ -452,14 +559,27 @@ expect:
         let dir = tmp("one");
         let r = run(3);
         let files = write(&dir, std::slice::from_ref(&r)).unwrap();
-        let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["events.jsonl", "results.json", "junit.xml", "summary.md", "index.html"]);
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "events.jsonl",
+                "results.json",
+                "junit.xml",
+                "summary.md",
+                "index.html"
+            ]
+        );
         for f in &files {
             assert!(f.is_file(), "{}", f.display());
         }
 
         // results.json
-        let res: Value = serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        let res: Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
         assert_eq!(res["name"], "rep");
         assert_eq!(res["run_id"], "r3");
         assert_eq!(res["ok"], false);
@@ -469,9 +589,16 @@ expect:
         assert_eq!(ex[0]["after_ms"], 800);
         assert_eq!(ex[0]["within_ms"], 10_000);
         assert_eq!(ex[1]["held"], false);
-        assert!(ex[1]["detail"].as_str().unwrap().contains("not"), "{}", ex[1]);
+        assert!(
+            ex[1]["detail"].as_str().unwrap().contains("not"),
+            "{}",
+            ex[1]
+        );
         let p = &res["pairs"][0];
-        assert_eq!((p["from"].as_str(), p["to"].as_str()), (Some("bob"), Some("alice")));
+        assert_eq!(
+            (p["from"].as_str(), p["to"].as_str()),
+            (Some("bob"), Some("alice"))
+        );
         assert_eq!(p["delivery"]["acked"], 3);
         assert_eq!(p["delivery"]["relayed"], 3);
         assert_eq!(p["delivery"]["duplicates"], 0);
@@ -488,39 +615,80 @@ expect:
         // junit.xml
         let j = fs::read_to_string(dir.join("junit.xml")).unwrap();
         assert!(j.contains("<testsuite name=\"rep\""), "{j}");
-        assert_eq!(j.matches("<testcase ").count(), 4, "3 expectations and the failed fault: {j}");
+        assert_eq!(
+            j.matches("<testcase ").count(),
+            4,
+            "3 expectations and the failed fault: {j}"
+        );
         assert_eq!(j.matches("<failure").count(), 1, "{j}");
         assert!(j.contains("classname=\"rep\""), "{j}");
-        assert!(j.contains("WARN alice: hole punch failed"), "alice's stderr on the failed check: {j}");
-        assert!(!j.contains("boot was killed"), "boot is not named by the failed check: {j}");
+        assert!(
+            j.contains("WARN alice: hole punch failed"),
+            "alice's stderr on the failed check: {j}"
+        );
+        assert!(
+            !j.contains("boot was killed"),
+            "boot is not named by the failed check: {j}"
+        );
         assert!(!j.contains("<script>"), "escaped in XML: {j}");
         assert!(j.contains("<error"), "{j}");
 
         // summary.md
         let m = fs::read_to_string(dir.join("summary.md")).unwrap();
         assert!(m.starts_with("# p2plab: rep — ✘ FAIL"), "{m}");
-        assert!(m.contains("| ✔ | discovered bob → alice | 10 | 800 ms | 10000 ms |"), "{m}");
+        assert!(
+            m.contains("| ✔ | discovered bob → alice | 10 | 800 ms | 10000 ms |"),
+            "{m}"
+        );
         assert!(m.contains("| ✘ | direct bob ↔ alice |"), "{m}");
         assert!(m.contains("| bob → alice | 800 ms | 1000 ms | – | – | 0/1 | 3/3 | 0 | 0 | – | 72.5 / 73.5 ms |"), "{m}");
         assert!(m.contains("| +2.000 s |"), "{m}");
-        assert!(m.contains("✘ boom &lt;/script&gt;"), "no raw HTML in markdown: {m}");
+        assert!(
+            m.contains("✘ boom &lt;/script&gt;"),
+            "no raw HTML in markdown: {m}"
+        );
 
         // index.html
         let h = fs::read_to_string(dir.join("index.html")).unwrap();
-        assert!(!h.contains("http://") && !h.contains("https://"), "no network");
-        assert!(!h.contains("<link") && !h.contains(" src="), "nothing external");
+        assert!(
+            !h.contains("http://") && !h.contains("https://"),
+            "no network"
+        );
+        assert!(
+            !h.contains("<link") && !h.contains(" src="),
+            "nothing external"
+        );
         assert!(h.contains("<svg class=\"topo\""));
-        assert!(h.contains("<svg class=\"paths\"") && h.contains("<h2>Paths over time</h2>"), "the pairs' paths pictured");
+        assert!(
+            h.contains("<svg class=\"paths\"") && h.contains("<h2>Paths over time</h2>"),
+            "the pairs' paths pictured"
+        );
         assert!(h.contains("<script type=\"application/json\" id=\"p2plab-data\">"));
-        assert!(h.contains("<table id=\"expectations\">") && h.contains("<table id=\"pairs\">") && h.contains("<table id=\"timeline\">"));
-        assert!(h.contains("<tr class=\"fail\"><td>✘</td><td>direct bob ↔ alice</td>"), "{h}");
+        assert!(
+            h.contains("<table id=\"expectations\">")
+                && h.contains("<table id=\"pairs\">")
+                && h.contains("<table id=\"timeline\">")
+        );
+        assert!(
+            h.contains("<tr class=\"fail\"><td>✘</td><td>direct bob ↔ alice</td>"),
+            "{h}"
+        );
         // the injection stays text: two real </script> (the data, the code), everything else escaped
         assert_eq!(h.matches("</script>").count(), 2, "{h}");
-        assert!(h.contains("&lt;/script&gt;&lt;script&gt;alert(1)"), "escaped in the timeline");
-        assert!(h.contains(r"<\/script><script>alert(1)<\/script>"), "escaped in the JSON");
+        assert!(
+            h.contains("&lt;/script&gt;&lt;script&gt;alert(1)"),
+            "escaped in the timeline"
+        );
+        assert!(
+            h.contains(r"<\/script><script>alert(1)<\/script>"),
+            "escaped in the JSON"
+        );
         let start = h.find("id=\"p2plab-data\">").unwrap() + "id=\"p2plab-data\">".len();
         let end = start + h[start..].find("</script>").unwrap();
-        assert!(!h[..start].contains("<script>alert") && !h[end..].contains("<script>alert"), "nothing outside the data");
+        assert!(
+            !h[..start].contains("<script>alert") && !h[end..].contains("<script>alert"),
+            "nothing outside the data"
+        );
         // the embedded JSON is results.json
         let embedded: Value = serde_json::from_str(&h[start..end]).unwrap();
         assert_eq!(embedded, res);
@@ -533,8 +701,14 @@ expect:
     fn events_are_merged_in_time_order() {
         let r = run(2);
         let text = events_jsonl(&r);
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), r.timeline.events.len() + r.faults.len() + r.other.len());
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            r.timeline.events.len() + r.faults.len() + r.other.len()
+        );
         let ts: Vec<&str> = lines.iter().map(|l| l["ts"].as_str().unwrap()).collect();
         let mut sorted = ts.clone();
         sorted.sort();
@@ -543,7 +717,10 @@ expect:
         assert_eq!(lines[0]["node"], "router-lan-a");
         assert_eq!(lines[0]["line"], "router_ready nat=home");
         for l in text.lines() {
-            assert!(l.starts_with("{\"ts\":\""), "ts first, as the nodes write: {l}");
+            assert!(
+                l.starts_with("{\"ts\":\""),
+                "ts first, as the nodes write: {l}"
+            );
         }
         let f: Vec<&Value> = lines.iter().filter(|l| l["event"] == "fault").collect();
         assert_eq!(f.len(), 2);
@@ -566,14 +743,21 @@ expect:
         for i in 1..=3 {
             assert!(files.contains(&dir.join(format!("events-{i}.jsonl"))));
         }
-        assert_eq!(fs::read_to_string(dir.join("events.jsonl")).unwrap(), fs::read_to_string(dir.join("events-3.jsonl")).unwrap());
-        let res: Value = serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("events.jsonl")).unwrap(),
+            fs::read_to_string(dir.join("events-3.jsonl")).unwrap()
+        );
+        let res: Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
         assert_eq!(res["runs"].as_array().unwrap().len(), 3);
         assert_eq!(res["run_ids"], json!(["r3", "r3", "r2"]));
         assert_eq!(res["run_id"], "r2", "the top level is the last run");
         let sr = &res["success_rate"];
         let d = &sr["discovered bob → alice"];
-        assert_eq!((d["held"].as_u64(), d["runs"].as_u64(), d["rate"].as_f64()), (Some(3), Some(3), Some(1.0)));
+        assert_eq!(
+            (d["held"].as_u64(), d["runs"].as_u64(), d["rate"].as_f64()),
+            (Some(3), Some(3), Some(1.0))
+        );
         let dl = &sr["delivered bob → alice: 3 (lost ≤ 0, duplicates ≤ 0)"];
         assert_eq!(dl["held"], 2, "{sr}");
         let ci = dl["ci95"].as_array().unwrap();
@@ -586,7 +770,10 @@ expect:
         let m = fs::read_to_string(dir.join("summary.md")).unwrap();
         assert!(m.contains("0 of 3 runs passed"), "{m}");
         assert!(m.contains("## Success rates (3 runs)"), "{m}");
-        assert!(m.contains("| delivered bob → alice: 3 (lost ≤ 0, duplicates ≤ 0) | 2 | 3 | 66.7% |"), "{m}");
+        assert!(
+            m.contains("| delivered bob → alice: 3 (lost ≤ 0, duplicates ≤ 0) | 2 | 3 | 66.7% |"),
+            "{m}"
+        );
         let h = fs::read_to_string(dir.join("index.html")).unwrap();
         assert!(h.contains("Success rates (3 runs)"));
         let _ = fs::remove_dir_all(&dir);
@@ -600,21 +787,37 @@ expect:
         assert_eq!(lines[0], "✔ discovered bob → alice (after 800 ms)");
         assert!(lines[1].starts_with("✘ direct bob ↔ alice: "), "{s}");
         assert!(lines[2].starts_with("✔ delivered bob → alice"), "{s}");
-        assert!(lines[3].starts_with("✘ fault start boot (line 8): boom"), "{s}");
-        assert!(lines[4].starts_with("FAIL rep: 2/3 expectations held (run r3;"), "{s}");
+        assert!(
+            lines[3].starts_with("✘ fault start boot (line 8): boom"),
+            "{s}"
+        );
+        assert!(
+            lines[4].starts_with("FAIL rep: 2/3 expectations held (run r3;"),
+            "{s}"
+        );
         assert_eq!(lines.len(), 5);
         let mut ok = run(3);
         ok.verdicts.retain(|v| v.held);
         ok.faults.retain(|f| f.ok);
         ok.ok = true;
-        assert!(summary_text(&ok).lines().last().unwrap().starts_with("PASS rep: 2/2"));
+        assert!(summary_text(&ok)
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("PASS rep: 2/2"));
         ok.route_out = vec!["alice".into()];
         ok.ok = false;
         let s = summary_text(&ok);
-        assert!(s.contains("✘ isolation: a route out of the lab in alice\nFAIL rep"), "{s}");
+        assert!(
+            s.contains("✘ isolation: a route out of the lab in alice\nFAIL rep"),
+            "{s}"
+        );
         let j = junit(std::slice::from_ref(&ok)).unwrap();
         assert!(j.contains("<testcase name=\"isolation\""), "{j}");
-        assert_eq!(results_json(std::slice::from_ref(&ok))["route_out"], json!(["alice"]));
+        assert_eq!(
+            results_json(std::slice::from_ref(&ok))["route_out"],
+            json!(["alice"])
+        );
     }
 
     #[test]
@@ -642,4 +845,3 @@ expect:
         assert!(write(&tmp("none"), &[]).is_err());
     }
 }
-

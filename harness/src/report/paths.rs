@@ -15,7 +15,7 @@ use std::{collections::HashMap, fmt::Write as _};
 use chrono::{DateTime, Utc};
 use p2plab_contract::{Event, Path};
 
-use crate::{judge::expect::Timeline, report::graph::html_escape, engine::run::FaultRecord};
+use crate::{engine::run::FaultRecord, judge::expect::Timeline, report::graph::html_escape};
 
 /// What a sender held to its peer during an interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,13 @@ pub struct Punch {
 
 /// `from`'s connections to `to` over the run, as intervals from `origin` up to `end`, and its hole
 /// punches toward `to`. Intervals with no connection are included (before the first one too).
-pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: DateTime<Utc>) -> (Vec<Segment>, Vec<Punch>) {
+pub fn segments(
+    t: &Timeline,
+    from: &str,
+    to: &str,
+    origin: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (Vec<Segment>, Vec<Punch>) {
     let ms = |ts: DateTime<Utc>| (ts - origin).num_milliseconds();
     let mut open: HashMap<Path, u32> = HashMap::new();
     let held = |open: &HashMap<Path, u32>| {
@@ -65,13 +71,18 @@ pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: 
     lines.sort_by_key(|l| l.ts);
     for l in lines {
         match &l.event {
-            Event::Connected { peer, path, .. } if t.name_of(peer) == Some(to) => *open.entry(*path).or_insert(0) += 1,
+            Event::Connected { peer, path, .. } if t.name_of(peer) == Some(to) => {
+                *open.entry(*path).or_insert(0) += 1
+            }
             Event::Disconnected { peer, path, .. } if t.name_of(peer) == Some(to) => {
                 let n = open.entry(*path).or_insert(0);
                 *n = n.saturating_sub(1);
             }
             Event::HolePunch { peer, ok, .. } if t.name_of(peer) == Some(to) => {
-                punches.push(Punch { at_ms: ms(l.ts), ok: *ok });
+                punches.push(Punch {
+                    at_ms: ms(l.ts),
+                    ok: *ok,
+                });
                 continue;
             }
             // A stopped sender holds nothing, whatever close events it did not get to write.
@@ -82,7 +93,11 @@ pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: 
         if next != now {
             let at = ms(l.ts).max(since);
             if at > since {
-                out.push(Segment { from_ms: since, to_ms: at, held: now });
+                out.push(Segment {
+                    from_ms: since,
+                    to_ms: at,
+                    held: now,
+                });
             }
             since = at;
             now = next;
@@ -90,7 +105,11 @@ pub fn segments(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>, end: 
     }
     let end = ms(end).max(since);
     if end > since {
-        out.push(Segment { from_ms: since, to_ms: end, held: now });
+        out.push(Segment {
+            from_ms: since,
+            to_ms: end,
+            held: now,
+        });
     }
     (out, punches)
 }
@@ -103,7 +122,10 @@ const TOP: f64 = 8.0;
 /// A tick step (ms) that puts 4 to 10 ticks on `span_ms`.
 fn tick_step(span_ms: i64) -> i64 {
     let mut step = 100;
-    for s in [100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000] {
+    for s in [
+        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000,
+        600_000,
+    ] {
         step = s;
         if span_ms / s <= 10 {
             break;
@@ -116,28 +138,54 @@ fn tick_step(span_ms: i64) -> i64 {
 /// [`tick_step`].
 fn time_axis(s: &mut String, span: i64, y: f64) {
     let x = |ms: i64| LABEL_W + PLOT_W * (ms.clamp(0, span) as f64) / span as f64;
-    let _ = writeln!(s, r##"<line x1="{LABEL_W}" y1="{y}" x2="{}" y2="{y}" stroke="#555"/>"##, LABEL_W + PLOT_W);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{LABEL_W}" y1="{y}" x2="{}" y2="{y}" stroke="#555"/>"##,
+        LABEL_W + PLOT_W
+    );
     let step = tick_step(span);
     let mut tick = 0;
     while tick <= span {
         let tx = x(tick);
-        let _ = writeln!(s, r##"<line x1="{tx:.1}" y1="{y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##, y + 4.0, y + 16.0, tick as f64 / 1e3);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{tx:.1}" y1="{y}" x2="{tx:.1}" y2="{}" stroke="#555"/><text x="{tx:.1}" y="{}" text-anchor="middle">{} s</text>"##,
+            y + 4.0,
+            y + 16.0,
+            tick as f64 / 1e3
+        );
         tick += step;
     }
 }
 
 /// The picture: a row per pair (`from → to`), from `origin` (ms 0) to `end`, faults as dashed
 /// lines. Inline SVG, no script; hovering a segment or a mark names it.
-pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], origin: DateTime<Utc>, end: DateTime<Utc>) -> String {
+pub fn svg(
+    t: &Timeline,
+    pairs: &[(String, String)],
+    faults: &[FaultRecord],
+    origin: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> String {
     let span = (end - origin).num_milliseconds().max(1);
     let x = |ms: i64| LABEL_W + PLOT_W * (ms.clamp(0, span) as f64) / span as f64;
     let height = TOP + ROW_H * pairs.len() as f64 + 40.0;
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg class="paths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg class="paths" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
     for (i, (from, to)) in pairs.iter().enumerate() {
         let y = TOP + ROW_H * i as f64;
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{} → {}</text>"#, LABEL_W - 8.0, y + 15.0, html_escape(from), html_escape(to));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{} → {}</text>"#,
+            LABEL_W - 8.0,
+            y + 15.0,
+            html_escape(from),
+            html_escape(to)
+        );
         let (segs, punches) = segments(t, from, to, origin, end);
         for g in segs {
             let (fill, what) = match g.held {
@@ -157,7 +205,11 @@ pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], ori
             );
         }
         for p in punches {
-            let (mark, colour, what) = if p.ok { ("▲", "#000", "hole punch") } else { ("✕", "#c62828", "hole punch failed") };
+            let (mark, colour, what) = if p.ok {
+                ("▲", "#000", "hole punch")
+            } else {
+                ("✕", "#c62828", "hole punch failed")
+            };
             let _ = writeln!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{colour}" font-size="10">{mark}<title>{what} at {:.1} s</title></text>"#,
@@ -181,11 +233,23 @@ pub fn svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], ori
     }
     let ly = axis_y + 32.0;
     let mut lx = LABEL_W;
-    for (fill, what) in [("#2e7d32", "direct"), ("#ef8c00", "relayed only"), ("#e0e0e0", "no connection")] {
-        let _ = writeln!(s, r#"<rect x="{lx}" y="{}" width="12" height="10" fill="{fill}"/><text x="{}" y="{ly}">{what}</text>"#, ly - 9.0, lx + 16.0);
+    for (fill, what) in [
+        ("#2e7d32", "direct"),
+        ("#ef8c00", "relayed only"),
+        ("#e0e0e0", "no connection"),
+    ] {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="{}" width="12" height="10" fill="{fill}"/><text x="{}" y="{ly}">{what}</text>"#,
+            ly - 9.0,
+            lx + 16.0
+        );
         lx += 120.0;
     }
-    let _ = writeln!(s, r##"<text x="{lx}" y="{ly}">▲ hole punch · ✕ failed · <tspan fill="#c62828">┆ fault</tspan></text>"##);
+    let _ = writeln!(
+        s,
+        r##"<text x="{lx}" y="{ly}">▲ hole punch · ✕ failed · <tspan fill="#c62828">┆ fault</tspan></text>"##
+    );
     s.push_str("</svg>\n");
     s
 }
@@ -203,9 +267,16 @@ pub fn rtt_points(t: &Timeline, from: &str, to: &str, origin: DateTime<Utc>) -> 
     let mut out: Vec<RttPoint> = t
         .of(from)
         .filter_map(|l| match &l.event {
-            Event::MessageAcked { to: peer, rtt_ms, path, .. } if t.name_of(peer) == Some(to) && rtt_ms.is_finite() => {
-                Some(RttPoint { at_ms: (l.ts - origin).num_milliseconds(), rtt_ms: rtt_ms.max(0.0), path: *path })
-            }
+            Event::MessageAcked {
+                to: peer,
+                rtt_ms,
+                path,
+                ..
+            } if t.name_of(peer) == Some(to) && rtt_ms.is_finite() => Some(RttPoint {
+                at_ms: (l.ts - origin).num_milliseconds(),
+                rtt_ms: rtt_ms.max(0.0),
+                path: *path,
+            }),
             _ => None,
         })
         .collect();
@@ -235,10 +306,19 @@ const RTT_GAP: f64 = 26.0;
 /// The round trips of each pair as a small plot over the same time axis as [`svg`]: x the time
 /// of the ack, y the round trip (log scale, shared by every pair), a dot per message coloured by
 /// its path (direct, relayed), faults as dashed lines.
-pub fn rtt_svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord], origin: DateTime<Utc>, end: DateTime<Utc>) -> String {
+pub fn rtt_svg(
+    t: &Timeline,
+    pairs: &[(String, String)],
+    faults: &[FaultRecord],
+    origin: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> String {
     let span = (end - origin).num_milliseconds().max(1);
     let x = |ms: i64| LABEL_W + PLOT_W * (ms.clamp(0, span) as f64) / span as f64;
-    let points: Vec<Vec<RttPoint>> = pairs.iter().map(|(f, to)| rtt_points(t, f, to, origin)).collect();
+    let points: Vec<Vec<RttPoint>> = pairs
+        .iter()
+        .map(|(f, to)| rtt_points(t, f, to, origin))
+        .collect();
     let (lo, hi) = decades(points.iter().flatten().map(|p| p.rtt_ms));
     let y_of = |top: f64, rtt: f64| {
         let v = rtt.max(10f64.powi(lo)).log10();
@@ -247,14 +327,33 @@ pub fn rtt_svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord],
     let height = TOP + (RTT_H + RTT_GAP) * pairs.len() as f64 + 40.0;
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg class="rtt" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg class="rtt" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">"#
+    );
     for (i, ((from, to), pts)) in pairs.iter().zip(&points).enumerate() {
         let top = TOP + (RTT_H + RTT_GAP) * i as f64;
-        let _ = writeln!(s, r#"<g class="rtt-pair" data-from="{}" data-to="{}">"#, html_escape(from), html_escape(to));
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end" font-size="12">{} → {}</text>"#, LABEL_W - 62.0, top + RTT_H / 2.0, html_escape(from), html_escape(to));
+        let _ = writeln!(
+            s,
+            r#"<g class="rtt-pair" data-from="{}" data-to="{}">"#,
+            html_escape(from),
+            html_escape(to)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end" font-size="12">{} → {}</text>"#,
+            LABEL_W - 62.0,
+            top + RTT_H / 2.0,
+            html_escape(from),
+            html_escape(to)
+        );
         for d in lo..=hi {
             let gy = y_of(top, 10f64.powi(d));
-            let label = if d < 0 { format!("{}", 10f64.powi(d)) } else { format!("{}", 10i64.pow(d as u32)) };
+            let label = if d < 0 {
+                format!("{}", 10f64.powi(d))
+            } else {
+                format!("{}", 10i64.pow(d as u32))
+            };
             let _ = writeln!(
                 s,
                 r##"<line x1="{LABEL_W}" y1="{gy:.1}" x2="{}" y2="{gy:.1}" stroke="#e4e4e4"/><text x="{}" y="{:.1}" text-anchor="end" fill="#666">{label} ms</text>"##,
@@ -264,17 +363,30 @@ pub fn rtt_svg(t: &Timeline, pairs: &[(String, String)], faults: &[FaultRecord],
             );
         }
         if pts.is_empty() {
-            let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#888">no acked message</text>"##, LABEL_W + 8.0, top + RTT_H / 2.0);
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" fill="#888">no acked message</text>"##,
+                LABEL_W + 8.0,
+                top + RTT_H / 2.0
+            );
         }
         for p in pts {
-            let fill = if p.path == Path::Direct { "#2e7d32" } else { "#ef8c00" };
+            let fill = if p.path == Path::Direct {
+                "#2e7d32"
+            } else {
+                "#ef8c00"
+            };
             let _ = writeln!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="2.2" fill="{fill}"><title>{:.3} ms, {} at {:.1} s</title></circle>"#,
                 x(p.at_ms),
                 y_of(top, p.rtt_ms),
                 p.rtt_ms,
-                if p.path == Path::Direct { "direct" } else { "relayed" },
+                if p.path == Path::Direct {
+                    "direct"
+                } else {
+                    "relayed"
+                },
                 p.at_ms as f64 / 1e3
             );
         }
@@ -315,7 +427,11 @@ mod tests {
     use p2plab_contract::{EventLine, PeerId};
 
     fn at(t0: DateTime<Utc>, ms: i64, node: &str, event: Event) -> EventLine {
-        EventLine { ts: t0 + Duration::milliseconds(ms), node: node.into(), event }
+        EventLine {
+            ts: t0 + Duration::milliseconds(ms),
+            node: node.into(),
+            event,
+        }
     }
 
     fn started(id: PeerId) -> Event {
@@ -324,7 +440,11 @@ mod tests {
 
     fn conn(peer: PeerId, path: Path, up: bool) -> Event {
         let tag = if up { "connected" } else { "disconnected" };
-        let path = if path == Path::Direct { "direct" } else { "relayed" };
+        let path = if path == Path::Direct {
+            "direct"
+        } else {
+            "relayed"
+        };
         serde_json::from_value(serde_json::json!({
             "event": tag, "peer": peer.to_string(), "path": path, "remote_addr": "/ip4/10.0.0.1/tcp/1",
             "direction": "outbound", "connections": 1
@@ -333,7 +453,10 @@ mod tests {
     }
 
     fn punch(peer: PeerId, ok: bool) -> Event {
-        serde_json::from_value(serde_json::json!({"event": "hole_punch", "peer": peer.to_string(), "ok": ok})).unwrap()
+        serde_json::from_value(
+            serde_json::json!({"event": "hole_punch", "peer": peer.to_string(), "ok": ok}),
+        )
+        .unwrap()
     }
 
     /// Relayed, a hole punch, direct (the relayed one closes), the direct one dies, relayed again.
@@ -366,9 +489,25 @@ mod tests {
                 (6_000, 8_000, Held::Relayed),
             ]
         );
-        assert_eq!(punches, vec![Punch { at_ms: 1_010, ok: true }]);
-        let pic = svg(&t, &[("bob".into(), "alice".into())], &[], t0, t0 + Duration::milliseconds(8_000));
-        assert_eq!(pic.matches("<rect").count(), 5 + 3, "five segments and the legend");
+        assert_eq!(
+            punches,
+            vec![Punch {
+                at_ms: 1_010,
+                ok: true
+            }]
+        );
+        let pic = svg(
+            &t,
+            &[("bob".into(), "alice".into())],
+            &[],
+            t0,
+            t0 + Duration::milliseconds(8_000),
+        );
+        assert_eq!(
+            pic.matches("<rect").count(),
+            5 + 3,
+            "five segments and the legend"
+        );
         assert!(pic.contains("direct: 1.0–5.0 s"), "{pic}");
         assert!(pic.contains("bob → alice"));
     }
@@ -381,7 +520,14 @@ mod tests {
         t.push(at(t0, 0, "alice", started(a)));
         t.push(at(t0, 10, "bob", conn(c, Path::Direct, true)));
         let (segs, _) = segments(&t, "bob", "alice", t0, t0 + Duration::milliseconds(100));
-        assert_eq!(segs, vec![Segment { from_ms: 0, to_ms: 100, held: Held::None }]);
+        assert_eq!(
+            segs,
+            vec![Segment {
+                from_ms: 0,
+                to_ms: 100,
+                held: Held::None
+            }]
+        );
     }
 
     #[test]
@@ -393,7 +539,13 @@ mod tests {
     }
 
     fn acked(to: PeerId, rtt_ms: f64, path: Path) -> Event {
-        Event::MessageAcked { to, id: 1, rtt_ms, path, attempts: 1 }
+        Event::MessageAcked {
+            to,
+            id: 1,
+            rtt_ms,
+            path,
+            attempts: 1,
+        }
     }
 
     #[test]
@@ -412,12 +564,29 @@ mod tests {
         t.push(at(t0, 1800, "a", acked(b, f64::NAN, Path::Direct)));
         let p = rtt_points(&t, "a", "b", t0);
         let got: Vec<(i64, f64, Path)> = p.iter().map(|p| (p.at_ms, p.rtt_ms, p.path)).collect();
-        assert_eq!(got, vec![(500, 120.0, Path::Relayed), (900, 80.0, Path::Relayed), (1500, 0.4, Path::Direct)]);
+        assert_eq!(
+            got,
+            vec![
+                (500, 120.0, Path::Relayed),
+                (900, 80.0, Path::Relayed),
+                (1500, 0.4, Path::Direct)
+            ]
+        );
         assert_eq!(decades(p.iter().map(|p| p.rtt_ms)), (-1, 3));
         assert_eq!(decades([5.0].into_iter()), (0, 1));
         assert_eq!(decades(std::iter::empty()), (-1, 1));
-        let svg = rtt_svg(&t, &[("a".into(), "b".into()), ("a".into(), "c".into())], &[], t0, t0 + Duration::seconds(2));
-        assert_eq!(svg.matches("<circle").count(), 4 + 2, "three acks to b, one to c, two legend dots");
+        let svg = rtt_svg(
+            &t,
+            &[("a".into(), "b".into()), ("a".into(), "c".into())],
+            &[],
+            t0,
+            t0 + Duration::seconds(2),
+        );
+        assert_eq!(
+            svg.matches("<circle").count(),
+            4 + 2,
+            "three acks to b, one to c, two legend dots"
+        );
         assert_eq!(svg.matches(r#"<g class="rtt-pair""#).count(), 2);
         assert!(svg.contains("0.4 ms") || svg.contains("0.400 ms"), "{svg}");
     }

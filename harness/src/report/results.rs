@@ -38,7 +38,11 @@ pub(super) fn run_json(r: &RunResult) -> Value {
         .containers
         .iter()
         .map(|c| {
-            let addrs: Vec<Value> = c.attach.iter().map(|(s, ip)| json!({ "segment": s, "ip": ip.to_string() })).collect();
+            let addrs: Vec<Value> = c
+                .attach
+                .iter()
+                .map(|(s, ip)| json!({ "segment": s, "ip": ip.to_string() }))
+                .collect();
             json!({ "name": c.name, "kind": kind_str(c.kind), "addrs": addrs })
         })
         .collect();
@@ -82,7 +86,9 @@ pub(super) fn rates(results: &[RunResult]) -> Vec<(String, u64, u64)> {
 
 /// The `results.json` value of one run, or of the runs of `--repeat`.
 pub fn results_json(results: &[RunResult]) -> Value {
-    let Some(last) = results.last() else { return Value::Null };
+    let Some(last) = results.last() else {
+        return Value::Null;
+    };
     let mut top = run_json(last);
     if results.len() > 1 {
         top["ok"] = Value::Bool(results.iter().all(|r| r.ok));

@@ -33,8 +33,15 @@ fn validate_accepts_the_shipped_topologies() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     let out = bin().arg("validate").args(&files).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), files.len());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        files.len()
+    );
 }
 
 #[test]
@@ -45,12 +52,22 @@ fn a_bad_topology_is_one_message_with_file_line_and_column_and_exit_2() {
     let out = bin().arg("validate").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("{}:4:35: segment: no segment named `internt`", f.display())), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:4:35: segment: no segment named `internt`",
+            f.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("hint: known: internet"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     // a file that is not there, and one that is not YAML at all
-    let out = bin().arg("run").arg(dir.join("missing.yaml")).output().unwrap();
+    let out = bin()
+        .arg("run")
+        .arg(dir.join("missing.yaml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml:0:0: cannot read the file"));
     std::fs::write(&f, [0xff_u8, 0xfe, 0x00, b'{']).unwrap();
@@ -59,7 +76,10 @@ fn a_bad_topology_is_one_message_with_file_line_and_column_and_exit_2() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 
     // a bad flag names the flag and its value
-    let out = bin().args(["run", "x.yaml", "--repeat", "0"]).output().unwrap();
+    let out = bin()
+        .args(["run", "x.yaml", "--repeat", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
     std::fs::remove_dir_all(dir).ok();
@@ -70,8 +90,15 @@ fn graph_prints_mermaid_and_dot() {
     let f = topologies().join("home-nat.yaml");
     let out = bin().args(["graph"]).arg(&f).output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("lan-a") || String::from_utf8_lossy(&out.stdout).contains("lan_a"));
-    let out = bin().args(["graph", "--format", "dot"]).arg(&f).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("lan-a")
+            || String::from_utf8_lossy(&out.stdout).contains("lan_a")
+    );
+    let out = bin()
+        .args(["graph", "--format", "dot"])
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("digraph"));
 }
@@ -79,7 +106,9 @@ fn graph_prints_mermaid_and_dot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
     let _machine = p2plab::testing::whole_machine().await;
-    let Some(_engine) = engine_or_skip("cli_run").await else { return };
+    let Some(_engine) = engine_or_skip("cli_run").await else {
+        return;
+    };
     p2plab::testing::image().await;
     let dir = tmp("report");
     let out = bin()
@@ -91,12 +120,27 @@ async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["events.jsonl", "results.json", "junit.xml", "summary.md", "index.html"] {
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "events.jsonl",
+        "results.json",
+        "junit.xml",
+        "summary.md",
+        "index.html",
+    ] {
         let p = dir.join(f);
-        assert!(p.metadata().map(|m| m.len() > 0).unwrap_or(false), "{} missing or empty", p.display());
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{} missing or empty",
+            p.display()
+        );
     }
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["ok"], serde_json::Value::Bool(true), "{results}");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -104,7 +148,9 @@ async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_up_tears_the_lab_down() {
     let _machine = p2plab::testing::whole_machine().await;
-    let Some(engine) = engine_or_skip("cli_up").await else { return };
+    let Some(engine) = engine_or_skip("cli_up").await else {
+        return;
+    };
     p2plab::testing::image().await;
     let mut child = bin()
         .arg("up")
@@ -129,8 +175,14 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "the lab did not come up:\n{}", seen.join("\n"));
-        let Ok(l) = rx.recv_timeout(left) else { panic!("p2plab up ended early:\n{}", seen.join("\n")) };
+        assert!(
+            !left.is_zero(),
+            "the lab did not come up:\n{}",
+            seen.join("\n")
+        );
+        let Ok(l) = rx.recv_timeout(left) else {
+            panic!("p2plab up ended early:\n{}", seen.join("\n"))
+        };
         if let Some(rest) = l.strip_prefix("p2plab: run ") {
             run_id = rest.split(':').next().map(str::to_string);
         }
@@ -142,7 +194,10 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
     }
     let run_id = run_id.expect("a run id line");
     let before = docker::list_runs(&engine).await.unwrap();
-    assert!(before.iter().any(|r| r.run_id == run_id && r.running > 0), "the run's containers are not listed");
+    assert!(
+        before.iter().any(|r| r.run_id == run_id && r.running > 0),
+        "the run's containers are not listed"
+    );
     // Ctrl-C
     let pid = child.id() as i32;
     assert_eq!(unsafe_free_kill(pid), 0);
@@ -151,15 +206,25 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "p2plab up did not exit within 60 s of SIGINT");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "p2plab up did not exit within 60 s of SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status:?}");
     let after = docker::list_runs(&engine).await.unwrap();
-    assert!(!after.iter().any(|r| r.run_id == run_id), "leftovers of run {run_id}: {after:?}");
+    assert!(
+        !after.iter().any(|r| r.run_id == run_id),
+        "leftovers of run {run_id}: {after:?}"
+    );
 }
 
 /// SIGINT through the `kill` command (the workspace forbids unsafe code).
 fn unsafe_free_kill(pid: i32) -> i32 {
-    Command::new("kill").args(["-INT", &pid.to_string()]).status().map(|s| s.code().unwrap_or(1)).unwrap_or(1)
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(1))
+        .unwrap_or(1)
 }

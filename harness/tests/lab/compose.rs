@@ -31,14 +31,23 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// What the file holds: its layout, generated as the file is.
 fn planned() -> Layout {
-    let topo = topology::load(&repo_root().join(compose::REPO_TOPOLOGY)).unwrap_or_else(|e| panic!("{}", e.render()));
-    compose::fixed(&topo, p2plab::engine::image::DEFAULT_IMAGE).unwrap().1
+    let topo = topology::load(&repo_root().join(compose::REPO_TOPOLOGY))
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    compose::fixed(&topo, p2plab::engine::image::DEFAULT_IMAGE)
+        .unwrap()
+        .1
 }
 
 /// The internet address of a container of the layout.
 fn internet_ip(layout: &Layout, name: &str) -> String {
-    let c = layout.get(name).unwrap_or_else(|| panic!("{name} is not in the layout"));
-    c.attach.iter().find(|(seg, _)| seg == "internet").map(|(_, ip)| ip.to_string()).unwrap()
+    let c = layout
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not in the layout"));
+    c.attach
+        .iter()
+        .find(|(seg, _)| seg == "internet")
+        .map(|(_, ip)| ip.to_string())
+        .unwrap()
 }
 
 /// Fails with one clear message when a compose subnet overlaps an existing Docker network or a
@@ -51,9 +60,18 @@ async fn assert_subnets_free(engine: &Engine, layout: &Layout) {
         .unwrap();
     let mut used: Vec<(String, Ipv4Net)> = Vec::new();
     for n in &nets {
-        for c in n.ipam.as_ref().and_then(|i| i.config.as_ref()).into_iter().flatten() {
+        for c in n
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .into_iter()
+            .flatten()
+        {
             if let Some(s) = c.subnet.as_ref().and_then(|s| s.parse().ok()) {
-                used.push((format!("Docker network {:?}", n.name.clone().unwrap_or_default()), s));
+                used.push((
+                    format!("Docker network {:?}", n.name.clone().unwrap_or_default()),
+                    s,
+                ));
             }
         }
     }
@@ -80,8 +98,15 @@ async fn assert_subnets_free(engine: &Engine, layout: &Layout) {
 /// The last lines of every service's logs (stdout and stderr), then each container's state and,
 /// for a container that is not running, its own last lines again: CI keeps the tail of a long
 /// failure message, so what explains a dead service comes last.
-async fn diagnosis(engine: &Engine, p: &ComposeProject, ids: &HashMap<String, String>, services: &[String]) -> String {
-    let mut out = p.run(&["logs", "--no-color", "--tail", "15"]).unwrap_or_else(|e| e);
+async fn diagnosis(
+    engine: &Engine,
+    p: &ComposeProject,
+    ids: &HashMap<String, String>,
+    services: &[String],
+) -> String {
+    let mut out = p
+        .run(&["logs", "--no-color", "--tail", "15"])
+        .unwrap_or_else(|e| e);
     out.push_str("\n--- container states ---\n");
     let mut dead = Vec::new();
     for service in services {
@@ -92,7 +117,10 @@ async fn diagnosis(engine: &Engine, p: &ComposeProject, ids: &HashMap<String, St
         };
         let state = engine
             .api()
-            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
             .map(|c| c.state.unwrap_or_default());
         match state {
@@ -110,7 +138,10 @@ async fn diagnosis(engine: &Engine, p: &ComposeProject, ids: &HashMap<String, St
     }
     for service in dead {
         out.push_str(&format!("--- {service}: last 40 lines ---\n"));
-        out.push_str(&p.run(&["logs", "--no-color", "--tail", "40", service]).unwrap_or_else(|e| e));
+        out.push_str(
+            &p.run(&["logs", "--no-color", "--tail", "40", service])
+                .unwrap_or_else(|e| e),
+        );
     }
     out
 }
@@ -127,7 +158,9 @@ fn acks(evs: &[EventLine], from: &str, to: Option<&str>) -> Vec<Path> {
     evs.iter()
         .filter(|l| l.node == from)
         .filter_map(|l| match &l.event {
-            Event::MessageAcked { to: t, path, .. } if to.is_none_or(|to| t.to_string() == to) => Some(*path),
+            Event::MessageAcked { to: t, path, .. } if to.is_none_or(|to| t.to_string() == to) => {
+                Some(*path)
+            }
             _ => None,
         })
         .collect()
@@ -142,7 +175,12 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     let image = image().await;
     let layout = planned();
     let services: Vec<String> = layout.containers.iter().map(|c| c.name.clone()).collect();
-    let routers: Vec<&str> = layout.containers.iter().filter(|c| c.kind == Kind::Router).map(|c| c.name.as_str()).collect();
+    let routers: Vec<&str> = layout
+        .containers
+        .iter()
+        .filter(|c| c.kind == Kind::Router)
+        .map(|c| c.name.as_str())
+        .collect();
     let exit = "peer-d-vpn-exit";
     let exit_ip = internet_ip(&layout, exit);
     assert_eq!(routers.len(), 3, "{services:?}");
@@ -204,43 +242,56 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
     }
     ok!(timeline.wait_line(exit, "vpn_ready", SECS(30)).await);
     let ids_of = ok!(timeline
-        .wait_for("started from the monitor, peer-a, peer-b, peer-c and peer-d", SECS(30), |evs| {
-            peer_id(evs, "monitor")?;
-            Some((
-                peer_id(evs, "peer-a")?,
-                peer_id(evs, "peer-b")?,
-                peer_id(evs, "peer-d")?,
-                peer_id(evs, "peer-c")?,
-            ))
-        })
+        .wait_for(
+            "started from the monitor, peer-a, peer-b, peer-c and peer-d",
+            SECS(30),
+            |evs| {
+                peer_id(evs, "monitor")?;
+                Some((
+                    peer_id(evs, "peer-a")?,
+                    peer_id(evs, "peer-b")?,
+                    peer_id(evs, "peer-d")?,
+                    peer_id(evs, "peer-c")?,
+                ))
+            }
+        )
         .await);
     let (a, b, d, c) = ids_of;
 
     // A and B: a direct path, punched by DCUtR.
     ok!(timeline
         .wait_for("direct ack from peer-a to peer-b", SECS(90), |evs| {
-            acks(evs, "peer-b", Some(&a)).contains(&Path::Direct).then_some(())
+            acks(evs, "peer-b", Some(&a))
+                .contains(&Path::Direct)
+                .then_some(())
         })
         .await);
     let to_direct = t0.elapsed();
     ok!(timeline
-        .wait_for("successful hole punch between peer-a and peer-b", SECS(30), |evs| {
-            evs.iter()
-                .any(|l| match &l.event {
-                    Event::HolePunch { peer, ok: true, .. } => {
-                        (l.node == "peer-a" && peer.to_string() == b) || (l.node == "peer-b" && peer.to_string() == a)
-                    }
-                    _ => false,
-                })
-                .then_some(())
-        })
+        .wait_for(
+            "successful hole punch between peer-a and peer-b",
+            SECS(30),
+            |evs| {
+                evs.iter()
+                    .any(|l| match &l.event {
+                        Event::HolePunch { peer, ok: true, .. } => {
+                            (l.node == "peer-a" && peer.to_string() == b)
+                                || (l.node == "peer-b" && peer.to_string() == a)
+                        }
+                        _ => false,
+                    })
+                    .then_some(())
+            }
+        )
         .await);
 
     // D: messages to A and to C acked, and D reaches the lab only through the VPN exit.
     let want = 5;
     ok!(timeline
         .wait_for("peer-d's acks from peer-a and peer-c", SECS(90), |evs| {
-            (acks(evs, "peer-d", Some(&a)).len() >= want && acks(evs, "peer-d", Some(&c)).len() >= want).then_some(())
+            (acks(evs, "peer-d", Some(&a)).len() >= want
+                && acks(evs, "peer-d", Some(&c)).len() >= want)
+                .then_some(())
         })
         .await);
     let to_d = t0.elapsed();
@@ -251,10 +302,14 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
             |evs| {
                 evs.iter()
                     .any(|l| match &l.event {
-                        Event::Connected { peer, remote_addr, .. } => {
+                        Event::Connected {
+                            peer, remote_addr, ..
+                        } => {
                             l.node == "monitor"
                                 && peer.to_string() == d
-                                && remote_addr.to_string().contains(&format!("/ip4/{exit_ip}/"))
+                                && remote_addr
+                                    .to_string()
+                                    .contains(&format!("/ip4/{exit_ip}/"))
                         }
                         _ => false,
                     })
@@ -272,7 +327,10 @@ async fn compose_production_topology_punches_direct_and_carries_the_vpn_peer() {
 
     // No container has a route out of the lab.
     for (service, id) in &ids {
-        let out = engine.exec(id, service, &["ip", "route", "get", "1.1.1.1"]).await.unwrap();
+        let out = engine
+            .exec(id, service, &["ip", "route", "get", "1.1.1.1"])
+            .await
+            .unwrap();
         let (code, out) = (out.code, format!("{}{}", out.stdout, out.stderr));
         assert_ne!(code, 0, "{service} has a route out of the lab: {out}");
     }

@@ -31,7 +31,6 @@ fn topology_yaml(name: &str) -> String {
     )
 }
 
-
 /// Stacked NATs, a port forward, impairments and a VPN peer: compose accepts the file as it is
 /// (`config -q`: the schema, the sysctls, devices and depends_on forms), without running it.
 #[tokio::test(flavor = "multi_thread")]
@@ -59,9 +58,17 @@ async fn generated_compose_file_of_a_cgnat_and_vpn_topology_is_valid() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("docker-compose.yml");
     std::fs::write(&file, &text).unwrap();
-    let mut project = ComposeProject::new(format!("p2plab-cg-{run}"), file, dir, true, "p2plab-node:latest".into());
+    let mut project = ComposeProject::new(
+        format!("p2plab-cg-{run}"),
+        file,
+        dir,
+        true,
+        "p2plab-node:latest".into(),
+    );
     project.down = true; // only `config`: nothing to take down
-    let services = project.run(&["config", "--services"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let services = project
+        .run(&["config", "--services"])
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut got: Vec<&str> = services.lines().collect();
     got.sort_unstable();
     let mut want: Vec<&str> = lay.containers.iter().map(|c| c.name.as_str()).collect();
@@ -78,7 +85,8 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
     let image = image().await;
     let run = new_run_id();
     let name = format!("cg-{run}");
-    let topo = topology::parse("compose-gen.yaml", &topology_yaml(&name)).unwrap_or_else(|e| panic!("{}", e.render()));
+    let topo = topology::parse("compose-gen.yaml", &topology_yaml(&name))
+        .unwrap_or_else(|e| panic!("{}", e.render()));
     let used = engine.used_subnets().await.unwrap();
     let subnets = subnets_for_compose(&topo, &used).unwrap();
     let lay = layout(&topo, &subnets).unwrap();
@@ -93,23 +101,39 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
     std::fs::write(&file, &text).unwrap();
     let mut project = ComposeProject::new(format!("p2plab-cg-{run}"), file, dir, true, image);
 
-    project.run(&["config", "-q"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    project
+        .run(&["config", "-q"])
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let t0 = Instant::now();
-    project.run(&["up", "-d"]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    project
+        .run(&["up", "-d"])
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let up_s = t0.elapsed();
 
     let ids = project.containers(&engine).await;
     for c in &lay.containers {
-        assert!(ids.contains_key(&c.name), "service {} has no container; have {:?}\n{}", c.name, ids.keys(), project.logs_tail(20));
+        assert!(
+            ids.contains_key(&c.name),
+            "service {} has no container; have {:?}\n{}",
+            c.name,
+            ids.keys(),
+            project.logs_tail(20)
+        );
     }
     let nets = project.networks(&engine).await;
     assert_eq!(nets.len(), topo.segments.len(), "{nets:?}");
     for labels in nets.values() {
-        assert_eq!(labels.get("org.p2plab.managed").map(String::as_str), Some("true"));
+        assert_eq!(
+            labels.get("org.p2plab.managed").map(String::as_str),
+            Some("true")
+        );
         assert_eq!(labels.get("org.p2plab.lab"), Some(&name));
     }
     let port = project.run(&["port", "monitor", "9090"]).unwrap();
-    assert!(port.trim().starts_with("127.0.0.1:"), "the metrics port is published on loopback only: {port}");
+    assert!(
+        port.trim().starts_with("127.0.0.1:"),
+        "the metrics port is published on loopback only: {port}"
+    );
 
     // The dialer's stdout until it has ACKS acks.
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -125,27 +149,50 @@ async fn generated_compose_file_runs_a_nat_lab_and_leaves_nothing() {
                 }
                 seen.push(l.line);
             }
-            Ok(None) => panic!("the dialer's log ended after {acked} acks:\n{}\n{}", seen.join("\n"), project.logs_tail(20)),
-            Err(_) => panic!("{acked} of {ACKS} acks within 120 s:\n{}\n{}", seen.join("\n"), project.logs_tail(20)),
+            Ok(None) => panic!(
+                "the dialer's log ended after {acked} acks:\n{}\n{}",
+                seen.join("\n"),
+                project.logs_tail(20)
+            ),
+            Err(_) => panic!(
+                "{acked} of {ACKS} acks within 120 s:\n{}\n{}",
+                seen.join("\n"),
+                project.logs_tail(20)
+            ),
         }
     }
     let acked_s = t0.elapsed();
 
     // No container has a route out of the lab.
     for (service, id) in &ids {
-        let Ok(out) = engine.exec(id, service, &["ip", "route", "get", "1.1.1.1"]).await else {
+        let Ok(out) = engine
+            .exec(id, service, &["ip", "route", "get", "1.1.1.1"])
+            .await
+        else {
             continue; // the dialer may have exited after its last message
         };
-        assert_ne!(out.code, 0, "{service} has a route out of the lab: {}{}", out.stdout, out.stderr);
+        assert_ne!(
+            out.code, 0,
+            "{service} has a route out of the lab: {}{}",
+            out.stdout, out.stderr
+        );
     }
 
     let td = Instant::now();
     project.down().unwrap_or_else(|e| panic!("{e}"));
     let down_s = td.elapsed();
     let left = project.containers(&engine).await;
-    assert!(left.is_empty(), "containers of {} left after down: {left:?}", project.name);
+    assert!(
+        left.is_empty(),
+        "containers of {} left after down: {left:?}",
+        project.name
+    );
     let left = project.networks(&engine).await;
-    assert!(left.is_empty(), "networks of {} left after down: {left:?}", project.name);
+    assert!(
+        left.is_empty(),
+        "networks of {} left after down: {left:?}",
+        project.name
+    );
     eprintln!(
         "compose_gen: {} up -d {:.1}s; {ACKS} acks at {:.1}s; down {:.1}s; subnets {subnets:?}",
         project.cmd.join(" "),

@@ -20,7 +20,10 @@ impl Drop for RemoveImages {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_builds_from_nothing() {
     let _machine = p2plab::testing::whole_machine().await;
-    if testing::engine_or_skip("image_from_nothing").await.is_none() {
+    if testing::engine_or_skip("image_from_nothing")
+        .await
+        .is_none()
+    {
         return;
     }
     // The release binaries (and the regular image) first: this test is about the base.
@@ -32,26 +35,64 @@ async fn the_image_builds_from_nothing() {
     let out = Command::new("bash")
         .arg(repo_root().join("docker/build-image.sh"))
         .env("P2PLAB_SKIP_CARGO", "1")
-        .env("P2PLAB_CARGO_PROFILE", std::env::var("P2PLAB_CARGO_PROFILE").unwrap_or_else(|_| "dev".into()))
+        .env(
+            "P2PLAB_CARGO_PROFILE",
+            std::env::var("P2PLAB_CARGO_PROFILE").unwrap_or_else(|_| "dev".into()),
+        )
         .env("P2PLAB_BASE", &base)
         .env("P2PLAB_IMAGE", &image)
         .output()
         .unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "build-image.sh failed:\n{log}");
-    assert!(log.contains("debootstrap"), "the base was not made from nothing:\n{log}");
+    assert!(
+        log.contains("debootstrap"),
+        "the base was not made from nothing:\n{log}"
+    );
     for bin in ["monitor", "listener", "dialer", "probe", "bench"] {
         let run = Command::new("docker")
-            .args(["run", "--rm", "--network", "none", "--label", "org.p2plab.managed=true", &image, bin, "--version"])
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--label",
+                "org.p2plab.managed=true",
+                &image,
+                bin,
+                "--version",
+            ])
             .output()
             .unwrap();
-        assert!(run.status.success(), "{bin} --version in {image}: {}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{bin} --version in {image}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         assert!(String::from_utf8_lossy(&run.stdout).contains(bin), "{bin}");
     }
     let tools = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", "--label", "org.p2plab.managed=true", &image, "sh", "-c",
-               "nft --version && conntrack --version && ip -V && command -v p2plab-router"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            "org.p2plab.managed=true",
+            &image,
+            "sh",
+            "-c",
+            "nft --version && conntrack --version && ip -V && command -v p2plab-router",
+        ])
         .output()
         .unwrap();
-    assert!(tools.status.success(), "lab tools missing: {}", String::from_utf8_lossy(&tools.stderr));
+    assert!(
+        tools.status.success(),
+        "lab tools missing: {}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
 }

@@ -157,7 +157,10 @@ async fn impairments_delay_and_loss() {
         started.elapsed().as_secs_f64()
     );
     let mut lab = Lab::new(engine, test);
-    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
+    let internet = lab
+        .allocate_network("internet", plan::internet_pool())
+        .await
+        .unwrap();
     let lan = lab.allocate_network("lan", plan::lan_pool()).await.unwrap();
     let (timeline, tx) = Watch::new();
 

@@ -3,7 +3,7 @@
 //! (RFC 4787 mapping and filtering). Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use p2plab::{
@@ -11,102 +11,103 @@ use p2plab::{
     testing::{engine_or_skip, image, ip, strings, Watch},
     Attach, ContainerSpec, Lab,
 };
+use p2plab_contract::{
+    nat::{Forward, Profile, Proto},
+    parse_line,
+    probe::{NatProbe, Verdict},
+    router::{Prefix, RouterEnv},
+};
 
-/// What a profile declares, per protocol: (nat, mapping, filtering).
-fn declared(profile: &str) -> (bool, &'static str, &'static str) {
-    match profile {
-        "open" => (true, "endpoint-independent", "endpoint-independent"),
-        // upnp: a home NAT plus an IGD; the probe maps nothing, so it measures as home.
-        "home" | "port-forward" | "upnp" | "cgnat" => (true, "endpoint-independent", "address-and-port-dependent"),
-        "strict" => (true, "endpoint-dependent", "address-and-port-dependent"),
-        "routed" => (false, "endpoint-independent", "endpoint-independent"),
-        other => panic!("unknown profile {other}"),
-    }
-}
-
-struct Router {
-    name: String,
-    nat: &'static str,
-    wan: (String, Ipv4Addr),
-    lan: (String, Ipv4Net),
-    uplink_gw: Option<Ipv4Addr>,
-    forward: Option<String>,
-}
+/// Each case: a name, the router of its LAN, and whether that router sits behind a carrier's
+/// `home` router (CGNAT: two NATs stacked; it must measure as its inner router does).
+const CASES: [(&str, Profile, bool); 7] = [
+    ("open", Profile::Open, false),
+    ("home", Profile::Home, false),
+    ("strict", Profile::Strict, false),
+    ("port-forward", Profile::PortForward, false),
+    ("routed", Profile::Routed, false),
+    ("cgnat", Profile::Home, true),
+    ("upnp", Profile::Upnp, false),
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_nat_profile_measures_as_declared() {
     let _machine = p2plab::testing::whole_machine().await;
-    let Some(engine) = engine_or_skip("nat_profiles").await else { return };
+    let Some(engine) = engine_or_skip("nat_profiles").await else {
+        return;
+    };
     let image = image().await;
     let mut lab = Lab::new(engine, "nat-profiles");
-    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
-    let profiles = ["open", "home", "strict", "port-forward", "routed", "cgnat", "upnp"];
+    let internet = lab
+        .allocate_network("internet", plan::internet_pool())
+        .await
+        .unwrap();
     let mut lans = Vec::new();
-    for p in profiles {
-        lans.push(lab.allocate_network(&format!("lan-{p}"), plan::lan_pool()).await.unwrap());
+    for (p, ..) in CASES {
+        lans.push(
+            lab.allocate_network(&format!("lan-{p}"), plan::lan_pool())
+                .await
+                .unwrap(),
+        );
     }
-    let carrier = lab.allocate_network("carrier", plan::shared_pool()).await.unwrap();
+    let carrier = lab
+        .allocate_network("carrier", plan::shared_pool())
+        .await
+        .unwrap();
+    let prefix = |n: &Ipv4Net| Prefix {
+        net: n.network(),
+        len: n.prefix_len(),
+    };
 
-    // Routers: one per profile; cgnat is a home router whose uplink is a carrier's home NAT.
-    let mut routers = Vec::new();
-    for (i, (p, lan)) in profiles.iter().zip(&lans).enumerate() {
-        let (nat, wan, uplink_gw) = match *p {
-            "cgnat" => ("home", ("carrier".to_string(), ip(&carrier, 2)), Some(ip(&carrier, 254))),
-            "port-forward" => ("port-forward", ("internet".to_string(), ip(&internet, 2 + i as u32)), None),
-            other => (
-                match other {
-                    "open" => "open",
-                    "home" => "home",
-                    "strict" => "strict",
-                    "upnp" => "upnp",
-                    _ => "routed",
-                },
-                ("internet".to_string(), ip(&internet, 2 + i as u32)),
-                None,
-            ),
+    // Routers: one per case (name, WAN network, LAN network, its env), then the carrier's.
+    let mut routers: Vec<(String, &str, String, RouterEnv)> = Vec::new();
+    for (i, ((p, profile, behind_carrier), lan)) in CASES.into_iter().zip(&lans).enumerate() {
+        let (wan_net, wan_ip) = if behind_carrier {
+            ("carrier", ip(&carrier, 2))
+        } else {
+            ("internet", ip(&internet, 2 + i as u32))
         };
-        routers.push(Router {
-            name: format!("router-{p}"),
-            nat,
-            wan,
-            lan: (format!("lan-{p}"), *lan),
-            uplink_gw,
-            forward: (*p == "port-forward").then(|| {
-                let h = ip(lan, 10);
-                format!("tcp:4001:{h}:4001,udp:4001:{h}:4001")
-            }),
-        });
+        let mut env = RouterEnv::new(profile, prefix(lan), wan_ip);
+        if behind_carrier {
+            env.uplink_gw = Some(ip(&carrier, 254));
+        }
+        if profile == Profile::PortForward {
+            let h = ip(lan, 10);
+            env.forwards = [Proto::Tcp, Proto::Udp]
+                .map(|proto| Forward {
+                    proto,
+                    ext_port: 4001,
+                    lan_ip: h,
+                    lan_port: 4001,
+                })
+                .to_vec();
+        }
+        routers.push((format!("router-{p}"), wan_net, format!("lan-{p}"), env));
     }
-    routers.push(Router {
-        name: "router-carrier".into(),
-        nat: "home",
-        wan: ("internet".into(), ip(&internet, 50)),
-        lan: ("carrier".into(), carrier),
-        uplink_gw: None,
-        forward: None,
-    });
+    routers.push((
+        "router-carrier".into(),
+        "internet",
+        "carrier".into(),
+        RouterEnv::new(Profile::Home, prefix(&carrier), ip(&internet, 50)),
+    ));
 
     let (mut timeline, tx) = Watch::new();
-    for r in &routers {
-        let mut env = vec![
-            ("P2PLAB_NAT".to_string(), r.nat.to_string()),
-            ("P2PLAB_LAN_SUBNET".to_string(), r.lan.1.to_string()),
-            ("P2PLAB_WAN_IP".to_string(), r.wan.1.to_string()),
-        ];
-        if let Some(gw) = r.uplink_gw {
-            env.push(("P2PLAB_UPLINK_GW".into(), gw.to_string()));
-        }
-        if let Some(f) = &r.forward {
-            env.push(("P2PLAB_FORWARD".into(), f.clone()));
-        }
+    for (name, wan_net, lan_net, env) in &routers {
+        let lan = Ipv4Net::new(env.lan.net, env.lan.len).unwrap();
         lab.start(ContainerSpec {
-            name: r.name.clone(),
+            name: name.clone(),
             image: image.clone(),
             cmd: strings(&["p2plab-router"]),
-            env,
+            env: env.to_env(),
             attach: vec![
-                Attach { network: r.wan.0.clone(), ip: r.wan.1 },
-                Attach { network: r.lan.0.clone(), ip: ip(&r.lan.1, 254) },
+                Attach {
+                    network: wan_net.to_string(),
+                    ip: env.wan_ip,
+                },
+                Attach {
+                    network: lan_net.clone(),
+                    ip: ip(&lan, 254),
+                },
             ],
             net_admin: true,
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
@@ -114,18 +115,21 @@ async fn every_nat_profile_measures_as_declared() {
         })
         .await
         .unwrap();
-        lab.follow(&r.name, tx.clone()).unwrap();
+        lab.follow(name, tx.clone()).unwrap();
     }
-    for r in &routers {
-        if let Err(e) = timeline.wait_line(&r.name, "router_ready", Duration::from_secs(30)).await {
-            let err = lab.stderr_tail(&r.name, 20).await;
+    for (name, ..) in &routers {
+        if let Err(e) = timeline
+            .wait_line(name, "router_ready", Duration::from_secs(30))
+            .await
+        {
+            let err = lab.stderr_tail(name, 20).await;
             lab.teardown().await.ok();
             panic!("{e}\n{err}");
         }
     }
 
     // Two reflectors on the internet; they reach the routed LAN through its router.
-    let routed = profiles.iter().position(|p| *p == "routed").unwrap();
+    let routed = CASES.iter().position(|c| c.1 == Profile::Routed).unwrap();
     let routed_route = format!("{} via {}", lans[routed], ip(&internet, 2 + routed as u32));
     for (name, n) in [("reflector-1", 20), ("reflector-2", 21)] {
         lab.start(ContainerSpec {
@@ -136,19 +140,25 @@ async fn every_nat_profile_measures_as_declared() {
                 ("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into()),
                 ("P2PLAB_ROUTES".into(), routed_route.clone()),
             ],
-            attach: vec![Attach { network: "internet".into(), ip: ip(&internet, n) }],
+            attach: vec![Attach {
+                network: "internet".into(),
+                ip: ip(&internet, n),
+            }],
             net_admin: true,
             ..Default::default()
         })
         .await
         .unwrap();
         lab.follow(name, tx.clone()).unwrap();
-        timeline.wait_line(name, "reflector_ready", Duration::from_secs(30)).await.unwrap();
+        timeline
+            .wait_line(name, "reflector_ready", Duration::from_secs(30))
+            .await
+            .unwrap();
     }
 
     // A host on every LAN; the port-forward host serves a reflector on the forwarded port.
-    for (p, lan) in profiles.iter().zip(&lans) {
-        let cmd = if *p == "port-forward" {
+    for ((p, profile, _), lan) in CASES.iter().zip(&lans) {
+        let cmd = if *profile == Profile::PortForward {
             strings(&["probe", "reflect", "--port", "4001", "--alt-port", "4002"])
         } else {
             strings(&["sleep", "infinity"])
@@ -158,7 +168,10 @@ async fn every_nat_profile_measures_as_declared() {
             image: image.clone(),
             cmd,
             env: vec![("P2PLAB_GATEWAY".into(), ip(lan, 254).to_string())],
-            attach: vec![Attach { network: format!("lan-{p}"), ip: ip(lan, 10) }],
+            attach: vec![Attach {
+                network: format!("lan-{p}"),
+                ip: ip(lan, 10),
+            }],
             net_admin: true,
             ..Default::default()
         })
@@ -169,50 +182,73 @@ async fn every_nat_profile_measures_as_declared() {
     let r1 = ip(&internet, 20).to_string();
     let r2 = ip(&internet, 21).to_string();
     let mut failures = Vec::new();
-    for p in profiles {
+    for (p, profile, _) in CASES {
         let host = format!("host-{p}");
         let out = lab
-            .exec(&host, &["probe", "measure", "--reflector", &r1, "--reflector", &r2])
+            .exec(
+                &host,
+                &["probe", "measure", "--reflector", &r1, "--reflector", &r2],
+            )
             .await
             .unwrap();
-        let (nat, mapping, filtering) = declared(p);
+        let want = Verdict::expected(profile);
         let mut seen = 0;
-        for line in out.stdout.lines() {
-            let v: serde_json::Value = match serde_json::from_str(line) {
-                Ok(v) => v,
-                Err(_) => continue,
-            };
+        for (line, probe) in out
+            .stdout
+            .lines()
+            .filter_map(|l| Some((l, parse_line::<NatProbe>(l)?)))
+        {
             seen += 1;
-            let got = (v["nat"].as_bool(), v["mapping"].as_str(), v["filtering"].as_str());
-            if got != (Some(nat), Some(mapping), Some(filtering)) {
-                failures.push(format!("{p}/{}: measured {got:?}, declared {:?}: {line}", v["proto"], (nat, mapping, filtering)));
+            if probe.verdict != want {
+                failures.push(format!(
+                    "{p}/{}: measured {:?}, declared {want:?}: {line}",
+                    probe.proto, probe.verdict
+                ));
             }
         }
         if out.code != 0 || seen != 2 {
-            failures.push(format!("{p}: probe exit {} with {seen} reports\n{}{}", out.code, out.stdout, out.stderr));
+            failures.push(format!(
+                "{p}: probe exit {} with {seen} reports\n{}{}",
+                out.code, out.stdout, out.stderr
+            ));
         }
     }
 
     // port-forward: an unsolicited connection from the internet to the forwarded port reaches
     // the LAN host, which sees the caller's own address.
-    let pf = profiles.iter().position(|p| *p == "port-forward").unwrap();
+    let pf = CASES
+        .iter()
+        .position(|c| c.1 == Profile::PortForward)
+        .unwrap();
     let wan = ip(&internet, 2 + pf as u32);
     let script = format!(
         "import socket\ns=socket.create_connection(('{wan}',4001),3)\ns.sendall(b'whoami\\n')\nprint(s.recv(200).decode().strip())"
     );
-    let out = lab.exec("reflector-1", &["python3", "-c", &script]).await.unwrap();
+    let out = lab
+        .exec("reflector-1", &["python3", "-c", &script])
+        .await
+        .unwrap();
     if !out.stdout.contains(&format!("addr {r1}:")) {
-        failures.push(format!("port-forward: inbound TCP to {wan}:4001 got {:?} {:?}", out.stdout, out.stderr));
+        failures.push(format!(
+            "port-forward: inbound TCP to {wan}:4001 got {:?} {:?}",
+            out.stdout, out.stderr
+        ));
     }
 
     // No container has a route out of the lab.
-    let mut nodes: Vec<String> = routers.iter().map(|r| r.name.clone()).collect();
-    nodes.extend(profiles.iter().map(|p| format!("host-{p}")));
+    let mut nodes: Vec<String> = routers.iter().map(|r| r.0.clone()).collect();
+    nodes.extend(CASES.iter().map(|c| format!("host-{}", c.0)));
     nodes.extend(["reflector-1".to_string(), "reflector-2".to_string()]);
     for n in &nodes {
-        let out = lab.exec(n, &["ip", "route", "get", "1.1.1.1"]).await.unwrap();
+        let out = lab
+            .exec(n, &["ip", "route", "get", "1.1.1.1"])
+            .await
+            .unwrap();
         if out.code == 0 {
-            failures.push(format!("{n} has a route out of the lab: {}", out.stdout.trim()));
+            failures.push(format!(
+                "{n} has a route out of the lab: {}",
+                out.stdout.trim()
+            ));
         }
     }
 

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use p2plab::{model as topology, testing::image, topology_run, TopologyRun};
 
 fn file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topologies").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../topologies")
+        .join(name)
 }
-
 
 /// Runs one shipped topology the way a user's own test would ([`TopologyRun`]), with the image
 /// `cargo test` has built.
@@ -96,21 +97,45 @@ async fn port_forward() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faults() {
-    let Some(run) = run_topology("faults.yaml").await else { return };
+    let Some(run) = run_topology("faults.yaml").await else {
+        return;
+    };
     // The report as a person sees it: loaded in a real browser, its scripts run.
     let page = run.report_dir().join("index.html");
-    let Some(dom) = p2plab::testing::browser_dom(&page).unwrap_or_else(|e| panic!("{e}")) else { return };
+    let Some(dom) = p2plab::testing::browser_dom(&page).unwrap_or_else(|e| panic!("{e}")) else {
+        return;
+    };
     let count = |needle: &str| dom.matches(needle).count();
     let pairs = run.result().metrics.len();
     assert!(pairs > 0, "no pair in {}", page.display());
-    assert!(count(r#"<svg class="paths""#) == 1 && count(r#"class="lane""#) >= pairs, "no path lanes in {}", page.display());
-    assert!(count(r#"<svg class="rtt""#) == 1 && count(r#"<g class="rtt-pair""#) == pairs, "no RTT plot per pair in {}", page.display());
-    assert!(count("<circle") > pairs, "no round trips plotted in {}", page.display());
+    assert!(
+        count(r#"<svg class="paths""#) == 1 && count(r#"class="lane""#) >= pairs,
+        "no path lanes in {}",
+        page.display()
+    );
+    assert!(
+        count(r#"<svg class="rtt""#) == 1 && count(r#"<g class="rtt-pair""#) == pairs,
+        "no RTT plot per pair in {}",
+        page.display()
+    );
+    assert!(
+        count("<circle") > pairs,
+        "no round trips plotted in {}",
+        page.display()
+    );
     // a fault marker in the lanes and in every RTT panel
-    assert!(count(r#"class="fault""#) >= run.result().faults.len() * (1 + pairs), "fault markers missing in {}", page.display());
+    assert!(
+        count(r#"class="fault""#) >= run.result().faults.len() * (1 + pairs),
+        "fault markers missing in {}",
+        page.display()
+    );
     // the timeline filter's script ran in the browser (it writes the row count)
     let written = std::fs::read_to_string(&page).unwrap();
-    assert!(!written.contains(" rows</span>") && dom.contains(" rows</span>"), "the page's script did not run in {}", page.display());
+    assert!(
+        !written.contains(" rows</span>") && dom.contains(" rows</span>"),
+        "the page's script did not run in {}",
+        page.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

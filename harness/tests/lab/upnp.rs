@@ -35,15 +35,28 @@ impl UpnpLab {
     async fn fail(&mut self, why: String) -> ! {
         let mut report = why;
         for n in &self.nodes {
-            report.push_str(&format!("\n--- {n} stderr ---\n{}", self.lab.stderr_tail(n, 15).await));
+            report.push_str(&format!(
+                "\n--- {n} stderr ---\n{}",
+                self.lab.stderr_tail(n, 15).await
+            ));
         }
-        if let Ok(out) = self.lab.exec("router-u", &["tail", "-n", "30", "/run/p2plab-miniupnpd.log"]).await {
+        if let Ok(out) = self
+            .lab
+            .exec(
+                "router-u",
+                &["tail", "-n", "30", "/run/p2plab-miniupnpd.log"],
+            )
+            .await
+        {
             report.push_str(&format!("\n--- router-u miniupnpd log ---\n{}", out.stdout));
         }
         for l in &self.timeline.other {
             report.push_str(&format!("\n{}: {}", l.node, l.line));
         }
-        report.push_str(&format!("\n--- timeline tail ---\n{}", self.timeline.tail(60)));
+        report.push_str(&format!(
+            "\n--- timeline tail ---\n{}",
+            self.timeline.tail(60)
+        ));
         self.lab.teardown().await.ok();
         panic!("{report}");
     }
@@ -75,7 +88,9 @@ fn acks_to(evs: &[EventLine], to: PeerId) -> Vec<(u64, Path)> {
     evs.iter()
         .filter(|l| l.node == "bob")
         .filter_map(|l| match &l.event {
-            Event::MessageAcked { to: t, id, path, .. } if *t == to => Some((*id, *path)),
+            Event::MessageAcked {
+                to: t, id, path, ..
+            } if *t == to => Some((*id, *path)),
             _ => None,
         })
         .collect()
@@ -92,20 +107,39 @@ fn acks_to(evs: &[EventLine], to: PeerId) -> Vec<(u64, Path)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punching() {
     let _machine = p2plab::testing::whole_machine().await;
-    let Some(engine) = engine_or_skip("upnp").await else { return };
+    let Some(engine) = engine_or_skip("upnp").await else {
+        return;
+    };
     let image = image().await;
     let t0 = std::time::Instant::now();
     let mut lab = Lab::new(engine, "upnp");
-    let internet = lab.allocate_network("internet", plan::internet_pool()).await.unwrap();
-    let lan_u = lab.allocate_network("lan-u", plan::lan_pool()).await.unwrap();
-    let lan_h = lab.allocate_network("lan-h", plan::lan_pool()).await.unwrap();
-    let lan_c = lab.allocate_network("lan-c", plan::lan_pool()).await.unwrap();
-    let lan_d = lab.allocate_network("lan-d", plan::lan_pool()).await.unwrap();
+    let internet = lab
+        .allocate_network("internet", plan::internet_pool())
+        .await
+        .unwrap();
+    let lan_u = lab
+        .allocate_network("lan-u", plan::lan_pool())
+        .await
+        .unwrap();
+    let lan_h = lab
+        .allocate_network("lan-h", plan::lan_pool())
+        .await
+        .unwrap();
+    let lan_c = lab
+        .allocate_network("lan-c", plan::lan_pool())
+        .await
+        .unwrap();
+    let lan_d = lab
+        .allocate_network("lan-d", plan::lan_pool())
+        .await
+        .unwrap();
     let (timeline, tx) = Watch::new();
     let mut t = UpnpLab {
         lab,
         timeline,
-        nodes: vec!["router-u", "router-c", "router-h", "router-d", "boot", "alice", "carol", "bob", "dave"],
+        nodes: vec![
+            "router-u", "router-c", "router-h", "router-d", "boot", "alice", "carol", "bob", "dave",
+        ],
     };
     let wan_u = ip(&internet, 2);
 
@@ -126,8 +160,14 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
                     ("P2PLAB_WAN_IP".into(), ip(&internet, wan_host).to_string()),
                 ],
                 attach: vec![
-                    Attach { network: "internet".into(), ip: ip(&internet, wan_host) },
-                    Attach { network: lan_name.into(), ip: ip(&lan, 254) },
+                    Attach {
+                        network: "internet".into(),
+                        ip: ip(&internet, wan_host),
+                    },
+                    Attach {
+                        network: lan_name.into(),
+                        ip: ip(&lan, 254),
+                    },
                 ],
                 net_admin: true,
                 sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
@@ -146,8 +186,14 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
         }
     }
     let ready: serde_json::Value = serde_json::from_str(&ready_u).unwrap();
-    if ready["nat"] != "upnp" || ready["upnp"]["ext_ip"] != wan_u.to_string() || ready["upnp"]["daemon"] != "miniupnpd" {
-        t.fail(format!("router-u is not a upnp router with external address {wan_u}: {ready_u}")).await;
+    if ready["nat"] != "upnp"
+        || ready["upnp"]["ext_ip"] != wan_u.to_string()
+        || ready["upnp"]["daemon"] != "miniupnpd"
+    {
+        t.fail(format!(
+            "router-u is not a upnp router with external address {wan_u}: {ready_u}"
+        ))
+        .await;
     }
     let t_routers = t0.elapsed();
 
@@ -157,20 +203,37 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
             name: "boot".into(),
             image: image.clone(),
             cmd: strings(&[
-                "monitor", "--name", "boot", "--listen-addr", "0.0.0.0", "--port", "51820",
-                "--external-addr", &format!("/ip4/{boot_ip}/tcp/51820"),
-                "--external-addr", &format!("/ip4/{boot_ip}/udp/51820/quic-v1"),
-                "--metrics-addr", "off",
+                "monitor",
+                "--name",
+                "boot",
+                "--listen-addr",
+                "0.0.0.0",
+                "--port",
+                "51820",
+                "--external-addr",
+                &format!("/ip4/{boot_ip}/tcp/51820"),
+                "--external-addr",
+                &format!("/ip4/{boot_ip}/udp/51820/quic-v1"),
+                "--metrics-addr",
+                "off",
             ]),
             env: vec![("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into())],
-            attach: vec![Attach { network: "internet".into(), ip: boot_ip }],
+            attach: vec![Attach {
+                network: "internet".into(),
+                ip: boot_ip,
+            }],
             net_admin: true,
             ..Default::default()
         })
         .await
         .unwrap();
     t.lab.follow("boot", tx.clone()).unwrap();
-    let r = t.timeline.wait_event("boot", "started", SECS(30), |e| matches!(e, Event::Started { .. })).await;
+    let r = t
+        .timeline
+        .wait_event("boot", "started", SECS(30), |e| {
+            matches!(e, Event::Started { .. })
+        })
+        .await;
     let boot_id = match t.ok(r).await {
         Event::Started { peer_id, .. } => peer_id,
         _ => unreachable!(),
@@ -179,12 +242,57 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
 
     let count = COUNT.to_string();
     for (node, role, lan, lan_name, ns, extra) in [
-        ("alice", "listener", lan_u, "lan-u", "lab", vec!["--port", "4001", "--upnp"]),
-        ("carol", "listener", lan_c, "lan-c", "lab", vec!["--port", "4001"]),
-        ("bob", "dialer", lan_h, "lan-h", "lab", vec!["--port", "4001", "--count", count.as_str(), "--interval", "250"]),
-        ("dave", "listener", lan_d, "lan-d", "lab-d", vec!["--port", "4001", "--upnp"]),
+        (
+            "alice",
+            "listener",
+            lan_u,
+            "lan-u",
+            "lab",
+            vec!["--port", "4001", "--upnp"],
+        ),
+        (
+            "carol",
+            "listener",
+            lan_c,
+            "lan-c",
+            "lab",
+            vec!["--port", "4001"],
+        ),
+        (
+            "bob",
+            "dialer",
+            lan_h,
+            "lan-h",
+            "lab",
+            vec![
+                "--port",
+                "4001",
+                "--count",
+                count.as_str(),
+                "--interval",
+                "250",
+            ],
+        ),
+        (
+            "dave",
+            "listener",
+            lan_d,
+            "lan-d",
+            "lab-d",
+            vec!["--port", "4001", "--upnp"],
+        ),
     ] {
-        let mut cmd = vec![role, "--name", node, "--bootstrap", &boot_addr, "--namespace", ns, "--transport", "both"];
+        let mut cmd = vec![
+            role,
+            "--name",
+            node,
+            "--bootstrap",
+            &boot_addr,
+            "--namespace",
+            ns,
+            "--transport",
+            "both",
+        ];
         cmd.extend(extra);
         t.lab
             .start(ContainerSpec {
@@ -192,7 +300,10 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
                 image: image.clone(),
                 cmd: strings(&cmd),
                 env: vec![("P2PLAB_GATEWAY".into(), ip(&lan, 254).to_string())],
-                attach: vec![Attach { network: lan_name.into(), ip: ip(&lan, 10) }],
+                attach: vec![Attach {
+                    network: lan_name.into(),
+                    ip: ip(&lan, 10),
+                }],
                 net_admin: true,
                 ..Default::default()
             })
@@ -206,12 +317,29 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
     let r = t
         .timeline
         .wait_event("alice", "upnp gateway_found", SECS(30), |e| {
-            matches!(e, Event::Upnp { status: UpnpStatus::GatewayFound | UpnpStatus::GatewayNotFound | UpnpStatus::NonRoutableGateway, .. })
+            matches!(
+                e,
+                Event::Upnp {
+                    status: UpnpStatus::GatewayFound
+                        | UpnpStatus::GatewayNotFound
+                        | UpnpStatus::NonRoutableGateway,
+                    ..
+                }
+            )
         })
         .await;
     match t.ok(r).await {
-        Event::Upnp { status: UpnpStatus::GatewayFound, external_ip: Some(e), .. } if e == std::net::IpAddr::V4(wan_u) => {}
-        other => t.fail(format!("alice: expected a gateway with external IP {wan_u}, got {other:?}")).await,
+        Event::Upnp {
+            status: UpnpStatus::GatewayFound,
+            external_ip: Some(e),
+            ..
+        } if e == std::net::IpAddr::V4(wan_u) => {}
+        other => {
+            t.fail(format!(
+                "alice: expected a gateway with external IP {wan_u}, got {other:?}"
+            ))
+            .await
+        }
     }
     let r = t
         .timeline
@@ -220,7 +348,11 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
                 .iter()
                 .filter(|l| l.node == "alice")
                 .filter_map(|l| match &l.event {
-                    Event::Upnp { status: UpnpStatus::Mapped, addr: Some(a), .. } => Some(a.clone()),
+                    Event::Upnp {
+                        status: UpnpStatus::Mapped,
+                        addr: Some(a),
+                        ..
+                    } => Some(a.clone()),
                     _ => None,
                 })
                 .collect();
@@ -234,51 +366,124 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
     ];
     for w in &want {
         if !mapped.contains(w) {
-            t.fail(format!("alice: no mapping {w}; mapped {mapped:?}")).await;
+            t.fail(format!("alice: no mapping {w}; mapped {mapped:?}"))
+                .await;
         }
     }
-    if let Some(e) = t.timeline.of("alice").into_iter().find(|e| matches!(e, Event::Upnp { status: UpnpStatus::Failed, .. })) {
-        t.fail(format!("alice: a UPnP mapping attempt failed: {e:?}")).await;
+    if let Some(e) = t.timeline.of("alice").into_iter().find(|e| {
+        matches!(
+            e,
+            Event::Upnp {
+                status: UpnpStatus::Failed,
+                ..
+            }
+        )
+    }) {
+        t.fail(format!("alice: a UPnP mapping attempt failed: {e:?}"))
+            .await;
     }
     let t_mapped = t0.elapsed();
     // The router holds them: miniupnpd's DNATs to alice's ports.
     let alice_ip = ip(&lan_u, 10);
-    let out = t.lab.exec("router-u", &["nft", "list", "chain", "inet", "p2plab_upnp", "prerouting_miniupnpd"]).await.unwrap();
-    let dnats = out.stdout.matches(&format!("dnat ip to {alice_ip}:4001")).count();
+    let out = t
+        .lab
+        .exec(
+            "router-u",
+            &[
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "p2plab_upnp",
+                "prerouting_miniupnpd",
+            ],
+        )
+        .await
+        .unwrap();
+    let dnats = out
+        .stdout
+        .matches(&format!("dnat ip to {alice_ip}:4001"))
+        .count();
     if dnats != 2 {
-        t.fail(format!("router-u: expected 2 DNATs to {alice_ip}:4001 (tcp, udp), found {dnats}:\n{}{}", out.stdout, out.stderr)).await;
+        t.fail(format!(
+            "router-u: expected 2 DNATs to {alice_ip}:4001 (tcp, udp), found {dnats}:\n{}{}",
+            out.stdout, out.stderr
+        ))
+        .await;
     }
 
     // 2. AutoNAT confirms alice public on the WAN address; she announces direct addresses only.
     let r = t
         .timeline
-        .wait_event("alice", "reachability", SECS(60), |e| matches!(e, Event::Reachability { source: ReachabilitySource::Autonat | ReachabilitySource::Timeout, .. }))
+        .wait_event("alice", "reachability", SECS(60), |e| {
+            matches!(
+                e,
+                Event::Reachability {
+                    source: ReachabilitySource::Autonat | ReachabilitySource::Timeout,
+                    ..
+                }
+            )
+        })
         .await;
     let first_verdict = t.ok(r).await;
     let r = t
         .timeline
-        .wait_event("alice", "public reachability", SECS(60), |e| matches!(e, Event::Reachability { status: Reachability::Public, .. }))
+        .wait_event("alice", "public reachability", SECS(60), |e| {
+            matches!(
+                e,
+                Event::Reachability {
+                    status: Reachability::Public,
+                    ..
+                }
+            )
+        })
         .await;
     match t.ok(r).await {
         Event::Reachability { source: ReachabilitySource::Autonat, addr: Some(a), .. } if ip_of(&a) == Some(wan_u) => {}
         other => t.fail(format!("alice: expected AutoNAT to confirm {wan_u}, got {other:?} (first verdict {first_verdict:?})")).await,
     }
-    let r = t.timeline.wait_event("alice", "announced", SECS(60), |e| matches!(e, Event::Announced { .. })).await;
+    let r = t
+        .timeline
+        .wait_event("alice", "announced", SECS(60), |e| {
+            matches!(e, Event::Announced { .. })
+        })
+        .await;
     if let Event::Announced { addrs, .. } = t.ok(r).await {
-        let direct_on_wan = addrs.iter().all(|a| Path::of([a]) == Path::Direct && ip_of(a) == Some(wan_u));
+        let direct_on_wan = addrs
+            .iter()
+            .all(|a| Path::of([a]) == Path::Direct && ip_of(a) == Some(wan_u));
         if addrs.is_empty() || !direct_on_wan {
-            t.fail(format!("alice's first announcement is not {wan_u} direct only: {addrs:?}")).await;
+            t.fail(format!(
+                "alice's first announcement is not {wan_u} direct only: {addrs:?}"
+            ))
+            .await;
         }
     }
-    if let Some(e) = t.timeline.of("alice").into_iter().find(|e| matches!(e, Event::Reservation { .. })) {
-        t.fail(format!("alice reserved a relay slot although UPnP made her reachable: {e:?}")).await;
+    if let Some(e) = t
+        .timeline
+        .of("alice")
+        .into_iter()
+        .find(|e| matches!(e, Event::Reservation { .. }))
+    {
+        t.fail(format!(
+            "alice reserved a relay slot although UPnP made her reachable: {e:?}"
+        ))
+        .await;
     }
 
     // 3. Carol, behind the same router without --upnp: a home NAT. No UPnP, relayed only.
-    let r = t.timeline.wait_event("carol", "announced", SECS(60), |e| matches!(e, Event::Announced { .. })).await;
+    let r = t
+        .timeline
+        .wait_event("carol", "announced", SECS(60), |e| {
+            matches!(e, Event::Announced { .. })
+        })
+        .await;
     if let Event::Announced { addrs, .. } = t.ok(r).await {
         if addrs.is_empty() || !addrs.iter().all(|a| Path::of([a]) == Path::Relayed) {
-            t.fail(format!("carol (no --upnp) announced a direct address: {addrs:?}")).await;
+            t.fail(format!(
+                "carol (no --upnp) announced a direct address: {addrs:?}"
+            ))
+            .await;
         }
     }
 
@@ -295,16 +500,29 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
     t.ok(r).await;
     let t_acked = t0.elapsed();
     let bob = t.timeline.of("bob");
-    let failed: Vec<&Event> = bob.iter().filter(|e| matches!(e, Event::MessageFailed { .. })).collect();
+    let failed: Vec<&Event> = bob
+        .iter()
+        .filter(|e| matches!(e, Event::MessageFailed { .. }))
+        .collect();
     if !failed.is_empty() {
         t.fail(format!("bob lost messages: {failed:?}")).await;
     }
     let to_alice = acks_to(&t.timeline.events, alice);
     if let Some(bad) = to_alice.iter().find(|(_, p)| *p != Path::Direct) {
-        t.fail(format!("an ack from alice took a {:?} path: {bad:?} of {to_alice:?}", bad.1)).await;
+        t.fail(format!(
+            "an ack from alice took a {:?} path: {bad:?} of {to_alice:?}",
+            bad.1
+        ))
+        .await;
     }
     let first_conn = bob.iter().find_map(|e| match e {
-        Event::Connected { peer, path, remote_addr, direction, .. } if *peer == alice => Some((*path, remote_addr.clone(), *direction)),
+        Event::Connected {
+            peer,
+            path,
+            remote_addr,
+            direction,
+            ..
+        } if *peer == alice => Some((*path, remote_addr.clone(), *direction)),
         _ => None,
     });
     match &first_conn {
@@ -316,28 +534,63 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
         _ => false,
     });
     if let Some(p) = punches_alice.clone().next() {
-        t.fail(format!("a hole punch involving alice (none is needed with UPnP): {}", p.to_json())).await;
+        t.fail(format!(
+            "a hole punch involving alice (none is needed with UPnP): {}",
+            p.to_json()
+        ))
+        .await;
     }
     // Carol is a home NAT case: DCUtR punched a direct path to her.
-    let punched_carol = t.timeline.events.iter().any(|l| matches!(&l.event, Event::HolePunch { peer, ok: true, .. } if *peer == carol));
+    let punched_carol = t
+        .timeline
+        .events
+        .iter()
+        .any(|l| matches!(&l.event, Event::HolePunch { peer, ok: true, .. } if *peer == carol));
     if !punched_carol {
-        t.fail("no successful hole punch between bob and carol (home NAT behaviour)".into()).await;
+        t.fail("no successful hole punch between bob and carol (home NAT behaviour)".into())
+            .await;
     }
-    if t.timeline.of("carol").iter().any(|e| matches!(e, Event::Upnp { .. })) {
+    if t.timeline
+        .of("carol")
+        .iter()
+        .any(|e| matches!(e, Event::Upnp { .. }))
+    {
         t.fail("carol (no --upnp) wrote upnp events".into()).await;
     }
     let to_carol = acks_to(&t.timeline.events, carol);
     let relayed_carol = to_carol.iter().filter(|(_, p)| *p == Path::Relayed).count();
     // Milliseconds from alice's `started` to her first event matching `f`.
     let since_start = |f: &dyn Fn(&Event) -> bool| {
-        let of = |g: &dyn Fn(&Event) -> bool| t.timeline.events.iter().find(|l| l.node == "alice" && g(&l.event)).map(|l| l.ts);
+        let of = |g: &dyn Fn(&Event) -> bool| {
+            t.timeline
+                .events
+                .iter()
+                .find(|l| l.node == "alice" && g(&l.event))
+                .map(|l| l.ts)
+        };
         match (of(&|e| matches!(e, Event::Started { .. })), of(f)) {
             (Some(a), Some(b)) => (b - a).num_milliseconds(),
             _ => -1,
         }
     };
-    let ms_mapped = since_start(&|e| matches!(e, Event::Upnp { status: UpnpStatus::Mapped, .. }));
-    let ms_public = since_start(&|e| matches!(e, Event::Reachability { status: Reachability::Public, .. }));
+    let ms_mapped = since_start(&|e| {
+        matches!(
+            e,
+            Event::Upnp {
+                status: UpnpStatus::Mapped,
+                ..
+            }
+        )
+    });
+    let ms_public = since_start(&|e| {
+        matches!(
+            e,
+            Event::Reachability {
+                status: Reachability::Public,
+                ..
+            }
+        )
+    });
     let ms_announced = since_start(&|e| matches!(e, Event::Announced { .. }));
 
     // 5. Dave (--upnp behind a home router): no gateway; once UPnP is out, he reserves a relay
@@ -345,35 +598,94 @@ async fn upnp_listener_maps_its_port_and_is_dialed_directly_without_hole_punchin
     let r = t
         .timeline
         .wait_event("dave", "upnp outcome", SECS(60), |e| {
-            matches!(e, Event::Upnp { status: UpnpStatus::GatewayNotFound | UpnpStatus::GatewayFound | UpnpStatus::Mapped, .. })
+            matches!(
+                e,
+                Event::Upnp {
+                    status: UpnpStatus::GatewayNotFound
+                        | UpnpStatus::GatewayFound
+                        | UpnpStatus::Mapped,
+                    ..
+                }
+            )
         })
         .await;
     match t.ok(r).await {
-        Event::Upnp { status: UpnpStatus::GatewayNotFound, .. } => {}
-        other => t.fail(format!("dave (behind a home router) found a UPnP gateway: {other:?}")).await,
+        Event::Upnp {
+            status: UpnpStatus::GatewayNotFound,
+            ..
+        } => {}
+        other => {
+            t.fail(format!(
+                "dave (behind a home router) found a UPnP gateway: {other:?}"
+            ))
+            .await
+        }
     }
-    let r = t.timeline.wait_event("dave", "announced", SECS(60), |e| matches!(e, Event::Announced { .. })).await;
+    let r = t
+        .timeline
+        .wait_event("dave", "announced", SECS(60), |e| {
+            matches!(e, Event::Announced { .. })
+        })
+        .await;
     if let Event::Announced { addrs, .. } = t.ok(r).await {
         if addrs.is_empty() || !addrs.iter().all(|a| Path::of([a]) == Path::Relayed) {
-            t.fail(format!("dave (no gateway) announced a direct address: {addrs:?}")).await;
+            t.fail(format!(
+                "dave (no gateway) announced a direct address: {addrs:?}"
+            ))
+            .await;
         }
     }
     let dave_since = |f: &dyn Fn(&Event) -> bool| {
-        let of = |g: &dyn Fn(&Event) -> bool| t.timeline.events.iter().find(|l| l.node == "dave" && g(&l.event)).map(|l| l.ts);
+        let of = |g: &dyn Fn(&Event) -> bool| {
+            t.timeline
+                .events
+                .iter()
+                .find(|l| l.node == "dave" && g(&l.event))
+                .map(|l| l.ts)
+        };
         match (of(&|e| matches!(e, Event::Started { .. })), of(f)) {
             (Some(a), Some(b)) => (b - a).num_milliseconds(),
             _ => -1,
         }
     };
-    let dave_private = dave_since(&|e| matches!(e, Event::Reachability { status: Reachability::Private, .. }));
-    let dave_reserved = dave_since(&|e| matches!(e, Event::Reservation { status: p2plab_contract::events::ReservationStatus::Accepted, .. }));
-    let dave_not_found = dave_since(&|e| matches!(e, Event::Upnp { status: UpnpStatus::GatewayNotFound, .. }));
+    let dave_private = dave_since(&|e| {
+        matches!(
+            e,
+            Event::Reachability {
+                status: Reachability::Private,
+                ..
+            }
+        )
+    });
+    let dave_reserved = dave_since(&|e| {
+        matches!(
+            e,
+            Event::Reservation {
+                status: p2plab_contract::events::ReservationStatus::Accepted,
+                ..
+            }
+        )
+    });
+    let dave_not_found = dave_since(&|e| {
+        matches!(
+            e,
+            Event::Upnp {
+                status: UpnpStatus::GatewayNotFound,
+                ..
+            }
+        )
+    });
 
     // 6. No container has a route out of the lab.
     for n in t.nodes.clone() {
-        let out = t.lab.exec(n, &["ip", "route", "get", "1.1.1.1"]).await.unwrap();
+        let out = t
+            .lab
+            .exec(n, &["ip", "route", "get", "1.1.1.1"])
+            .await
+            .unwrap();
         if out.code == 0 {
-            t.fail(format!("{n} has a route out of the lab: {}", out.stdout)).await;
+            t.fail(format!("{n} has a route out of the lab: {}", out.stdout))
+                .await;
         }
     }
     eprintln!(

@@ -120,8 +120,12 @@ impl Announcer {
     }
 
     fn held(&self, now: Instant) -> Option<Instant> {
-        let relayed_only = self.addrs.iter().all(|a| crate::events::Path::of([a]) == crate::events::Path::Relayed);
-        self.hold_until.filter(|t| *t > now && relayed_only && self.announced.is_none())
+        let relayed_only = self
+            .addrs
+            .iter()
+            .all(|a| crate::events::Path::of([a]) == crate::events::Path::Relayed);
+        self.hold_until
+            .filter(|t| *t > now && relayed_only && self.announced.is_none())
     }
 
     /// Whether the current addresses are announced (for `/health`): the last round succeeded
@@ -153,7 +157,9 @@ impl Announcer {
         } else {
             self.retry.reset();
             let addrs = self.in_flight.take().unwrap_or_default();
-            self.actions.push_back(Action::Announced { addrs: addrs.clone() });
+            self.actions.push_back(Action::Announced {
+                addrs: addrs.clone(),
+            });
             self.announced = Some(addrs);
         }
     }
@@ -180,7 +186,10 @@ impl Announcer {
         self.pending = 2;
         self.in_flight = Some(self.addrs.clone());
         self.due = Some(now + self.renew.next_wait());
-        self.actions.push_back(Action::Announce { round: self.round, addrs: self.addrs.clone() });
+        self.actions.push_back(Action::Announce {
+            round: self.round,
+            addrs: self.addrs.clone(),
+        });
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -233,12 +242,23 @@ mod tests {
         let due = a.poll_timeout().unwrap();
         assert_eq!(due, t0 + DEBOUNCE);
         a.handle_timeout(due);
-        assert_eq!(drain(&mut a), [Action::Announce { round: 1, addrs: relayed.clone() }]);
+        assert_eq!(
+            drain(&mut a),
+            [Action::Announce {
+                round: 1,
+                addrs: relayed.clone()
+            }]
+        );
         assert!(!a.is_current());
         a.query_done(1, None, due);
         assert!(drain(&mut a).is_empty(), "one of two queries");
         a.query_done(1, None, due);
-        assert_eq!(drain(&mut a), [Action::Announced { addrs: relayed.clone() }]);
+        assert_eq!(
+            drain(&mut a),
+            [Action::Announced {
+                addrs: relayed.clone()
+            }]
+        );
         assert!(a.is_current());
         assert_eq!(a.poll_timeout(), Some(due + every));
     }
@@ -254,7 +274,9 @@ mod tests {
         let mut gaps = Vec::new();
         for round in 1..=6 {
             a.handle_timeout(now);
-            assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round));
+            assert!(
+                matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round)
+            );
             a.query_done(round, None, now);
             a.query_done(round, None, now);
             drain(&mut a);
@@ -268,7 +290,11 @@ mod tests {
         drain(&mut a);
         a.query_done(7, None, now);
         a.query_done(7, None, now);
-        assert_eq!(a.poll_timeout(), Some(now + RENEW_FIRST), "a re-join renews soon again");
+        assert_eq!(
+            a.poll_timeout(),
+            Some(now + RENEW_FIRST),
+            "a re-join renews soon again"
+        );
     }
 
     #[test]
@@ -293,7 +319,13 @@ mod tests {
         b.verdict();
         b.addresses(direct.clone(), t0 + DEBOUNCE);
         b.handle_timeout(t0 + DEBOUNCE * 2);
-        assert_eq!(drain(&mut b), [Action::Announce { round: 1, addrs: direct }]);
+        assert_eq!(
+            drain(&mut b),
+            [Action::Announce {
+                round: 1,
+                addrs: direct
+            }]
+        );
     }
 
     #[test]
@@ -310,7 +342,13 @@ mod tests {
         let due = a.poll_timeout().unwrap();
         assert!(due <= t0 + DEBOUNCE * 2);
         a.handle_timeout(due);
-        assert_eq!(drain(&mut a), [Action::Announce { round: 2, addrs: direct }]);
+        assert_eq!(
+            drain(&mut a),
+            [Action::Announce {
+                round: 2,
+                addrs: direct
+            }]
+        );
     }
 
     #[test]
@@ -323,7 +361,11 @@ mod tests {
         assert!(drain(&mut a).is_empty());
         let within = |due: Option<Instant>, from: Instant, d: Duration| {
             let due = due.unwrap();
-            assert!(due >= from + d.mul_f64(0.75) && due < from + d.mul_f64(1.25), "{:?} after, want about {d:?}", due - from);
+            assert!(
+                due >= from + d.mul_f64(0.75) && due < from + d.mul_f64(1.25),
+                "{:?} after, want about {d:?}",
+                due - from
+            );
         };
         within(a.poll_timeout(), t0, RETRY);
         // Failures in a row wait twice as long each time, up to the interval; a success resets.
@@ -331,14 +373,22 @@ mod tests {
         for k in 1..=5u32 {
             now = a.poll_timeout().unwrap();
             a.handle_timeout(now);
-            let [Action::Announce { round, .. }] = &drain(&mut a)[..] else { panic!("no retry") };
+            let [Action::Announce { round, .. }] = &drain(&mut a)[..] else {
+                panic!("no retry")
+            };
             a.query_done(*round, Some("timed out".into()), now);
             a.query_done(*round, None, now);
-            within(a.poll_timeout(), now, (RETRY * 2u32.pow(k)).min(Duration::from_secs(30)));
+            within(
+                a.poll_timeout(),
+                now,
+                (RETRY * 2u32.pow(k)).min(Duration::from_secs(30)),
+            );
         }
         now = a.poll_timeout().unwrap();
         a.handle_timeout(now);
-        let [Action::Announce { round, .. }] = &drain(&mut a)[..] else { panic!("no retry") };
+        let [Action::Announce { round, .. }] = &drain(&mut a)[..] else {
+            panic!("no retry")
+        };
         let round = *round;
         a.query_done(round, None, now);
         a.query_done(round, None, now);
@@ -356,7 +406,9 @@ mod tests {
         a.joined(t0 + Duration::from_secs(1));
         assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(1)));
         a.handle_timeout(t0 + Duration::from_secs(1));
-        assert!(matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round + 2));
+        assert!(
+            matches!(&drain(&mut a)[..], [Action::Announce { round: r, .. }] if *r == round + 2)
+        );
         a.query_done(round + 1, None, t0);
         assert_eq!(a.poll_timeout(), None, "a stale round's outcome is ignored");
     }

@@ -34,13 +34,25 @@ pub enum Action {
     /// Dial entry `index` at `addr`, pinned to `peer` when the flag named one. Report the
     /// connection id with [`Bootstrap::dial_started`] (or the refusal with
     /// [`Bootstrap::dial_refused`]).
-    Dial { index: usize, addr: Multiaddr, peer: Option<PeerId> },
+    Dial {
+        index: usize,
+        addr: Multiaddr,
+        peer: Option<PeerId>,
+    },
     /// A dial failed or the connection closed; the next try is in `retry_in`.
-    Retry { addr: Multiaddr, error: String, retry_in: Duration },
+    Retry {
+        addr: Multiaddr,
+        error: String,
+        retry_in: Duration,
+    },
     /// Connected to bootstrap peer `peer` on `addr` (ask it for AutoNAT probes).
     Connected { peer: PeerId, addr: Multiaddr },
     /// The node at `addr` now answers as `new`: forget `old`.
-    IdentityChanged { addr: Multiaddr, old: PeerId, new: PeerId },
+    IdentityChanged {
+        addr: Multiaddr,
+        old: PeerId,
+        new: PeerId,
+    },
     /// Join the DHT (a Kademlia bootstrap). `rejoin`: not the first time.
     Join { rejoin: bool },
     /// Every bootstrap connection is gone.
@@ -90,10 +102,23 @@ impl Bootstrap {
                     }
                     _ => None,
                 };
-                Entry { addr, pinned, peer: pinned, state: State::Waiting(now), backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX) }
+                Entry {
+                    addr,
+                    pinned,
+                    peer: pinned,
+                    state: State::Waiting(now),
+                    backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+                }
             })
             .collect();
-        Self { entries, actions: VecDeque::new(), join_pending: false, join_retry: None, joined_once: false, online: false }
+        Self {
+            entries,
+            actions: VecDeque::new(),
+            join_pending: false,
+            join_retry: None,
+            joined_once: false,
+            online: false,
+        }
     }
 
     /// At least one bootstrap connection is open.
@@ -108,20 +133,29 @@ impl Bootstrap {
 
     /// The first connected bootstrap peer.
     pub fn first_connected(&self) -> Option<PeerId> {
-        self.entries.iter().find(|e| e.state == State::Connected).and_then(|e| e.peer)
+        self.entries
+            .iter()
+            .find(|e| e.state == State::Connected)
+            .and_then(|e| e.peer)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         for (index, e) in self.entries.iter_mut().enumerate() {
             if matches!(e.state, State::Waiting(t) if t <= now) {
                 e.state = State::Dialing(None);
-                self.actions.push_back(Action::Dial { index, addr: e.addr.clone(), peer: e.pinned });
+                self.actions.push_back(Action::Dial {
+                    index,
+                    addr: e.addr.clone(),
+                    peer: e.pinned,
+                });
             }
         }
         if self.join_retry.is_some_and(|t| t <= now) {
             self.join_retry = None;
             if self.online {
-                self.actions.push_back(Action::Join { rejoin: self.joined_once });
+                self.actions.push_back(Action::Join {
+                    rejoin: self.joined_once,
+                });
                 self.joined_once = true;
             }
         }
@@ -153,18 +187,32 @@ impl Bootstrap {
     }
 
     /// An outgoing connection failed; true if it was a bootstrap dial.
-    pub fn outgoing_error(&mut self, conn: ConnectionId, error: String, now: Instant) -> Option<Multiaddr> {
-        let index = self.entries.iter().position(|e| e.state == State::Dialing(Some(conn)))?;
+    pub fn outgoing_error(
+        &mut self,
+        conn: ConnectionId,
+        error: String,
+        now: Instant,
+    ) -> Option<Multiaddr> {
+        let index = self
+            .entries
+            .iter()
+            .position(|e| e.state == State::Dialing(Some(conn)))?;
         let addr = self.entries[index].addr.clone();
         self.retry(index, error, now);
         Some(addr)
     }
 
     fn retry(&mut self, index: usize, error: String, now: Instant) {
-        let Some(e) = self.entries.get_mut(index) else { return };
+        let Some(e) = self.entries.get_mut(index) else {
+            return;
+        };
         let wait = e.backoff.next_wait();
         e.state = State::Waiting(now + wait);
-        self.actions.push_back(Action::Retry { addr: e.addr.clone(), error, retry_in: wait });
+        self.actions.push_back(Action::Retry {
+            addr: e.addr.clone(),
+            error,
+            retry_in: wait,
+        });
     }
 
     /// A connection to `peer` is up. Returns whether it is a bootstrap connection.
@@ -173,29 +221,45 @@ impl Bootstrap {
             .entries
             .iter()
             .position(|e| e.state == State::Dialing(Some(conn)))
-            .or_else(|| self.entries.iter().position(|e| e.peer == Some(peer) && e.state != State::Connected));
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .position(|e| e.peer == Some(peer) && e.state != State::Connected)
+            });
         let Some(index) = index else {
             return self.entries.iter().any(|e| e.peer == Some(peer));
         };
         let e = &mut self.entries[index];
         if let Some(old) = e.peer.filter(|old| *old != peer) {
-            self.actions.push_back(Action::IdentityChanged { addr: e.addr.clone(), old, new: peer });
+            self.actions.push_back(Action::IdentityChanged {
+                addr: e.addr.clone(),
+                old,
+                new: peer,
+            });
         }
         e.peer = Some(peer);
         e.state = State::Connected;
         e.backoff.reset();
         self.online = true;
         self.join_pending = true;
-        self.actions.push_back(Action::Connected { peer, addr: remote.clone() });
+        self.actions.push_back(Action::Connected {
+            peer,
+            addr: remote.clone(),
+        });
         true
     }
 
     /// Identify told us what `peer` speaks.
     pub fn identified(&mut self, peer: &PeerId, serves_kad: bool) {
-        let connected = self.entries.iter().any(|e| e.peer.as_ref() == Some(peer) && e.state == State::Connected);
+        let connected = self
+            .entries
+            .iter()
+            .any(|e| e.peer.as_ref() == Some(peer) && e.state == State::Connected);
         if self.join_pending && serves_kad && connected {
             self.join_pending = false;
-            self.actions.push_back(Action::Join { rejoin: self.joined_once });
+            self.actions.push_back(Action::Join {
+                rejoin: self.joined_once,
+            });
             self.joined_once = true;
         }
     }
@@ -211,7 +275,10 @@ impl Bootstrap {
             return;
         }
         let lost: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| self.entries[i].peer.as_ref() == Some(peer) && self.entries[i].state == State::Connected)
+            .filter(|&i| {
+                self.entries[i].peer.as_ref() == Some(peer)
+                    && self.entries[i].state == State::Connected
+            })
             .collect();
         for i in lost {
             // A bootstrap node that was up is worth retrying soon.
@@ -249,14 +316,26 @@ mod tests {
         let mut b = Bootstrap::new(std::slice::from_ref(&a), t0);
         assert_eq!(b.poll_timeout(), Some(t0));
         b.handle_timeout(t0);
-        assert_eq!(drain(&mut b), [Action::Dial { index: 0, addr: a.clone(), peer: None }]);
+        assert_eq!(
+            drain(&mut b),
+            [Action::Dial {
+                index: 0,
+                addr: a.clone(),
+                peer: None
+            }]
+        );
         assert_eq!(b.poll_timeout(), None, "no timer while dialing");
         b.dial_started(0, conn(1));
         let mut waits = Vec::new();
         let mut now = t0;
         for n in 1..=7 {
-            assert_eq!(b.outgoing_error(conn(n), "refused".into(), now), Some(a.clone()));
-            let Some(Action::Retry { retry_in, .. }) = b.poll_action() else { panic!() };
+            assert_eq!(
+                b.outgoing_error(conn(n), "refused".into(), now),
+                Some(a.clone())
+            );
+            let Some(Action::Retry { retry_in, .. }) = b.poll_action() else {
+                panic!()
+            };
             waits.push(retry_in.as_millis());
             now = b.poll_timeout().unwrap();
             b.handle_timeout(now);
@@ -277,7 +356,13 @@ mod tests {
         b.dial_started(0, conn(1));
         let p = PeerId::random();
         assert!(b.connected(p, conn(1), &a));
-        assert_eq!(drain(&mut b), [Action::Connected { peer: p, addr: a.clone() }]);
+        assert_eq!(
+            drain(&mut b),
+            [Action::Connected {
+                peer: p,
+                addr: a.clone()
+            }]
+        );
         b.identified(&p, false);
         assert!(drain(&mut b).is_empty(), "not a Kademlia server yet");
         b.identified(&p, true);
@@ -296,7 +381,13 @@ mod tests {
         b.dial_started(0, conn(2));
         b.connected(p, conn(2), &a);
         b.identified(&p, true);
-        assert_eq!(drain(&mut b), [Action::Connected { peer: p, addr: a }, Action::Join { rejoin: true }]);
+        assert_eq!(
+            drain(&mut b),
+            [
+                Action::Connected { peer: p, addr: a },
+                Action::Join { rejoin: true }
+            ]
+        );
     }
 
     #[test]
@@ -313,12 +404,26 @@ mod tests {
         drain(&mut b);
         // Redeployed with a new key: the redial names no peer, so the new one is accepted.
         b.handle_timeout(t0 + BACKOFF_MIN);
-        assert_eq!(drain(&mut b), [Action::Dial { index: 0, addr: a.clone(), peer: None }]);
+        assert_eq!(
+            drain(&mut b),
+            [Action::Dial {
+                index: 0,
+                addr: a.clone(),
+                peer: None
+            }]
+        );
         b.dial_started(0, conn(2));
         assert!(b.connected(new, conn(2), &a));
         assert_eq!(
             drain(&mut b),
-            [Action::IdentityChanged { addr: a.clone(), old, new }, Action::Connected { peer: new, addr: a }]
+            [
+                Action::IdentityChanged {
+                    addr: a.clone(),
+                    old,
+                    new
+                },
+                Action::Connected { peer: new, addr: a }
+            ]
         );
         assert!(b.is_bootstrap(&new) && !b.is_bootstrap(&old));
     }
@@ -330,7 +435,14 @@ mod tests {
         let mut b = Bootstrap::new(&[addr(&format!("/ip4/10.0.0.1/tcp/1/p2p/{p}"))], t0);
         assert!(b.is_bootstrap(&p));
         b.handle_timeout(t0);
-        assert_eq!(drain(&mut b), [Action::Dial { index: 0, addr: addr("/ip4/10.0.0.1/tcp/1"), peer: Some(p) }]);
+        assert_eq!(
+            drain(&mut b),
+            [Action::Dial {
+                index: 0,
+                addr: addr("/ip4/10.0.0.1/tcp/1"),
+                peer: Some(p)
+            }]
+        );
     }
 
     #[test]

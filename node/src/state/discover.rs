@@ -86,7 +86,10 @@ impl Discoverer {
 
     /// Members with known addresses.
     pub fn members(&self) -> impl Iterator<Item = &PeerId> {
-        self.members.iter().filter(|(_, m)| m.addrs.is_some()).map(|(p, _)| p)
+        self.members
+            .iter()
+            .filter(|(_, m)| m.addrs.is_some())
+            .map(|(p, _)| p)
     }
 
     /// A provider lookup found these peers (the loop leaves itself out).
@@ -99,7 +102,12 @@ impl Discoverer {
             new = true;
             self.members.insert(
                 peer,
-                Member { addrs: None, next_lookup: None, backoff: Backoff::new(QUERY_MIN, QUERY_MAX), last_urgent: None },
+                Member {
+                    addrs: None,
+                    next_lookup: None,
+                    backoff: Backoff::new(QUERY_MIN, QUERY_MAX),
+                    last_urgent: None,
+                },
             );
             self.actions.push_back(Action::QueryRecord { peer });
         }
@@ -116,7 +124,9 @@ impl Discoverer {
 
     /// `peer`'s record, checked by the loop: its addresses, or why it is not believed.
     pub fn record(&mut self, peer: PeerId, result: Result<Vec<Multiaddr>, String>, now: Instant) {
-        let Some(m) = self.members.get_mut(&peer) else { return };
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 m.backoff.reset();
@@ -146,7 +156,9 @@ impl Discoverer {
     /// `peer` could not be reached: its addresses may have changed.
     pub fn unreachable(&mut self, peer: &PeerId, now: Instant) {
         if let Some(m) = self.members.get_mut(peer) {
-            let recent = m.last_urgent.is_some_and(|t| now < t + Duration::from_secs(1));
+            let recent = m
+                .last_urgent
+                .is_some_and(|t| now < t + Duration::from_secs(1));
             if let (Some(next), false) = (m.next_lookup, recent) {
                 m.last_urgent = Some(now);
                 m.next_lookup = Some(next.min(now));
@@ -163,8 +175,12 @@ impl Discoverer {
             self.next_query = Some(now + self.jitter.spread(self.interval.next_wait(), 0.2));
             self.actions.push_back(Action::QueryProviders);
         }
-        let mut due: Vec<PeerId> =
-            self.members.iter().filter(|(_, m)| m.next_lookup.is_some_and(|t| t <= now)).map(|(p, _)| *p).collect();
+        let mut due: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.next_lookup.is_some_and(|t| t <= now))
+            .map(|(p, _)| *p)
+            .collect();
         due.sort();
         for peer in due {
             if let Some(m) = self.members.get_mut(&peer) {
@@ -179,7 +195,11 @@ impl Discoverer {
             return None;
         }
         let query = self.next_query.filter(|_| self.running < PARALLEL);
-        self.members.values().filter_map(|m| m.next_lookup).chain(query).min()
+        self.members
+            .values()
+            .filter_map(|m| m.next_lookup)
+            .chain(query)
+            .min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -217,7 +237,10 @@ mod tests {
         }
         // 0, then about 250, 500, 1000, 2000, 4000, 5000, 5000 ms apart (±20%).
         let gaps: Vec<u128> = times.windows(2).map(|w| w[1] - w[0]).collect();
-        for (gap, want) in gaps.iter().zip([250u128, 500, 1000, 2000, 4000, 5000, 5000]) {
+        for (gap, want) in gaps
+            .iter()
+            .zip([250u128, 500, 1000, 2000, 4000, 5000, 5000])
+        {
             assert!(*gap >= want * 8 / 10 && *gap <= want * 12 / 10, "{gaps:?}");
         }
     }
@@ -236,7 +259,13 @@ mod tests {
         assert!(d.poll_timeout().unwrap() <= t1 + QUERY_MIN * 12 / 10);
         d.record(p, Ok(addrs()), t1);
         d.record_done(&p, t1);
-        assert_eq!(drain(&mut d), [Action::Discovered { peer: p, addrs: addrs() }]);
+        assert_eq!(
+            drain(&mut d),
+            [Action::Discovered {
+                peer: p,
+                addrs: addrs()
+            }]
+        );
         assert_eq!(d.members().collect::<Vec<_>>(), [&p]);
         // Seen again: no new lookup, no new event.
         d.providers([p], t1);
@@ -255,12 +284,20 @@ mod tests {
         d.providers([p], t0);
         drain(&mut d);
         d.record_done(&p, t0);
-        let Some(next) = d.poll_timeout() else { panic!() };
+        let Some(next) = d.poll_timeout() else {
+            panic!()
+        };
         assert!(next <= t0 + QUERY_MIN * 12 / 10);
         d.handle_timeout(t0 + QUERY_MIN);
         assert!(drain(&mut d).contains(&Action::QueryRecord { peer: p }));
         d.record(p, Err("bad signature".into()), t0 + QUERY_MIN);
-        assert_eq!(drain(&mut d), [Action::Rejected { peer: p, error: "bad signature".into() }]);
+        assert_eq!(
+            drain(&mut d),
+            [Action::Rejected {
+                peer: p,
+                error: "bad signature".into()
+            }]
+        );
         assert_eq!(d.members().count(), 0);
     }
 
@@ -280,7 +317,10 @@ mod tests {
         d.record_done(&p, t0 + Duration::from_secs(3));
         d.unreachable(&p, t0 + Duration::from_secs(3));
         d.handle_timeout(t0 + Duration::from_secs(3));
-        assert!(!drain(&mut d).contains(&Action::QueryRecord { peer: p }), "at most once a second");
+        assert!(
+            !drain(&mut d).contains(&Action::QueryRecord { peer: p }),
+            "at most once a second"
+        );
     }
 
     #[test]

@@ -31,8 +31,15 @@ pub struct Lan {
 /// An address anyone may try to reach: not private, loopback, link-local or unspecified.
 fn public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(a) => !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified()),
-        IpAddr::V6(a) => !(a.is_loopback() || a.is_unspecified() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80),
+        IpAddr::V4(a) => {
+            !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified())
+        }
+        IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
     }
 }
 
@@ -47,7 +54,9 @@ fn ip_of(a: &Multiaddr) -> Option<IpAddr> {
 /// Whether `a` and `b` are private addresses of one LAN (same /24, or same ULA /64).
 pub fn same_lan(a: IpAddr, b: IpAddr) -> bool {
     match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.is_private() && a != b && a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            a.is_private() && a != b && a.octets()[..3] == b.octets()[..3]
+        }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
             (a.segments()[0] & 0xfe00) == 0xfc00 && a != b && a.segments()[..4] == b.segments()[..4]
         }
@@ -67,7 +76,13 @@ impl Lan {
 
     /// `peer` told us its listen addresses. `relayed_only`: our connections to it are all relayed.
     /// Returns the addresses to dial directly (empty when none, or tried recently).
-    pub fn identified(&mut self, peer: PeerId, relayed_only: bool, listen_addrs: &[Multiaddr], now: Instant) -> Vec<Multiaddr> {
+    pub fn identified(
+        &mut self,
+        peer: PeerId,
+        relayed_only: bool,
+        listen_addrs: &[Multiaddr],
+        now: Instant,
+    ) -> Vec<Multiaddr> {
         if !relayed_only {
             return Vec::new();
         }
@@ -118,15 +133,29 @@ mod tests {
             a("/ip4/198.18.0.7/tcp/4002"),
             a("/ip4/198.18.0.10/tcp/51820/p2p/12D3KooWJHsbXYdPv9bCceBBQrxN6aTM5YTDyFCGGB3Gy4tHDQXU/p2p-circuit"),
         ];
-        assert!(lan.identified(peer, false, &theirs, t0).is_empty(), "already direct");
+        assert!(
+            lan.identified(peer, false, &theirs, t0).is_empty(),
+            "already direct"
+        );
         assert_eq!(
             lan.identified(peer, true, &theirs, t0),
-            [a("/ip4/192.168.1.20/tcp/4002"), a("/ip4/192.168.1.20/udp/4002/quic-v1"), a("/ip4/198.18.0.7/tcp/4002")]
+            [
+                a("/ip4/192.168.1.20/tcp/4002"),
+                a("/ip4/192.168.1.20/udp/4002/quic-v1"),
+                a("/ip4/198.18.0.7/tcp/4002")
+            ]
         );
-        assert!(lan.identified(peer, true, &theirs, t0 + Duration::from_secs(1)).is_empty(), "tried recently");
+        assert!(
+            lan.identified(peer, true, &theirs, t0 + Duration::from_secs(1))
+                .is_empty(),
+            "tried recently"
+        );
         // A public address confirmed later (an identify push) is tried at once.
         let later = [a("/ip4/198.18.0.9/tcp/4002")];
-        assert_eq!(lan.identified(peer, true, &later, t0 + Duration::from_secs(1)), later);
+        assert_eq!(
+            lan.identified(peer, true, &later, t0 + Duration::from_secs(1)),
+            later
+        );
         assert_eq!(lan.identified(peer, true, &theirs, t0 + RETRY).len(), 3);
     }
 

@@ -34,7 +34,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub const fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, current: min }
+        Self {
+            min,
+            max,
+            current: min,
+        }
     }
 
     /// The wait to use now; the next one doubles.
@@ -94,7 +98,10 @@ mod tests {
         let d = Duration::from_secs(10);
         for _ in 0..1000 {
             let s = j.spread(d, 0.2);
-            assert!(s >= Duration::from_secs(8) && s < Duration::from_secs(12), "{s:?}");
+            assert!(
+                s >= Duration::from_secs(8) && s < Duration::from_secs(12),
+                "{s:?}"
+            );
         }
     }
 }

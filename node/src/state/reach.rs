@@ -96,7 +96,11 @@ impl Reach {
             ignore_autonat: policy.relay == RelayMode::Always,
             timeout_at: None,
             started: now,
-            upnp: if policy.upnp { Upnp::Pending } else { Upnp::Off },
+            upnp: if policy.upnp {
+                Upnp::Pending
+            } else {
+                Upnp::Off
+            },
             relays: HashMap::new(),
             reservations: HashMap::new(),
             retry_at: HashMap::new(),
@@ -104,7 +108,9 @@ impl Reach {
         };
         if policy.external_addr && !policy.no_direct && policy.relay != RelayMode::Always {
             r.reachability = Reachability::Public;
-        } else if policy.relay == RelayMode::Always || (policy.no_direct && policy.relay != RelayMode::Never) {
+        } else if policy.relay == RelayMode::Always
+            || (policy.no_direct && policy.relay != RelayMode::Never)
+        {
             r.reachability = Reachability::Private;
         }
         r
@@ -115,7 +121,11 @@ impl Reach {
         (self.reachability != Reachability::Unknown).then(|| Event::Reachability {
             status: self.reachability,
             source: ReachabilitySource::Flag,
-            addr: if self.reachability == Reachability::Public { external } else { None },
+            addr: if self.reachability == Reachability::Public {
+                external
+            } else {
+                None
+            },
         })
     }
 
@@ -132,7 +142,10 @@ impl Reach {
     /// Relays the node holds an accepted reservation on.
     #[cfg(test)]
     pub fn reserved(&self) -> usize {
-        self.reservations.values().filter(|r| r.accepted && !r.released).count()
+        self.reservations
+            .values()
+            .filter(|r| r.accepted && !r.released)
+            .count()
     }
 
     fn wants_relay(&self, now: Instant) -> bool {
@@ -150,7 +163,9 @@ impl Reach {
         match self.upnp {
             Upnp::Off | Upnp::Failed => false,
             Upnp::Pending => now < self.started + self.policy.timeout,
-            Upnp::Mapped(at) => self.reachability != Reachability::Public && now < at + self.policy.timeout,
+            Upnp::Mapped(at) => {
+                self.reachability != Reachability::Public && now < at + self.policy.timeout
+            }
         }
     }
 
@@ -179,7 +194,11 @@ impl Reach {
             return;
         }
         self.reachability = status;
-        self.actions.push_back(Action::Emit(Event::Reachability { status, source: ReachabilitySource::Autonat, addr }));
+        self.actions.push_back(Action::Emit(Event::Reachability {
+            status,
+            source: ReachabilitySource::Autonat,
+            addr,
+        }));
         if status == Reachability::Unknown {
             // No verdict again: the timeout may speak again.
             self.timeout_at = self.timeout_at.map(|t| t.max(now));
@@ -205,25 +224,44 @@ impl Reach {
     pub fn listen_failed(&mut self, relay: PeerId, error: String, now: Instant) {
         let addr = self.reservations.remove(&relay).map(|r| r.addr);
         self.retry_at.insert(relay, now + RELAY_RETRY);
-        self.actions.push_back(Action::Emit(reservation(relay, ReservationStatus::Failed, addr, Some(error))));
+        self.actions.push_back(Action::Emit(reservation(
+            relay,
+            ReservationStatus::Failed,
+            addr,
+            Some(error),
+        )));
     }
 
     pub fn accepted(&mut self, relay: PeerId) {
-        let Some(r) = self.reservations.get_mut(&relay) else { return };
+        let Some(r) = self.reservations.get_mut(&relay) else {
+            return;
+        };
         if r.accepted || r.released {
             return;
         }
         r.accepted = true;
         let addr = r.addr.clone();
-        self.actions.push_back(Action::Emit(reservation(relay, ReservationStatus::Accepted, Some(addr), None)));
+        self.actions.push_back(Action::Emit(reservation(
+            relay,
+            ReservationStatus::Accepted,
+            Some(addr),
+            None,
+        )));
     }
 
     /// The relayed listener `listener` closed (released by us, refused, or lost).
     pub fn listener_closed(&mut self, listener: ListenerId, error: Option<String>, now: Instant) {
-        let Some(relay) = self.reservations.iter().find(|(_, r)| r.listener == Some(listener)).map(|(p, _)| *p) else {
+        let Some(relay) = self
+            .reservations
+            .iter()
+            .find(|(_, r)| r.listener == Some(listener))
+            .map(|(p, _)| *p)
+        else {
             return;
         };
-        let Some(r) = self.reservations.remove(&relay) else { return };
+        let Some(r) = self.reservations.remove(&relay) else {
+            return;
+        };
         let status = if r.released {
             ReservationStatus::Released
         } else if r.accepted {
@@ -234,17 +272,31 @@ impl Reach {
         if !r.released {
             self.retry_at.insert(relay, now + RELAY_RETRY);
         }
-        self.actions.push_back(Action::Emit(reservation(relay, status, Some(r.addr), error)));
+        self.actions.push_back(Action::Emit(reservation(
+            relay,
+            status,
+            Some(r.addr),
+            error,
+        )));
         self.sync(now);
     }
 
     /// A listener reported an error (a relayed one may close next). Returns whether it was one
     /// of our reservations.
     pub fn listener_error(&mut self, listener: ListenerId, error: String) -> bool {
-        let Some((relay, r)) = self.reservations.iter().find(|(_, r)| r.listener == Some(listener)) else {
+        let Some((relay, r)) = self
+            .reservations
+            .iter()
+            .find(|(_, r)| r.listener == Some(listener))
+        else {
             return false;
         };
-        self.actions.push_back(Action::Emit(reservation(*relay, ReservationStatus::Failed, Some(r.addr.clone()), Some(error))));
+        self.actions.push_back(Action::Emit(reservation(
+            *relay,
+            ReservationStatus::Failed,
+            Some(r.addr.clone()),
+            Some(error),
+        )));
         true
     }
 
@@ -262,13 +314,21 @@ impl Reach {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timeout = self.timeout_at.filter(|_| self.reachability == Reachability::Unknown);
+        let timeout = self
+            .timeout_at
+            .filter(|_| self.reachability == Reachability::Unknown);
         let upnp = match self.upnp {
             Upnp::Pending => Some(self.started + self.policy.timeout),
-            Upnp::Mapped(at) if self.reachability != Reachability::Public => Some(at + self.policy.timeout),
+            Upnp::Mapped(at) if self.reachability != Reachability::Public => {
+                Some(at + self.policy.timeout)
+            }
             _ => None,
         };
-        let retries = self.retry_at.iter().filter(|(p, _)| self.relays.contains_key(p)).map(|(_, t)| *t);
+        let retries = self
+            .retry_at
+            .iter()
+            .filter(|(p, _)| self.relays.contains_key(p))
+            .map(|(_, t)| *t);
         retries.chain(timeout).chain(upnp).min()
     }
 
@@ -279,16 +339,33 @@ impl Reach {
     /// Reserve on every connected relay when reservations are wanted, release them when not.
     fn sync(&mut self, now: Instant) {
         if self.wants_relay(now) {
-            let mut relays: Vec<(PeerId, Multiaddr)> = self.relays.iter().map(|(p, a)| (*p, a.clone())).collect();
+            let mut relays: Vec<(PeerId, Multiaddr)> =
+                self.relays.iter().map(|(p, a)| (*p, a.clone())).collect();
             relays.sort();
             for (relay, remote) in &relays {
-                if self.reservations.contains_key(relay) || self.retry_at.get(relay).is_some_and(|t| *t > now) {
+                if self.reservations.contains_key(relay)
+                    || self.retry_at.get(relay).is_some_and(|t| *t > now)
+                {
                     continue;
                 }
-                let addr = remote.clone().with(Protocol::P2p(*relay)).with(Protocol::P2pCircuit);
+                let addr = remote
+                    .clone()
+                    .with(Protocol::P2p(*relay))
+                    .with(Protocol::P2pCircuit);
                 self.retry_at.remove(relay);
-                self.reservations.insert(*relay, Reservation { addr: addr.clone(), listener: None, accepted: false, released: false });
-                self.actions.push_back(Action::Reserve { relay: *relay, addr });
+                self.reservations.insert(
+                    *relay,
+                    Reservation {
+                        addr: addr.clone(),
+                        listener: None,
+                        accepted: false,
+                        released: false,
+                    },
+                );
+                self.actions.push_back(Action::Reserve {
+                    relay: *relay,
+                    addr,
+                });
             }
         } else {
             for r in self.reservations.values_mut() {
@@ -301,8 +378,19 @@ impl Reach {
     }
 }
 
-fn reservation(relay: PeerId, status: ReservationStatus, addr: Option<Multiaddr>, error: Option<String>) -> Event {
-    Event::Reservation { relay, status, addr, renewal: false, error }
+fn reservation(
+    relay: PeerId,
+    status: ReservationStatus,
+    addr: Option<Multiaddr>,
+    error: Option<String>,
+) -> Event {
+    Event::Reservation {
+        relay,
+        status,
+        addr,
+        renewal: false,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -310,7 +398,13 @@ mod tests {
     use super::*;
 
     fn policy(relay: RelayMode) -> Policy {
-        Policy { relay, no_direct: false, external_addr: false, timeout: Duration::from_secs(10), upnp: false }
+        Policy {
+            relay,
+            no_direct: false,
+            external_addr: false,
+            timeout: Duration::from_secs(10),
+            upnp: false,
+        }
     }
 
     fn drain(r: &mut Reach) -> Vec<Action> {
@@ -338,7 +432,9 @@ mod tests {
     }
 
     fn reserves(acts: &[Action]) -> usize {
-        acts.iter().filter(|a| matches!(a, Action::Reserve { .. })).count()
+        acts.iter()
+            .filter(|a| matches!(a, Action::Reserve { .. }))
+            .count()
     }
 
     #[test]
@@ -349,11 +445,21 @@ mod tests {
         let relay = PeerId::random();
         r.relay_available(relay, relay_addr(), t0);
         let acts = drain(&mut r);
-        let want = relay_addr().with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
-        assert_eq!(acts, [Action::Reserve { relay, addr: want.clone() }]);
+        let want = relay_addr()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        assert_eq!(
+            acts,
+            [Action::Reserve {
+                relay,
+                addr: want.clone()
+            }]
+        );
         r.listening(relay, ListenerId::next());
         r.accepted(relay);
-        assert!(matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Accepted, addr: Some(a), .. })] if *a == want));
+        assert!(
+            matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Accepted, addr: Some(a), .. })] if *a == want)
+        );
         assert_eq!(r.reserved(), 1);
     }
 
@@ -368,9 +474,19 @@ mod tests {
         let acts = drain(&mut r);
         assert!(acts.contains(&Action::Release { listener: l }), "{acts:?}");
         r.listener_closed(l, None, t0);
-        assert!(matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Released, .. })]));
+        assert!(matches!(
+            &drain(&mut r)[..],
+            [Action::Emit(Event::Reservation {
+                status: ReservationStatus::Released,
+                ..
+            })]
+        ));
         assert_eq!(r.reserved(), 0);
-        assert_eq!(r.poll_timeout(), None, "a released reservation is not retried");
+        assert_eq!(
+            r.poll_timeout(),
+            None,
+            "a released reservation is not retried"
+        );
         // Private again (the NAT changed): reserve again at once.
         r.autonat(Reachability::Private, None, t0);
         assert_eq!(reserves(&drain(&mut r)), 1);
@@ -385,13 +501,22 @@ mod tests {
         assert_eq!(reserves(&drain(&mut never)), 0);
 
         let mut always = Reach::new(policy(RelayMode::Always), t0);
-        assert!(matches!(always.flag_event(None), Some(Event::Reachability { status: Reachability::Private, .. })));
+        assert!(matches!(
+            always.flag_event(None),
+            Some(Event::Reachability {
+                status: Reachability::Private,
+                ..
+            })
+        ));
         let relay = PeerId::random();
         always.relay_available(relay, relay_addr(), t0);
         assert_eq!(reserves(&drain(&mut always)), 1);
         always.listening(relay, ListenerId::next());
         always.autonat(Reachability::Public, None, t0);
-        assert!(drain(&mut always).is_empty(), "verdicts are ignored with --relay always");
+        assert!(
+            drain(&mut always).is_empty(),
+            "verdicts are ignored with --relay always"
+        );
     }
 
     #[test]
@@ -400,7 +525,14 @@ mod tests {
         let mut p = policy(RelayMode::Auto);
         p.external_addr = true;
         let mut r = Reach::new(p, t0);
-        assert!(matches!(r.flag_event(Some(relay_addr())), Some(Event::Reachability { status: Reachability::Public, addr: Some(_), .. })));
+        assert!(matches!(
+            r.flag_event(Some(relay_addr())),
+            Some(Event::Reachability {
+                status: Reachability::Public,
+                addr: Some(_),
+                ..
+            })
+        ));
         r.relay_available(PeerId::random(), relay_addr(), t0);
         assert_eq!(reserves(&drain(&mut r)), 0);
     }
@@ -410,7 +542,13 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, l) = reserved(t0, true);
         r.listener_closed(l, Some("relay gone".into()), t0);
-        assert!(matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Lost, .. })]));
+        assert!(matches!(
+            &drain(&mut r)[..],
+            [Action::Emit(Event::Reservation {
+                status: ReservationStatus::Lost,
+                ..
+            })]
+        ));
         assert_eq!(r.poll_timeout(), Some(t0 + RELAY_RETRY));
         r.handle_timeout(t0 + RELAY_RETRY);
         assert_eq!(reserves(&drain(&mut r)), 1);
@@ -418,7 +556,13 @@ mod tests {
         let due = r.poll_timeout().unwrap();
         assert_eq!(due, t0 + Duration::from_secs(10));
         r.handle_timeout(due);
-        assert!(matches!(&drain(&mut r)[..], [Action::Emit(Event::Reachability { source: ReachabilitySource::Timeout, .. })]));
+        assert!(matches!(
+            &drain(&mut r)[..],
+            [Action::Emit(Event::Reachability {
+                source: ReachabilitySource::Timeout,
+                ..
+            })]
+        ));
     }
 
     #[test]
@@ -434,13 +578,21 @@ mod tests {
         assert_eq!(r.poll_timeout(), Some(s(10)));
         r.upnp(Upnp::Mapped(s(8)), s(8));
         r.handle_timeout(s(17));
-        assert_eq!(reserves(&drain(&mut r)), 0, "mapped: AutoNAT has until 18 s");
+        assert_eq!(
+            reserves(&drain(&mut r)),
+            0,
+            "mapped: AutoNAT has until 18 s"
+        );
         r.handle_timeout(s(18));
         assert_eq!(reserves(&drain(&mut r)), 1);
 
         let mut failed = Reach::new(p, t0);
         failed.relay_available(relay, relay_addr(), t0);
         failed.upnp(Upnp::Failed, s(1));
-        assert_eq!(reserves(&drain(&mut failed)), 1, "no gateway: reserve at once");
+        assert_eq!(
+            reserves(&drain(&mut failed)),
+            1,
+            "no gateway: reserve at once"
+        );
     }
 }

@@ -54,7 +54,13 @@ impl<Q: Copy + Eq + Hash> Refresh<Q> {
     pub fn new(interval: Duration, seed: u64, now: Instant) -> Self {
         let mut jitter = Jitter::new(seed);
         let next_full = now + jitter.spread(interval, 0.2);
-        Self { interval, next_full, full: HashSet::new(), jitter, actions: VecDeque::new() }
+        Self {
+            interval,
+            next_full,
+            full: HashSet::new(),
+            jitter,
+            actions: VecDeque::new(),
+        }
     }
 
     /// The node started the full refresh it was asked for.
@@ -110,7 +116,11 @@ mod tests {
         let t0 = Instant::now();
         let mut r: Refresh<u32> = Refresh::new(INTERVAL, 1, t0);
         let first = r.poll_timeout().unwrap();
-        assert!(first >= t0 + INTERVAL.mul_f64(0.8) && first < t0 + INTERVAL.mul_f64(1.2), "{:?}", first - t0);
+        assert!(
+            first >= t0 + INTERVAL.mul_f64(0.8) && first < t0 + INTERVAL.mul_f64(1.2),
+            "{:?}",
+            first - t0
+        );
         r.handle_timeout(first - Duration::from_millis(1));
         assert_eq!(r.poll_action(), None, "not before its time");
         r.handle_timeout(first);
@@ -132,7 +142,13 @@ mod tests {
     #[test]
     fn nodes_spread_their_refreshes() {
         let t0 = Instant::now();
-        let times: HashSet<Instant> = (0..20u64).map(|s| Refresh::<u32>::new(INTERVAL, s * 7919 + 3, t0).poll_timeout().unwrap()).collect();
+        let times: HashSet<Instant> = (0..20u64)
+            .map(|s| {
+                Refresh::<u32>::new(INTERVAL, s * 7919 + 3, t0)
+                    .poll_timeout()
+                    .unwrap()
+            })
+            .collect();
         assert!(times.len() >= 15, "{} distinct of 20", times.len());
     }
 }

@@ -44,12 +44,20 @@ pub struct Traffic {
 impl Traffic {
     /// Message ids start at `first_id` (see [`Outbox::starting_at`]).
     pub fn new(plan: Plan, policy: RetryPolicy, first_id: u64) -> Self {
-        Self { plan, outbox: Outbox::starting_at(policy, first_id), targets: HashMap::new(), actions: VecDeque::new() }
+        Self {
+            plan,
+            outbox: Outbox::starting_at(policy, first_id),
+            targets: HashMap::new(),
+            actions: VecDeque::new(),
+        }
     }
 
     /// A member to send to, from now on (again: no effect).
     pub fn add_target(&mut self, peer: PeerId, now: Instant) {
-        self.targets.entry(peer).or_insert(Target { sent: 0, next_at: Some(now) });
+        self.targets.entry(peer).or_insert(Target {
+            sent: 0,
+            next_at: Some(now),
+        });
     }
 
     pub fn acked(&mut self, id: u64, now: Instant) -> Option<Acked<PeerId>> {
@@ -62,11 +70,17 @@ impl Traffic {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut due: Vec<PeerId> =
-            self.targets.iter().filter(|(_, t)| t.next_at.is_some_and(|at| at <= now)).map(|(p, _)| *p).collect();
+        let mut due: Vec<PeerId> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| t.next_at.is_some_and(|at| at <= now))
+            .map(|(p, _)| *p)
+            .collect();
         due.sort();
         for peer in due {
-            let Some(t) = self.targets.get_mut(&peer) else { continue };
+            let Some(t) = self.targets.get_mut(&peer) else {
+                continue;
+            };
             if self.plan.count != 0 && t.sent >= self.plan.count {
                 t.next_at = None;
                 continue;
@@ -79,12 +93,18 @@ impl Traffic {
             }
             self.outbox.push(peer, self.plan.size, now);
         }
-        self.actions.extend(self.outbox.due(now).into_iter().map(Action::Send));
-        self.actions.extend(self.outbox.expire(now).into_iter().map(Action::Failed));
+        self.actions
+            .extend(self.outbox.due(now).into_iter().map(Action::Send));
+        self.actions
+            .extend(self.outbox.expire(now).into_iter().map(Action::Failed));
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.targets.values().filter_map(|t| t.next_at).chain(self.outbox.next_wakeup()).min()
+        self.targets
+            .values()
+            .filter_map(|t| t.next_at)
+            .chain(self.outbox.next_wakeup())
+            .min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -101,7 +121,11 @@ mod tests {
     }
 
     fn plan(count: u64) -> Plan {
-        Plan { count, interval: Duration::from_millis(100), size: 64 }
+        Plan {
+            count,
+            interval: Duration::from_millis(100),
+            size: 64,
+        }
     }
 
     #[test]
@@ -127,7 +151,10 @@ mod tests {
     #[test]
     fn a_failed_attempt_is_retried_and_expires_at_its_deadline() {
         let t0 = Instant::now();
-        let policy = RetryPolicy { deadline: Duration::from_secs(1), ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            deadline: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
         let mut t = Traffic::new(plan(1), policy, 10);
         let p = PeerId::random();
         t.add_target(p, t0);
@@ -138,7 +165,11 @@ mod tests {
         assert_eq!(retry, t0 + policy.initial_backoff);
         t.handle_timeout(retry);
         assert!(matches!(&drain(&mut t)[..], [Action::Send(a)] if a.attempt == 2));
-        assert_eq!(t.failed(10, "closed", t0 + Duration::from_secs(1)).map(|f| f.attempts), Some(2));
+        assert_eq!(
+            t.failed(10, "closed", t0 + Duration::from_secs(1))
+                .map(|f| f.attempts),
+            Some(2)
+        );
         assert_eq!(t.poll_timeout(), None);
     }
 

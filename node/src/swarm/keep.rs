@@ -24,8 +24,9 @@ use libp2p::{
     core::{transport::PortUse, upgrade::ReadyUpgrade, Endpoint},
     swarm::{
         handler::{ConnectionEvent, FullyNegotiatedInbound, FullyNegotiatedOutbound},
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
-        NotifyHandler, Stream, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, NotifyHandler, Stream, SubstreamProtocol, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId, StreamProtocol,
 };
@@ -103,15 +104,22 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         match event {}
     }
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         match self.notify.pop_front() {
-            Some((peer_id, c, keep)) => {
-                Poll::Ready(ToSwarm::NotifyHandler { peer_id, handler: NotifyHandler::One(c), event: keep })
-            }
+            Some((peer_id, c, keep)) => Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(c),
+                event: keep,
+            }),
             None => Poll::Pending,
         }
     }
@@ -134,14 +142,20 @@ pub struct Handler {
 
 impl Handler {
     fn new(keep: bool) -> Self {
-        Self { keep, out: Out::None, inbound: None }
+        Self {
+            keep,
+            out: Out::None,
+            inbound: None,
+        }
     }
 }
 
 /// A held stream carries nothing: `Ready` means it ended (closed, reset, or the peer wrote to it).
 fn ended(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
     let mut buf = [0u8; 1];
-    std::pin::Pin::new(stream).poll_read(cx, &mut buf).is_ready()
+    std::pin::Pin::new(stream)
+        .poll_read(cx, &mut buf)
+        .is_ready()
 }
 
 impl ConnectionHandler for Handler {
@@ -167,7 +181,10 @@ impl ConnectionHandler for Handler {
         self.keep
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
         if self.inbound.as_mut().is_some_and(|s| ended(s, cx)) {
             self.inbound = None;
         }
@@ -185,13 +202,24 @@ impl ConnectionHandler for Handler {
         Poll::Pending
     }
 
-    fn on_connection_event(&mut self, event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol>) {
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
         match event {
-            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol, .. }) => {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol, ..
+            }) => {
                 self.inbound = Some(protocol);
             }
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound { protocol, .. }) => {
-                self.out = if self.keep { Out::Open(protocol) } else { Out::None };
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol, ..
+            }) => {
+                self.out = if self.keep {
+                    Out::Open(protocol)
+                } else {
+                    Out::None
+                };
             }
             ConnectionEvent::DialUpgradeError(_) => self.out = Out::Unsupported,
             _ => {}
@@ -209,7 +237,10 @@ mod tests {
         assert!(h.connection_keep_alive());
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(matches!(h.poll(&mut cx), Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { .. })));
+        assert!(matches!(
+            h.poll(&mut cx),
+            Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { .. })
+        ));
         assert!(h.poll(&mut cx).is_pending(), "one stream, not one per poll");
         h.on_behaviour_event(false);
         assert!(!h.connection_keep_alive());

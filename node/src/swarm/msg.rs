@@ -31,10 +31,12 @@ use libp2p::{
     multiaddr::Protocol,
     swarm::{
         dial_opts::DialOpts,
-        handler::{ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound},
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
-        NotifyHandler, Stream, StreamUpgradeError, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent,
-        ToSwarm,
+        handler::{
+            ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+        },
+        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+        NetworkBehaviour, NotifyHandler, Stream, StreamUpgradeError, SubstreamProtocol, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
     },
     Multiaddr, PeerId, StreamProtocol,
 };
@@ -51,11 +53,24 @@ const MAX_INBOUND: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// `peer` sent message `id` of `size` bytes on `connection`; it is acked already.
-    Received { peer: PeerId, connection: ConnectionId, id: u64, size: usize },
+    Received {
+        peer: PeerId,
+        connection: ConnectionId,
+        id: u64,
+        size: usize,
+    },
     /// `peer` acked message `id`, sent on `connection`.
-    Acked { peer: PeerId, connection: ConnectionId, id: u64 },
+    Acked {
+        peer: PeerId,
+        connection: ConnectionId,
+        id: u64,
+    },
     /// Message `id` to `peer` was not delivered (or its ack never came): why.
-    Failed { peer: PeerId, id: u64, error: String },
+    Failed {
+        peer: PeerId,
+        id: u64,
+        error: String,
+    },
 }
 
 /// The behaviour: sends each message on the peer's best connection (the newest direct one, else
@@ -94,7 +109,9 @@ impl Behaviour {
                 if waiting.is_empty() {
                     // `Disconnected`, not `...AndNotDialing`: a dial already under way (the
                     // node's own, after discovery) must not fail these messages.
-                    self.events.push_back(ToSwarm::Dial { opts: DialOpts::peer_id(peer).build() });
+                    self.events.push_back(ToSwarm::Dial {
+                        opts: DialOpts::peer_id(peer).build(),
+                    });
                 }
                 waiting.push((id, payload));
             }
@@ -103,12 +120,21 @@ impl Behaviour {
 
     fn best(&self, peer: &PeerId) -> Option<ConnectionId> {
         let conns = self.conns.get(peer)?;
-        conns.iter().rev().find(|(_, direct)| *direct).or(conns.last()).map(|(c, _)| *c)
+        conns
+            .iter()
+            .rev()
+            .find(|(_, direct)| *direct)
+            .or(conns.last())
+            .map(|(c, _)| *c)
     }
 
     fn assign(&mut self, peer: PeerId, conn: ConnectionId, id: u64, payload: Bytes) {
         self.assigned.entry(conn).or_default().insert(id);
-        self.events.push_back(ToSwarm::NotifyHandler { peer_id: peer, handler: NotifyHandler::One(conn), event: Command { id, payload } });
+        self.events.push_back(ToSwarm::NotifyHandler {
+            peer_id: peer,
+            handler: NotifyHandler::One(conn),
+            event: Command { id, payload },
+        });
     }
 
     fn established(&mut self, peer: PeerId, conn: ConnectionId, addr: &Multiaddr) -> Handler {
@@ -118,7 +144,8 @@ impl Behaviour {
     }
 
     fn fail(&mut self, peer: PeerId, id: u64, error: String) {
-        self.events.push_back(ToSwarm::GenerateEvent(Event::Failed { peer, id, error }));
+        self.events
+            .push_back(ToSwarm::GenerateEvent(Event::Failed { peer, id, error }));
     }
 }
 
@@ -182,15 +209,33 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, peer: PeerId, connection: ConnectionId, event: THandlerOutEvent<Self>) {
-        let settle = |this: &mut Self, id: u64| this.assigned.get_mut(&connection).is_some_and(|s| s.remove(&id));
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        let settle = |this: &mut Self, id: u64| {
+            this.assigned
+                .get_mut(&connection)
+                .is_some_and(|s| s.remove(&id))
+        };
         let event = match event {
-            HandlerEvent::Received { id, size } => Event::Received { peer, connection, id, size },
+            HandlerEvent::Received { id, size } => Event::Received {
+                peer,
+                connection,
+                id,
+                size,
+            },
             HandlerEvent::Acked { id } => {
                 if !settle(self, id) {
                     return;
                 }
-                Event::Acked { peer, connection, id }
+                Event::Acked {
+                    peer,
+                    connection,
+                    id,
+                }
             }
             HandlerEvent::Failed { id, error } => {
                 if !settle(self, id) {
@@ -315,13 +360,19 @@ impl Handler {
         }
     }
 
-    fn drive_out(&mut self, io: &mut Framed<Stream, SendCodec>, cx: &mut Context<'_>) -> io::Result<()> {
+    fn drive_out(
+        &mut self,
+        io: &mut Framed<Stream, SendCodec>,
+        cx: &mut Context<'_>,
+    ) -> io::Result<()> {
         while !self.queue.is_empty() {
             match Pin::new(&mut *io).poll_ready(cx) {
                 Poll::Ready(r) => r?,
                 Poll::Pending => break,
             }
-            let Some(c) = self.queue.pop_front() else { break };
+            let Some(c) = self.queue.pop_front() else {
+                break;
+            };
             if !self.unsettled.contains(&c.id) {
                 continue; // timed out while queued
             }
@@ -344,7 +395,12 @@ impl Handler {
                     }
                     self.settle(id, Ok(()));
                 }
-                Poll::Ready(None) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the peer")),
+                Poll::Ready(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed by the peer",
+                    ))
+                }
                 Poll::Pending => return Ok(()),
             }
         }
@@ -376,7 +432,9 @@ impl Handler {
         }
         match self.deadlines.front() {
             Some((_, at)) => {
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*at)));
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*at)));
                 if timer.deadline() != *at {
                     timer.as_mut().reset(*at);
                 }
@@ -391,7 +449,11 @@ impl Handler {
 }
 
 /// Acks what was read, then reads on. `Ok(false)`: the peer closed the stream.
-fn drive_inbound(s: &mut Inbound, events: &mut VecDeque<HandlerEvent>, cx: &mut Context<'_>) -> io::Result<bool> {
+fn drive_inbound(
+    s: &mut Inbound,
+    events: &mut VecDeque<HandlerEvent>,
+    cx: &mut Context<'_>,
+) -> io::Result<bool> {
     loop {
         while !s.acks.is_empty() {
             match Pin::new(&mut s.io).poll_ready(cx) {
@@ -438,11 +500,15 @@ impl ConnectionHandler for Handler {
 
     fn on_behaviour_event(&mut self, c: Command) {
         if matches!(self.out, Outbound::Unsupported) {
-            self.events.push_back(HandlerEvent::Failed { id: c.id, error: "the peer does not speak the messaging protocol".into() });
+            self.events.push_back(HandlerEvent::Failed {
+                id: c.id,
+                error: "the peer does not speak the messaging protocol".into(),
+            });
             return;
         }
         self.unsettled.insert(c.id);
-        self.deadlines.push_back((c.id, Instant::now() + self.timeout));
+        self.deadlines
+            .push_back((c.id, Instant::now() + self.timeout));
         self.queue.push_back(c);
     }
 
@@ -450,12 +516,21 @@ impl ConnectionHandler for Handler {
         !self.unsettled.is_empty()
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
         let had = self.events.len();
         self.poll_inbound(cx);
         self.poll_out(cx);
         self.poll_deadlines(cx);
-        if self.events.len() > had && self.events.iter().skip(had).any(|e| matches!(e, HandlerEvent::Received { .. })) {
+        if self.events.len() > had
+            && self
+                .events
+                .iter()
+                .skip(had)
+                .any(|e| matches!(e, HandlerEvent::Received { .. }))
+        {
             // Acks were just written to the stream, but they reach the socket only when the
             // connection polls its muxer, after this returns Pending. Tell the behaviour on the
             // next poll, so the sender's round trip never waits for the hand-off to the loop.
@@ -468,34 +543,63 @@ impl ConnectionHandler for Handler {
         if matches!(self.out, Outbound::Idle) && !self.queue.is_empty() {
             self.out = Outbound::Opening;
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ()).with_timeout(self.timeout),
+                protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
+                    .with_timeout(self.timeout),
             });
         }
         Poll::Pending
     }
 
-    fn on_connection_event(&mut self, event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol>) {
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
         match event {
-            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound { protocol: mut stream, .. }) => {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: mut stream,
+                ..
+            }) => {
                 // An idle stream must not hold the connection open: the idle timeout decides.
                 stream.ignore_for_keep_alive();
                 if self.inbound.len() >= MAX_INBOUND {
                     self.inbound.pop_front();
                 }
-                self.inbound.push_back(Inbound { io: Framed::new(stream, RecvCodec { max_size: self.max_size }), acks: VecDeque::new() });
+                self.inbound.push_back(Inbound {
+                    io: Framed::new(
+                        stream,
+                        RecvCodec {
+                            max_size: self.max_size,
+                        },
+                    ),
+                    acks: VecDeque::new(),
+                });
             }
-            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound { protocol: mut stream, .. }) => {
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: mut stream,
+                ..
+            }) => {
                 stream.ignore_for_keep_alive();
                 self.out = Outbound::Open(Framed::new(stream, SendCodec));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
                 let (unsupported, error) = match error {
-                    StreamUpgradeError::NegotiationFailed => (true, "the peer does not speak the messaging protocol".to_string()),
-                    StreamUpgradeError::Timeout => (false, "timeout opening the message stream".to_string()),
-                    StreamUpgradeError::Io(e) => (false, format!("opening the message stream: {e}")),
+                    StreamUpgradeError::NegotiationFailed => (
+                        true,
+                        "the peer does not speak the messaging protocol".to_string(),
+                    ),
+                    StreamUpgradeError::Timeout => {
+                        (false, "timeout opening the message stream".to_string())
+                    }
+                    StreamUpgradeError::Io(e) => {
+                        (false, format!("opening the message stream: {e}"))
+                    }
                     StreamUpgradeError::Apply(never) => match never {},
                 };
-                self.out = if unsupported { Outbound::Unsupported } else { Outbound::Idle };
+                self.out = if unsupported {
+                    Outbound::Unsupported
+                } else {
+                    Outbound::Idle
+                };
                 self.fail_queue(&error);
             }
             _ => {}
@@ -513,7 +617,8 @@ impl Encoder for SendCodec {
     type Error = io::Error;
 
     fn encode(&mut self, (id, payload): (u64, Bytes), dst: &mut BytesMut) -> io::Result<()> {
-        let len = u32::try_from(payload.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
         dst.reserve(MSG_HEADER + payload.len());
         dst.put_u32(len);
         dst.put_u64(id);
@@ -549,7 +654,13 @@ impl Decoder for RecvCodec {
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         if len > self.max_size {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a message of {len} bytes (at most {} accepted)", self.max_size)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a message of {len} bytes (at most {} accepted)",
+                    self.max_size
+                ),
+            ));
         }
         if src.len() < MSG_HEADER + len {
             src.reserve(MSG_HEADER + len - src.len());
@@ -579,7 +690,9 @@ mod tests {
     #[test]
     fn frames_round_trip_and_split_anywhere() {
         let mut wire = BytesMut::new();
-        SendCodec.encode((7, Bytes::from_static(b"hello")), &mut wire).unwrap();
+        SendCodec
+            .encode((7, Bytes::from_static(b"hello")), &mut wire)
+            .unwrap();
         SendCodec.encode((8, Bytes::new()), &mut wire).unwrap();
         let all = wire.freeze();
         // Fed one byte at a time, the receiver sees exactly the two messages.

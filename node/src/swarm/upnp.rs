@@ -75,18 +75,36 @@ pub fn routable(ip: IpAddr) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A gateway answered; `external_ip` is what it calls its external address.
-    GatewayFound { gateway: SocketAddr, external_ip: IpAddr },
+    GatewayFound {
+        gateway: SocketAddr,
+        external_ip: IpAddr,
+    },
     /// `local_addr` is mapped: others can reach it on `external_addr` (now a confirmed external
     /// address of the swarm).
-    NewExternalAddr { local_addr: Multiaddr, external_addr: Multiaddr },
+    NewExternalAddr {
+        local_addr: Multiaddr,
+        external_addr: Multiaddr,
+    },
     /// The renewal of a mapping failed: `external_addr` is no longer an external address.
-    ExpiredExternalAddr { local_addr: Multiaddr, external_addr: Multiaddr, error: String },
+    ExpiredExternalAddr {
+        local_addr: Multiaddr,
+        external_addr: Multiaddr,
+        error: String,
+    },
     /// An attempt to map `local_addr` failed; `retry_in` is `None` when no attempt is left.
-    MapFailed { local_addr: Multiaddr, error: String, attempt: u32, retry_in: Option<Duration> },
+    MapFailed {
+        local_addr: Multiaddr,
+        error: String,
+        attempt: u32,
+        retry_in: Option<Duration>,
+    },
     /// No gateway answered (or it could not tell its external address).
     GatewayNotFound { error: String },
     /// The gateway's external address is not routable (see [`routable`]): no mapping is made.
-    NonRoutableGateway { gateway: SocketAddr, external_ip: IpAddr },
+    NonRoutableGateway {
+        gateway: SocketAddr,
+        external_ip: IpAddr,
+    },
 }
 
 #[derive(Debug)]
@@ -97,10 +115,22 @@ enum Request {
 
 #[derive(Debug)]
 enum Report {
-    Gateway { gateway: SocketAddr, external_ip: IpAddr, routable: bool },
+    Gateway {
+        gateway: SocketAddr,
+        external_ip: IpAddr,
+        routable: bool,
+    },
     NotFound(String),
-    Mapped { key: Key },
-    Failed { key: Key, error: String, attempt: u32, retry_in: Option<Duration>, was_mapped: bool },
+    Mapped {
+        key: Key,
+    },
+    Failed {
+        key: Key,
+        error: String,
+        attempt: u32,
+        retry_in: Option<Duration>,
+        was_mapped: bool,
+    },
 }
 
 /// One mapping: protocol and port (the external port is the internal one).
@@ -151,7 +181,11 @@ impl Behaviour {
         }
     }
 
-    fn on_new_listen_addr(&mut self, listener: libp2p::core::transport::ListenerId, addr: &Multiaddr) {
+    fn on_new_listen_addr(
+        &mut self,
+        listener: libp2p::core::transport::ListenerId,
+        addr: &Multiaddr,
+    ) {
         let Some((internal, protocol)) = mappable(addr) else {
             tracing::debug!(%addr, "upnp: not a private IPv4 TCP/UDP address, not mapped");
             return;
@@ -161,9 +195,16 @@ impl Behaviour {
             let (task_tx, rx) = mpsc::unbounded_channel();
             let bind = *internal.ip();
             tokio::spawn(run(bind, task_rx, task_tx));
-            self.state = State::Running { tx, rx, bind, external_ip: None };
+            self.state = State::Running {
+                tx,
+                rx,
+                bind,
+                external_ip: None,
+            };
         }
-        let State::Running { tx, bind, .. } = &self.state else { return };
+        let State::Running { tx, bind, .. } = &self.state else {
+            return;
+        };
         if internal.ip() != bind {
             tracing::debug!(%addr, %bind, "upnp: listen address on another interface than the search, not mapped");
             return;
@@ -172,19 +213,36 @@ impl Behaviour {
         if self.wanted.contains_key(&key) {
             return;
         }
-        self.wanted.insert(key, Wanted { listener, local_addr: addr.clone() });
+        self.wanted.insert(
+            key,
+            Wanted {
+                listener,
+                local_addr: addr.clone(),
+            },
+        );
         let _ = tx.send(Request::Add { key, internal });
     }
 
-    fn on_expired_listen_addr(&mut self, listener: libp2p::core::transport::ListenerId, addr: &Multiaddr) {
-        let Some((internal, protocol)) = mappable(addr) else { return };
+    fn on_expired_listen_addr(
+        &mut self,
+        listener: libp2p::core::transport::ListenerId,
+        addr: &Multiaddr,
+    ) {
+        let Some((internal, protocol)) = mappable(addr) else {
+            return;
+        };
         let key = (protocol, internal.port());
-        if !self.wanted.get(&key).is_some_and(|w| w.listener == listener && &w.local_addr == addr) {
+        if !self
+            .wanted
+            .get(&key)
+            .is_some_and(|w| w.listener == listener && &w.local_addr == addr)
+        {
             return;
         }
         self.wanted.remove(&key);
         if let Some(external) = self.mapped.remove(&key) {
-            self.pending.push_back(ToSwarm::ExternalAddrExpired(external));
+            self.pending
+                .push_back(ToSwarm::ExternalAddrExpired(external));
         }
         if let State::Running { tx, .. } = &self.state {
             let _ = tx.send(Request::Remove { key });
@@ -193,15 +251,25 @@ impl Behaviour {
 
     fn on_report(&mut self, report: Report) {
         match report {
-            Report::Gateway { gateway, external_ip, routable } => {
+            Report::Gateway {
+                gateway,
+                external_ip,
+                routable,
+            } => {
                 if routable {
                     if let State::Running { external_ip: e, .. } = &mut self.state {
                         *e = Some(external_ip);
                     }
-                    self.event(Event::GatewayFound { gateway, external_ip });
+                    self.event(Event::GatewayFound {
+                        gateway,
+                        external_ip,
+                    });
                 } else {
                     self.state = State::Done;
-                    self.event(Event::NonRoutableGateway { gateway, external_ip });
+                    self.event(Event::NonRoutableGateway {
+                        gateway,
+                        external_ip,
+                    });
                 }
             }
             Report::NotFound(error) => {
@@ -209,25 +277,46 @@ impl Behaviour {
                 self.event(Event::GatewayNotFound { error });
             }
             Report::Mapped { key } => {
-                let (Some(w), State::Running { external_ip: Some(ip), .. }) = (self.wanted.get(&key), &self.state)
+                let (
+                    Some(w),
+                    State::Running {
+                        external_ip: Some(ip),
+                        ..
+                    },
+                ) = (self.wanted.get(&key), &self.state)
                 else {
                     return;
                 };
-                let Some(external) = with_ip(&w.local_addr, *ip) else { return };
+                let Some(external) = with_ip(&w.local_addr, *ip) else {
+                    return;
+                };
                 let local_addr = w.local_addr.clone();
                 self.mapped.insert(key, external.clone());
-                self.pending.push_back(ToSwarm::ExternalAddrConfirmed(external.clone()));
-                self.event(Event::NewExternalAddr { local_addr, external_addr: external });
+                self.pending
+                    .push_back(ToSwarm::ExternalAddrConfirmed(external.clone()));
+                self.event(Event::NewExternalAddr {
+                    local_addr,
+                    external_addr: external,
+                });
             }
-            Report::Failed { key, error, attempt, retry_in, was_mapped } => {
-                let Some(w) = self.wanted.get(&key) else { return };
+            Report::Failed {
+                key,
+                error,
+                attempt,
+                retry_in,
+                was_mapped,
+            } => {
+                let Some(w) = self.wanted.get(&key) else {
+                    return;
+                };
                 let local_addr = w.local_addr.clone();
                 if retry_in.is_none() {
                     self.wanted.remove(&key);
                 }
                 if was_mapped {
                     if let Some(external) = self.mapped.remove(&key) {
-                        self.pending.push_back(ToSwarm::ExternalAddrExpired(external.clone()));
+                        self.pending
+                            .push_back(ToSwarm::ExternalAddrExpired(external.clone()));
                         self.event(Event::ExpiredExternalAddr {
                             local_addr: local_addr.clone(),
                             external_addr: external,
@@ -235,7 +324,12 @@ impl Behaviour {
                         });
                     }
                 }
-                self.event(Event::MapFailed { local_addr, error, attempt, retry_in });
+                self.event(Event::MapFailed {
+                    local_addr,
+                    error,
+                    attempt,
+                    retry_in,
+                });
             }
         }
     }
@@ -248,13 +342,19 @@ impl Behaviour {
 /// The private IPv4 socket address and protocol of a TCP or UDP (QUIC) listen address.
 fn mappable(addr: &Multiaddr) -> Option<(SocketAddrV4, PortMappingProtocol)> {
     let mut it = addr.iter();
-    let Some(Protocol::Ip4(ip)) = it.next() else { return None };
+    let Some(Protocol::Ip4(ip)) = it.next() else {
+        return None;
+    };
     if !ip.is_private() {
         return None;
     }
     match it.next() {
-        Some(Protocol::Tcp(port)) if port != 0 => Some((SocketAddrV4::new(ip, port), PortMappingProtocol::TCP)),
-        Some(Protocol::Udp(port)) if port != 0 => Some((SocketAddrV4::new(ip, port), PortMappingProtocol::UDP)),
+        Some(Protocol::Tcp(port)) if port != 0 => {
+            Some((SocketAddrV4::new(ip, port), PortMappingProtocol::TCP))
+        }
+        Some(Protocol::Udp(port)) if port != 0 => {
+            Some((SocketAddrV4::new(ip, port), PortMappingProtocol::UDP))
+        }
         _ => None,
     }
 }
@@ -305,16 +405,26 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         libp2p::core::util::unreachable(event)
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Poll::Ready(e);
             }
-            let State::Running { rx, .. } = &mut self.state else { return Poll::Pending };
+            let State::Running { rx, .. } = &mut self.state else {
+                return Poll::Pending;
+            };
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(report)) => self.on_report(report),
                 Poll::Ready(None) => {
@@ -338,7 +448,11 @@ struct Slot {
 
 /// The gateway conversation: search (from `bind`), ask its external address, then keep every
 /// requested mapping in place until its listen address goes away.
-async fn run(bind: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<Request>, tx: mpsc::UnboundedSender<Report>) {
+async fn run(
+    bind: Ipv4Addr,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    tx: mpsc::UnboundedSender<Report>,
+) {
     let options = || SearchOptions {
         bind_addr: SocketAddr::from((bind, 0)),
         timeout: Some(SEARCH_TIMEOUT),
@@ -366,12 +480,19 @@ async fn run(bind: Ipv4Addr, mut rx: mpsc::UnboundedReceiver<Request>, tx: mpsc:
     let external_ip = match gateway.get_external_ip().await {
         Ok(ip) => ip,
         Err(e) => {
-            let _ = tx.send(Report::NotFound(format!("gateway {}: GetExternalIPAddress: {e}", gateway.addr)));
+            let _ = tx.send(Report::NotFound(format!(
+                "gateway {}: GetExternalIPAddress: {e}",
+                gateway.addr
+            )));
             return;
         }
     };
     let ok = routable(external_ip);
-    let _ = tx.send(Report::Gateway { gateway: gateway.addr, external_ip, routable: ok });
+    let _ = tx.send(Report::Gateway {
+        gateway: gateway.addr,
+        external_ip,
+        routable: ok,
+    });
     if !ok {
         return;
     }
@@ -440,9 +561,23 @@ mod tests {
             assert!(routable(ok.parse().unwrap()), "{ok}");
         }
         for no in [
-            "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "100.127.255.254", "127.0.0.1",
-            "169.254.1.1", "0.0.0.0", "192.0.0.8", "192.0.2.1", "198.51.100.1", "203.0.113.1",
-            "240.0.0.1", "255.255.255.255", "224.0.0.1", "::1", "2001:db8::1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "2001:db8::1",
         ] {
             assert!(!routable(no.parse().unwrap()), "{no}");
         }
@@ -451,7 +586,10 @@ mod tests {
     #[test]
     fn only_private_ipv4_tcp_and_udp_listen_addresses_are_mapped() {
         let m = |s: &str| mappable(&s.parse().unwrap());
-        assert_eq!(m("/ip4/10.0.0.5/tcp/4001"), Some(("10.0.0.5:4001".parse().unwrap(), PortMappingProtocol::TCP)));
+        assert_eq!(
+            m("/ip4/10.0.0.5/tcp/4001"),
+            Some(("10.0.0.5:4001".parse().unwrap(), PortMappingProtocol::TCP))
+        );
         assert_eq!(
             m("/ip4/10.0.0.5/udp/4001/quic-v1"),
             Some(("10.0.0.5:4001".parse().unwrap(), PortMappingProtocol::UDP))

@@ -31,22 +31,35 @@ fn unknown_flag_is_a_usage_error() {
 fn malformed_multiaddr_names_flag_and_value() {
     let (code, _, err) = run(DIALER, &["--bootstrap", "/ip4/999.1.1.1/tcp/1"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--bootstrap") && err.contains("/ip4/999.1.1.1/tcp/1"), "{err}");
+    assert!(
+        err.contains("--bootstrap") && err.contains("/ip4/999.1.1.1/tcp/1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_metrics_addr_is_a_usage_error() {
     let (code, _, err) = run(MONITOR, &["--port", "0", "--metrics-addr", "localhost"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--metrics-addr") && err.contains("localhost"), "{err}");
+    assert!(
+        err.contains("--metrics-addr") && err.contains("localhost"),
+        "{err}"
+    );
 }
 
 #[test]
 fn quic_with_psk_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let psk = dir.path().join("swarm.key");
-    std::fs::write(&psk, format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32))).unwrap();
-    let (code, _, err) = run(LISTENER, &["--psk-file", psk.to_str().unwrap(), "--transport", "quic"]);
+    std::fs::write(
+        &psk,
+        format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        LISTENER,
+        &["--psk-file", psk.to_str().unwrap(), "--transport", "quic"],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--transport"), "{err}");
 }
@@ -62,7 +75,10 @@ fn unreadable_key_file_is_a_runtime_error() {
     std::fs::write(&garbage, b"not a key").unwrap();
     let (code, _, err) = run(LISTENER, &["--key-file", garbage.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("--key-file") && err.contains("garbage.key"), "{err}");
+    assert!(
+        err.contains("--key-file") && err.contains("garbage.key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +92,16 @@ fn key_file_is_created_then_reused() {
         let port = blocker.local_addr().unwrap().port().to_string();
         let (code, out, err) = run(
             LISTENER,
-            &["--key-file", k, "--listen-addr", "127.0.0.1", "--port", &port, "--transport", "tcp"],
+            &[
+                "--key-file",
+                k,
+                "--listen-addr",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--transport",
+                "tcp",
+            ],
         );
         assert_eq!(code, 1, "{err}");
         let line = out.lines().next().expect("started line");
@@ -94,15 +119,32 @@ fn port_in_use_names_the_address() {
     let port = blocker.local_addr().unwrap().port().to_string();
     let (code, out, err) = run(
         MONITOR,
-        &["--listen-addr", "127.0.0.1", "--port", &port, "--transport", "tcp", "--metrics-addr", "off"],
+        &[
+            "--listen-addr",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--transport",
+            "tcp",
+            "--metrics-addr",
+            "off",
+        ],
     );
     assert_eq!(code, 1, "{err}");
     // The stream still ends with `stopped`, carrying the reason.
-    let last: serde_json::Value = serde_json::from_str(out.lines().last().expect("a line")).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a line")).unwrap();
     assert_eq!(last["event"], "stopped", "{out}");
     assert!(last["reason"].as_str().unwrap().contains(&port), "{out}");
     assert!(err.contains("--port") && err.contains(&port), "{err}");
-    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]

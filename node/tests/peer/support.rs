@@ -91,7 +91,12 @@ impl NodeProc {
 
     /// Waits until `check` over all events so far returns `Some`, or panics at the deadline
     /// naming `what`.
-    pub fn wait_for<T>(&mut self, what: &str, within: Duration, mut check: impl FnMut(&[EventLine]) -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut check: impl FnMut(&[EventLine]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + within;
         loop {
             self.drain();
@@ -100,7 +105,11 @@ impl NodeProc {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("{}: no {what} within {within:?}; events:\n{}", self.name, self.dump());
+                panic!(
+                    "{}: no {what} within {within:?}; events:\n{}",
+                    self.name,
+                    self.dump()
+                );
             }
             match self.rx.recv_timeout(left) {
                 Ok(e) => self.events.push(e),
@@ -110,19 +119,32 @@ impl NodeProc {
                     if let Some(v) = check(&self.events) {
                         return v;
                     }
-                    panic!("{}: exited before {what}; events:\n{}", self.name, self.dump());
+                    panic!(
+                        "{}: exited before {what}; events:\n{}",
+                        self.name,
+                        self.dump()
+                    );
                 }
             }
         }
     }
 
     /// Waits for the first event matching `pred`.
-    pub fn wait_event(&mut self, what: &str, within: Duration, pred: impl Fn(&Event) -> bool) -> Event {
-        self.wait_for(what, within, |evs| evs.iter().map(|l| &l.event).find(|e| pred(e)).cloned())
+    pub fn wait_event(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        self.wait_for(what, within, |evs| {
+            evs.iter().map(|l| &l.event).find(|e| pred(e)).cloned()
+        })
     }
 
     pub fn peer_id(&mut self) -> PeerId {
-        match self.wait_event("started", Duration::from_secs(20), |e| matches!(e, Event::Started { .. })) {
+        match self.wait_event("started", Duration::from_secs(20), |e| {
+            matches!(e, Event::Started { .. })
+        }) {
             Event::Started { peer_id, .. } => peer_id,
             _ => unreachable!(),
         }
@@ -136,9 +158,11 @@ impl NodeProc {
     /// The first listen address with a protocol matching `which`, with `/p2p/<id>`.
     pub fn listen_addr(&mut self, which: impl Fn(&Protocol<'_>) -> bool) -> Multiaddr {
         let id = self.peer_id();
-        let a = self.wait_event("listen address", Duration::from_secs(20), |e| {
-            matches!(e, Event::Listening { addr } if addr.iter().any(|p| which(&p)))
-        });
+        let a = self.wait_event(
+            "listen address",
+            Duration::from_secs(20),
+            |e| matches!(e, Event::Listening { addr } if addr.iter().any(|p| which(&p))),
+        );
         match a {
             Event::Listening { addr } => addr.with(Protocol::P2p(id)),
             _ => unreachable!(),
@@ -154,7 +178,10 @@ impl NodeProc {
     /// Sends SIGTERM and waits up to `within` for `stopped`; returns its totals.
     pub fn terminate(&mut self, within: Duration) -> p2plab_node::Totals {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(status.success());
         match self.wait_event("stopped", within, |e| matches!(e, Event::Stopped { .. })) {
             Event::Stopped { totals, .. } => totals,
@@ -203,7 +230,9 @@ pub fn acks_to(events: &[EventLine], to: &PeerId) -> Vec<(u64, Path)> {
     events
         .iter()
         .filter_map(|l| match &l.event {
-            Event::MessageAcked { to: t, id, path, .. } if t == to => Some((*id, *path)),
+            Event::MessageAcked {
+                to: t, id, path, ..
+            } if t == to => Some((*id, *path)),
             _ => None,
         })
         .collect()

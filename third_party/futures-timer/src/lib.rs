@@ -32,7 +32,9 @@ impl Delay {
                 tokio::time::sleep_until(at)
             }
         };
-        Delay { sleep: Box::pin(sleep) }
+        Delay {
+            sleep: Box::pin(sleep),
+        }
     }
 
     /// Re-arms the timer to fire `dur` from now (also after it has fired).
@@ -77,7 +79,9 @@ impl Future for Delay {
 
 impl fmt::Debug for Delay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delay").field("deadline", &self.sleep.deadline()).finish()
+        f.debug_struct("Delay")
+            .field("deadline", &self.sleep.deadline())
+            .finish()
     }
 }
 

@@ -9,7 +9,11 @@ use p2plab_tools::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", version, about = "p2plab benchmarks: raw TCP baselines, libp2p streams, the node's round trip, many nodes in one process")]
+#[command(
+    name = "bench",
+    version,
+    about = "p2plab benchmarks: raw TCP baselines, libp2p streams, the node's round trip, many nodes in one process"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -33,6 +33,7 @@ use std::{
 
 use clap::Parser;
 use nfq::{Message, Queue, Verdict};
+use p2plab_contract::bench::{DelaylineExit, DelaylineReady};
 use rand::Rng;
 
 /// Delay packets of an NFQUEUE queue (netem-like delay and jitter in userspace).
@@ -144,33 +145,27 @@ fn run(cli: &Cli) -> Result<(), String> {
             })
             .map_err(|e| format!("cannot start the worker thread: {e}"))?
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "event": "delayline_ready",
-            "queue": cli.queue,
-            "delay_ms": cli.delay_ms,
-            "jitter_ms": cli.jitter_ms,
-            "max_queue": cli.max_queue,
-            "reorder": cli.jitter_ms > 0,
-            "pid": std::process::id(),
-        })
-    );
+    let ready = DelaylineReady {
+        queue: cli.queue,
+        delay_ms: cli.delay_ms,
+        jitter_ms: cli.jitter_ms,
+        max_queue: cli.max_queue,
+        reorder: cli.jitter_ms > 0,
+        pid: std::process::id(),
+    };
+    println!("{}", serde_json::to_string(&ready).unwrap_or_default());
     let signal = rt.block_on(p2plab_node::shutdown_signal());
     stop.store(true, AtomicOrdering::SeqCst);
     let stats = worker
         .join()
         .map_err(|_| "the worker thread panicked".to_string())?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "event": "delayline_exit",
-            "signal": signal,
-            "delayed": stats.delayed,
-            "dropped_full": stats.dropped_full,
-            "errors": stats.errors,
-        })
-    );
+    let exit = DelaylineExit {
+        signal,
+        delayed: stats.delayed,
+        dropped_full: stats.dropped_full,
+        errors: stats.errors,
+    };
+    println!("{}", serde_json::to_string(&exit).unwrap_or_default());
     Ok(())
 }
 

@@ -22,7 +22,8 @@ async fn run(cli: ProbeCli) -> Result<(), RunError> {
             let plan = args.plan()?;
             for &proto in &plan.protos {
                 let report = probe::measure(proto, &plan).await?;
-                let line = serde_json::to_string(&report).map_err(|e| RunError::Runtime(e.to_string()))?;
+                let line =
+                    serde_json::to_string(&report).map_err(|e| RunError::Runtime(e.to_string()))?;
                 println!("{line}");
             }
             Ok(())

@@ -22,7 +22,11 @@ use p2plab_contract::router::{Prefix, RouterEnv};
 use p2plab_tools::router::{self, Ifaces, STUN_PORT};
 
 #[derive(Debug, Parser)]
-#[command(name = "router-rules", version, about = "A lab router's decisions, from its P2PLAB_* environment")]
+#[command(
+    name = "router-rules",
+    version,
+    about = "A lab router's decisions, from its P2PLAB_* environment"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,7 +42,12 @@ enum Cmd {
         #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
         addrs: String,
         /// The output of `ip -4 route show default`.
-        #[arg(long, value_name = "TEXT", default_value = "", allow_hyphen_values = true)]
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "",
+            allow_hyphen_values = true
+        )]
         routes: String,
     },
     /// The nftables ruleset.
@@ -95,7 +104,13 @@ struct Found {
 
 impl Found {
     fn ifaces(self, lan_ip: Ipv4Addr, wan_subnet: Prefix) -> Ifaces {
-        Ifaces { lan_if: self.lan_if, lan_ip, wan_if: self.wan_if, wan_subnet, host_addrs: self.host_addrs }
+        Ifaces {
+            lan_if: self.lan_if,
+            lan_ip,
+            wan_if: self.wan_if,
+            wan_subnet,
+            host_addrs: self.host_addrs,
+        }
     }
 }
 
@@ -121,10 +136,16 @@ fn main() -> ExitCode {
                     ("NAT", env.profile.as_str().into()),
                     ("LAN_SUBNET", env.lan.to_string()),
                     ("WAN_IP", env.wan_ip.to_string()),
-                    ("UPLINK_GW", env.uplink_gw.map(|g| g.to_string()).unwrap_or_default()),
+                    (
+                        "UPLINK_GW",
+                        env.uplink_gw.map(|g| g.to_string()).unwrap_or_default()
+                    ),
                     ("UPLINK_ROUTES", routes.join(" ")),
                     ("WAIT_IFACES", env.wait_ifaces_s().to_string()),
-                    ("UPNP_HTTP_PORT", p2plab_tools::nft::UPNP_HTTP_PORT.to_string()),
+                    (
+                        "UPNP_HTTP_PORT",
+                        p2plab_tools::nft::UPNP_HTTP_PORT.to_string()
+                    ),
                     ("NATPMP_PORT", p2plab_tools::nft::NATPMP_PORT.to_string()),
                     ("STUN_PORT", STUN_PORT.to_string()),
                 ])
@@ -146,11 +167,31 @@ fn main() -> ExitCode {
             }
             Err(e) => return fail(if e.retry { 3 } else { 1 }, e.message),
         },
-        Cmd::Rules(found) => print!("{}", router::rules(&env, &found.ifaces(unknown, nowhere)).ruleset()),
-        Cmd::UpnpConf { found, uuid } => print!("{}", router::upnp_conf(&env, &found.ifaces(unknown, nowhere), uuid.as_deref())),
+        Cmd::Rules(found) => print!(
+            "{}",
+            router::rules(&env, &found.ifaces(unknown, nowhere)).ruleset()
+        ),
+        Cmd::UpnpConf { found, uuid } => print!(
+            "{}",
+            router::upnp_conf(&env, &found.ifaces(unknown, nowhere), uuid.as_deref())
+        ),
         Cmd::Stun { port } => return stun(port, env.wan_ip),
-        Cmd::Ready { found, lan_ip, wan_subnet, ruleset, apply_ms, upnp_pid, upnp_start_ms } => {
-            let ready = router::ready(&env, &found.ifaces(lan_ip, wan_subnet), &ruleset, apply_ms, upnp_pid.map(|p| (p, upnp_start_ms)));
+        Cmd::Ready {
+            found,
+            lan_ip,
+            wan_subnet,
+            ruleset,
+            apply_ms,
+            upnp_pid,
+            upnp_start_ms,
+        } => {
+            let ready = router::ready(
+                &env,
+                &found.ifaces(lan_ip, wan_subnet),
+                &ruleset,
+                apply_ms,
+                upnp_pid.map(|p| (p, upnp_start_ms)),
+            );
             match serde_json::to_string(&ready) {
                 Ok(line) => println!("{line}"),
                 Err(e) => return fail(1, e),
@@ -173,7 +214,9 @@ fn stun(port: u16, wan: Ipv4Addr) -> ExitCode {
             Ok(x) => x,
             Err(e) => return fail(1, format!("stun: {e}")),
         };
-        let (SocketAddr::V4(from), Some(request)) = (from, buf.get(..n)) else { continue };
+        let (SocketAddr::V4(from), Some(request)) = (from, buf.get(..n)) else {
+            continue;
+        };
         if let Some(answer) = router::stun_answer(request, from, wan) {
             let _ = socket.send_to(&answer, from);
         }
