@@ -12,6 +12,8 @@
 //!   its port forwards, and the names of its nftables state.
 //! - [`router`]: a router container's typed `P2PLAB_*` environment (written by the harness,
 //!   read back by the router) and its `router_ready` line.
+//! - [`host`]: the typed `P2PLAB_*` environment of the other containers: a host's way into the
+//!   lab, a router's link impairments, a VPN's two ends.
 //! - [`probe`]: the NAT probe's lines and the verdict it must measure behind each profile.
 //! - [`bench`]: the lines the benchmark tools print and `p2plab bench` reads back.
 //! - [`procfs`]: the `/proc` figures the benchmarks read (resident memory, CPU time), from the
@@ -19,6 +21,7 @@
 
 pub mod bench;
 pub mod events;
+pub mod host;
 pub mod nat;
 pub mod ports;
 pub mod probe;

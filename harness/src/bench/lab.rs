@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
 use p2plab_contract::{
     bench::{PerfReady, RttResult, SwarmReady, SwarmResult, ThroughputResult},
+    host::Routing,
     parse_line,
 };
 use p2plab_contract::{ports::MONITOR_PORT, procfs::parse_vm_rss, Event, EventLine, Path, PeerId};
@@ -275,7 +276,7 @@ impl BenchLab {
             name: name.to_string(),
             image: self.image.clone(),
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            env: vec![("P2PLAB_NO_DEFAULT_ROUTE".into(), "1".into())],
+            env: Routing::Isolated.to_env(),
             attach: vec![Attach {
                 network: seg.to_string(),
                 ip,

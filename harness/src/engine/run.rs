@@ -566,24 +566,8 @@ fn heal() -> String {
 }
 
 fn impair_cmd(wan_ip: std::net::Ipv4Addr, i: &Impair) -> String {
-    let mut args = String::new();
-    if i.is_empty() {
-        args.push_str(" --clear");
-    } else {
-        if let Some(d) = i.delay_ms {
-            args.push_str(&format!(" --delay {d}"));
-        }
-        if let Some(j) = i.jitter_ms {
-            args.push_str(&format!(" --jitter {j}"));
-        }
-        if let Some(l) = i.loss_pct {
-            args.push_str(&format!(" --loss {l}"));
-        }
-        if let Some(r) = &i.rate {
-            args.push_str(&format!(" --rate {r}"));
-        }
-    }
-    format!("wan=$(ip -o -4 addr show | awk '$4 ~ /^{wan_ip}\\// {{print $2}}'); [ -n \"$wan\" ] && p2plab-impair \"$wan\"{args}")
+    let args = i.to_args().join(" ");
+    format!("wan=$(ip -o -4 addr show | awk '$4 ~ /^{wan_ip}\\// {{print $2}}'); [ -n \"$wan\" ] && p2plab-impair \"$wan\" {args}")
 }
 
 /// Starts (or restarts) a node and follows its log again. With `new_identity`, its key file goes

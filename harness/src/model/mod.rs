@@ -37,24 +37,7 @@ pub use p2plab_contract::{Role, Transport};
 pub use p2plab_contract::nat::Profile as NatProfile;
 
 /// Link impairments of a router's uplink interface (packets leaving the LAN).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Impair {
-    pub delay_ms: Option<u64>,
-    pub jitter_ms: Option<u64>,
-    /// Percent, 0..=100.
-    pub loss_pct: Option<f64>,
-    /// A tc rate, e.g. `10mbit`.
-    pub rate: Option<String>,
-}
-
-impl Impair {
-    pub fn is_empty(&self) -> bool {
-        self.delay_ms.is_none()
-            && self.jitter_ms.is_none()
-            && self.loss_pct.is_none()
-            && self.rate.is_none()
-    }
-}
+pub use p2plab_contract::host::Impair;
 
 /// A static port forward on a `port-forward` router.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

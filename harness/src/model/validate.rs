@@ -286,14 +286,16 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                 let uplink = match &s.uplink {
                     Some(u) => u.value.clone(),
                     None if public.len() == 1 => public[0].to_string(),
-                    None => return Err(cx.err(
-                        name.referenced,
-                        format!(
+                    None => {
+                        return Err(cx.err(
+                            name.referenced,
+                            format!(
                             "segment `{}`: `uplink` is needed, there are several public segments",
                             name.value
                         ),
-                        hint(format!("one of: {}", public.join(", "))),
-                    )),
+                            hint(format!("one of: {}", public.join(", "))),
+                        ))
+                    }
                 };
                 if let Some(u) = &s.uplink {
                     if !raw.segments.value.keys().any(|k| k.value == u.value) {
@@ -1137,14 +1139,16 @@ fn new_identity_of(
 ) -> Result<(), TopologyError> {
     let target = match action {
         Action::Start { node, .. } | Action::Restart { node, .. } => node,
-        other => return Err(cx.err(
-            ni.referenced,
-            format!(
+        other => {
+            return Err(cx.err(
+                ni.referenced,
+                format!(
                 "new_identity: only `start` and `restart` bring a node back (this fault is `{}`)",
                 other.label()
             ),
-            hint("e.g. `{ at: 30s, restart: boot, new_identity: true }`"),
-        )),
+                hint("e.g. `{ at: 30s, restart: boot, new_identity: true }`"),
+            ))
+        }
     };
     if !ni.value {
         return Ok(());

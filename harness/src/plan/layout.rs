@@ -5,13 +5,17 @@
 //! Addresses: a LAN's router is `.254` on its LAN; on each segment the other containers take
 //! `.2`, `.3`, … in this order: routers' uplink sides, VPN exits, monitors, listeners, dialers.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+};
 
 use ipnet::Ipv4Net;
 
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
 use p2plab_contract::{
+    host::{Routing, VpnEnd, VpnSide},
     nat::{Forward as NatForward, Proto},
     router::{Prefix, RouterEnv},
 };
@@ -183,20 +187,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
         // The router's own settings first (forwards are added once the LAN hosts have
         // addresses), then the impairments, which are `p2plab-impair`'s.
-        let mut env = Vec::new();
-        let i = &nat.impair;
-        if let Some(d) = i.delay_ms {
-            env.push((s("P2PLAB_DELAY_MS"), d.to_string()));
-        }
-        if let Some(j) = i.jitter_ms {
-            env.push((s("P2PLAB_JITTER_MS"), j.to_string()));
-        }
-        if let Some(l) = i.loss_pct {
-            env.push((s("P2PLAB_LOSS_PCT"), format!("{l}")));
-        }
-        if let Some(r) = &i.rate {
-            env.push((s("P2PLAB_RATE"), r.clone()));
-        }
+        let env = nat.impair.to_env();
         routers.insert(name.clone(), router);
         containers.push(Planned {
             name,
@@ -234,18 +225,20 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             kind: Kind::VpnExit,
             attach: vec![(public.to_string(), ip)],
             cmd: vec![s("p2plab-vpn")],
-            env: vec![
-                (s("P2PLAB_NO_DEFAULT_ROUTE"), s("1")),
-                (s("P2PLAB_VPN_ROLE"), s("exit")),
-                (s("P2PLAB_VPN_KEY"), s(VPN_EXIT_KEY)),
-                (s("P2PLAB_VPN_PEER"), s(VPN_CLIENT_PUB)),
-                (s("P2PLAB_VPN_ADDR"), format!("{}/24", host(&tunnel, 1))),
-                (
-                    s("P2PLAB_VPN_PEER_ADDR"),
-                    format!("{}/32", host(&tunnel, 2)),
-                ),
-                (s("P2PLAB_VPN_PORT"), VPN_PORT.to_string()),
-            ],
+            env: [
+                Routing::Isolated.to_env(),
+                VpnEnd {
+                    key: s(VPN_EXIT_KEY),
+                    peer: s(VPN_CLIENT_PUB),
+                    addr: host(&tunnel, 1),
+                    side: VpnSide::Exit {
+                        port: VPN_PORT,
+                        client: host(&tunnel, 2),
+                    },
+                }
+                .to_env(),
+            ]
+            .concat(),
             net_admin: true,
             tun: true,
             sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
@@ -443,21 +436,23 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 cmd.push(s("--upnp"));
             }
             cmd.extend(n.args.iter().cloned());
-            let mut env = Vec::new();
-            if on_lan {
-                env.push((s("P2PLAB_GATEWAY"), gw(&n.segment).to_string()));
+            let mut env = if on_lan {
+                Routing::Gateway(gw(&n.segment))
             } else {
-                env.push((s("P2PLAB_NO_DEFAULT_ROUTE"), s("1")));
+                Routing::Isolated
             }
+            .to_env();
             if let Some((exit_ip, tunnel)) = vpn_exit.get(&n.name) {
                 cmd.insert(0, s("p2plab-vpn"));
-                env.extend([
-                    (s("P2PLAB_VPN_ROLE"), s("client")),
-                    (s("P2PLAB_VPN_KEY"), s(VPN_CLIENT_KEY)),
-                    (s("P2PLAB_VPN_PEER"), s(VPN_EXIT_PUB)),
-                    (s("P2PLAB_VPN_ADDR"), format!("{}/24", host(tunnel, 2))),
-                    (s("P2PLAB_VPN_ENDPOINT"), format!("{exit_ip}:{VPN_PORT}")),
-                ]);
+                let client = VpnEnd {
+                    key: s(VPN_CLIENT_KEY),
+                    peer: s(VPN_EXIT_PUB),
+                    addr: host(tunnel, 2),
+                    side: VpnSide::Client {
+                        endpoint: SocketAddrV4::new(*exit_ip, VPN_PORT),
+                    },
+                };
+                env.extend(client.to_env());
             }
             containers.push(Planned {
                 name: n.name.clone(),

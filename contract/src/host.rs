@@ -1,0 +1,233 @@
+//! The typed `P2PLAB_*` environment of the lab's other containers (a router's is in
+//! [`crate::router`]): how a host reaches the rest of the lab (the image's entrypoint), a router's
+//! link impairments (`p2plab-impair --from-env`) and the two ends of a VPN (`p2plab-vpn`). The
+//! harness writes them with `to_env`; the image's shell scripts read the names in [`var`].
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+/// The variables' names.
+pub mod var {
+    pub const GATEWAY: &str = "P2PLAB_GATEWAY";
+    pub const NO_DEFAULT_ROUTE: &str = "P2PLAB_NO_DEFAULT_ROUTE";
+    pub const DELAY_MS: &str = "P2PLAB_DELAY_MS";
+    pub const JITTER_MS: &str = "P2PLAB_JITTER_MS";
+    pub const LOSS_PCT: &str = "P2PLAB_LOSS_PCT";
+    pub const RATE: &str = "P2PLAB_RATE";
+    pub const VPN_ROLE: &str = "P2PLAB_VPN_ROLE";
+    pub const VPN_KEY: &str = "P2PLAB_VPN_KEY";
+    pub const VPN_PEER: &str = "P2PLAB_VPN_PEER";
+    pub const VPN_ADDR: &str = "P2PLAB_VPN_ADDR";
+    pub const VPN_PEER_ADDR: &str = "P2PLAB_VPN_PEER_ADDR";
+    pub const VPN_PORT: &str = "P2PLAB_VPN_PORT";
+    pub const VPN_ENDPOINT: &str = "P2PLAB_VPN_ENDPOINT";
+}
+
+fn pair(var: &str, value: impl fmt::Display) -> (String, String) {
+    (var.to_string(), value.to_string())
+}
+
+/// How a container reaches the rest of the lab. Either way it has no default route: nothing in a
+/// lab has a route out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// A LAN host: the lab's ranges go via its router's LAN address.
+    Gateway(Ipv4Addr),
+    /// A host on a public segment (or a VPN exit): on-link only.
+    Isolated,
+}
+
+impl Routing {
+    pub fn to_env(self) -> Vec<(String, String)> {
+        match self {
+            Routing::Gateway(gw) => vec![pair(var::GATEWAY, gw)],
+            Routing::Isolated => vec![pair(var::NO_DEFAULT_ROUTE, 1)],
+        }
+    }
+}
+
+/// Link impairments of a router's uplink (packets leaving the LAN), as a topology's `impair`
+/// and a fault's `impair` give them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Impair {
+    pub delay_ms: Option<u64>,
+    pub jitter_ms: Option<u64>,
+    /// Percent, 0..=100.
+    pub loss_pct: Option<f64>,
+    /// A tc rate, e.g. `10mbit`.
+    pub rate: Option<String>,
+}
+
+impl Impair {
+    pub fn is_empty(&self) -> bool {
+        self.delay_ms.is_none()
+            && self.jitter_ms.is_none()
+            && self.loss_pct.is_none()
+            && self.rate.is_none()
+    }
+
+    /// The router's environment at start (`p2plab-impair --from-env` reads it).
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(d) = self.delay_ms {
+            env.push(pair(var::DELAY_MS, d));
+        }
+        if let Some(j) = self.jitter_ms {
+            env.push(pair(var::JITTER_MS, j));
+        }
+        if let Some(l) = self.loss_pct {
+            env.push(pair(var::LOSS_PCT, l));
+        }
+        if let Some(r) = &self.rate {
+            env.push(pair(var::RATE, r));
+        }
+        env
+    }
+
+    /// `p2plab-impair IFACE`'s options that set exactly these impairments (a call replaces the
+    /// interface's whole set): `--clear` when there are none.
+    pub fn to_args(&self) -> Vec<String> {
+        if self.is_empty() {
+            return vec!["--clear".into()];
+        }
+        let mut args = Vec::new();
+        let mut opt = |flag: &str, v: String| args.extend([flag.to_string(), v]);
+        if let Some(d) = self.delay_ms {
+            opt("--delay", d.to_string());
+        }
+        if let Some(j) = self.jitter_ms {
+            opt("--jitter", j.to_string());
+        }
+        if let Some(l) = self.loss_pct {
+            opt("--loss", l.to_string());
+        }
+        if let Some(r) = &self.rate {
+            opt("--rate", r.clone());
+        }
+        args
+    }
+}
+
+/// One end of a lab VPN (`p2plab-vpn`, a WireGuard-like tunnel in userspace): its keys, its
+/// tunnel address (a /24), and what only that end needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnEnd {
+    /// This end's private key and the other end's public key (base64).
+    pub key: String,
+    pub peer: String,
+    /// This end's tunnel address; the tunnel is its /24.
+    pub addr: Ipv4Addr,
+    pub side: VpnSide,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VpnSide {
+    /// The exit, on a public segment: listens on `port`; `client` is the client's tunnel address.
+    Exit { port: u16, client: Ipv4Addr },
+    /// The client, a node behind NATs: sends everything through the exit at `endpoint`.
+    Client { endpoint: SocketAddrV4 },
+}
+
+impl VpnEnd {
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let role = match self.side {
+            VpnSide::Exit { .. } => "exit",
+            VpnSide::Client { .. } => "client",
+        };
+        let mut env = vec![
+            pair(var::VPN_ROLE, role),
+            pair(var::VPN_KEY, &self.key),
+            pair(var::VPN_PEER, &self.peer),
+            pair(var::VPN_ADDR, format!("{}/24", self.addr)),
+        ];
+        match self.side {
+            VpnSide::Exit { port, client } => {
+                env.push(pair(var::VPN_PEER_ADDR, format!("{client}/32")));
+                env.push(pair(var::VPN_PORT, port));
+            }
+            VpnSide::Client { endpoint } => env.push(pair(var::VPN_ENDPOINT, endpoint)),
+        }
+        env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(e: &[(String, String)]) -> Vec<String> {
+        e.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    #[test]
+    fn routing_is_one_variable() {
+        assert_eq!(
+            env(&Routing::Gateway(Ipv4Addr::new(10, 1, 0, 254)).to_env()),
+            ["P2PLAB_GATEWAY=10.1.0.254"]
+        );
+        assert_eq!(
+            env(&Routing::Isolated.to_env()),
+            ["P2PLAB_NO_DEFAULT_ROUTE=1"]
+        );
+    }
+
+    #[test]
+    fn impairments_as_env_and_as_options() {
+        let i = Impair {
+            delay_ms: Some(20),
+            jitter_ms: None,
+            loss_pct: Some(0.5),
+            rate: Some("10mbit".into()),
+        };
+        assert_eq!(
+            env(&i.to_env()),
+            [
+                "P2PLAB_DELAY_MS=20",
+                "P2PLAB_LOSS_PCT=0.5",
+                "P2PLAB_RATE=10mbit"
+            ]
+        );
+        assert_eq!(i.to_args().join(" "), "--delay 20 --loss 0.5 --rate 10mbit");
+        assert!(Impair::default().to_env().is_empty());
+        assert_eq!(Impair::default().to_args(), ["--clear"]);
+    }
+
+    #[test]
+    fn each_vpn_end_says_what_only_it_needs() {
+        let exit = VpnEnd {
+            key: "k".into(),
+            peer: "p".into(),
+            addr: Ipv4Addr::new(100, 127, 255, 1),
+            side: VpnSide::Exit {
+                port: 51821,
+                client: Ipv4Addr::new(100, 127, 255, 2),
+            },
+        };
+        assert_eq!(
+            env(&exit.to_env()),
+            [
+                "P2PLAB_VPN_ROLE=exit",
+                "P2PLAB_VPN_KEY=k",
+                "P2PLAB_VPN_PEER=p",
+                "P2PLAB_VPN_ADDR=100.127.255.1/24",
+                "P2PLAB_VPN_PEER_ADDR=100.127.255.2/32",
+                "P2PLAB_VPN_PORT=51821"
+            ]
+        );
+        let client = VpnEnd {
+            addr: Ipv4Addr::new(100, 127, 255, 2),
+            side: VpnSide::Client {
+                endpoint: "198.18.0.9:51821"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            },
+            ..exit
+        };
+        assert!(
+            env(&client.to_env()).ends_with(&["P2PLAB_VPN_ENDPOINT=198.18.0.9:51821".to_string()])
+        );
+        assert_eq!(env(&client.to_env())[0], "P2PLAB_VPN_ROLE=client");
+    }
+}
