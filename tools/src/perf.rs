@@ -747,6 +747,24 @@ async fn connect_raw(to: SocketAddr) -> Result<tokio_util::compat::Compat<TcpStr
     Ok(s.compat())
 }
 
+/// `value` of `flag` must be 1 to `max` (`unit`); `u64::MAX`: at least 1.
+fn in_range(flag: &'static str, value: u64, max: u64, unit: &str) -> Result<(), RunError> {
+    if (1..=max).contains(&value) {
+        return Ok(());
+    }
+    let reason = if max == u64::MAX {
+        "must be at least 1".to_string()
+    } else {
+        format!("must be 1 to {max} {unit}")
+    };
+    Err(UsageError {
+        flag,
+        value: value.to_string(),
+        reason,
+    }
+    .into())
+}
+
 /// Ping-pong: `warmup` then `count` round trips of `size`-byte frames, `interval` apart, on one
 /// raw TCP connection or one libp2p stream; returns the `count` round trips in milliseconds.
 pub async fn rtt(
@@ -756,23 +774,8 @@ pub async fn rtt(
     warmup: usize,
     interval: Duration,
 ) -> Result<RttResult, RunError> {
-    if size == 0 || size > MAX_FRAME {
-        let reason = format!("must be 1 to {MAX_FRAME} bytes");
-        return Err(UsageError {
-            flag: "--size",
-            value: size.to_string(),
-            reason,
-        }
-        .into());
-    }
-    if count == 0 {
-        return Err(UsageError {
-            flag: "--count",
-            value: "0".into(),
-            reason: "must be at least 1".into(),
-        }
-        .into());
-    }
+    in_range("--size", size as u64, MAX_FRAME as u64, "bytes")?;
+    in_range("--count", count as u64, u64::MAX, "")?;
     let what = format!("ping-pong with {to}");
     let (transport, samples) = match to {
         Target::Raw(addr) => {
@@ -836,23 +839,8 @@ pub async fn throughput(
     bytes: u64,
     repeats: usize,
 ) -> Result<ThroughputResult, RunError> {
-    if bytes == 0 || bytes > MAX_BULK {
-        let reason = format!("must be 1 to {MAX_BULK} bytes");
-        return Err(UsageError {
-            flag: "--bytes",
-            value: bytes.to_string(),
-            reason,
-        }
-        .into());
-    }
-    if repeats == 0 {
-        return Err(UsageError {
-            flag: "--repeats",
-            value: "0".into(),
-            reason: "must be at least 1".into(),
-        }
-        .into());
-    }
+    in_range("--bytes", bytes, MAX_BULK, "bytes")?;
+    in_range("--repeats", repeats as u64, u64::MAX, "")?;
     match to {
         Target::Raw(addr) => throughput_raw(*addr, bytes, repeats).await,
         Target::Libp2p(addr) => throughput_libp2p(addr, bytes, repeats).await,

@@ -724,6 +724,23 @@ pub struct RunInfo {
     pub networks: usize,
 }
 
+/// The run a labelled container or network belongs to (its lab named by the first object that
+/// names one); `None` for an object without a run label.
+fn run_of<'a>(
+    runs: &'a mut std::collections::BTreeMap<String, RunInfo>,
+    labels: &HashMap<String, String>,
+) -> Option<&'a mut RunInfo> {
+    let run = labels.get(LABEL_RUN)?;
+    let e = runs.entry(run.clone()).or_insert_with(|| RunInfo {
+        run_id: run.clone(),
+        ..Default::default()
+    });
+    if e.lab.is_empty() {
+        e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
+    }
+    Some(e)
+}
+
 /// Every p2plab run with containers or networks on the engine.
 pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
     let docker = &engine.docker;
@@ -740,14 +757,9 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
         .map_err(api("list containers"))?;
     for c in containers {
         let labels = c.labels.unwrap_or_default();
-        let Some(run) = labels.get(LABEL_RUN) else {
+        let Some(e) = run_of(&mut runs, &labels) else {
             continue;
         };
-        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo {
-            run_id: run.clone(),
-            ..Default::default()
-        });
-        e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
         e.created = labels
             .get(LABEL_CREATED)
             .and_then(|v| v.parse().ok())
@@ -771,17 +783,9 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
         .map_err(api("list networks"))?;
     for n in networks {
         let labels = n.labels.unwrap_or_default();
-        let Some(run) = labels.get(LABEL_RUN) else {
-            continue;
-        };
-        let e = runs.entry(run.clone()).or_insert_with(|| RunInfo {
-            run_id: run.clone(),
-            ..Default::default()
-        });
-        if e.lab.is_empty() {
-            e.lab = labels.get(LABEL_LAB).cloned().unwrap_or_default();
+        if let Some(e) = run_of(&mut runs, &labels) {
+            e.networks += 1;
         }
-        e.networks += 1;
     }
     Ok(runs.into_values().collect())
 }

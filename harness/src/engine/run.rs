@@ -186,6 +186,17 @@ impl State {
             let _ = p.send(Progress::Step(s.into()));
         }
     }
+
+    /// Container `name` is ready, the `n`th of `total`.
+    fn report_up(&self, name: &str, n: usize, total: usize) {
+        if let Some(p) = &self.progress {
+            let _ = p.send(Progress::Up {
+                name: name.to_string(),
+                n,
+                total,
+            });
+        }
+    }
 }
 
 /// Runs the topology: bring-up, faults, judgement, teardown.
@@ -445,21 +456,12 @@ async fn bring_up(
                 continue;
             }
             // a stacked router needs its uplink router ready first
+            lab.start(spec(p, &opts.image)).await?;
+            lab.follow(&p.name, tx.clone())?;
             if p.kind == Kind::Router {
-                lab.start(spec(p, &opts.image)).await?;
-                lab.follow(&p.name, tx.clone())?;
                 wait_ready(lab, p, rx, st, shutdown).await?;
                 up += 1;
-                if let Some(pr) = &st.progress {
-                    let _ = pr.send(Progress::Up {
-                        name: p.name.clone(),
-                        n: up,
-                        total,
-                    });
-                }
-            } else {
-                lab.start(spec(p, &opts.image)).await?;
-                lab.follow(&p.name, tx.clone())?;
+                st.report_up(&p.name, up, total);
             }
         }
         for p in members
@@ -468,13 +470,7 @@ async fn bring_up(
         {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
-            if let Some(pr) = &st.progress {
-                let _ = pr.send(Progress::Up {
-                    name: p.name.clone(),
-                    n: up,
-                    total,
-                });
-            }
+            st.report_up(&p.name, up, total);
         }
     }
     Ok(lay)
