@@ -63,20 +63,25 @@ pub enum Profile {
     Upnp,
     /// Plain routing: no translation, no stateful firewall.
     Routed,
+    /// `home` for TCP; every UDP packet dropped, both ways (a corporate, hotel or mobile network
+    /// that blocks UDP): QUIC cannot leave the LAN, so a QUIC-only peer behind it reaches nobody
+    /// and a peer with both transports must use TCP (hole punching over TCP works as `home`).
+    UdpBlocked,
 }
 
 impl Profile {
     /// Every profile, in the order the docs list them.
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 7] = [
         Self::Open,
         Self::Home,
         Self::Strict,
         Self::PortForward,
         Self::Upnp,
         Self::Routed,
+        Self::UdpBlocked,
     ];
     /// The names, for messages.
-    pub const NAMES: &'static str = "open, home, strict, port-forward, upnp, routed";
+    pub const NAMES: &'static str = "open, home, strict, port-forward, upnp, routed, udp-blocked";
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,12 +91,13 @@ impl Profile {
             Self::PortForward => "port-forward",
             Self::Upnp => "upnp",
             Self::Routed => "routed",
+            Self::UdpBlocked => "udp-blocked",
         }
     }
 
     pub fn mapping(self) -> Mapping {
         match self {
-            Self::Open | Self::Home | Self::PortForward | Self::Upnp => {
+            Self::Open | Self::Home | Self::PortForward | Self::Upnp | Self::UdpBlocked => {
                 Mapping::EndpointIndependent
             }
             Self::Strict => Mapping::EndpointDependent,
@@ -102,7 +108,7 @@ impl Profile {
     pub fn filtering(self) -> Filtering {
         match self {
             Self::Open => Filtering::EndpointIndependent,
-            Self::Home | Self::Strict | Self::PortForward | Self::Upnp => {
+            Self::Home | Self::Strict | Self::PortForward | Self::Upnp | Self::UdpBlocked => {
                 Filtering::AddressAndPortDependent
             }
             Self::Routed => Filtering::None,
@@ -112,6 +118,11 @@ impl Profile {
     /// Whether DCUtR can punch through this router (toward a peer whose router allows it too).
     pub fn hole_punchable(self) -> bool {
         self.mapping() != Mapping::EndpointDependent
+    }
+
+    /// Whether the router drops every packet of `proto`, both ways.
+    pub fn blocks(self, proto: Proto) -> bool {
+        self == Self::UdpBlocked && proto == Proto::Udp
     }
 
     /// Whether the router translates at all.
@@ -225,6 +236,7 @@ mod tests {
             assert_eq!(p.as_str().parse::<Profile>(), Ok(p));
             assert!(Profile::NAMES.contains(p.as_str()));
         }
+        assert_eq!("udp-blocked".parse::<Profile>(), Ok(Profile::UdpBlocked));
         let e = "cgnat".parse::<Profile>().unwrap_err();
         assert!(e.contains("'cgnat'") && e.contains("port-forward"), "{e}");
     }
@@ -242,6 +254,12 @@ mod tests {
         );
         assert_eq!(Profile::Open.filtering(), Filtering::EndpointIndependent);
         assert!(!Profile::Routed.translates());
+        let blocking: Vec<_> = Profile::ALL
+            .into_iter()
+            .filter(|p| Proto::BOTH.iter().any(|&q| p.blocks(q)))
+            .collect();
+        assert_eq!(blocking, vec![Profile::UdpBlocked]);
+        assert!(!Profile::UdpBlocked.blocks(Proto::Tcp));
     }
 
     #[test]

@@ -46,11 +46,14 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// What the probe must measure from a LAN host behind a router of `profile`, for either
-    /// protocol. (`upnp` measures as `home`: the probe maps nothing; a `port-forward` router's
-    /// forwards are for other ports.)
-    pub fn expected(profile: Profile) -> Verdict {
-        Verdict {
+    /// What the probe must measure from a LAN host behind a router of `profile` over `proto`;
+    /// `None`: the router blocks it. (`upnp` measures as `home`: the probe maps nothing; a
+    /// `port-forward` router's forwards are for other ports.)
+    pub fn expected(profile: Profile, proto: Proto) -> Option<Verdict> {
+        if profile.blocks(proto) {
+            return None;
+        }
+        Some(Verdict {
             nat: profile.translates(),
             mapping: match profile.mapping() {
                 nat::Mapping::EndpointIndependent | nat::Mapping::None => {
@@ -64,7 +67,7 @@ impl Verdict {
                 }
                 nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
             },
-        }
+        })
     }
 }
 
@@ -77,10 +80,13 @@ pub struct NatProbe {
     pub proto: Proto,
     /// The LAN host's own address of the measuring socket.
     pub local: SocketAddr,
-    /// What reflector 1 and reflector 2 saw as the source.
-    pub observed: [SocketAddr; 2],
+    /// What reflector 1 and reflector 2 saw as the source; `None`: neither answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<[SocketAddr; 2]>,
+    /// `None`: the protocol does not leave the LAN (neither reflector answered), as behind a
+    /// router that blocks it.
     #[serde(flatten)]
-    pub verdict: Verdict,
+    pub verdict: Option<Verdict>,
     /// Not measured: always `None`.
     pub hairpin: Option<bool>,
 }
@@ -118,7 +124,7 @@ mod tests {
 
     #[test]
     fn every_profile_has_an_expected_verdict_derived_from_what_it_declares() {
-        let v = |p| Verdict::expected(p);
+        let v = |p| Verdict::expected(p, Proto::Tcp).unwrap();
         use Filtering as F;
         use Mapping as M;
         assert_eq!(
@@ -155,6 +161,19 @@ mod tests {
                 filtering: F::EndpointIndependent
             }
         );
+        // udp-blocked: home over TCP, nothing over UDP
+        assert_eq!(v(Profile::UdpBlocked), v(Profile::Home));
+        assert_eq!(Verdict::expected(Profile::UdpBlocked, Proto::Udp), None);
+        for p in Profile::ALL
+            .into_iter()
+            .filter(|&p| p != Profile::UdpBlocked)
+        {
+            assert_eq!(
+                Verdict::expected(p, Proto::Udp),
+                Verdict::expected(p, Proto::Tcp),
+                "{p}"
+            );
+        }
     }
 
     #[test]
@@ -163,12 +182,12 @@ mod tests {
         let line = NatProbe {
             proto: Proto::Udp,
             local: sa("10.1.0.10:40001"),
-            observed: [sa("198.18.0.2:40001"); 2],
-            verdict: Verdict {
+            observed: Some([sa("198.18.0.2:40001"); 2]),
+            verdict: Some(Verdict {
                 nat: true,
                 mapping: Mapping::EndpointIndependent,
                 filtering: Filtering::AddressAndPortDependent,
-            },
+            }),
             hairpin: None,
         };
         let text = serde_json::to_string(&line).unwrap();
@@ -176,7 +195,19 @@ mod tests {
             text,
             r#"{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","observed":["198.18.0.2:40001","198.18.0.2:40001"],"nat":true,"mapping":"endpoint-independent","filtering":"address-and-port-dependent","hairpin":null}"#
         );
-        assert_eq!(crate::parse_line::<NatProbe>(&text), Some(line));
+        assert_eq!(crate::parse_line::<NatProbe>(&text), Some(line.clone()));
+        // blocked: no observed addresses, no verdict
+        let blocked = NatProbe {
+            observed: None,
+            verdict: None,
+            ..line
+        };
+        let text = serde_json::to_string(&blocked).unwrap();
+        assert_eq!(
+            text,
+            r#"{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","hairpin":null}"#
+        );
+        assert_eq!(crate::parse_line::<NatProbe>(&text), Some(blocked));
         assert_eq!(
             crate::parse_line::<NatProbe>(r#"{"event":"reflector_ready","udp":[],"tcp":[]}"#),
             None

@@ -23,6 +23,8 @@
 //! - **Filtering.** Inbound from the WAN only for conntrack's established flows, except: open
 //!   DNATs any packet to a mapped external port back to its LAN endpoint (full cone);
 //!   port-forward DNATs its static forwards; upnp lets miniupnpd's DNATs in.
+//! - **Blocked protocols** (udp-blocked): dropped in the forward chain before anything is
+//!   accepted, both ways; the router's own ports (its STUN responder) are not forwarded traffic.
 //! - **UDP state** lives as long as a mapping (`ct timeout udp_mapping`), so filtering and mapping
 //!   expire together.
 
@@ -144,6 +146,10 @@ impl Router {
             "        type filter hook forward priority filter; policy drop;"
         )?;
         writeln!(o, "        ip daddr @host_addrs counter drop")?;
+        for p in Proto::BOTH.into_iter().filter(|&p| profile.blocks(p)) {
+            // before any accept: the blocked protocol neither leaves nor enters the LAN
+            writeln!(o, "        meta l4proto {p} counter drop")?;
+        }
         if profile.translates() {
             writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" {lan_src} ct state new meta l4proto udp ct timeout set \"udp_mapping\"")?;
             writeln!(
@@ -504,6 +510,34 @@ mod tests {
         let r = router(Profile::Routed);
         assert!(!has(&r, "snat") && !has(&r, "dnat") && !has(&r, "ct timeout"));
         assert!(has(&r, "iifname \"eth0\" oifname \"eth1\" accept"));
+    }
+
+    #[test]
+    fn udp_blocked_drops_udp_before_anything_is_accepted_and_is_home_otherwise() {
+        let r = router(Profile::UdpBlocked);
+        let l = lines(&r);
+        let drop = l
+            .iter()
+            .position(|l| l == "meta l4proto udp counter drop")
+            .expect("a udp drop");
+        let first_accept = l
+            .iter()
+            .position(|l| l.ends_with("accept") && l.contains("iifname"))
+            .unwrap();
+        assert!(drop < first_accept, "{}", r.ruleset());
+        assert!(!has(&r, "meta l4proto tcp counter drop"));
+        assert!(!has(
+            &router(Profile::Home),
+            "meta l4proto udp counter drop"
+        ));
+        // TCP: the home router's mapping and filtering
+        let tcp = |r: &Router| {
+            lines(r)
+                .into_iter()
+                .filter(|l| l.contains("tcp"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tcp(&r), tcp(&router(Profile::Home)));
     }
 
     #[test]

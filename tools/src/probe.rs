@@ -38,6 +38,10 @@
 //! `{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","observed":["198.18.0.2:40001",
 //! "198.18.0.2:40001"],"nat":true,"mapping":"endpoint-independent","filtering":
 //! "address-and-port-dependent","hairpin":null}`. Hairpinning is not measured (always `null`).
+//! When neither reflector answers over one protocol but reflector 1 answers over the other, that
+//! protocol is blocked on the way out: its line has no `observed`, `nat`, `mapping` or
+//! `filtering` (`{"event":"nat_probe","proto":"udp","local":"10.1.0.10:0","hairpin":null}`).
+//! Silence over both is an error (exit 1): the reflectors are down or misnamed.
 
 use std::{
     io,
@@ -573,21 +577,81 @@ async fn tcp_send_token(from: SocketAddr, to: SocketAddr, token: &str) -> Result
 
 /// Measures one protocol. Errors (exit 1) when a reflector does not answer `whoami`.
 pub async fn measure(proto: Proto, plan: &Plan) -> Result<NatProbe, RunError> {
-    let (local, observed, got_a, got_b) = match proto {
+    let measured = match proto {
         Proto::Udp => measure_udp(plan).await?,
         Proto::Tcp => measure_tcp(plan).await?,
     };
-    let v = classify(local, observed[0], observed[1], got_a, got_b);
-    Ok(NatProbe {
-        proto,
-        local,
-        observed,
-        verdict: v,
-        hairpin: None,
+    Ok(match measured {
+        // Silence over one protocol is a block only when the reflectors answer over the other;
+        // else they are down or misnamed, an error.
+        Measured::Blocked { local, why } => {
+            let other = if proto == Proto::Udp {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            if answers(other, plan).await.is_err() {
+                return Err(why);
+            }
+            NatProbe {
+                proto,
+                local,
+                observed: None,
+                verdict: None,
+                hairpin: None,
+            }
+        }
+        Measured::Seen {
+            local,
+            observed,
+            got_a,
+            got_b,
+        } => NatProbe {
+            proto,
+            local,
+            observed: Some(observed),
+            verdict: Some(classify(local, observed[0], observed[1], got_a, got_b)),
+            hairpin: None,
+        },
     })
 }
 
-type Measured = (SocketAddr, [SocketAddr; 2], bool, bool);
+/// What one protocol's measurement saw.
+enum Measured {
+    /// Neither reflector answered `whoami`: the protocol does not leave the LAN (if they answer
+    /// over the other protocol); `why`: the first reflector's error.
+    Blocked { local: SocketAddr, why: RunError },
+    /// The two observed mappings of one local endpoint, and which unsolicited tokens came in.
+    Seen {
+        local: SocketAddr,
+        observed: [SocketAddr; 2],
+        got_a: bool,
+        got_b: bool,
+    },
+}
+
+/// Both answers; `Err(Ok(why))` when neither reflector answered, `Err(Err(e))` when only one did.
+fn both<T>(r: [Result<T, RunError>; 2]) -> Result<[T; 2], Result<RunError, RunError>> {
+    match r {
+        [Ok(a), Ok(b)] => Ok([a, b]),
+        [Err(why), Err(_)] => Err(Ok(why)),
+        [Err(e), _] | [_, Err(e)] => Err(Err(e)),
+    }
+}
+
+/// Whether reflector 1 answers `whoami` over `proto`.
+async fn answers(proto: Proto, plan: &Plan) -> Result<SocketAddr, RunError> {
+    let ([r1, _], ip, t) = (plan.reflectors, plan.local_ip, plan.timeout);
+    match proto {
+        Proto::Udp => udp_whoami(&udp_bind(ip).await?, r1, t).await,
+        Proto::Tcp => {
+            let c = tcp_connect(SocketAddr::new(ip, 0), r1, t)
+                .await
+                .map_err(|e| unreachable("tcp", r1, e))?;
+            tcp_whoami(&mut BufReader::new(c), r1, t).await
+        }
+    }
+}
 
 fn unreachable(proto: &str, r: SocketAddr, e: impl std::fmt::Display) -> RunError {
     RunError::Runtime(format!("reflector {r} unreachable over {proto}: {e}"))
@@ -692,7 +756,11 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
     let ([r1, r2], ip, t) = (plan.reflectors, plan.local_ip, plan.timeout);
     let u = udp_bind(ip).await?;
     let local = u.local_addr().map_err(local_err)?;
-    let observed = [udp_whoami(&u, r1, t).await?, udp_whoami(&u, r2, t).await?];
+    let observed = match both([udp_whoami(&u, r1, t).await, udp_whoami(&u, r2, t).await]) {
+        Ok(o) => o,
+        Err(Ok(why)) => return Ok(Measured::Blocked { local, why }),
+        Err(Err(e)) => return Err(e),
+    };
 
     let s = Arc::new(udp_bind(ip).await?);
     let m = udp_whoami(&s, r1, t).await?;
@@ -727,7 +795,12 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
     };
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
     collector.abort();
-    Ok((local, observed, got_a, got_b))
+    Ok(Measured::Seen {
+        local,
+        observed,
+        got_a,
+        got_b,
+    })
 }
 
 async fn tcp_whoami(
@@ -781,7 +854,18 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
             .map_err(|e| unreachable("tcp", r, e))
     };
     // Mapping: two connections from the same local port (SO_REUSEPORT lets them coexist).
-    let mut c1 = connect(SocketAddr::new(ip, 0), r1).await?;
+    let any = SocketAddr::new(ip, 0);
+    let mut c1 = match connect(any, r1).await {
+        Ok(c) => c,
+        // blocked when reflector 2 cannot be reached either
+        Err(why) => {
+            return if connect(any, r2).await.is_err() {
+                Ok(Measured::Blocked { local: any, why })
+            } else {
+                Err(why)
+            }
+        }
+    };
     let local = c1.get_ref().local_addr().map_err(local_err)?;
     let mut c2 = connect(local, r2).await?;
     let observed = [
@@ -826,7 +910,12 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
     collector.abort();
     drop(keep);
-    Ok((local, observed, got_a, got_b))
+    Ok(Measured::Seen {
+        local,
+        observed,
+        got_a,
+        got_b,
+    })
 }
 
 #[cfg(test)]

@@ -96,9 +96,13 @@ fn loopback_is_no_nat_and_open() {
     for (line, proto) in lines.iter().zip(Proto::BOTH) {
         assert_eq!(line.proto, proto, "{line:?}");
         assert_eq!(line.local.ip().to_string(), "127.0.0.1", "{line:?}");
-        assert_eq!(line.observed, [line.local; 2], "{line:?}");
+        assert_eq!(line.observed, Some([line.local; 2]), "{line:?}");
         // nothing translated, everything let in: what a plain router declares
-        assert_eq!(line.verdict, Verdict::expected(Profile::Routed), "{line:?}");
+        assert_eq!(
+            line.verdict,
+            Verdict::expected(Profile::Routed, proto),
+            "{line:?}"
+        );
         assert_eq!(line.hairpin, None, "{line:?}");
     }
     // One protocol at a time, and an explicit local address.

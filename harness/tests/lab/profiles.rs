@@ -191,7 +191,6 @@ async fn every_nat_profile_measures_as_declared() {
             )
             .await
             .unwrap();
-        let want = Verdict::expected(profile);
         let mut seen = 0;
         for (line, probe) in out
             .stdout
@@ -199,6 +198,7 @@ async fn every_nat_profile_measures_as_declared() {
             .filter_map(|l| Some((l, parse_line::<NatProbe>(l)?)))
         {
             seen += 1;
+            let want = Verdict::expected(profile, probe.proto);
             if probe.verdict != want {
                 failures.push(format!(
                     "{p}/{}: measured {:?}, declared {want:?}: {line}",
