@@ -52,7 +52,7 @@ fn every_shipped_topology_validates() {
             n += 1;
         }
     }
-    assert!(n >= 13, "expected the 13 shipped topologies, found {n}");
+    assert!(n >= 14, "expected the 14 shipped topologies, found {n}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,4 +151,9 @@ async fn bootstrap_late() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_new_identity() {
     run_topology("bootstrap-new-identity.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_blocked() {
+    run_topology("udp-blocked.yaml").await;
 }
