@@ -71,6 +71,14 @@ impl Verdict {
     }
 }
 
+/// Whether the probe must find the router hairpinning over `proto`: `None` when nothing is
+/// translated (the host reaches itself directly) or the protocol is blocked; `hairpin` is the
+/// router's setting, which only an endpoint-independent mapping can honour.
+pub fn expected_hairpin(profile: Profile, hairpin: bool, proto: Proto) -> Option<bool> {
+    (profile.translates() && !profile.blocks(proto))
+        .then_some(hairpin && profile.mapping() == nat::Mapping::EndpointIndependent)
+}
+
 /// `probe measure`'s line, one per protocol:
 /// `{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","observed":[...],"nat":true,
 /// "mapping":"endpoint-independent","filtering":"address-and-port-dependent","hairpin":null}`.
@@ -87,7 +95,8 @@ pub struct NatProbe {
     /// router that blocks it.
     #[serde(flatten)]
     pub verdict: Option<Verdict>,
-    /// Not measured: always `None`.
+    /// Whether this host reached its own mapping through the router; `None` without translation
+    /// or when the protocol is blocked.
     pub hairpin: Option<bool>,
 }
 
@@ -174,6 +183,31 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn hairpinning_is_expected_where_it_is_asked_for_and_can_work() {
+        assert_eq!(
+            expected_hairpin(Profile::Home, true, Proto::Udp),
+            Some(true)
+        );
+        assert_eq!(
+            expected_hairpin(Profile::Home, false, Proto::Tcp),
+            Some(false)
+        );
+        assert_eq!(
+            expected_hairpin(Profile::Strict, true, Proto::Tcp),
+            Some(false)
+        );
+        assert_eq!(expected_hairpin(Profile::Routed, false, Proto::Tcp), None);
+        assert_eq!(
+            expected_hairpin(Profile::UdpBlocked, true, Proto::Udp),
+            None
+        );
+        assert_eq!(
+            expected_hairpin(Profile::UdpBlocked, true, Proto::Tcp),
+            Some(true)
+        );
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub mod var {
     pub const FORWARD: &str = "P2PLAB_FORWARD";
     pub const MAPPING_TIMEOUT: &str = "P2PLAB_MAPPING_TIMEOUT";
     pub const WAIT_IFACES: &str = "P2PLAB_WAIT_IFACES";
+    pub const HAIRPIN: &str = "P2PLAB_HAIRPIN";
 }
 
 /// A router's settings (its link impairments are `p2plab-impair`'s, see `docker/impair.sh`).
@@ -140,6 +141,10 @@ pub struct RouterEnv {
     /// `P2PLAB_WAIT_IFACES`: seconds to wait for the two interfaces. `None`:
     /// [`DEFAULT_WAIT_IFACES_S`].
     pub wait_ifaces_s: Option<u32>,
+    /// `P2PLAB_HAIRPIN=1`: a LAN host reaches another LAN host's mapping at the router's public
+    /// address, and sees it come from the sender's public address (RFC 4787 REQ-9). Only with an
+    /// endpoint-independent mapping (there is no mapping to aim at otherwise); off by default.
+    pub hairpin: bool,
 }
 
 /// A bad setting: `P2PLAB_X=value: why`, or `P2PLAB_X is not set (…)`.
@@ -174,6 +179,7 @@ impl RouterEnv {
             forwards: Vec::new(),
             mapping_timeout_s: None,
             wait_ifaces_s: None,
+            hairpin: false,
         }
     }
 
@@ -217,6 +223,9 @@ impl RouterEnv {
         }
         if let Some(w) = self.wait_ifaces_s {
             env.push((var::WAIT_IFACES.to_string(), w.to_string()));
+        }
+        if self.hairpin {
+            env.push((var::HAIRPIN.to_string(), "1".to_string()));
         }
         env
     }
@@ -336,6 +345,22 @@ impl RouterEnv {
             (_, None) => Vec::new(),
         };
 
+        let hairpin = match get(var::HAIRPIN).as_deref() {
+            None | Some("0") => false,
+            Some("1") if profile.mapping() == Mapping::EndpointIndependent => true,
+            Some("1") => {
+                return Err(err(
+                    var::HAIRPIN,
+                    "1",
+                    format!(
+                        "needs an endpoint-independent mapping ({}={nat} has none to aim at)",
+                        var::NAT
+                    ),
+                ))
+            }
+            Some(v) => return Err(err(var::HAIRPIN, v, "use 1 or 0".into())),
+        };
+
         Ok(Self {
             profile,
             lan,
@@ -345,6 +370,7 @@ impl RouterEnv {
             forwards,
             mapping_timeout_s,
             wait_ifaces_s,
+            hairpin,
         })
     }
 }
@@ -403,6 +429,9 @@ pub struct RouterReady {
     pub uplink_gw: Option<Ipv4Addr>,
     pub uplink_routes: Vec<Prefix>,
     pub mapping_timeout_s: u32,
+    /// Whether LAN hosts reach each other's mappings at the WAN address.
+    #[serde(default)]
+    pub hairpin: bool,
     pub forwards: Vec<ReadyForward>,
     pub upnp: Option<ReadyUpnp>,
     /// The Docker host's addresses on the router's networks: nothing is forwarded or sent there.
@@ -522,6 +551,7 @@ mod tests {
             "udp:4001:10.101.0.10:4001".parse().unwrap(),
         ];
         r.mapping_timeout_s = Some(30);
+        r.hairpin = true;
         let e = r.to_env();
         assert_eq!(
             e,
@@ -535,6 +565,7 @@ mod tests {
                     "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
                 ),
                 (var::MAPPING_TIMEOUT, "30"),
+                (var::HAIRPIN, "1"),
             ])
         );
         assert_eq!(RouterEnv::from_env(lookup(&e)), Ok(r.clone()));
@@ -575,6 +606,9 @@ mod tests {
             (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2:1,tcp:2:10.101.0.2:1")]), "tcp 10.101.0.2:1 is the target of two forwards"),
             (with(&[(var::NAT, "port-forward"), (var::FORWARD, "tcp:1:10.101.0.2")]), "P2PLAB_FORWARD=tcp:1:10.101.0.2: bad forward 'tcp:1:10.101.0.2'"),
             (with(&[(var::NAT, "port-forward"), (var::FORWARD, " , ")]), "no forward given"),
+            (with(&[(var::HAIRPIN, "yes")]), "P2PLAB_HAIRPIN=yes: use 1 or 0"),
+            (with(&[(var::NAT, "strict"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping (P2PLAB_NAT=strict has none to aim at)"),
+            (with(&[(var::NAT, "routed"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping"),
         ];
         for (pairs, want) in cases {
             let got = read(&pairs).unwrap_err();
@@ -608,6 +642,7 @@ mod tests {
             uplink_gw: None,
             uplink_routes: vec![],
             mapping_timeout_s: 120,
+            hairpin: false,
             forwards: vec![(&"tcp:4001:10.101.0.10:4001".parse::<Forward>().unwrap()).into()],
             upnp: None,
             blocked_host_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],

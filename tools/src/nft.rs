@@ -55,6 +55,8 @@ pub struct Router {
     pub timeout_s: u32,
     /// The static forwards (`port-forward` only).
     pub forwards: Vec<Forward>,
+    /// LAN hosts reach each other's mappings at the WAN address (EIM profiles only).
+    pub hairpin: bool,
 }
 
 impl Router {
@@ -68,6 +70,10 @@ impl Router {
 
     fn lan_src(&self) -> String {
         format!("ip saddr {}", self.lan)
+    }
+
+    fn hairpin(&self) -> bool {
+        self.hairpin && self.eim()
     }
 
     fn eim(&self) -> bool {
@@ -137,6 +143,13 @@ impl Router {
                 f.proto, f.ext_port, f.lan_ip, f.lan_port
             )?;
         }
+        if self.hairpin() {
+            // a LAN host aiming at a mapping (forwards included) reaches its LAN endpoint
+            for p in Proto::BOTH {
+                let [_, ext] = p.maps();
+                writeln!(o, "        iifname \"{lan_if}\" {lan_src} ip daddr {wan_ip} dnat ip to {p} dport map @{ext}")?;
+            }
+        }
         writeln!(o, "    }}")?;
 
         // forward: only LAN <-> WAN, never to the host
@@ -157,6 +170,9 @@ impl Router {
                 "        iifname \"{lan_if}\" oifname \"{wan_if}\" {lan_src} accept"
             )?;
             writeln!(o, "        iifname \"{wan_if}\" oifname \"{lan_if}\" ct state established,related accept")?;
+            if self.hairpin() {
+                writeln!(o, "        iifname \"{lan_if}\" oifname \"{lan_if}\" {lan_src} ct status dnat accept")?;
+            }
             if matches!(
                 profile,
                 Profile::Open | Profile::PortForward | Profile::Upnp
@@ -197,6 +213,15 @@ impl Router {
                     o,
                     "        oifname \"{wan_if}\" {lan_src} snat ip to {wan_ip}"
                 )?;
+                if self.hairpin() {
+                    // the receiver sees the sender's public endpoint (its mapping when it has one)
+                    let lan = &self.lan;
+                    for p in Proto::BOTH {
+                        let [int, _] = p.maps();
+                        writeln!(o, "        oifname \"{lan_if}\" {lan_src} ip daddr {lan} ct status dnat ip saddr . {p} sport @{int} snat ip to ip saddr . {p} sport map @{int}")?;
+                    }
+                    writeln!(o, "        oifname \"{lan_if}\" {lan_src} ip daddr {lan} ct status dnat snat ip to {wan_ip}")?;
+                }
             } else {
                 writeln!(
                     o,
@@ -240,6 +265,11 @@ impl Router {
             "        type filter hook output priority filter; policy accept;"
         )?;
         writeln!(o, "        ip daddr @host_addrs drop")?;
+        if self.hairpin() {
+            // forwarding out of the interface a packet came in makes Linux send a redirect, and a
+            // host that took it would skip the router (and its translation)
+            writeln!(o, "        icmp type redirect drop")?;
+        }
         writeln!(o, "    }}")?;
         writeln!(o, "}}")?;
         writeln!(o, "table ip6 {TABLE} {{")?;
@@ -360,6 +390,7 @@ mod tests {
             host_addrs: vec![Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(10, 101, 0, 1)],
             timeout_s: 120,
             forwards: Vec::new(),
+            hairpin: false,
         }
     }
 
@@ -513,6 +544,29 @@ mod tests {
     }
 
     #[test]
+    fn hairpin_sends_lan_hosts_to_mappings_and_shows_them_the_public_source() {
+        let mut r = router(Profile::Home);
+        r.hairpin = true;
+        for want in [
+            "iifname \"eth1\" ip saddr 10.101.0.0/24 ip daddr 198.18.0.2 dnat ip to udp dport map @udp_ext",
+            "iifname \"eth1\" oifname \"eth1\" ip saddr 10.101.0.0/24 ct status dnat accept",
+            "oifname \"eth1\" ip saddr 10.101.0.0/24 ip daddr 10.101.0.0/24 ct status dnat ip saddr . tcp sport @tcp_int snat ip to ip saddr . tcp sport map @tcp_int",
+            "oifname \"eth1\" ip saddr 10.101.0.0/24 ip daddr 10.101.0.0/24 ct status dnat snat ip to 198.18.0.2",
+            "icmp type redirect drop",
+        ] {
+            assert!(has(&r, want), "{want}\n{}", r.ruleset());
+        }
+        assert!(
+            !has(&router(Profile::Home), "icmp type redirect drop"),
+            "off by default"
+        );
+        // no mapping to aim at: nothing to hairpin, whatever is asked
+        let mut s = router(Profile::Strict);
+        s.hairpin = true;
+        assert_eq!(s.ruleset(), router(Profile::Strict).ruleset());
+    }
+
+    #[test]
     fn udp_blocked_drops_udp_before_anything_is_accepted_and_is_home_otherwise() {
         let r = router(Profile::UdpBlocked);
         let l = lines(&r);
@@ -571,8 +625,14 @@ mod tests {
     fn rulesets_match_their_snapshots() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/nft");
         let update = std::env::var("P2PLAB_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
-        for p in Profile::ALL {
+        // every profile, and the home router with hairpinning
+        let cases = Profile::ALL
+            .into_iter()
+            .map(|p| (p, false))
+            .chain([(Profile::Home, true)]);
+        for (p, hairpin) in cases {
             let mut r = router(p);
+            r.hairpin = hairpin;
             if p == Profile::PortForward {
                 r.forwards = vec![
                     "tcp:4001:10.101.0.10:4001".parse().unwrap(),
@@ -580,7 +640,12 @@ mod tests {
                 ];
             }
             let got = r.ruleset();
-            let path = dir.join(format!("{}.nft", p.as_str()));
+            let name = if hairpin {
+                format!("{p}-hairpin")
+            } else {
+                p.to_string()
+            };
+            let path = dir.join(format!("{name}.nft"));
             if update {
                 std::fs::create_dir_all(&dir).unwrap();
                 std::fs::write(&path, &got).unwrap();

@@ -37,7 +37,10 @@
 //! Output, one line per protocol:
 //! `{"event":"nat_probe","proto":"udp","local":"10.1.0.10:40001","observed":["198.18.0.2:40001",
 //! "198.18.0.2:40001"],"nat":true,"mapping":"endpoint-independent","filtering":
-//! "address-and-port-dependent","hairpin":null}`. Hairpinning is not measured (always `null`).
+//! "address-and-port-dependent","hairpin":false}`.
+//! - hairpin: after the filtering test, another socket of the same host (TCP: a new connection)
+//!   sends a token to M, S's mapping; `true` when S gets it, through the router. `null` when
+//!   nothing is translated (the host would reach its own address directly).
 //! When neither reflector answers over one protocol but reflector 1 answers over the other, that
 //! protocol is blocked on the way out: its line has no `observed`, `nat`, `mapping` or
 //! `filtering` (`{"event":"nat_probe","proto":"udp","local":"10.1.0.10:0","hairpin":null}`).
@@ -606,13 +609,19 @@ pub async fn measure(proto: Proto, plan: &Plan) -> Result<NatProbe, RunError> {
             observed,
             got_a,
             got_b,
-        } => NatProbe {
-            proto,
-            local,
-            observed: Some(observed),
-            verdict: Some(classify(local, observed[0], observed[1], got_a, got_b)),
-            hairpin: None,
-        },
+            hairpin,
+        } => {
+            let verdict = classify(local, observed[0], observed[1], got_a, got_b);
+            // without translation a host reaching its own address proves nothing
+            let hairpin = verdict.nat.then_some(hairpin);
+            NatProbe {
+                proto,
+                local,
+                observed: Some(observed),
+                verdict: Some(verdict),
+                hairpin,
+            }
+        }
     })
 }
 
@@ -621,12 +630,14 @@ enum Measured {
     /// Neither reflector answered `whoami`: the protocol does not leave the LAN (if they answer
     /// over the other protocol); `why`: the first reflector's error.
     Blocked { local: SocketAddr, why: RunError },
-    /// The two observed mappings of one local endpoint, and which unsolicited tokens came in.
+    /// The two observed mappings of one local endpoint, which unsolicited tokens came in, and
+    /// whether this host reached its own mapping (hairpin).
     Seen {
         local: SocketAddr,
         observed: [SocketAddr; 2],
         got_a: bool,
         got_b: bool,
+        hairpin: bool,
     },
 }
 
@@ -713,6 +724,18 @@ async fn wait_tokens(
     (got_a, got_b)
 }
 
+/// Whether `token` comes in within `t` (other tokens are skipped).
+async fn wait_token(rx: &mut mpsc::Receiver<String>, token: &str, t: Duration) -> bool {
+    let deadline = Instant::now() + t;
+    loop {
+        match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(got)) if got == token => return true,
+            Ok(Some(_)) => {}
+            _ => return false,
+        }
+    }
+}
+
 async fn udp_bind(ip: IpAddr) -> Result<UdpSocket, RunError> {
     UdpSocket::bind((ip, 0)).await.map_err(local_err)
 }
@@ -794,12 +817,23 @@ async fn measure_udp(plan: &Plan) -> Result<Measured, RunError> {
         (ack(ra), ack(rb))
     };
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
+    // Hairpin: datagrams from another socket of this host to S's mapping.
+    let (h, _) = tokens();
+    let hs = udp_bind(ip).await?;
+    let send = async {
+        for _ in 0..UDP_REPEATS {
+            let _ = hs.send_to(h.as_bytes(), m).await;
+            sleep(UDP_REPEAT_GAP).await;
+        }
+    };
+    let (_, hairpin) = tokio::join!(send, wait_token(&mut rx, &h, t));
     collector.abort();
     Ok(Measured::Seen {
         local,
         observed,
         got_a,
         got_b,
+        hairpin,
     })
 }
 
@@ -908,6 +942,14 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
         )
     };
     let (got_a, got_b) = wait_tokens(&mut rx, control, (&a, &b), t).await;
+    // Hairpin: a new connection from this host to its own mapping.
+    let (h, _) = tokens();
+    let send = async {
+        if let Ok(mut c) = tcp_connect(SocketAddr::new(ip, 0), m, t).await {
+            let _ = timeout(t, c.write_all(format!("{h}\n").as_bytes())).await;
+        }
+    };
+    let (_, hairpin) = tokio::join!(send, wait_token(&mut rx, &h, t));
     collector.abort();
     drop(keep);
     Ok(Measured::Seen {
@@ -915,6 +957,7 @@ async fn measure_tcp(plan: &Plan) -> Result<Measured, RunError> {
         observed,
         got_a,
         got_b,
+        hairpin,
     })
 }
 

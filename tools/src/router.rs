@@ -189,6 +189,7 @@ pub fn rules(env: &RouterEnv, ifaces: &Ifaces) -> Router {
         host_addrs: ifaces.host_addrs.clone(),
         timeout_s: env.mapping_timeout_s(),
         forwards: env.forwards.clone(),
+        hairpin: env.hairpin,
     }
 }
 
@@ -292,6 +293,7 @@ pub fn ready(
         uplink_gw: env.uplink_gw,
         uplink_routes: env.uplink_routes().to_vec(),
         mapping_timeout_s: env.mapping_timeout_s(),
+        hairpin: env.hairpin,
         forwards: env.forwards.iter().map(ReadyForward::from).collect(),
         upnp: upnp
             .filter(|_| p == Profile::Upnp)

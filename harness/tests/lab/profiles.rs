@@ -1,6 +1,6 @@
 //! Every NAT profile, measured: a LAN host runs `probe measure` against two reflectors on the
 //! lab's internet, for UDP and TCP, and what it measures must be what the profile declares
-//! (RFC 4787 mapping and filtering). Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
+//! (RFC 4787 mapping and filtering, and hairpinning). Needs a Docker engine (`P2PLAB_SKIP_DOCKER=1` skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -14,20 +14,23 @@ use p2plab::{
 use p2plab_contract::{
     nat::{Forward, Profile, Proto},
     parse_line,
-    probe::{NatProbe, Verdict},
+    probe::{expected_hairpin, NatProbe, Verdict},
     router::{Prefix, RouterEnv},
 };
 
-/// Each case: a name, the router of its LAN, and whether that router sits behind a carrier's
-/// `home` router (CGNAT: two NATs stacked; it must measure as its inner router does).
-const CASES: [(&str, Profile, bool); 7] = [
-    ("open", Profile::Open, false),
-    ("home", Profile::Home, false),
-    ("strict", Profile::Strict, false),
-    ("port-forward", Profile::PortForward, false),
-    ("routed", Profile::Routed, false),
-    ("cgnat", Profile::Home, true),
-    ("upnp", Profile::Upnp, false),
+/// Each case: a name, the router of its LAN, whether that router sits behind a carrier's `home`
+/// router (CGNAT: two NATs stacked; it must measure as its inner router does), and whether it
+/// hairpins.
+const CASES: [(&str, Profile, bool, bool); 9] = [
+    ("open", Profile::Open, false, false),
+    ("home", Profile::Home, false, false),
+    ("strict", Profile::Strict, false, false),
+    ("port-forward", Profile::PortForward, false, false),
+    ("routed", Profile::Routed, false, false),
+    ("cgnat", Profile::Home, true, false),
+    ("upnp", Profile::Upnp, false, false),
+    ("udp-blocked", Profile::UdpBlocked, false, false),
+    ("home-hairpin", Profile::Home, false, true),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,13 +64,16 @@ async fn every_nat_profile_measures_as_declared() {
 
     // Routers: one per case (name, WAN network, LAN network, its env), then the carrier's.
     let mut routers: Vec<(String, &str, String, RouterEnv)> = Vec::new();
-    for (i, ((p, profile, behind_carrier), lan)) in CASES.into_iter().zip(&lans).enumerate() {
+    for (i, ((p, profile, behind_carrier, hairpin), lan)) in
+        CASES.into_iter().zip(&lans).enumerate()
+    {
         let (wan_net, wan_ip) = if behind_carrier {
             ("carrier", ip(&carrier, 2))
         } else {
             ("internet", ip(&internet, 2 + i as u32))
         };
         let mut env = RouterEnv::new(profile, prefix(lan), wan_ip);
+        env.hairpin = hairpin;
         if behind_carrier {
             env.uplink_gw = Some(ip(&carrier, 254));
         }
@@ -157,7 +163,7 @@ async fn every_nat_profile_measures_as_declared() {
     }
 
     // A host on every LAN; the port-forward host serves a reflector on the forwarded port.
-    for ((p, profile, _), lan) in CASES.iter().zip(&lans) {
+    for ((p, profile, ..), lan) in CASES.iter().zip(&lans) {
         let cmd = if *profile == Profile::PortForward {
             strings(&["probe", "reflect", "--port", "4001", "--alt-port", "4002"])
         } else {
@@ -182,7 +188,7 @@ async fn every_nat_profile_measures_as_declared() {
     let r1 = ip(&internet, 20).to_string();
     let r2 = ip(&internet, 21).to_string();
     let mut failures = Vec::new();
-    for (p, profile, _) in CASES {
+    for (p, profile, _, hairpin) in CASES {
         let host = format!("host-{p}");
         let out = lab
             .exec(
@@ -203,6 +209,13 @@ async fn every_nat_profile_measures_as_declared() {
                 failures.push(format!(
                     "{p}/{}: measured {:?}, declared {want:?}: {line}",
                     probe.proto, probe.verdict
+                ));
+            }
+            let want = expected_hairpin(profile, hairpin, probe.proto);
+            if probe.hairpin != want {
+                failures.push(format!(
+                    "{p}/{}: hairpin measured {:?}, declared {want:?}: {line}",
+                    probe.proto, probe.hairpin
                 ));
             }
         }
