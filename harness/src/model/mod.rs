@@ -67,6 +67,8 @@ pub struct Nat {
     pub forward: Vec<Forward>,
     pub impair: Impair,
     pub mapping_timeout_s: Option<u64>,
+    /// LAN hosts reach each other's mappings at the router's public address.
+    pub hairpin: bool,
 }
 
 impl Segment {

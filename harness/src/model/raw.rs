@@ -50,6 +50,8 @@ pub(super) struct RawSegment {
     pub(super) impair: Option<S<RawImpair>>,
     #[serde(default)]
     pub(super) mapping_timeout: Option<S<RawDuration>>,
+    #[serde(default)]
+    pub(super) hairpin: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

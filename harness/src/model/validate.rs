@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use ipnet::Ipv4Net;
 use serde_saphyr::Spanned;
 
-use p2plab_contract::Path;
+use p2plab_contract::{nat::Mapping as NatMapping, Path};
 
 use super::{
     errors::{hint, Ctx},
@@ -261,6 +261,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         s.mapping_timeout.is_some(),
                         s.mapping_timeout.as_ref().map(|i| i.referenced),
                     ),
+                    ("hairpin", s.hairpin.is_some(), s.hairpin.as_ref().map(|h| h.referenced)),
                 ] {
                     if present {
                         return Err(cx.err(
@@ -369,6 +370,17 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                     .map(|d| duration(cx, d, "mapping_timeout"))
                     .transpose()?
                     .map(|d| d.as_secs().max(1));
+                let hairpin = match &s.hairpin {
+                    Some(h) if h.value && profile.mapping() != NatMapping::EndpointIndependent => {
+                        return Err(cx.err(
+                            h.referenced,
+                            format!("hairpin: a `{}` router has no endpoint-independent mapping for a LAN host to aim at", profile.as_str()),
+                            hint("hairpinning needs `open`, `home`, `port-forward`, `upnp` or `udp-blocked`"),
+                        ))
+                    }
+                    Some(h) => h.value,
+                    None => false,
+                };
                 Some((
                     Nat {
                         profile,
@@ -376,6 +388,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         forward: forward.iter().map(|f| f.0.clone()).collect(),
                         impair,
                         mapping_timeout_s,
+                        hairpin,
                     },
                     forward,
                 ))

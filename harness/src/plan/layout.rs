@@ -182,6 +182,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         if topo.segment(&nat.uplink).is_some_and(|u| u.nat.is_some()) {
             router.uplink_gw = Some(gw(&nat.uplink));
         }
+        router.hairpin = nat.hairpin;
         router.mapping_timeout_s = nat
             .mapping_timeout_s
             .map(|t| u32::try_from(t).unwrap_or(u32::MAX));

@@ -78,6 +78,9 @@ fn router_lines(seg: &Segment) -> Vec<String> {
     if let Some(t) = nat.mapping_timeout_s {
         out.push(format!("mapping timeout {t} s"));
     }
+    if nat.hairpin {
+        out.push("hairpin".into());
+    }
     if !nat.forward.is_empty() {
         let f: Vec<String> = nat
             .forward
