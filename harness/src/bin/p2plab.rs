@@ -105,6 +105,13 @@ enum Cmd {
         #[arg(long)]
         fixed_subnets: bool,
     },
+    /// Write the NAT matrix's topology files (topologies/nat-matrix.yaml and topologies/matrix/)
+    /// from the rule that gives every pair its expected outcome.
+    Matrix {
+        /// The repository's root (the files go under its topologies/).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        root: PathBuf,
+    },
     /// Measure the node and the lab, each figure next to its baseline: round trips, throughput,
     /// time to direct, discovery, lab bring-up, memory, many nodes in one process. Prints a table,
     /// writes JSON, and calls out what is more than 20% worse than docs/benchmarks.json.
@@ -393,6 +400,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                     std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?
                 }
                 None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Matrix { root } => {
+            for (path, text) in p2plab::plan::matrix::files() {
+                let at = root.join(&path);
+                if let Some(dir) = at.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                std::fs::write(&at, text).with_context(|| format!("writing {}", at.display()))?;
+                println!("{}", at.display());
             }
             Ok(ExitCode::SUCCESS)
         }

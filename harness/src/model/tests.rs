@@ -323,14 +323,34 @@ fn the_uplink_chain_is_walked_once_for_everyone() {
 
 #[test]
 fn hairpin_is_a_router_option_where_a_mapping_exists() {
-    let t = parse("t.yaml", &HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, hairpin: true }")).unwrap();
+    let t = parse(
+        "t.yaml",
+        &HOME.replace(
+            "lan-a: { nat: home }",
+            "lan-a: { nat: home, hairpin: true }",
+        ),
+    )
+    .unwrap();
     assert!(t.segment("lan-a").unwrap().nat.as_ref().unwrap().hairpin);
-    assert!(!t.segment("lan-b").unwrap().nat.as_ref().unwrap().hairpin, "off by default");
-    let e = err(&HOME.replace("lan-a: { nat: home }", "lan-a: { nat: strict, hairpin: true }"));
-    assert!(e.message.contains("hairpin: a `strict` router has no endpoint-independent mapping"), "{e}");
+    assert!(
+        !t.segment("lan-b").unwrap().nat.as_ref().unwrap().hairpin,
+        "off by default"
+    );
+    let e = err(&HOME.replace(
+        "lan-a: { nat: home }",
+        "lan-a: { nat: strict, hairpin: true }",
+    ));
+    assert!(
+        e.message
+            .contains("hairpin: a `strict` router has no endpoint-independent mapping"),
+        "{e}"
+    );
     assert_eq!((e.line, e.column), (3, 58), "at the value");
     let e = err(&HOME.replace("internet: {}", "internet: { hairpin: false }"));
     assert!(e.message.contains("`hairpin` needs a router"), "{e}");
-    let e = err(&HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, hairpin: yes please }"));
+    let e = err(&HOME.replace(
+        "lan-a: { nat: home }",
+        "lan-a: { nat: home, hairpin: yes please }",
+    ));
     assert_eq!(e.line, 3, "{e}");
 }

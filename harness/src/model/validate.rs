@@ -261,7 +261,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         s.mapping_timeout.is_some(),
                         s.mapping_timeout.as_ref().map(|i| i.referenced),
                     ),
-                    ("hairpin", s.hairpin.is_some(), s.hairpin.as_ref().map(|h| h.referenced)),
+                    (
+                        "hairpin",
+                        s.hairpin.is_some(),
+                        s.hairpin.as_ref().map(|h| h.referenced),
+                    ),
                 ] {
                     if present {
                         return Err(cx.err(

@@ -5,9 +5,11 @@
 //! - [`layout`]: every container of a lab from a topology and its subnets: addresses, command
 //!   lines, environment, routers before the hosts behind them.
 //! - [`compose`]: a topology as a docker compose file, from its layout.
+//! - [`matrix`]: the NAT matrix's topology files, from the rule that gives each pair its outcome.
 
 pub mod compose;
 pub mod layout;
+pub mod matrix;
 pub mod subnets;
 
 pub use subnets::*;
