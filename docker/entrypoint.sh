@@ -11,6 +11,8 @@
 #                                router and still has no route out of the lab
 #   P2PLAB_NO_DEFAULT_ROUTE=1    delete every default route (IPv4 and IPv6):
 #                                lab isolation, no route out of the container
+#   P2PLAB_NO_IPV4=1             IPv6 only: remove every IPv4 address but
+#                                loopback's (a segment with `family: ipv6`)
 #   P2PLAB_ROUTES="<route>;..."  extra routes, each an `ip route replace`
 #                                argument list, separated by ';', e.g.
 #                                "10.1.0.0/16 via 198.18.0.2;10.2.0.0/16 dev eth1"
@@ -54,8 +56,9 @@ is_true() {
 gateway=${P2PLAB_GATEWAY:-}
 no_default=${P2PLAB_NO_DEFAULT_ROUTE:-}
 routes=${P2PLAB_ROUTES:-}
+no_ipv4=${P2PLAB_NO_IPV4:-}
 
-if [ -n "$gateway$no_default$routes" ] && ! command -v ip >/dev/null 2>&1; then
+if [ -n "$gateway$no_default$routes$no_ipv4" ] && ! command -v ip >/dev/null 2>&1; then
     echo "$PROG: routing variables are set but the 'ip' command (iproute2) is missing" >&2
     exit 1
 fi
@@ -76,6 +79,13 @@ if [ -n "$gateway" ] || is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
             out=$(ip "$fam" route del default 2>&1) ||
                 fail P2PLAB_NO_DEFAULT_ROUTE "$no_default" "ip $fam route del default" "$out"
         done
+    done
+fi
+
+if is_true "$no_ipv4" P2PLAB_NO_IPV4; then
+    for dev in $(ip -o -4 addr show scope global | awk '{print $2}' | sort -u); do
+        out=$(ip -4 addr flush dev "$dev" scope global 2>&1) ||
+            fail P2PLAB_NO_IPV4 "$no_ipv4" "ip -4 addr flush dev $dev" "$out"
     done
 fi
 

@@ -12,6 +12,7 @@ use std::{
 pub mod var {
     pub const GATEWAY: &str = "P2PLAB_GATEWAY";
     pub const NO_DEFAULT_ROUTE: &str = "P2PLAB_NO_DEFAULT_ROUTE";
+    pub const NO_IPV4: &str = "P2PLAB_NO_IPV4";
     pub const DELAY_MS: &str = "P2PLAB_DELAY_MS";
     pub const JITTER_MS: &str = "P2PLAB_JITTER_MS";
     pub const LOSS_PCT: &str = "P2PLAB_LOSS_PCT";
@@ -46,6 +47,12 @@ impl Routing {
             Routing::Isolated => vec![pair(var::NO_DEFAULT_ROUTE, 1)],
         }
     }
+}
+
+/// An IPv6-only host: the entrypoint removes every IPv4 address but loopback's before the
+/// command runs (Docker 20.10 gives every network an IPv4 subnet).
+pub fn ipv6_only_env() -> Vec<(String, String)> {
+    vec![pair(var::NO_IPV4, 1)]
 }
 
 /// Link impairments of a router's uplink (packets leaving the LAN), as a topology's `impair`

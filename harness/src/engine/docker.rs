@@ -239,7 +239,8 @@ pub struct Lab {
     engine: Engine,
     pub run_id: String,
     pub name: String,
-    networks: HashMap<String, (String, Ipv4Net)>,
+    /// By lab name: the engine's id, the IPv4 subnet, whether it has IPv6.
+    networks: HashMap<String, (String, Ipv4Net, bool)>,
     containers: HashMap<String, String>,
     torn_down: bool,
     keep: bool,
@@ -310,17 +311,37 @@ impl Lab {
     /// comes from routes: no lab container has a route out). Not `--internal`: the host's
     /// isolation rules for internal networks drop a LAN host's packets to its router.
     pub async fn network(&mut self, name: &str, subnet: Ipv4Net) -> Result<(), DockerError> {
+        self.network_with(name, subnet, false).await
+    }
+
+    /// [`Lab::network`], and with `ipv6` also IPv6 on the /64 derived from `subnet`
+    /// ([`crate::plan::v6_net`]); its containers get the IPv6 address derived from their IPv4
+    /// one. Docker 20.10 needs no daemon setting for this, and adds no IPv6 NAT (none wanted).
+    pub async fn network_with(
+        &mut self,
+        name: &str,
+        subnet: Ipv4Net,
+        ipv6: bool,
+    ) -> Result<(), DockerError> {
         let docker_name = self.docker_name(name);
+        let mut config = vec![IpamConfig {
+            subnet: Some(subnet.to_string()),
+            ..Default::default()
+        }];
+        if ipv6 {
+            config.push(IpamConfig {
+                subnet: Some(crate::plan::v6_net(subnet).to_string()),
+                ..Default::default()
+            });
+        }
         let req = NetworkCreateRequest {
             name: docker_name.clone(),
             driver: Some("bridge".into()),
             internal: Some(false),
+            enable_ipv6: Some(ipv6),
             ipam: Some(Ipam {
                 driver: Some("default".into()),
-                config: Some(vec![IpamConfig {
-                    subnet: Some(subnet.to_string()),
-                    ..Default::default()
-                }]),
+                config: Some(config),
                 options: None,
             }),
             options: Some(HashMap::from([
@@ -343,7 +364,7 @@ impl Lab {
             .await
             .map_err(api(format!("create network {name} ({subnet})")))?
             .id;
-        self.networks.insert(name.to_string(), (id, subnet));
+        self.networks.insert(name.to_string(), (id, subnet, ipv6));
         Ok(())
     }
 
@@ -355,6 +376,16 @@ impl Lab {
         name: &str,
         pool: Ipv4Net,
     ) -> Result<Ipv4Net, DockerError> {
+        self.allocate_network_with(name, pool, false).await
+    }
+
+    /// [`Lab::allocate_network`], with IPv6 too when `ipv6` ([`Lab::network_with`]).
+    pub async fn allocate_network_with(
+        &mut self,
+        name: &str,
+        pool: Ipv4Net,
+        ipv6: bool,
+    ) -> Result<Ipv4Net, DockerError> {
         let seed: u64 = self
             .run_id
             .bytes()
@@ -364,7 +395,7 @@ impl Lab {
             let used = self.engine.used_subnets().await?;
             let subnet = crate::plan::allocate(pool, 24, &used, seed.wrapping_add(attempt * 13))
                 .map_err(|e| DockerError::Other(e.to_string()))?;
-            match self.network(name, subnet).await {
+            match self.network_with(name, subnet, ipv6).await {
                 Ok(()) => return Ok(subnet),
                 Err(DockerError::Api { source, .. }) if source.to_string().contains("overlap") => {
                     continue
@@ -392,6 +423,11 @@ impl Lab {
         let endpoint = |a: &Attach| EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
                 ipv4_address: Some(a.ip.to_string()),
+                ipv6_address: self
+                    .networks
+                    .get(&a.network)
+                    .filter(|n| n.2)
+                    .map(|n| crate::plan::v6_addr(n.1, a.ip).to_string()),
                 ..Default::default()
             }),
             aliases: Some(vec![spec.name.clone()]),

@@ -423,10 +423,13 @@ async fn bring_up(
                         used: u,
                     });
                 }
-                lab.network(&seg.name, net).await?;
+                lab.network_with(&seg.name, net, seg.family.v6()).await?;
                 net
             }
-            None => lab.allocate_network(&seg.name, topo.pool_of(seg)).await?,
+            None => {
+                lab.allocate_network_with(&seg.name, topo.pool_of(seg), seg.family.v6())
+                    .await?
+            }
         };
         subnets.insert(seg.name.clone(), net);
     }

@@ -55,7 +55,42 @@ pub struct Segment {
     pub name: String,
     pub subnet: Option<Ipv4Net>,
     pub nat: Option<Nat>,
+    /// Which IP families its hosts have.
+    pub family: Family,
     pub line: u64,
+}
+
+/// The IP families of a segment's hosts. A segment with IPv6 has a /64 from `fd70::/16` derived
+/// from its IPv4 subnet (`plan::v6_net`); an IPv6-only one still has the IPv4 subnet Docker needs,
+/// but its hosts drop their IPv4 address before anything runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    Ipv4,
+    Dual,
+    Ipv6,
+}
+
+impl Family {
+    pub const NAMES: &'static str = "ipv4, dual or ipv6";
+
+    pub fn v4(self) -> bool {
+        self != Family::Ipv6
+    }
+
+    pub fn v6(self) -> bool {
+        self != Family::Ipv4
+    }
+
+    fn parse(s: &str) -> Option<Family> {
+        match s {
+            "ipv4" => Some(Family::Ipv4),
+            "dual" => Some(Family::Dual),
+            "ipv6" => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
 }
 
 /// The router of a LAN segment.

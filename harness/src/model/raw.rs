@@ -52,6 +52,8 @@ pub(super) struct RawSegment {
     pub(super) mapping_timeout: Option<S<RawDuration>>,
     #[serde(default)]
     pub(super) hairpin: Option<S<bool>>,
+    #[serde(default)]
+    pub(super) family: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -354,3 +354,36 @@ fn hairpin_is_a_router_option_where_a_mapping_exists() {
     ));
     assert_eq!(e.line, 3, "{e}");
 }
+
+#[test]
+fn a_segment_says_its_ip_families() {
+    let t = parse(
+        "t.yaml",
+        &HOME.replace("internet: {}", "internet: { family: dual }"),
+    )
+    .unwrap();
+    assert_eq!(t.segment("internet").unwrap().family, Family::Dual);
+    assert_eq!(
+        t.segment("lan-a").unwrap().family,
+        Family::Ipv4,
+        "IPv4 by default"
+    );
+    let e = err(&HOME.replace("internet: {}", "internet: { family: ip7 }"));
+    assert!(
+        e.message
+            .contains("family: `ip7` is not ipv4, dual or ipv6"),
+        "{e}"
+    );
+    let e = err(&HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, family: dual }"));
+    assert!(e.message.contains("on a LAN"), "{e}");
+    // a peer must share a family with a monitor
+    let six = "name: t\nsegments: { v4: {}, v6: { family: ipv6 } }\nnodes:\n  boot: { role: monitor, segment: v4 }\n  a: { role: listener, segment: v6 }\n";
+    let e = err(six);
+    assert!(
+        e.message
+            .contains("listener `a` has only IPv6 and no monitor has it"),
+        "{e}"
+    );
+    assert_eq!(e.line, 5);
+    assert!(parse("t.yaml", &six.replace("segment: v4 }", "segment: v6 }")).is_ok());
+}

@@ -398,6 +398,29 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                 ))
             }
         };
+        let family = match &s.family {
+            None => Family::Ipv4,
+            Some(f) => {
+                let family = Family::parse(&f.value).ok_or_else(|| {
+                    cx.err(
+                        f.referenced,
+                        format!("family: `{}` is not {}", f.value, Family::NAMES),
+                        None,
+                    )
+                })?;
+                if family.v6() && nat.is_some() {
+                    return Err(cx.err(
+                        f.referenced,
+                        format!(
+                            "family: `{}` on a LAN: routers forward IPv4 only so far",
+                            f.value
+                        ),
+                        hint("IPv6 is for public segments (no `nat`) for now"),
+                    ));
+                }
+                family
+            }
+        };
         let (nat, fwd_refs) = match nat {
             Some((n, f)) => (Some(n), f),
             None => (None, Vec::new()),
@@ -407,6 +430,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                 name: name.value.clone(),
                 subnet: subnet.map(|s| s.0),
                 nat,
+                family,
                 line: name.referenced.line(),
             },
             subnet.map(|s| s.1),
@@ -461,6 +485,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // nodes with `start: false`, and where that is written
     let mut not_started: Vec<(String, Location)> = Vec::new();
+    let mut families: Vec<(String, Role, Family, Location)> = Vec::new();
     let router_names: Vec<String> = segments.iter().filter_map(|s| s.0.router_name()).collect();
     for (name, n) in &raw.nodes.value {
         if !valid_name(&name.value) {
@@ -596,6 +621,21 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         if let Some(st) = v.start.as_ref().filter(|s| !s.value) {
             not_started.extend(names.iter().map(|n| (n.clone(), st.referenced)));
         }
+        let family = segments
+            .iter()
+            .find(|s| s.0.name == v.segment.value)
+            .map_or(Family::Ipv4, |s| s.0.family);
+        if v.vpn && !family.v4() {
+            return Err(cx.err(
+                name.referenced,
+                format!(
+                    "node `{}`: a VPN needs IPv4, and `{}` is IPv6-only",
+                    name.value, v.segment.value
+                ),
+                None,
+            ));
+        }
+        families.push((name.value.clone(), role, family, name.referenced));
         for (i, inst) in names.iter().enumerate() {
             nodes.push(Node {
                 name: inst.clone(),
@@ -625,6 +665,23 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
             "nodes: no monitor",
             hint("peers need a bootstrap node: add one with `role: monitor` on a public segment"),
         ));
+    }
+    // a peer bootstraps over the families it has: a monitor must share one
+    for (name, role, family, at) in families.iter().filter(|f| f.1 != Role::Monitor) {
+        let shares = |m: &&(String, Role, Family, _)| {
+            m.1 == Role::Monitor && ((family.v4() && m.2.v4()) || (family.v6() && m.2.v6()))
+        };
+        if !families.iter().any(|m| shares(&m)) {
+            return Err(cx.err(
+                *at,
+                format!(
+                    "{} `{name}` has only {} and no monitor has it",
+                    role.as_str(),
+                    if family.v6() { "IPv6" } else { "IPv4" }
+                ),
+                hint("put a monitor on a `family: dual` segment"),
+            ));
+        }
     }
     // port forwards name nodes on their LAN
     for (s, _, _, fwd) in &segments {

@@ -305,6 +305,12 @@ pub fn subnets_for_compose(
     topo: &Topology,
     used: &[Ipv4Net],
 ) -> Result<BTreeMap<String, Ipv4Net>, String> {
+    if let Some(seg) = topo.segments.iter().find(|s| s.family.v6()) {
+        return Err(format!(
+            "segment `{}` has IPv6 (family: {:?}): `p2plab compose` writes IPv4 labs only; use `p2plab run` or `p2plab up`",
+            seg.name, seg.family
+        ));
+    }
     let mut taken: Vec<Ipv4Net> = used.to_vec();
     // The layout's WireGuard tunnels (not Docker networks): 100.127.255.0/24 downwards, one per VPN node.
     let vpns = topo.nodes.iter().filter(|n| n.vpn).count();

@@ -15,12 +15,15 @@ use ipnet::Ipv4Net;
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
 use p2plab_contract::{
-    host::{Routing, VpnEnd, VpnSide},
+    host::{ipv6_only_env, Routing, VpnEnd, VpnSide},
     nat::{Forward as NatForward, Proto},
     router::{Prefix, RouterEnv},
 };
 
-use crate::model::{NatProfile, Node, Role, Topology};
+use crate::{
+    model::{Family, NatProfile, Node, Role, Topology},
+    plan::v6_addr,
+};
 
 /// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
 pub const METRICS_PORT: u16 = 9090;
@@ -320,19 +323,39 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         .iter()
         .filter(|n| n.role == Role::Monitor)
         .collect();
+    let family = |n: &Node| topo.segment(&n.segment).map_or(Family::Ipv4, |s| s.family);
+    // a node's addresses as multiaddr prefixes: IPv4 first, then IPv6, as its segment has them
+    let addrs_of = |n: &Node| -> Vec<String> {
+        let (f, ip) = (family(n), ips[&n.name]);
+        let mut out = Vec::new();
+        if f.v4() {
+            out.push(format!("/ip4/{ip}"));
+        }
+        if f.v6() {
+            out.push(format!("/ip6/{}", v6_addr(subnets[&n.segment], ip)));
+        }
+        out
+    };
     let bootstrap_of = |n: &Node| -> Vec<String> {
         let mut out = Vec::new();
         for m in &monitors {
             if m.name == n.name {
                 continue;
             }
-            let ip = ips[&m.name];
-            // dial what both sides speak; TCP first (the common denominator)
-            if n.transport.tcp() && m.transport.tcp() {
-                out.push(format!("/ip4/{ip}/tcp/{MONITOR_PORT}"));
-            }
-            if n.transport.quic() && m.transport.quic() {
-                out.push(format!("/ip4/{ip}/udp/{MONITOR_PORT}/quic-v1"));
+            for a in addrs_of(m) {
+                // over the families both have
+                if (a.starts_with("/ip4/") && !family(n).v4())
+                    || (a.starts_with("/ip6/") && !family(n).v6())
+                {
+                    continue;
+                }
+                // dial what both sides speak; TCP first (the common denominator)
+                if n.transport.tcp() && m.transport.tcp() {
+                    out.push(format!("{a}/tcp/{MONITOR_PORT}"));
+                }
+                if n.transport.quic() && m.transport.quic() {
+                    out.push(format!("{a}/udp/{MONITOR_PORT}/quic-v1"));
+                }
             }
         }
         out
@@ -347,19 +370,18 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             } else {
                 ports.get(&n.name).copied().unwrap_or(PEER_PORT)
             };
-            let mut cmd = vec![
-                s(role.as_str()),
-                s("--name"),
-                n.name.clone(),
-                s("--listen-addr"),
-                s("0.0.0.0"),
-                s("--port"),
-                port.to_string(),
-            ];
+            let mut cmd = vec![s(role.as_str()), s("--name"), n.name.clone()];
+            if family(n).v4() {
+                cmd.extend([s("--listen-addr"), s("0.0.0.0")]);
+            }
+            if family(n).v6() {
+                cmd.extend([s("--listen-addr"), s("::")]);
+            }
+            cmd.extend([s("--port"), port.to_string()]);
             cmd.extend([s("--transport"), s(n.transport.as_str())]);
             let mut externals = Vec::new();
             if !on_lan && !n.vpn {
-                externals.push(ip);
+                externals = addrs_of(n);
             }
             // a port forward to this node: its public address is the router's, at the forwarded port
             if let Some(seg) = seg {
@@ -392,10 +414,10 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             }
             for e in externals {
                 if n.transport.tcp() {
-                    cmd.extend([s("--external-addr"), format!("/ip4/{e}/tcp/{port}")]);
+                    cmd.extend([s("--external-addr"), format!("{e}/tcp/{port}")]);
                 }
                 if n.transport.quic() {
-                    cmd.extend([s("--external-addr"), format!("/ip4/{e}/udp/{port}/quic-v1")]);
+                    cmd.extend([s("--external-addr"), format!("{e}/udp/{port}/quic-v1")]);
                 }
             }
             for b in bootstrap_of(n) {
@@ -443,6 +465,9 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 Routing::Isolated
             }
             .to_env();
+            if !family(n).v4() {
+                env.extend(ipv6_only_env());
+            }
             if let Some((exit_ip, tunnel)) = vpn_exit.get(&n.name) {
                 cmd.insert(0, s("p2plab-vpn"));
                 let client = VpnEnd {

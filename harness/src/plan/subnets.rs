@@ -4,9 +4,9 @@
 //! or the TEST-NET ranges (real infrastructure of our machines lives there: a lab bridge on them
 //! cuts the machine off its package registries).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Ranges no lab network may touch, whatever the host's routes say.
 pub fn forbidden() -> Vec<Ipv4Net> {
@@ -109,6 +109,37 @@ pub fn host(net: &Ipv4Net, n: u32) -> Option<Ipv4Addr> {
     (net.contains(&addr) && addr != net.broadcast()).then_some(addr)
 }
 
+/// Every lab IPv6 prefix lies in this unique-local /16: away from the host's own `fd00::/64` and
+/// its default route via `fd00::1`, and from any global address.
+pub fn v6_pool() -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 0), 16).unwrap_or_default()
+}
+
+/// A segment's IPv6 /64, derived from its IPv4 subnet (allocated per run, so unique on the
+/// machine): the IPv4 network's 32 bits after `fd70::/16`. `198.18.4.0/24` → `fd70:c612:400::/64`.
+pub fn v6_net(net: Ipv4Net) -> Ipv6Net {
+    let [a, b, c, d] = net.network().octets();
+    let ip = Ipv6Addr::new(
+        0xfd70,
+        u16::from_be_bytes([a, b]),
+        u16::from_be_bytes([c, d]),
+        0,
+        0,
+        0,
+        0,
+        0,
+    );
+    Ipv6Net::new(ip, 64).unwrap_or_default()
+}
+
+/// A host's IPv6 address on a segment: its IPv4 host number in [`v6_net`] of the segment, so the
+/// two read alike: `198.18.4.10` → `fd70:c612:400::a`.
+pub fn v6_addr(net: Ipv4Net, ip: Ipv4Addr) -> Ipv6Addr {
+    let host = u32::from(ip).wrapping_sub(u32::from(net.network()));
+    let base = u128::from(v6_net(net).network());
+    Ipv6Addr::from(base | u128::from(host))
+}
+
 /// Where the kernel's IPv4 neighbour (ARP) table limit is set.
 pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
 
@@ -149,6 +180,31 @@ pub fn arp_limit() -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ipv6_prefixes_follow_the_ipv4_subnets_and_stay_off_the_host() {
+        let net: Ipv4Net = "198.18.4.0/24".parse().unwrap();
+        assert_eq!(v6_net(net).to_string(), "fd70:c612:400::/64");
+        assert_eq!(
+            v6_addr(net, Ipv4Addr::new(198, 18, 4, 10)).to_string(),
+            "fd70:c612:400::a"
+        );
+        let host: Ipv6Net = "fd00::/64".parse().unwrap();
+        for n in ["10.1.0.0/24", "100.64.3.0/24", "198.19.255.0/24"] {
+            let v6 = v6_net(n.parse().unwrap());
+            assert!(
+                v6_pool().contains(&v6)
+                    && !host.contains(&v6.network())
+                    && !v6.contains(&host.network()),
+                "{v6}"
+            );
+        }
+        assert_ne!(
+            v6_net("10.1.0.0/24".parse().unwrap()),
+            v6_net("10.1.1.0/24".parse().unwrap())
+        );
+    }
+
     use super::*;
 
     #[test]

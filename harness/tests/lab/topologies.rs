@@ -52,7 +52,7 @@ fn every_shipped_topology_validates() {
             n += 1;
         }
     }
-    assert!(n >= 14, "expected the 14 shipped topologies, found {n}");
+    assert!(n >= 15, "expected the 15 shipped topologies, found {n}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -156,4 +156,28 @@ async fn bootstrap_new_identity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn udp_blocked() {
     run_topology("udp-blocked.yaml").await;
+}
+
+/// Every connection of the IPv6-only lab is over IPv6, inside the lab's own prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_only() {
+    let Some(run) = run_topology("ipv6-only.yaml").await else {
+        return;
+    };
+    let mut seen = 0;
+    for l in run.events() {
+        if let p2plab_contract::Event::Connected { remote_addr, .. } = &l.event {
+            seen += 1;
+            let addr = remote_addr.to_string();
+            assert!(
+                addr.starts_with("/ip6/fd70:"),
+                "{}: a connection over {addr}",
+                l.node
+            );
+        }
+    }
+    assert!(
+        seen >= 8,
+        "every peer connects to the monitor and each dialer to each listener: {seen} connections"
+    );
 }
