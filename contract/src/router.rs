@@ -652,7 +652,7 @@ mod tests {
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(
             line,
-            r#"{"event":"router_ready","nat":"port-forward","mapping":"endpoint-independent","filtering":"address-and-port-dependent","lan":"eth1","lan_ip":"10.101.0.254","lan_subnet":"10.101.0.0/24","wan":"eth0","wan_ip":"198.18.0.2","wan_subnet":"198.18.0.0/24","uplink_gw":null,"uplink_routes":[],"mapping_timeout_s":120,"forwards":[{"proto":"tcp","port":4001,"to":"10.101.0.10:4001"}],"upnp":null,"blocked_host_addrs":["198.18.0.1"],"ruleset":"/run/p2plab-router.nft","apply_ms":12}"#
+            r#"{"event":"router_ready","nat":"port-forward","mapping":"endpoint-independent","filtering":"address-and-port-dependent","lan":"eth1","lan_ip":"10.101.0.254","lan_subnet":"10.101.0.0/24","wan":"eth0","wan_ip":"198.18.0.2","wan_subnet":"198.18.0.0/24","uplink_gw":null,"uplink_routes":[],"mapping_timeout_s":120,"hairpin":false,"forwards":[{"proto":"tcp","port":4001,"to":"10.101.0.10:4001"}],"upnp":null,"blocked_host_addrs":["198.18.0.1"],"ruleset":"/run/p2plab-router.nft","apply_ms":12}"#
         );
         assert_eq!(serde_json::from_str::<RouterReady>(&line).unwrap(), r);
     }
