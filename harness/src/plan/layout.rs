@@ -324,14 +324,15 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         .filter(|n| n.role == Role::Monitor)
         .collect();
     let family = |n: &Node| topo.segment(&n.segment).map_or(Family::Ipv4, |s| s.family);
-    // a node's addresses as multiaddr prefixes: IPv4 first, then IPv6, as its segment has them
-    let addrs_of = |n: &Node| -> Vec<String> {
+    // a node's addresses as multiaddr prefixes, IPv4 first, of the families its segment has and
+    // `seen_by` has too
+    let addrs_of = |n: &Node, seen_by: Family| -> Vec<String> {
         let (f, ip) = (family(n), ips[&n.name]);
         let mut out = Vec::new();
-        if f.v4() {
+        if f.v4() && seen_by.v4() {
             out.push(format!("/ip4/{ip}"));
         }
-        if f.v6() {
+        if f.v6() && seen_by.v6() {
             out.push(format!("/ip6/{}", v6_addr(subnets[&n.segment], ip)));
         }
         out
@@ -342,13 +343,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             if m.name == n.name {
                 continue;
             }
-            for a in addrs_of(m) {
-                // over the families both have
-                if (a.starts_with("/ip4/") && !family(n).v4())
-                    || (a.starts_with("/ip6/") && !family(n).v6())
-                {
-                    continue;
-                }
+            // over the families both have
+            for a in addrs_of(m, family(n)) {
                 // dial what both sides speak; TCP first (the common denominator)
                 if n.transport.tcp() && m.transport.tcp() {
                     out.push(format!("{a}/tcp/{MONITOR_PORT}"));
@@ -381,7 +377,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             cmd.extend([s("--transport"), s(n.transport.as_str())]);
             let mut externals = Vec::new();
             if !on_lan && !n.vpn {
-                externals = addrs_of(n);
+                externals = addrs_of(n, family(n));
             }
             // a port forward to this node: its public address is the router's, at the forwarded port
             if let Some(seg) = seg {
