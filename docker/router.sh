@@ -56,6 +56,15 @@
 #                            e.g. "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
 #   P2PLAB_MAPPING_TIMEOUT   seconds an idle mapping (and an idle UDP conntrack
 #                            entry, i.e. the filtering state) lives; default 120
+#   P2PLAB_IPV6              optional: the LAN has IPv6 and the router forwards
+#                            it, never translated: firewall (inbound only for
+#                            flows a LAN host opened: hole punching works) or
+#                            routed (no filtering). Needs P2PLAB_LAN_SUBNET6
+#                            (the LAN's /64 in fd70::/16), P2PLAB_WAN_IP6 (the
+#                            router's uplink address) and
+#                            --sysctl net.ipv6.conf.all.forwarding=1. Routes to
+#                            other LANs' /64s come from P2PLAB_ROUTES (see
+#                            p2plab-entrypoint). Unset: no IPv6 is forwarded.
 #   P2PLAB_WAIT_IFACES       seconds to wait for the LAN/WAN interfaces; default
 #                            10 (a container connected to its second network
 #                            after start gets that interface a little later)
@@ -100,6 +109,10 @@ command -v nft >/dev/null 2>&1 || die "the 'nft' command (nftables) is missing"
 
 fwd=$(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || echo "?")
 [ "$fwd" = 1 ] || die "net.ipv4.ip_forward=$fwd: run the router container with --sysctl net.ipv4.ip_forward=1"
+if [ -n "$IPV6" ]; then
+    fwd6=$(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null || echo "?")
+    [ "$fwd6" = 1 ] || die "P2PLAB_IPV6=$IPV6 needs net.ipv6.conf.all.forwarding=1 (is $fwd6): run the router container with --sysctl net.ipv6.conf.all.forwarding=1"
+fi
 
 # ------------------------------------------------------------ interfaces ---
 # LAN_IF LAN_IP WAN_IF WAN_SUBNET HOST_ADDRS. router-rules exits 3 while an

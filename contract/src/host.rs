@@ -13,6 +13,7 @@ pub mod var {
     pub const GATEWAY: &str = "P2PLAB_GATEWAY";
     pub const NO_DEFAULT_ROUTE: &str = "P2PLAB_NO_DEFAULT_ROUTE";
     pub const NO_IPV4: &str = "P2PLAB_NO_IPV4";
+    pub const ROUTES: &str = "P2PLAB_ROUTES";
     pub const DELAY_MS: &str = "P2PLAB_DELAY_MS";
     pub const JITTER_MS: &str = "P2PLAB_JITTER_MS";
     pub const LOSS_PCT: &str = "P2PLAB_LOSS_PCT";
@@ -47,6 +48,28 @@ impl Routing {
             Routing::Isolated => vec![pair(var::NO_DEFAULT_ROUTE, 1)],
         }
     }
+}
+
+/// A route a container adds at start (`P2PLAB_ROUTES`, `ip route replace TO via VIA`): how IPv6
+/// reaches a LAN /64 behind a router (hosts on the router's uplink route it via the router's WAN
+/// address) and how a LAN host reaches the lab's IPv6 space (via its router). Never a default
+/// route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route6 {
+    pub to: ipnet::Ipv6Net,
+    pub via: std::net::Ipv6Addr,
+}
+
+/// `P2PLAB_ROUTES` for `routes` (nothing when there are none).
+pub fn routes_env(routes: &[Route6]) -> Vec<(String, String)> {
+    if routes.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = routes
+        .iter()
+        .map(|r| format!("{} via {}", r.to, r.via))
+        .collect();
+    vec![pair(var::ROUTES, list.join(";"))]
 }
 
 /// An IPv6-only host: the entrypoint removes every IPv4 address but loopback's before the

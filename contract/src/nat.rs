@@ -147,6 +147,64 @@ impl FromStr for Profile {
     }
 }
 
+/// What a router does to IPv6 between its LAN /64 and its uplink (a LAN segment with
+/// `family: dual` or `ipv6`). IPv6 is never translated here: each LAN host has its own global
+/// address, as on most IPv6 homes. (NPTv6 would only rewrite that prefix one-to-one, which changes
+/// nothing for a hole punch; NAT66 with per-connection ports is rare; NAT64 needs DNS64 names,
+/// which peers dialing multiaddrs do not use. None is built.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ipv6Policy {
+    /// A stateful firewall without translation (RFC 6092, what home routers ship): LAN hosts
+    /// send anywhere; inbound only for flows a LAN host opened (conntrack's established). A
+    /// host's address is its own, so a hole punch aims at the right place, and both sides
+    /// sending first opens both firewalls: hole punching works, over UDP and TCP.
+    Firewall,
+    /// Plain routing, no filtering: every LAN host is reachable at its address, as a public
+    /// host is; no hole punch is needed.
+    Routed,
+}
+
+impl Ipv6Policy {
+    pub const ALL: [Ipv6Policy; 2] = [Self::Firewall, Self::Routed];
+    pub const NAMES: &'static str = "firewall or routed";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firewall => "firewall",
+            Self::Routed => "routed",
+        }
+    }
+
+    /// Never translated.
+    pub fn mapping(self) -> Mapping {
+        Mapping::None
+    }
+
+    pub fn filtering(self) -> Filtering {
+        match self {
+            Self::Firewall => Filtering::AddressAndPortDependent,
+            Self::Routed => Filtering::None,
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Ipv6Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown IPv6 policy '{s}' (use {})", Self::NAMES))
+    }
+}
+
 /// A transport protocol a forward or a mapping is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -260,6 +318,20 @@ mod tests {
             .collect();
         assert_eq!(blocking, vec![Profile::UdpBlocked]);
         assert!(!Profile::UdpBlocked.blocks(Proto::Tcp));
+    }
+
+    #[test]
+    fn ipv6_policies_never_translate_and_only_the_firewall_filters() {
+        for p in Ipv6Policy::ALL {
+            assert_eq!(p.as_str().parse::<Ipv6Policy>(), Ok(p));
+            assert_eq!(p.mapping(), Mapping::None);
+        }
+        assert_eq!(
+            Ipv6Policy::Firewall.filtering(),
+            Filtering::AddressAndPortDependent
+        );
+        assert_eq!(Ipv6Policy::Routed.filtering(), Filtering::None);
+        assert!("nat66".parse::<Ipv6Policy>().unwrap_err().contains("firewall or routed"));
     }
 
     #[test]

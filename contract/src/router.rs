@@ -7,11 +7,17 @@
 //! setting means the same on both sides and a bad one is refused with one line naming the
 //! variable and its value.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
+use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
-use crate::nat::{Filtering, Forward, Mapping, Profile};
+use crate::nat::{Filtering, Forward, Ipv6Policy, Mapping, Profile};
 
 /// An IPv4 prefix with no host bits set, e.g. `10.101.0.0/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,6 +121,38 @@ pub mod var {
     pub const MAPPING_TIMEOUT: &str = "P2PLAB_MAPPING_TIMEOUT";
     pub const WAIT_IFACES: &str = "P2PLAB_WAIT_IFACES";
     pub const HAIRPIN: &str = "P2PLAB_HAIRPIN";
+    pub const IPV6: &str = "P2PLAB_IPV6";
+    pub const LAN_SUBNET6: &str = "P2PLAB_LAN_SUBNET6";
+    pub const WAN_IP6: &str = "P2PLAB_WAN_IP6";
+}
+
+/// The lab's IPv6 space: every segment's /64 lies in it (`fd70::/16`, a ULA range away from the
+/// machines' own `fd00::/64`). A LAN host routes it via its router, never a default route.
+pub const LAB_RANGE6: Ipv6Net = match Ipv6Net::new(Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 0), 16) {
+    Ok(n) => n,
+    Err(_) => panic!("a /16 is a valid prefix"),
+};
+
+/// A router's IPv6 side (a LAN with `family: dual` or `ipv6`): what it does to IPv6, and the
+/// prefixes it routes between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Side {
+    /// `P2PLAB_IPV6`.
+    pub policy: Ipv6Policy,
+    /// `P2PLAB_LAN_SUBNET6`: the LAN's prefix, e.g. `fd70:a65::/64`.
+    pub lan: Ipv6Net,
+    /// `P2PLAB_WAN_IP6`: the router's address on its uplink's /64.
+    pub wan_ip: Ipv6Addr,
+}
+
+impl Ipv6Side {
+    /// The Docker host's addresses on the router's two IPv6 networks: Docker's gateway, the
+    /// first address of each /64. Nothing is forwarded or sent there.
+    pub fn host_addrs(&self) -> [Ipv6Addr; 2] {
+        let first = |net: Ipv6Net| Ipv6Addr::from(u128::from(net.network()) + 1);
+        let wan = Ipv6Net::new(self.wan_ip, 64).map_or(self.lan, |n| n.trunc());
+        [first(self.lan), first(wan)]
+    }
 }
 
 /// A router's settings (its link impairments are `p2plab-impair`'s, see `docker/impair.sh`).
@@ -145,6 +183,9 @@ pub struct RouterEnv {
     /// address, and sees it come from the sender's public address (RFC 4787 REQ-9). Only with an
     /// endpoint-independent mapping (there is no mapping to aim at otherwise); off by default.
     pub hairpin: bool,
+    /// The IPv6 side, when the LAN has IPv6 (`P2PLAB_IPV6` and the two below it); `None`: every
+    /// forwarded IPv6 packet is dropped.
+    pub ipv6: Option<Ipv6Side>,
 }
 
 /// A bad setting: `P2PLAB_X=value: why`, or `P2PLAB_X is not set (…)`.
@@ -180,6 +221,7 @@ impl RouterEnv {
             mapping_timeout_s: None,
             wait_ifaces_s: None,
             hairpin: false,
+            ipv6: None,
         }
     }
 
@@ -226,6 +268,11 @@ impl RouterEnv {
         }
         if self.hairpin {
             env.push((var::HAIRPIN.to_string(), "1".to_string()));
+        }
+        if let Some(v6) = &self.ipv6 {
+            env.push((var::IPV6.to_string(), v6.policy.to_string()));
+            env.push((var::LAN_SUBNET6.to_string(), v6.lan.to_string()));
+            env.push((var::WAN_IP6.to_string(), v6.wan_ip.to_string()));
         }
         env
     }
@@ -361,6 +408,50 @@ impl RouterEnv {
             Some(v) => return Err(err(var::HAIRPIN, v, "use 1 or 0".into())),
         };
 
+        let ipv6 = match get(var::IPV6) {
+            None => {
+                for v in [var::LAN_SUBNET6, var::WAN_IP6] {
+                    if let Some(val) = get(v) {
+                        return Err(err(v, &val, format!("only used with {} set", var::IPV6)));
+                    }
+                }
+                None
+            }
+            Some(p) => {
+                let policy: Ipv6Policy = p.parse().map_err(|e| err(var::IPV6, &p, e))?;
+                let lan_s = required(var::LAN_SUBNET6, "the LAN's IPv6 prefix, e.g. fd70:a65::/64")?;
+                let lan: Ipv6Net = lan_s.parse().map_err(|_| {
+                    err(var::LAN_SUBNET6, &lan_s, "not an IPv6 prefix like fd70:a65::/64".into())
+                })?;
+                if lan.trunc() != lan {
+                    return Err(err(
+                        var::LAN_SUBNET6,
+                        &lan_s,
+                        format!("has host bits set (did you mean {}?)", lan.trunc()),
+                    ));
+                }
+                if !(16..=126).contains(&lan.prefix_len()) || !LAB_RANGE6.contains(&lan) {
+                    return Err(err(
+                        var::LAN_SUBNET6,
+                        &lan_s,
+                        format!("must be a /16 to /126 inside the lab's {LAB_RANGE6}"),
+                    ));
+                }
+                let wan_s = required(var::WAN_IP6, "the router's IPv6 address on its uplink")?;
+                let wan_ip: Ipv6Addr = wan_s
+                    .parse()
+                    .map_err(|_| err(var::WAN_IP6, &wan_s, "not an IPv6 address".into()))?;
+                if lan.contains(&wan_ip) || !LAB_RANGE6.contains(&wan_ip) {
+                    return Err(err(
+                        var::WAN_IP6,
+                        &wan_s,
+                        format!("must lie inside {LAB_RANGE6} and outside {}={lan}", var::LAN_SUBNET6),
+                    ));
+                }
+                Some(Ipv6Side { policy, lan, wan_ip })
+            }
+        };
+
         Ok(Self {
             profile,
             lan,
@@ -371,6 +462,7 @@ impl RouterEnv {
             mapping_timeout_s,
             wait_ifaces_s,
             hairpin,
+            ipv6,
         })
     }
 }
@@ -434,6 +526,9 @@ pub struct RouterReady {
     pub hairpin: bool,
     pub forwards: Vec<ReadyForward>,
     pub upnp: Option<ReadyUpnp>,
+    /// The IPv6 side, when the LAN has IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<ReadyIpv6>,
     /// The Docker host's addresses on the router's networks: nothing is forwarded or sent there.
     pub blocked_host_addrs: Vec<Ipv4Addr>,
     /// The ruleset file loaded.
@@ -457,6 +552,32 @@ impl From<&Forward> for ReadyForward {
             proto: f.proto.as_str().to_string(),
             port: f.ext_port,
             to: format!("{}:{}", f.lan_ip, f.lan_port),
+        }
+    }
+}
+
+/// A router's IPv6 side as `router_ready` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyIpv6 {
+    pub policy: Ipv6Policy,
+    /// Always `none`: IPv6 is not translated.
+    pub mapping: Mapping,
+    pub filtering: Filtering,
+    pub lan_subnet: Ipv6Net,
+    pub wan_ip: Ipv6Addr,
+    /// The Docker host's IPv6 addresses on the router's networks.
+    pub blocked_host_addrs: Vec<Ipv6Addr>,
+}
+
+impl From<&Ipv6Side> for ReadyIpv6 {
+    fn from(v6: &Ipv6Side) -> Self {
+        Self {
+            policy: v6.policy,
+            mapping: v6.policy.mapping(),
+            filtering: v6.policy.filtering(),
+            lan_subnet: v6.lan,
+            wan_ip: v6.wan_ip,
+            blocked_host_addrs: v6.host_addrs().to_vec(),
         }
     }
 }
@@ -552,6 +673,11 @@ mod tests {
         ];
         r.mapping_timeout_s = Some(30);
         r.hairpin = true;
+        r.ipv6 = Some(Ipv6Side {
+            policy: Ipv6Policy::Firewall,
+            lan: "fd70:a65::/64".parse().unwrap(),
+            wan_ip: "fd70:c612::2".parse().unwrap(),
+        });
         let e = r.to_env();
         assert_eq!(
             e,
@@ -566,7 +692,14 @@ mod tests {
                 ),
                 (var::MAPPING_TIMEOUT, "30"),
                 (var::HAIRPIN, "1"),
+                (var::IPV6, "firewall"),
+                (var::LAN_SUBNET6, "fd70:a65::/64"),
+                (var::WAN_IP6, "fd70:c612::2"),
             ])
+        );
+        assert_eq!(
+            r.ipv6.unwrap().host_addrs().map(|a| a.to_string()),
+            ["fd70:a65::1", "fd70:c612::1"]
         );
         assert_eq!(RouterEnv::from_env(lookup(&e)), Ok(r.clone()));
         assert_eq!(r.uplink_routes(), &LAB_RANGES);
@@ -609,6 +742,13 @@ mod tests {
             (with(&[(var::HAIRPIN, "yes")]), "P2PLAB_HAIRPIN=yes: use 1 or 0"),
             (with(&[(var::NAT, "strict"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping (P2PLAB_NAT=strict has none to aim at)"),
             (with(&[(var::NAT, "routed"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping"),
+            (with(&[(var::LAN_SUBNET6, "fd70:a65::/64")]), "P2PLAB_LAN_SUBNET6=fd70:a65::/64: only used with P2PLAB_IPV6 set"),
+            (with(&[(var::IPV6, "nat66")]), "P2PLAB_IPV6=nat66: unknown IPv6 policy 'nat66' (use firewall or routed)"),
+            (with(&[(var::IPV6, "firewall")]), "P2PLAB_LAN_SUBNET6 is not set"),
+            (with(&[(var::IPV6, "firewall"), (var::LAN_SUBNET6, "fd70:a65::1/64")]), "P2PLAB_LAN_SUBNET6=fd70:a65::1/64: has host bits set (did you mean fd70:a65::/64?)"),
+            (with(&[(var::IPV6, "firewall"), (var::LAN_SUBNET6, "fd00::/64")]), "P2PLAB_LAN_SUBNET6=fd00::/64: must be a /16 to /126 inside the lab's fd70::/16"),
+            (with(&[(var::IPV6, "firewall"), (var::LAN_SUBNET6, "fd70:a65::/64")]), "P2PLAB_WAN_IP6 is not set"),
+            (with(&[(var::IPV6, "firewall"), (var::LAN_SUBNET6, "fd70:a65::/64"), (var::WAN_IP6, "fd70:a65::9")]), "P2PLAB_WAN_IP6=fd70:a65::9: must lie inside fd70::/16 and outside P2PLAB_LAN_SUBNET6=fd70:a65::/64"),
         ];
         for (pairs, want) in cases {
             let got = read(&pairs).unwrap_err();
@@ -645,6 +785,7 @@ mod tests {
             hairpin: false,
             forwards: vec![(&"tcp:4001:10.101.0.10:4001".parse::<Forward>().unwrap()).into()],
             upnp: None,
+            ipv6: None,
             blocked_host_addrs: vec![Ipv4Addr::new(198, 18, 0, 1)],
             ruleset: "/run/p2plab-router.nft".into(),
             apply_ms: 12,

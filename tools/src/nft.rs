@@ -6,8 +6,8 @@
 //! them; the tests below pin what each profile's rules do.
 //!
 //! # What the rules do
-//! - **Tables.** `ip p2plab_router` holds everything; `ip6 p2plab_router` drops all forwarded
-//!   IPv6; `inet p2plab_upnp` (the `upnp` profile) holds the empty chains miniupnpd fills. Each is
+//! - **Tables.** `ip p2plab_router` holds the IPv4 rules; `ip6 p2plab_router` the IPv6 ones (all
+//!   forwarded IPv6 dropped when the LAN has none); `inet p2plab_upnp` (the `upnp` profile) holds the empty chains miniupnpd fills. Each is
 //!   declared, deleted and made again, so loading the ruleset twice gives the same state.
 //! - **Never the host.** The Docker host's addresses on the router's networks (`host_addrs`) are
 //!   never forwarded to or sent to: no way out of the lab through the router.
@@ -25,14 +25,18 @@
 //!   port-forward DNATs its static forwards; upnp lets miniupnpd's DNATs in.
 //! - **Blocked protocols** (udp-blocked): dropped in the forward chain before anything is
 //!   accepted, both ways; the router's own ports (its STUN responder) are not forwarded traffic.
+//! - **IPv6** (a LAN with IPv6) is never translated. `firewall`: LAN hosts send anywhere in the
+//!   lab, inbound only conntrack's established flows, so a hole punch (both sides send first)
+//!   opens both ends; `routed`: forwarded both ways. Blocked protocols, the host's addresses and
+//!   the UDP state timeout are as for IPv4.
 //! - **UDP state** lives as long as a mapping (`ct timeout udp_mapping`), so filtering and mapping
 //!   expire together.
 
 use std::{fmt::Write as _, net::Ipv4Addr};
 
 use p2plab_contract::{
-    nat::{Forward, Profile, Proto, TABLE, UPNP_TABLE},
-    router::{mask, Prefix},
+    nat::{Forward, Ipv6Policy, Profile, Proto, TABLE, UPNP_TABLE},
+    router::{mask, Ipv6Side, Prefix, LAB_RANGE6},
 };
 
 /// miniupnpd's ports on the LAN (the `upnp` profile): SSDP, NAT-PMP/PCP, its HTTP.
@@ -57,6 +61,8 @@ pub struct Router {
     pub forwards: Vec<Forward>,
     /// LAN hosts reach each other's mappings at the WAN address (EIM profiles only).
     pub hairpin: bool,
+    /// The IPv6 side; `None`: every forwarded IPv6 packet is dropped.
+    pub ipv6: Option<Ipv6Side>,
 }
 
 impl Router {
@@ -272,18 +278,82 @@ impl Router {
         }
         writeln!(o, "    }}")?;
         writeln!(o, "}}")?;
+        self.ip6_table(o)?;
+        if *profile == Profile::Upnp {
+            self.upnp_table(o)?;
+        }
+        Ok(())
+    }
+
+    /// The `ip6` table: nothing forwarded without an IPv6 side; else the side's policy.
+    fn ip6_table(&self, o: &mut String) -> std::fmt::Result {
+        let Self { lan_if, wan_if, .. } = self;
         writeln!(o, "table ip6 {TABLE} {{")?;
+        let Some(v6) = &self.ipv6 else {
+            writeln!(o, "    chain forward {{")?;
+            writeln!(
+                o,
+                "        type filter hook forward priority filter; policy drop;"
+            )?;
+            writeln!(o, "    }}")?;
+            return writeln!(o, "}}");
+        };
+        let lan = v6.lan;
+        let hosts = v6.host_addrs().map(|a| a.to_string()).join(", ");
+        writeln!(o, "    set host_addrs {{")?;
+        writeln!(
+            o,
+            "        type ipv6_addr; comment \"the Docker host on the router's networks\""
+        )?;
+        writeln!(o, "        elements = {{ {hosts} }}")?;
+        writeln!(o, "    }}")?;
+        let t = self.timeout_s;
+        writeln!(o, "    ct timeout udp_state {{")?;
+        writeln!(o, "        protocol udp; l3proto ip6;")?;
+        writeln!(o, "        policy = {{ unreplied : {t}, replied : {t} }};")?;
+        writeln!(o, "    }}")?;
         writeln!(o, "    chain forward {{")?;
         writeln!(
             o,
             "        type filter hook forward priority filter; policy drop;"
         )?;
-        writeln!(o, "    }}")?;
-        writeln!(o, "}}")?;
-        if *profile == Profile::Upnp {
-            self.upnp_table(o)?;
+        writeln!(o, "        ip6 daddr @host_addrs counter drop")?;
+        // only the lab's own prefixes, whatever a route says
+        writeln!(o, "        ip6 daddr != {LAB_RANGE6} counter drop")?;
+        for p in Proto::BOTH.into_iter().filter(|&p| self.profile.blocks(p)) {
+            writeln!(o, "        meta l4proto {p} counter drop")?;
         }
-        Ok(())
+        writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lan} ct state new meta l4proto udp ct timeout set \"udp_state\"")?;
+        writeln!(
+            o,
+            "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lan} accept"
+        )?;
+        match v6.policy {
+            Ipv6Policy::Firewall => writeln!(o, "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lan} ct state established,related accept")?,
+            Ipv6Policy::Routed => writeln!(
+                o,
+                "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lan} accept"
+            )?,
+        }
+        writeln!(o, "    }}")?;
+        // the router itself offers no service (neighbour discovery and ping still work)
+        writeln!(o, "    chain input {{")?;
+        writeln!(
+            o,
+            "        type filter hook input priority filter; policy accept;"
+        )?;
+        writeln!(o, "        ct state established,related accept")?;
+        writeln!(o, "        iif \"lo\" accept")?;
+        writeln!(o, "        meta l4proto {{ tcp, udp }} drop")?;
+        writeln!(o, "    }}")?;
+        writeln!(o, "    chain output {{")?;
+        writeln!(
+            o,
+            "        type filter hook output priority filter; policy accept;"
+        )?;
+        writeln!(o, "        ip6 daddr @host_addrs drop")?;
+        writeln!(o, "    }}")?;
+        writeln!(o, "}}")
     }
 
     /// The two mapping maps of `p`, with the static forwards as permanent elements.
@@ -391,6 +461,18 @@ mod tests {
             timeout_s: 120,
             forwards: Vec::new(),
             hairpin: false,
+            ipv6: None,
+        }
+    }
+
+    fn with_ipv6(profile: Profile, policy: Ipv6Policy) -> Router {
+        Router {
+            ipv6: Some(Ipv6Side {
+                policy,
+                lan: "fd70:a65::/64".parse().unwrap(),
+                wan_ip: "fd70:c612::2".parse().unwrap(),
+            }),
+            ..router(profile)
         }
     }
 
@@ -619,6 +701,39 @@ mod tests {
         assert!(has(&r, "timeout 30s"));
     }
 
+    #[test]
+    fn ipv6_is_dropped_without_a_side_and_firewalled_or_routed_with_one() {
+        let none = lines(&router(Profile::Home));
+        let at = none.iter().position(|l| l == "table ip6 p2plab_router {").unwrap();
+        assert_eq!(
+            none[at + 1..at + 5],
+            ["chain forward {", "type filter hook forward priority filter; policy drop;", "}", "}"]
+        );
+        let fw = with_ipv6(Profile::Home, Ipv6Policy::Firewall);
+        for want in [
+            "ip6 daddr @host_addrs counter drop",
+            "elements = { fd70:a65::1, fd70:c612::1 }",
+            "ip6 daddr != fd70::/16 counter drop",
+            "iifname \"eth1\" oifname \"eth0\" ip6 saddr fd70:a65::/64 accept",
+            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 ct state established,related accept",
+            "ip6 daddr @host_addrs drop",
+        ] {
+            assert!(has(&fw, want), "{want}\n{}", fw.ruleset());
+        }
+        assert!(!has(&fw, "snat ip6") && !has(&fw, "dnat ip6"), "never translated");
+        let routed = with_ipv6(Profile::Home, Ipv6Policy::Routed);
+        assert!(has(&routed, "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 accept"));
+        assert!(!has(&routed, "ip6 daddr fd70:a65::/64 ct state established"));
+        // a UDP-blocking network blocks UDP over IPv6 too
+        let blocked = lines(&with_ipv6(Profile::UdpBlocked, Ipv6Policy::Firewall));
+        assert_eq!(
+            blocked.iter().filter(|l| *l == "meta l4proto udp counter drop").count(),
+            2
+        );
+        let text = fw.ruleset();
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
     /// Every profile's whole ruleset against its snapshot in `tools/snapshots/nft/`, so any
     /// change to what a router loads shows in review. `P2PLAB_UPDATE_SNAPSHOTS=1` rewrites them.
     #[test]
@@ -628,10 +743,16 @@ mod tests {
         // every profile, and the home router with hairpinning
         let cases = Profile::ALL
             .into_iter()
-            .map(|p| (p, false))
-            .chain([(Profile::Home, true)]);
-        for (p, hairpin) in cases {
-            let mut r = router(p);
+            .map(|p| (p, false, None))
+            .chain([
+                (Profile::Home, true, None),
+                (Profile::Home, false, Some(Ipv6Policy::Firewall)),
+            ]);
+        for (p, hairpin, v6) in cases {
+            let mut r = match v6 {
+                Some(policy) => with_ipv6(p, policy),
+                None => router(p),
+            };
             r.hairpin = hairpin;
             if p == Profile::PortForward {
                 r.forwards = vec![
@@ -640,10 +761,10 @@ mod tests {
                 ];
             }
             let got = r.ruleset();
-            let name = if hairpin {
-                format!("{p}-hairpin")
-            } else {
-                p.to_string()
+            let name = match (hairpin, v6) {
+                (true, _) => format!("{p}-hairpin"),
+                (false, Some(policy)) => format!("{p}-ipv6-{policy}"),
+                (false, None) => p.to_string(),
             };
             let path = dir.join(format!("{name}.nft"));
             if update {

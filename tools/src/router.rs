@@ -14,7 +14,7 @@ use std::{
 
 use p2plab_contract::{
     nat::Profile,
-    router::{Prefix, ReadyForward, ReadyUpnp, RouterEnv, RouterReady},
+    router::{Prefix, ReadyForward, ReadyIpv6, ReadyUpnp, RouterEnv, RouterReady},
 };
 
 use crate::nft::{Router, NATPMP_PORT, SSDP_PORT, UPNP_HTTP_PORT};
@@ -190,6 +190,7 @@ pub fn rules(env: &RouterEnv, ifaces: &Ifaces) -> Router {
         timeout_s: env.mapping_timeout_s(),
         forwards: env.forwards.clone(),
         hairpin: env.hairpin,
+        ipv6: env.ipv6,
     }
 }
 
@@ -295,6 +296,7 @@ pub fn ready(
         mapping_timeout_s: env.mapping_timeout_s(),
         hairpin: env.hairpin,
         forwards: env.forwards.iter().map(ReadyForward::from).collect(),
+        ipv6: env.ipv6.as_ref().map(ReadyIpv6::from),
         upnp: upnp
             .filter(|_| p == Profile::Upnp)
             .map(|(pid, start_ms)| ReadyUpnp {

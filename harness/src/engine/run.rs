@@ -385,14 +385,22 @@ pub fn arp_needed(lay: &Layout) -> usize {
     plan::arp_entries(per.into_values())
 }
 
-/// The running containers that have a route to an address outside the lab.
+/// Addresses outside the lab that no lab container may have a route to: the internet over IPv4
+/// and IPv6, and the host's own IPv6 network (`fd00::/64` on these machines).
+const OUTSIDE: [&str; 3] = ["1.1.1.1", "2606:4700:4700::1111", "fd00::1"];
+
+/// The running containers that have a route to an address outside the lab ([`OUTSIDE`]).
 async fn routes_out(lab: &Lab, lay: &Layout) -> Vec<String> {
     let checks = lay.containers.iter().map(|c| async move {
-        match lab.exec(&c.name, &["ip", "route", "get", "1.1.1.1"]).await {
-            // exit 0: the kernel found a route; a killed container cannot be asked (Err)
-            Ok(o) if o.code == 0 => Some(format!("{} ({})", c.name, o.stdout.trim())),
-            _ => None,
+        let mut found = Vec::new();
+        for dest in OUTSIDE {
+            match lab.exec(&c.name, &["ip", "route", "get", dest]).await {
+                // exit 0: the kernel found a route; a killed container cannot be asked (Err)
+                Ok(o) if o.code == 0 => found.push(format!("{} ({})", c.name, o.stdout.trim())),
+                _ => {}
+            }
         }
+        found
     });
     futures::future::join_all(checks)
         .await

@@ -35,6 +35,7 @@ pub use p2plab_contract::{Role, Transport};
 /// A router's NAT profile: one definition, shared with the router that renders its rules (see
 /// `p2plab_contract::nat` and the README's table).
 pub use p2plab_contract::nat::Profile as NatProfile;
+pub use p2plab_contract::nat::Ipv6Policy;
 
 /// Link impairments of a router's uplink interface (packets leaving the LAN).
 pub use p2plab_contract::host::Impair;
@@ -104,6 +105,8 @@ pub struct Nat {
     pub mapping_timeout_s: Option<u64>,
     /// LAN hosts reach each other's mappings at the router's public address.
     pub hairpin: bool,
+    /// What the router does to IPv6, when the LAN has it (`family: dual` or `ipv6`).
+    pub ipv6: Option<Ipv6Policy>,
 }
 
 impl Segment {

@@ -54,6 +54,8 @@ pub(super) struct RawSegment {
     pub(super) hairpin: Option<S<bool>>,
     #[serde(default)]
     pub(super) family: Option<S<String>>,
+    #[serde(default)]
+    pub(super) ipv6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

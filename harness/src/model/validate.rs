@@ -266,6 +266,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         s.hairpin.is_some(),
                         s.hairpin.as_ref().map(|h| h.referenced),
                     ),
+                    (
+                        "ipv6",
+                        s.ipv6.is_some(),
+                        s.ipv6.as_ref().map(|h| h.referenced),
+                    ),
                 ] {
                     if present {
                         return Err(cx.err(
@@ -393,6 +398,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         impair,
                         mapping_timeout_s,
                         hairpin,
+                        ipv6: None,
                     },
                     forward,
                 ))
@@ -408,23 +414,33 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         None,
                     )
                 })?;
-                if family.v6() && nat.is_some() {
-                    return Err(cx.err(
-                        f.referenced,
-                        format!(
-                            "family: `{}` on a LAN: routers forward IPv4 only so far",
-                            f.value
-                        ),
-                        hint("IPv6 is for public segments (no `nat`) for now"),
-                    ));
-                }
                 family
             }
         };
-        let (nat, fwd_refs) = match nat {
+        let (mut nat, fwd_refs) = match nat {
             Some((n, f)) => (Some(n), f),
             None => (None, Vec::new()),
         };
+        if let Some(n) = nat.as_mut() {
+            n.ipv6 = match (&s.ipv6, family.v6()) {
+                (Some(p), true) => Some(p.value.parse::<Ipv6Policy>().map_err(|_| {
+                    cx.err(
+                        p.referenced,
+                        format!("ipv6: `{}` is not {}", p.value, Ipv6Policy::NAMES),
+                        hint("firewall: inbound only for flows a LAN host opened (the default); routed: no filtering"),
+                    )
+                })?),
+                (None, true) => Some(Ipv6Policy::Firewall),
+                (Some(p), false) => {
+                    return Err(cx.err(
+                        p.referenced,
+                        format!("ipv6: the LAN `{}` has no IPv6", name.value),
+                        hint("add `family: dual` (or `family: ipv6`) to the segment"),
+                    ))
+                }
+                (None, false) => None,
+            };
+        }
         segments.push((
             Segment {
                 name: name.value.clone(),
@@ -450,6 +466,23 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                     ));
                 }
             }
+        }
+    }
+    // IPv6 through a router: one router between the LAN and a public segment with IPv6
+    for (s, _, at, _) in &segments {
+        let Some(n) = s.nat.as_ref().filter(|n| n.ipv6.is_some()) else {
+            continue;
+        };
+        let uplink = segments.iter().find(|x| x.0.name == n.uplink);
+        if !uplink.is_some_and(|u| u.0.nat.is_none() && u.0.family.v6()) {
+            return Err(cx.err(
+                *at,
+                format!(
+                    "segment `{}` has IPv6, and its uplink `{}` is not a public segment with IPv6",
+                    s.name, n.uplink
+                ),
+                hint("give the uplink `family: dual` (IPv6 through stacked routers is not modelled)"),
+            ));
         }
     }
     // uplink cycles

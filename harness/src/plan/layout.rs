@@ -15,14 +15,14 @@ use ipnet::Ipv4Net;
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
 use p2plab_contract::{
-    host::{ipv6_only_env, Routing, VpnEnd, VpnSide},
+    host::{ipv6_only_env, routes_env, Route6, Routing, VpnEnd, VpnSide},
     nat::{Forward as NatForward, Proto},
-    router::{Prefix, RouterEnv},
+    router::{Ipv6Side, Prefix, RouterEnv, LAB_RANGE6},
 };
 
 use crate::{
     model::{Family, NatProfile, Node, Role, Topology},
-    plan::v6_addr,
+    plan::{v6_addr, v6_net},
 };
 
 /// The HTTP port (`/metrics`, `/health`, `/status`) of monitors.
@@ -110,6 +110,12 @@ impl Layout {
     }
 }
 
+/// A LAN router's address on its LAN: `.254`, or the last host of a smaller subnet.
+fn lan_gateway(net: Ipv4Net) -> Ipv4Addr {
+    let max = (1u32 << (32 - net.prefix_len())).saturating_sub(2);
+    host(&net, max.min(254))
+}
+
 fn host(net: &Ipv4Net, n: u32) -> Ipv4Addr {
     crate::plan::host(net, n).unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
@@ -158,11 +164,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
         }
         Ok(host(&net, n))
     };
-    let gw = |segment: &str| -> Ipv4Addr {
-        let net = subnets[segment];
-        let max = (1u32 << (32 - net.prefix_len())).saturating_sub(2);
-        host(&net, max.min(254))
-    };
+    let gw = |segment: &str| lan_gateway(subnets[segment]);
 
     let mut containers = Vec::new();
     // routers, uplinks first
@@ -186,6 +188,16 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             router.uplink_gw = Some(gw(&nat.uplink));
         }
         router.hairpin = nat.hairpin;
+        let mut sysctls = vec![(s("net.ipv4.ip_forward"), s("1"))];
+        if let Some(policy) = nat.ipv6 {
+            // validation: the uplink is a public segment with IPv6
+            router.ipv6 = Some(Ipv6Side {
+                policy,
+                lan: v6_net(lan),
+                wan_ip: v6_addr(subnets[&nat.uplink], wan),
+            });
+            sysctls.push((s("net.ipv6.conf.all.forwarding"), s("1")));
+        }
         router.mapping_timeout_s = nat
             .mapping_timeout_s
             .map(|t| u32::try_from(t).unwrap_or(u32::MAX));
@@ -201,7 +213,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             env,
             net_admin: true,
             tun: false,
-            sysctls: vec![(s("net.ipv4.ip_forward"), s("1"))],
+            sysctls,
             ready: Ready::Line("router_ready"),
             publish: None,
             key_file: None,
@@ -492,10 +504,60 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             });
         }
     }
+    add_ipv6_routes(topo, subnets, &routers, &mut containers);
     Ok(Layout {
         subnets: subnets.clone(),
         containers,
     })
+}
+
+/// IPv6 through routers is routed, not translated: every container on a router's uplink routes
+/// the router's LAN /64 via the router's WAN address, and a LAN host routes the lab's IPv6 space
+/// via its router. Nothing gets a default route.
+fn add_ipv6_routes(
+    topo: &Topology,
+    subnets: &BTreeMap<String, Ipv4Net>,
+    routers: &BTreeMap<String, RouterEnv>,
+    containers: &mut [Planned],
+) {
+    // (uplink segment, the router, its route)
+    let mut behind: Vec<(&str, String, Route6)> = Vec::new();
+    for seg in &topo.segments {
+        let (Some(nat), Some(name)) = (&seg.nat, seg.router_name()) else {
+            continue;
+        };
+        if let Some(v6) = routers.get(&name).and_then(|r| r.ipv6) {
+            behind.push((
+                nat.uplink.as_str(),
+                name,
+                Route6 {
+                    to: v6.lan,
+                    via: v6.wan_ip,
+                },
+            ));
+        }
+    }
+    for c in containers.iter_mut() {
+        let mut routes: Vec<Route6> = Vec::new();
+        for (segment, _) in &c.attach {
+            let Some(seg) = topo.segment(segment) else {
+                continue;
+            };
+            if seg.nat.as_ref().is_some_and(|n| n.ipv6.is_some()) && c.kind != Kind::Router {
+                let net = subnets[segment];
+                routes.push(Route6 {
+                    to: LAB_RANGE6,
+                    via: v6_addr(net, lan_gateway(net)),
+                });
+            }
+            for (_, router, route) in behind.iter().filter(|b| b.0 == segment) {
+                if *router != c.name {
+                    routes.push(*route);
+                }
+            }
+        }
+        c.env.extend(routes_env(&routes));
+    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,10 @@ fn main() -> ExitCode {
                     ("UPLINK_ROUTES", routes.join(" ")),
                     ("WAIT_IFACES", env.wait_ifaces_s().to_string()),
                     (
+                        "IPV6",
+                        env.ipv6.map(|v| v.policy.to_string()).unwrap_or_default()
+                    ),
+                    (
                         "UPNP_HTTP_PORT",
                         p2plab_tools::nft::UPNP_HTTP_PORT.to_string()
                     ),
