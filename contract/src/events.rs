@@ -23,6 +23,33 @@ pub enum Path {
     Relayed,
 }
 
+/// The IP family a connection runs over: the first address in its multiaddr (for a relayed
+/// connection, the way to the relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl IpFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+
+    /// `None` for an address with no IP in it (an inbound relayed connection's `/p2p/<peer>`).
+    pub fn of(addr: &Multiaddr) -> Option<Self> {
+        addr.iter().find_map(|p| match p {
+            multiaddr::Protocol::Ip4(_) => Some(Self::Ipv4),
+            multiaddr::Protocol::Ip6(_) => Some(Self::Ipv6),
+            _ => None,
+        })
+    }
+}
+
 impl Path {
     /// The name on the wire (`direct`, `relayed`), in metrics labels and in reports.
     pub fn as_str(self) -> &'static str {
@@ -250,6 +277,9 @@ pub enum Event {
         id: u64,
         size: usize,
         path: Path,
+        /// The IP family of the connection it arrived on, when the address names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family: Option<IpFamily>,
         duplicate: bool,
     },
     /// The receiver acknowledged a message.
@@ -258,6 +288,9 @@ pub enum Event {
         id: u64,
         rtt_ms: f64,
         path: Path,
+        /// The IP family of the connection the ack came back on, when the address names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        family: Option<IpFamily>,
         attempts: u32,
     },
     /// A message was given up: its deadline passed without an ack.
@@ -396,6 +429,7 @@ mod tests {
                 id: 7,
                 rtt_ms: 1.5,
                 path: Path::Relayed,
+                family: Some(IpFamily::Ipv6),
                 attempts: 2,
             },
         );
@@ -404,6 +438,7 @@ mod tests {
         assert_eq!(v["event"], "message_acked");
         assert_eq!(v["node"], "bob");
         assert_eq!(v["path"], "relayed");
+        assert_eq!(v["family"], "ipv6");
         assert_eq!(v["to"], peer.to_string());
         let ts = v["ts"].as_str().unwrap();
         assert!(

@@ -28,7 +28,7 @@ pub mod probe;
 pub mod procfs;
 pub mod router;
 
-pub use events::{Event, EventLine, Path, Totals};
+pub use events::{Event, EventLine, IpFamily, Path, Totals};
 pub use libp2p_identity::PeerId;
 pub use multiaddr::{self, Multiaddr};
 

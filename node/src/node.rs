@@ -39,7 +39,9 @@ use prometheus_client::registry::Registry;
 use crate::{
     config::{Config, Role},
     discovery::{self, PeerRecord},
-    events::{AddrStatus, Direction, Emitter, Event, Path, Reachability, Sink, Totals, UpnpStatus},
+    events::{
+        AddrStatus, Direction, Emitter, Event, IpFamily, Path, Reachability, Sink, Totals, UpnpStatus,
+    },
     http::{self, ConnectionStatus, Metrics, Shared},
     messaging::{Inbox, RetryPolicy},
     state::{
@@ -1388,6 +1390,13 @@ impl Node {
         });
     }
 
+    /// The path and IP family of a connection a message or an ack came over.
+    fn path_of(&self, connection: ConnectionId) -> (Path, Option<IpFamily>) {
+        self.conns
+            .get(&connection)
+            .map_or((Path::Direct, None), |c| (c.path, IpFamily::of(&c.remote)))
+    }
+
     fn on_msg(&mut self, e: msg::Event, now: Instant) {
         match e {
             msg::Event::Received {
@@ -1398,7 +1407,7 @@ impl Node {
             } => {
                 // Acked already, by the connection's handler: the sender's round trip never waits
                 // for this loop.
-                let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
+                let (path, family) = self.path_of(connection);
                 let duplicate = self.inbox.receive(peer, id);
                 if duplicate {
                     self.totals.duplicates += 1;
@@ -1412,6 +1421,7 @@ impl Node {
                     id,
                     size,
                     path,
+                    family,
                     duplicate,
                 });
             }
@@ -1420,7 +1430,7 @@ impl Node {
                 connection,
                 id,
             } => {
-                let path = self.conns.get(&connection).map_or(Path::Direct, |c| c.path);
+                let (path, family) = self.path_of(connection);
                 match self.traffic.as_mut().and_then(|t| t.acked(id, now)) {
                     Some(a) => {
                         let rtt = a.rtt.as_secs_f64();
@@ -1432,6 +1442,7 @@ impl Node {
                             id: a.id,
                             rtt_ms: (rtt * 1e6).round() / 1e3,
                             path,
+                            family,
                             attempts: a.attempts,
                         });
                     }

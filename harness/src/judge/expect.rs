@@ -5,12 +5,15 @@
 //! succeeds, a message is lost), so their verdict is final only when the run ends. The runner
 //! asks [`Judge::status`] as events arrive and [`Judge::verdicts`] at the end.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use p2plab_contract::{Event, EventLine, Path};
+use p2plab_contract::{Event, EventLine, IpFamily, Path};
 
 use crate::model::{Check, Expectation, Role, Topology};
 
@@ -86,11 +89,32 @@ pub struct Delivery {
     pub duplicates_recognised: u64,
     pub direct: u64,
     pub relayed: u64,
+    /// Acks per path and IP family of the connection they came back on (which family carried the
+    /// messages on a dual-stack lab), in path then family order.
+    pub carried: Vec<Carried>,
     pub first_ack: Option<DateTime<Utc>>,
     pub last_ack: Option<DateTime<Utc>>,
     /// Acks in order: (when, path).
     #[serde(skip)]
     pub acks: Vec<(DateTime<Utc>, Path, f64)>,
+}
+
+/// How many acks came back over one path and IP family.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Carried {
+    pub path: Path,
+    /// `None`: the connection's address named no IP (an inbound relayed one), or an older node.
+    pub family: Option<IpFamily>,
+    pub acks: u64,
+}
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.family {
+            Some(family) => write!(f, "{} over {}: {}", self.path.as_str(), family.as_str(), self.acks),
+            None => write!(f, "{}: {}", self.path.as_str(), self.acks),
+        }
+    }
 }
 
 impl Delivery {
@@ -109,9 +133,22 @@ impl Delivery {
                     id,
                     path,
                     rtt_ms,
+                    family,
                     ..
                 } if t.is(p, to) && acked.insert(*id) => {
                     d.acks.push((l.ts, *path, *rtt_ms));
+                    match d
+                        .carried
+                        .iter_mut()
+                        .find(|c| c.path == *path && c.family == *family)
+                    {
+                        Some(c) => c.acks += 1,
+                        None => d.carried.push(Carried {
+                            path: *path,
+                            family: *family,
+                            acks: 1,
+                        }),
+                    }
                     match path {
                         Path::Direct => d.direct += 1,
                         Path::Relayed => d.relayed += 1,
@@ -143,6 +180,8 @@ impl Delivery {
                 }
             }
         }
+        d.carried
+            .sort_by_key(|c| (c.path == Path::Relayed, c.family));
         d.duplicates_delivered = delivered.values().map(|n| n.saturating_sub(1)).sum();
         d.sent = sent.len() as u64;
         d.acked = acked.len() as u64;

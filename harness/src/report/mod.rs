@@ -51,7 +51,7 @@ use crate::{
 };
 
 /// The pairs table's columns, as both the markdown summary and the page show them.
-const PAIR_COLUMNS: [&str; 11] = [
+const PAIR_COLUMNS: [&str; 12] = [
     "pair",
     "discovered",
     "first relayed",
@@ -59,6 +59,7 @@ const PAIR_COLUMNS: [&str; 11] = [
     "relayed → direct",
     "hole punches ok/failed",
     "acked/sent",
+    "acks by path and family",
     "lost",
     "duplicates",
     "RTT direct p50/p95",
@@ -66,7 +67,7 @@ const PAIR_COLUMNS: [&str; 11] = [
 ];
 
 /// A pair's cells, unescaped, in [`PAIR_COLUMNS`] order.
-fn pair_cells(p: &PairMetrics) -> [String; 11] {
+fn pair_cells(p: &PairMetrics) -> [String; 12] {
     let d = &p.delivery;
     [
         format!("{} → {}", p.from, p.to),
@@ -76,6 +77,11 @@ fn pair_cells(p: &PairMetrics) -> [String; 11] {
         ms(p.relayed_to_direct_ms),
         format!("{}/{}", p.hole_punch_ok, p.hole_punch_failed),
         format!("{}/{}", d.acked, d.sent),
+        d.carried
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         d.lost.to_string(),
         d.duplicates_delivered.to_string(),
         rtt_pair(p.rtt_direct_p50_ms, p.rtt_direct_p95_ms),
@@ -641,7 +647,7 @@ expect:
             "{m}"
         );
         assert!(m.contains("| ✘ | direct bob ↔ alice |"), "{m}");
-        assert!(m.contains("| bob → alice | 800 ms | 1000 ms | – | – | 0/1 | 3/3 | 0 | 0 | – | 72.5 / 73.5 ms |"), "{m}");
+        assert!(m.contains("| bob → alice | 800 ms | 1000 ms | – | – | 0/1 | 3/3 | relayed: 3 | 0 | 0 | – | 72.5 / 73.5 ms |"), "{m}");
         assert!(m.contains("| +2.000 s |"), "{m}");
         assert!(
             m.contains("✘ boom &lt;/script&gt;"),

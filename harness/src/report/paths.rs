@@ -544,6 +544,7 @@ mod tests {
             id: 1,
             rtt_ms,
             path,
+            family: None,
             attempts: 1,
         }
     }

@@ -19,6 +19,7 @@ pub(super) fn pair_json(p: &PairMetrics) -> Value {
         "delivery": {
             "sent": d.sent, "acked": d.acked, "lost": d.lost, "duplicates": d.duplicates_delivered,
             "duplicates_recognised": d.duplicates_recognised, "direct": d.direct, "relayed": d.relayed,
+            "carried": d.carried,
             "first_ack": d.first_ack.map(rfc3339), "last_ack": d.last_ack.map(rfc3339),
         },
         "rtt_ms": {

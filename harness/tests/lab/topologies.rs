@@ -181,3 +181,31 @@ async fn ipv6_only() {
         "every peer connects to the monitor and each dialer to each listener: {seen} connections"
     );
 }
+
+/// Two peers behind dual-stack homes (IPv4 NAT + IPv6 firewall) go direct by a hole punch; every
+/// ack names the IP family it came over, the report's pair figures say which family carried the
+/// messages, and no container has a route out of the lab over either family.
+#[tokio::test(flavor = "multi_thread")]
+async fn dual_stack() {
+    let Some(run) = run_topology("dual-stack.yaml").await else {
+        return;
+    };
+    assert!(run.result().route_out.is_empty(), "{:?}", run.result().route_out);
+    let mut direct_families = std::collections::BTreeSet::new();
+    for l in run.events() {
+        if let p2plab_contract::Event::MessageAcked { path, family, .. } = &l.event {
+            let family = family.unwrap_or_else(|| panic!("{}: an ack without a family", l.node));
+            if *path == p2plab_contract::Path::Direct {
+                direct_families.insert(family);
+            }
+        }
+    }
+    assert!(!direct_families.is_empty(), "no ack came over a direct connection");
+    let summary = run.summary();
+    eprintln!("direct acks over {direct_families:?}");
+    let pair = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
+    assert!(
+        pair.contains("direct over ipv6") || pair.contains("direct over ipv4"),
+        "the report names the family: {summary}\n{pair}"
+    );
+}
