@@ -467,7 +467,8 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 cmd.push(s("--upnp"));
             }
             cmd.extend(n.args.iter().cloned());
-            let mut env = if on_lan {
+            // an IPv6-only LAN host has no IPv4 to route (its IPv6 route is added below)
+            let mut env = if on_lan && family(n).v4() {
                 Routing::Gateway(gw(&n.segment))
             } else {
                 Routing::Isolated
