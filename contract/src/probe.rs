@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use crate::nat::Proto;
-use crate::nat::{self, Profile};
+use crate::nat::{self, Ipv6Policy, Profile};
 
 /// Mapping as the probe measures it: the same observed address from both reflectors, or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,27 @@ impl Verdict {
                     Filtering::EndpointIndependent
                 }
                 nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
+            },
+        })
+    }
+}
+
+impl Verdict {
+    /// What the probe must measure over IPv6 from a LAN host behind a router whose IPv6 side is
+    /// `policy` (and whose IPv4 `profile` says which protocols it blocks): never translated, so
+    /// the mapping is the host's own address; filtered as the policy says. `None`: blocked.
+    pub fn expected_ipv6(policy: Ipv6Policy, profile: Profile, proto: Proto) -> Option<Verdict> {
+        if profile.blocks(proto) {
+            return None;
+        }
+        Some(Verdict {
+            nat: false,
+            mapping: Mapping::EndpointIndependent,
+            filtering: match policy.filtering() {
+                nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
+                nat::Filtering::EndpointIndependent | nat::Filtering::None => {
+                    Filtering::EndpointIndependent
+                }
             },
         })
     }

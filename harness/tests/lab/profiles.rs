@@ -12,10 +12,11 @@ use p2plab::{
     Attach, ContainerSpec, Lab,
 };
 use p2plab_contract::{
-    nat::{Forward, Profile, Proto},
+    host::{routes_env, Route6, Routing},
+    nat::{Forward, Ipv6Policy, Profile, Proto},
     parse_line,
     probe::{expected_hairpin, NatProbe, Verdict},
-    router::{Prefix, RouterEnv},
+    router::{Ipv6Side, Prefix, RouterEnv, LAB_RANGE6},
 };
 
 /// Each case: a name, the router of its LAN, whether that router sits behind a carrier's `home`
@@ -262,6 +263,203 @@ async fn every_nat_profile_measures_as_declared() {
                 "{n} has a route out of the lab: {}",
                 out.stdout.trim()
             ));
+        }
+    }
+
+    lab.teardown().await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Each IPv6 case: a name, the router's IPv4 profile (which says what it blocks) and its IPv6
+/// policy.
+const CASES_V6: [(&str, Profile, Ipv6Policy); 3] = [
+    ("fw6", Profile::Home, Ipv6Policy::Firewall),
+    ("routed6", Profile::Home, Ipv6Policy::Routed),
+    ("udp-blocked6", Profile::UdpBlocked, Ipv6Policy::Firewall),
+];
+
+/// Every IPv6 router policy, measured over IPv6: a LAN host probes two reflectors on a
+/// dual-stack internet, for UDP and TCP; what it measures must be what the policy declares (no
+/// translation; the firewall filters by address and port, routed does not filter; UDP blocked
+/// behind `udp-blocked` over IPv6 too). No container has a route out over either family.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_ipv6_policy_measures_as_declared() {
+    let _slot = p2plab::testing::lab_slot().await;
+    let Some(engine) = engine_or_skip("ipv6_policies").await else {
+        return;
+    };
+    let image = image().await;
+    let mut lab = Lab::new(engine, "ipv6-policies");
+    let internet = lab
+        .allocate_network_with("internet", plan::internet_pool(), true)
+        .await
+        .unwrap();
+    let mut lans = Vec::new();
+    for (p, ..) in CASES_V6 {
+        lans.push(
+            lab.allocate_network_with(&format!("lan-{p}"), plan::lan_pool(), true)
+                .await
+                .unwrap(),
+        );
+    }
+    let v6 = |net: &Ipv4Net, n: u32| plan::v6_addr(*net, ip(net, n));
+    let (mut timeline, tx) = Watch::new();
+    let mut reflector_routes = Vec::new();
+    for (i, ((p, profile, policy), lan)) in CASES_V6.into_iter().zip(&lans).enumerate() {
+        let wan = 2 + i as u32;
+        let mut env = RouterEnv::new(
+            profile,
+            Prefix {
+                net: lan.network(),
+                len: lan.prefix_len(),
+            },
+            ip(&internet, wan),
+        );
+        env.ipv6 = Some(Ipv6Side {
+            policy,
+            lan: plan::v6_net(*lan),
+            wan_ip: v6(&internet, wan),
+        });
+        reflector_routes.push(Route6 {
+            to: plan::v6_net(*lan),
+            via: v6(&internet, wan),
+        });
+        let name = format!("router-{p}");
+        lab.start(ContainerSpec {
+            name: name.clone(),
+            image: image.clone(),
+            cmd: strings(&["p2plab-router"]),
+            env: env.to_env(),
+            attach: vec![
+                Attach {
+                    network: "internet".into(),
+                    ip: env.wan_ip,
+                },
+                Attach {
+                    network: format!("lan-{p}"),
+                    ip: ip(lan, 254),
+                },
+            ],
+            net_admin: true,
+            sysctls: vec![
+                ("net.ipv4.ip_forward".into(), "1".into()),
+                ("net.ipv6.conf.all.forwarding".into(), "1".into()),
+            ],
+            tun: false,
+        })
+        .await
+        .unwrap();
+        lab.follow(&name, tx.clone()).unwrap();
+    }
+    for (p, ..) in CASES_V6 {
+        let name = format!("router-{p}");
+        if let Err(e) = timeline
+            .wait_line(&name, "router_ready", Duration::from_secs(30))
+            .await
+        {
+            let err = lab.stderr_tail(&name, 20).await;
+            lab.teardown().await.ok();
+            panic!("{e}\n{err}");
+        }
+    }
+    for (name, n) in [("reflector-1", 20), ("reflector-2", 21)] {
+        let mut env = Routing::Isolated.to_env();
+        env.extend(routes_env(&reflector_routes));
+        lab.start(ContainerSpec {
+            name: name.into(),
+            image: image.clone(),
+            cmd: strings(&["probe", "reflect", "--listen", "::"]),
+            env,
+            attach: vec![Attach {
+                network: "internet".into(),
+                ip: ip(&internet, n),
+            }],
+            net_admin: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        lab.follow(name, tx.clone()).unwrap();
+        timeline
+            .wait_line(name, "reflector_ready", Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    for ((p, ..), lan) in CASES_V6.iter().zip(&lans) {
+        let mut env = Routing::Isolated.to_env();
+        env.extend(routes_env(&[Route6 {
+            to: LAB_RANGE6,
+            via: v6(lan, 254),
+        }]));
+        lab.start(ContainerSpec {
+            name: format!("host-{p}"),
+            image: image.clone(),
+            cmd: strings(&["sleep", "infinity"]),
+            env,
+            attach: vec![Attach {
+                network: format!("lan-{p}"),
+                ip: ip(lan, 10),
+            }],
+            net_admin: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    let r1 = v6(&internet, 20).to_string();
+    let r2 = v6(&internet, 21).to_string();
+    let mut failures = Vec::new();
+    for ((p, profile, policy), lan) in CASES_V6.into_iter().zip(&lans) {
+        let host = format!("host-{p}");
+        let out = lab
+            .exec(
+                &host,
+                &["probe", "measure", "--reflector", &r1, "--reflector", &r2],
+            )
+            .await
+            .unwrap();
+        let mut seen = 0;
+        for (line, probe) in out
+            .stdout
+            .lines()
+            .filter_map(|l| Some((l, parse_line::<NatProbe>(l)?)))
+        {
+            seen += 1;
+            if probe.local.ip() != std::net::IpAddr::V6(v6(lan, 10)) {
+                failures.push(format!("{p}/{}: measured from {}, not over IPv6: {line}", probe.proto, probe.local));
+            }
+            let want = Verdict::expected_ipv6(policy, profile, probe.proto);
+            if probe.verdict != want {
+                failures.push(format!(
+                    "{p}/{}: measured {:?}, declared {want:?}: {line}",
+                    probe.proto, probe.verdict
+                ));
+            }
+        }
+        if out.code != 0 || seen != 2 {
+            failures.push(format!(
+                "{p}: probe exit {} with {seen} reports\n{}{}",
+                out.code, out.stdout, out.stderr
+            ));
+        }
+    }
+
+    // No container has a route out of the lab, over IPv4 or IPv6 (nor to the host's fd00::/64).
+    let mut nodes: Vec<String> = Vec::new();
+    for (p, ..) in CASES_V6 {
+        nodes.extend([format!("router-{p}"), format!("host-{p}")]);
+    }
+    nodes.extend(["reflector-1".to_string(), "reflector-2".to_string()]);
+    for n in &nodes {
+        for dest in ["1.1.1.1", "2606:4700:4700::1111", "fd00::1"] {
+            let out = lab.exec(n, &["ip", "route", "get", dest]).await.unwrap();
+            if out.code == 0 {
+                failures.push(format!(
+                    "{n} has a route out of the lab to {dest}: {}",
+                    out.stdout.trim()
+                ));
+            }
         }
     }
 
