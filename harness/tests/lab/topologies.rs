@@ -209,3 +209,33 @@ async fn dual_stack() {
         "the report names the family: {summary}\n{pair}"
     );
 }
+
+/// IPv6-only peers behind IPv6 firewalls: direct by an IPv6 hole punch; every peer connection is
+/// over the lab's own IPv6 prefix and every ack came over IPv6.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_firewall() {
+    let Some(run) = run_topology("ipv6-firewall.yaml").await else {
+        return;
+    };
+    assert!(run.result().route_out.is_empty(), "{:?}", run.result().route_out);
+    let (mut connections, mut acks) = (0, 0);
+    for l in run.events() {
+        match &l.event {
+            p2plab_contract::Event::Connected { remote_addr, .. } if l.node != "boot" => {
+                connections += 1;
+                let addr = remote_addr.to_string();
+                assert!(
+                    addr.starts_with("/ip6/fd70:") || addr.starts_with("/p2p/"),
+                    "{}: a connection over {addr}",
+                    l.node
+                );
+            }
+            p2plab_contract::Event::MessageAcked { family, .. } => {
+                acks += 1;
+                assert_eq!(*family, Some(p2plab_contract::IpFamily::Ipv6), "{}", l.node);
+            }
+            _ => {}
+        }
+    }
+    assert!(connections >= 4 && acks == 60, "{connections} connections, {acks} acks");
+}
