@@ -6,6 +6,8 @@
 //! - The full matrix (`topologies/matrix/`): one lab per listener side, every dialer side in it,
 //!   and a lab of peers behind one router with and without hairpinning. `ci/matrix.sh` runs them
 //!   (also in `.ci/run`).
+//! - The IPv6 matrix (`topologies/matrix/ipv6.yaml`): IPv6-only peers behind an IPv6 firewall or
+//!   an unfiltered IPv6 router, against each other, TCP and QUIC, by the same rule.
 
 use std::fmt::Write as _;
 
@@ -27,9 +29,17 @@ pub enum Side {
     /// A home router behind a carrier's home router.
     Cgnat,
     UdpBlocked,
+    /// An IPv6-only LAN behind a stateful IPv6 firewall (no translation).
+    Firewall6,
+    /// An IPv6-only LAN routed without filtering.
+    Routed6,
 }
 
 impl Side {
+    /// The IPv6 sides, matched against each other (an IPv6-only peer and an IPv4-only one share
+    /// no family to go direct over).
+    pub const IPV6: [Side; 2] = [Side::Firewall6, Side::Routed6];
+
     pub const ALL: [Side; 7] = [
         Side::Open,
         Side::Home,
@@ -43,6 +53,8 @@ impl Side {
     pub fn name(self) -> &'static str {
         match self {
             Side::Cgnat => "cgnat",
+            Side::Firewall6 => "firewall6",
+            Side::Routed6 => "routed6",
             other => other.profile().as_str(),
         }
     }
@@ -51,7 +63,8 @@ impl Side {
     pub fn profile(self) -> Profile {
         match self {
             Side::Open => Profile::Open,
-            Side::Home | Side::Cgnat => Profile::Home,
+            // (an IPv6 side's router is `home` for IPv4, which its IPv6-only hosts do not use)
+            Side::Home | Side::Cgnat | Side::Firewall6 | Side::Routed6 => Profile::Home,
             Side::Strict => Profile::Strict,
             Side::PortForward => Profile::PortForward,
             Side::Upnp => Profile::Upnp,
@@ -62,7 +75,16 @@ impl Side {
     /// Whether a peer behind it can be dialed from anywhere: its router lets unsolicited
     /// packets in (full cone) or forwards its port (statically or by UPnP).
     fn reachable(self) -> bool {
-        matches!(self, Side::Open | Side::PortForward | Side::Upnp)
+        matches!(self, Side::Open | Side::PortForward | Side::Upnp | Side::Routed6)
+    }
+
+    /// The segment's keys beyond `nat`.
+    fn segment_keys(self) -> &'static str {
+        match self {
+            Side::Firewall6 => ", family: ipv6, ipv6: firewall",
+            Side::Routed6 => ", family: ipv6, ipv6: routed",
+            _ => "",
+        }
     }
 
     /// Whether it can carry `t` at all.
@@ -141,6 +163,15 @@ pub fn files() -> Vec<(String, String)> {
         ));
     }
     out.push(("topologies/matrix/same-lan.yaml".to_string(), same_lan()));
+    out.push((
+        "topologies/matrix/ipv6.yaml".to_string(),
+        lab(
+            "matrix-ipv6",
+            "IPv6-only peers behind an IPv6 firewall or an unfiltered IPv6 router, against each other, TCP and QUIC",
+            &Side::IPV6,
+            &Side::IPV6,
+        ),
+    ));
     out
 }
 
@@ -178,7 +209,12 @@ fn lab(name: &str, description: &str, listeners: &[Side], dialers: &[Side]) -> S
     let _ = writeln!(o, "description: \"{description}\"");
     let _ = writeln!(o, "timeout: 180s");
     let _ = writeln!(o, "segments:");
-    let _ = writeln!(o, "  internet: {{}}");
+    let v6 = listeners.iter().chain(dialers).any(|s| Side::IPV6.contains(s));
+    let _ = writeln!(
+        o,
+        "  internet: {{{}}}",
+        if v6 { " family: dual " } else { "" }
+    );
     let mut sides: Vec<(&str, Side)> = listeners.iter().map(|&s| ("l", s)).collect();
     sides.extend(dialers.iter().map(|&s| ("d", s)));
     for &(end, s) in &sides {
@@ -202,7 +238,12 @@ fn lab(name: &str, description: &str, listeners: &[Side], dialers: &[Side]) -> S
                 .collect();
             extra = format!(", forward: [{}]", fw.join(", "));
         }
-        let _ = writeln!(o, "  {seg}: {{ nat: {}{extra} }}", s.profile());
+        let _ = writeln!(
+            o,
+            "  {seg}: {{ nat: {}{}{extra} }}",
+            s.profile(),
+            s.segment_keys()
+        );
     }
     let _ = writeln!(o, "nodes:");
     let _ = writeln!(o, "  boot: {{ role: monitor, segment: internet }}");
@@ -358,6 +399,9 @@ mod tests {
         assert_eq!(outcome(Cgnat, Home, tcp), HolePunch);
         assert_eq!(outcome(Cgnat, Strict, tcp), RelayOnly);
         assert_eq!(outcome(UdpBlocked, Home, tcp), HolePunch);
+        assert_eq!(outcome(Firewall6, Firewall6, tcp), HolePunch);
+        assert_eq!(outcome(Firewall6, Routed6, Transport::Quic), DialedBack);
+        assert_eq!(outcome(Routed6, Firewall6, tcp), Dialed);
         assert_eq!(
             outcome(UdpBlocked, Home, Transport::Quic),
             Blocked { listener: true }
