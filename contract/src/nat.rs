@@ -331,7 +331,10 @@ mod tests {
             Filtering::AddressAndPortDependent
         );
         assert_eq!(Ipv6Policy::Routed.filtering(), Filtering::None);
-        assert!("nat66".parse::<Ipv6Policy>().unwrap_err().contains("firewall or routed"));
+        assert!("nat66"
+            .parse::<Ipv6Policy>()
+            .unwrap_err()
+            .contains("firewall or routed"));
     }
 
     #[test]

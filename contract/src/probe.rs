@@ -61,17 +61,10 @@ impl Verdict {
                 }
                 nat::Mapping::EndpointDependent => Mapping::EndpointDependent,
             },
-            filtering: match profile.filtering() {
-                nat::Filtering::EndpointIndependent | nat::Filtering::None => {
-                    Filtering::EndpointIndependent
-                }
-                nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
-            },
+            filtering: Filtering::measured(profile.filtering()),
         })
     }
-}
 
-impl Verdict {
     /// What the probe must measure over IPv6 from a LAN host behind a router whose IPv6 side is
     /// `policy` (and whose IPv4 `profile` says which protocols it blocks): never translated, so
     /// the mapping is the host's own address; filtered as the policy says. `None`: blocked.
@@ -82,13 +75,21 @@ impl Verdict {
         Some(Verdict {
             nat: false,
             mapping: Mapping::EndpointIndependent,
-            filtering: match policy.filtering() {
-                nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
-                nat::Filtering::EndpointIndependent | nat::Filtering::None => {
-                    Filtering::EndpointIndependent
-                }
-            },
+            filtering: Filtering::measured(policy.filtering()),
         })
+    }
+}
+
+impl Filtering {
+    /// What the probe measures for a declared filtering: no filtering lets the other reflector in,
+    /// as endpoint-independent filtering does.
+    fn measured(declared: nat::Filtering) -> Filtering {
+        match declared {
+            nat::Filtering::EndpointIndependent | nat::Filtering::None => {
+                Filtering::EndpointIndependent
+            }
+            nat::Filtering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
+        }
     }
 }
 

@@ -419,9 +419,16 @@ impl RouterEnv {
             }
             Some(p) => {
                 let policy: Ipv6Policy = p.parse().map_err(|e| err(var::IPV6, &p, e))?;
-                let lan_s = required(var::LAN_SUBNET6, "the LAN's IPv6 prefix, e.g. fd70:a65::/64")?;
+                let lan_s = required(
+                    var::LAN_SUBNET6,
+                    "the LAN's IPv6 prefix, e.g. fd70:a65::/64",
+                )?;
                 let lan: Ipv6Net = lan_s.parse().map_err(|_| {
-                    err(var::LAN_SUBNET6, &lan_s, "not an IPv6 prefix like fd70:a65::/64".into())
+                    err(
+                        var::LAN_SUBNET6,
+                        &lan_s,
+                        "not an IPv6 prefix like fd70:a65::/64".into(),
+                    )
                 })?;
                 if lan.trunc() != lan {
                     return Err(err(
@@ -445,10 +452,17 @@ impl RouterEnv {
                     return Err(err(
                         var::WAN_IP6,
                         &wan_s,
-                        format!("must lie inside {LAB_RANGE6} and outside {}={lan}", var::LAN_SUBNET6),
+                        format!(
+                            "must lie inside {LAB_RANGE6} and outside {}={lan}",
+                            var::LAN_SUBNET6
+                        ),
                     ));
                 }
-                Some(Ipv6Side { policy, lan, wan_ip })
+                Some(Ipv6Side {
+                    policy,
+                    lan,
+                    wan_ip,
+                })
             }
         };
 

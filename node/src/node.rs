@@ -40,7 +40,8 @@ use crate::{
     config::{Config, Role},
     discovery::{self, PeerRecord},
     events::{
-        AddrStatus, Direction, Emitter, Event, IpFamily, Path, Reachability, Sink, Totals, UpnpStatus,
+        AddrStatus, Direction, Emitter, Event, IpFamily, Path, Reachability, Sink, Totals,
+        UpnpStatus,
     },
     http::{self, ConnectionStatus, Metrics, Shared},
     messaging::{Inbox, RetryPolicy},

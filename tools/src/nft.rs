@@ -65,6 +65,18 @@ pub struct Router {
     pub ipv6: Option<Ipv6Side>,
 }
 
+/// The set of the Docker host's addresses (`type` `ipv4_addr` or `ipv6_addr`), which nothing is
+/// forwarded or sent to.
+fn host_set(o: &mut String, addr_type: &str, elements: &str) -> std::fmt::Result {
+    writeln!(o, "    set host_addrs {{")?;
+    writeln!(
+        o,
+        "        type {addr_type}; comment \"the Docker host on the router's networks\""
+    )?;
+    writeln!(o, "        elements = {{ {elements} }}")?;
+    writeln!(o, "    }}")
+}
+
 impl Router {
     /// The ruleset for `nft -f`.
     pub fn ruleset(&self) -> String {
@@ -110,13 +122,7 @@ impl Router {
         writeln!(o, "table inet {UPNP_TABLE} {{}}")?;
         writeln!(o, "delete table inet {UPNP_TABLE}")?;
         writeln!(o, "table ip {TABLE} {{")?;
-        writeln!(o, "    set host_addrs {{")?;
-        writeln!(
-            o,
-            "        type ipv4_addr; comment \"the Docker host on the router's networks\""
-        )?;
-        writeln!(o, "        elements = {{ {hosts} }}")?;
-        writeln!(o, "    }}")?;
+        host_set(o, "ipv4_addr", &hosts)?;
         if profile.translates() {
             let t = self.timeout_s;
             writeln!(o, "    ct timeout udp_mapping {{")?;
@@ -300,13 +306,7 @@ impl Router {
         };
         let lan = v6.lan;
         let hosts = v6.host_addrs().map(|a| a.to_string()).join(", ");
-        writeln!(o, "    set host_addrs {{")?;
-        writeln!(
-            o,
-            "        type ipv6_addr; comment \"the Docker host on the router's networks\""
-        )?;
-        writeln!(o, "        elements = {{ {hosts} }}")?;
-        writeln!(o, "    }}")?;
+        host_set(o, "ipv6_addr", &hosts)?;
         let t = self.timeout_s;
         writeln!(o, "    ct timeout udp_state {{")?;
         writeln!(o, "        protocol udp; l3proto ip6;")?;
@@ -704,10 +704,18 @@ mod tests {
     #[test]
     fn ipv6_is_dropped_without_a_side_and_firewalled_or_routed_with_one() {
         let none = lines(&router(Profile::Home));
-        let at = none.iter().position(|l| l == "table ip6 p2plab_router {").unwrap();
+        let at = none
+            .iter()
+            .position(|l| l == "table ip6 p2plab_router {")
+            .unwrap();
         assert_eq!(
             none[at + 1..at + 5],
-            ["chain forward {", "type filter hook forward priority filter; policy drop;", "}", "}"]
+            [
+                "chain forward {",
+                "type filter hook forward priority filter; policy drop;",
+                "}",
+                "}"
+            ]
         );
         let fw = with_ipv6(Profile::Home, Ipv6Policy::Firewall);
         for want in [
@@ -720,14 +728,26 @@ mod tests {
         ] {
             assert!(has(&fw, want), "{want}\n{}", fw.ruleset());
         }
-        assert!(!has(&fw, "snat ip6") && !has(&fw, "dnat ip6"), "never translated");
+        assert!(
+            !has(&fw, "snat ip6") && !has(&fw, "dnat ip6"),
+            "never translated"
+        );
         let routed = with_ipv6(Profile::Home, Ipv6Policy::Routed);
-        assert!(has(&routed, "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 accept"));
-        assert!(!has(&routed, "ip6 daddr fd70:a65::/64 ct state established"));
+        assert!(has(
+            &routed,
+            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 accept"
+        ));
+        assert!(!has(
+            &routed,
+            "ip6 daddr fd70:a65::/64 ct state established"
+        ));
         // a UDP-blocking network blocks UDP over IPv6 too
         let blocked = lines(&with_ipv6(Profile::UdpBlocked, Ipv6Policy::Firewall));
         assert_eq!(
-            blocked.iter().filter(|l| *l == "meta l4proto udp counter drop").count(),
+            blocked
+                .iter()
+                .filter(|l| *l == "meta l4proto udp counter drop")
+                .count(),
             2
         );
         let text = fw.ruleset();
@@ -741,13 +761,10 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/nft");
         let update = std::env::var("P2PLAB_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
         // every profile, and the home router with hairpinning
-        let cases = Profile::ALL
-            .into_iter()
-            .map(|p| (p, false, None))
-            .chain([
-                (Profile::Home, true, None),
-                (Profile::Home, false, Some(Ipv6Policy::Firewall)),
-            ]);
+        let cases = Profile::ALL.into_iter().map(|p| (p, false, None)).chain([
+            (Profile::Home, true, None),
+            (Profile::Home, false, Some(Ipv6Policy::Firewall)),
+        ]);
         for (p, hairpin, v6) in cases {
             let mut r = match v6 {
                 Some(policy) => with_ipv6(p, policy),

@@ -386,8 +386,9 @@ pub fn arp_needed(lay: &Layout) -> usize {
 }
 
 /// Addresses outside the lab that no lab container may have a route to: the internet over IPv4
-/// and IPv6, and the host's own IPv6 network (`fd00::/64` on these machines).
-const OUTSIDE: [&str; 3] = ["1.1.1.1", "2606:4700:4700::1111", "fd00::1"];
+/// and IPv6, and the host's own IPv6 network (`fd00::/64` on these machines). Tests that build
+/// their own labs check the same list.
+pub const OUTSIDE: [&str; 3] = ["1.1.1.1", "2606:4700:4700::1111", "fd00::1"];
 
 /// The running containers that have a route to an address outside the lab ([`OUTSIDE`]).
 async fn routes_out(lab: &Lab, lay: &Layout) -> Vec<String> {

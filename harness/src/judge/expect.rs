@@ -111,7 +111,13 @@ pub struct Carried {
 impl fmt::Display for Carried {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.family {
-            Some(family) => write!(f, "{} over {}: {}", self.path.as_str(), family.as_str(), self.acks),
+            Some(family) => write!(
+                f,
+                "{} over {}: {}",
+                self.path.as_str(),
+                family.as_str(),
+                self.acks
+            ),
             None => write!(f, "{}: {}", self.path.as_str(), self.acks),
         }
     }

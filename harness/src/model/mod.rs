@@ -32,10 +32,10 @@ use validate::{first_line, validate, yaml_hint};
 
 pub use p2plab_contract::{Role, Transport};
 
+pub use p2plab_contract::nat::Ipv6Policy;
 /// A router's NAT profile: one definition, shared with the router that renders its rules (see
 /// `p2plab_contract::nat` and the README's table).
 pub use p2plab_contract::nat::Profile as NatProfile;
-pub use p2plab_contract::nat::Ipv6Policy;
 
 /// Link impairments of a router's uplink interface (packets leaving the LAN).
 pub use p2plab_contract::host::Impair;

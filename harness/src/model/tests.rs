@@ -378,19 +378,38 @@ fn a_segment_says_its_ip_families() {
     let dual_lan = HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, family: dual }");
     let e = err(&dual_lan);
     assert!(
-        e.message.contains("segment `lan-a` has IPv6, and its uplink `internet` is not a public segment with IPv6"),
+        e.message.contains(
+            "segment `lan-a` has IPv6, and its uplink `internet` is not a public segment with IPv6"
+        ),
         "{e}"
     );
     let both = dual_lan.replace("internet: {}", "internet: { family: dual }");
     let t = parse("t.yaml", &both).unwrap();
     let nat = t.segment("lan-a").unwrap().nat.clone().unwrap();
     assert_eq!(nat.ipv6, Some(Ipv6Policy::Firewall));
-    let t = parse("t.yaml", &both.replace("home, family: dual }", "home, family: dual, ipv6: routed }")).unwrap();
-    assert_eq!(t.segment("lan-a").unwrap().nat.clone().unwrap().ipv6, Some(Ipv6Policy::Routed));
+    let t = parse(
+        "t.yaml",
+        &both.replace("home, family: dual }", "home, family: dual, ipv6: routed }"),
+    )
+    .unwrap();
+    assert_eq!(
+        t.segment("lan-a").unwrap().nat.clone().unwrap().ipv6,
+        Some(Ipv6Policy::Routed)
+    );
     let e = err(&both.replace("home, family: dual }", "home, family: dual, ipv6: nat66 }"));
-    assert!(e.message.contains("ipv6: `nat66` is not firewall or routed"), "{e}");
-    let e = err(&HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, ipv6: firewall }"));
-    assert!(e.message.contains("ipv6: the LAN `lan-a` has no IPv6"), "{e}");
+    assert!(
+        e.message
+            .contains("ipv6: `nat66` is not firewall or routed"),
+        "{e}"
+    );
+    let e = err(&HOME.replace(
+        "lan-a: { nat: home }",
+        "lan-a: { nat: home, ipv6: firewall }",
+    ));
+    assert!(
+        e.message.contains("ipv6: the LAN `lan-a` has no IPv6"),
+        "{e}"
+    );
     // a peer must share a family with a monitor
     let six = "name: t\nsegments: { v4: {}, v6: { family: ipv6 } }\nnodes:\n  boot: { role: monitor, segment: v4 }\n  a: { role: listener, segment: v6 }\n";
     let e = err(six);

@@ -481,7 +481,9 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                     "segment `{}` has IPv6, and its uplink `{}` is not a public segment with IPv6",
                     s.name, n.uplink
                 ),
-                hint("give the uplink `family: dual` (IPv6 through stacked routers is not modelled)"),
+                hint(
+                    "give the uplink `family: dual` (IPv6 through stacked routers is not modelled)",
+                ),
             ));
         }
     }

@@ -799,11 +799,27 @@ nodes:
                 .map(|e| e.1.clone())
         };
         // the router: its IPv6 side, forwarding on
-        assert_eq!(env("router-lan-a", "P2PLAB_IPV6").as_deref(), Some("firewall"));
-        assert_eq!(env("router-lan-b", "P2PLAB_IPV6").as_deref(), Some("routed"));
-        assert_eq!(env("router-lan-a", "P2PLAB_LAN_SUBNET6").as_deref(), Some("fd70:a01::/64"));
-        assert_eq!(env("router-lan-a", "P2PLAB_WAN_IP6").as_deref(), Some("fd70:c612:400::2"));
-        assert!(l.get("router-lan-a").unwrap().sysctls.contains(&(s("net.ipv6.conf.all.forwarding"), s("1"))));
+        assert_eq!(
+            env("router-lan-a", "P2PLAB_IPV6").as_deref(),
+            Some("firewall")
+        );
+        assert_eq!(
+            env("router-lan-b", "P2PLAB_IPV6").as_deref(),
+            Some("routed")
+        );
+        assert_eq!(
+            env("router-lan-a", "P2PLAB_LAN_SUBNET6").as_deref(),
+            Some("fd70:a01::/64")
+        );
+        assert_eq!(
+            env("router-lan-a", "P2PLAB_WAN_IP6").as_deref(),
+            Some("fd70:c612:400::2")
+        );
+        assert!(l
+            .get("router-lan-a")
+            .unwrap()
+            .sysctls
+            .contains(&(s("net.ipv6.conf.all.forwarding"), s("1"))));
         // hosts on the uplink route each LAN /64 via its router; a router not its own
         assert_eq!(
             env("boot", "P2PLAB_ROUTES").as_deref(),
@@ -814,15 +830,29 @@ nodes:
             Some("fd70:a02::/64 via fd70:c612:400::3")
         );
         // a LAN host: the lab's IPv6 space via its router, IPv4 as before
-        assert_eq!(env("a", "P2PLAB_ROUTES").as_deref(), Some("fd70::/16 via fd70:a01::fe"));
+        assert_eq!(
+            env("a", "P2PLAB_ROUTES").as_deref(),
+            Some("fd70::/16 via fd70:a01::fe")
+        );
         assert_eq!(env("a", "P2PLAB_GATEWAY").as_deref(), Some("10.1.0.254"));
         for c in &l.containers {
             let routes = env(&c.name, "P2PLAB_ROUTES").unwrap_or_default();
-            assert!(!routes.contains("::/0") && !routes.contains("default"), "{}: {routes}", c.name);
+            assert!(
+                !routes.contains("::/0") && !routes.contains("default"),
+                "{}: {routes}",
+                c.name
+            );
         }
         // both families to the bootstrap node
         let a = &l.get("a").unwrap().cmd;
-        assert!(a.contains(&s("/ip4/198.18.4.2/tcp/51820")) || a.iter().any(|x| x.starts_with("/ip4/198.18.4.")), "{a:?}");
-        assert!(a.iter().any(|x| x.starts_with("/ip6/fd70:c612:400::")), "{a:?}");
+        assert!(
+            a.contains(&s("/ip4/198.18.4.2/tcp/51820"))
+                || a.iter().any(|x| x.starts_with("/ip4/198.18.4.")),
+            "{a:?}"
+        );
+        assert!(
+            a.iter().any(|x| x.starts_with("/ip6/fd70:c612:400::")),
+            "{a:?}"
+        );
     }
 }

@@ -75,7 +75,10 @@ impl Side {
     /// Whether a peer behind it can be dialed from anywhere: its router lets unsolicited
     /// packets in (full cone) or forwards its port (statically or by UPnP).
     fn reachable(self) -> bool {
-        matches!(self, Side::Open | Side::PortForward | Side::Upnp | Side::Routed6)
+        matches!(
+            self,
+            Side::Open | Side::PortForward | Side::Upnp | Side::Routed6
+        )
     }
 
     /// The segment's keys beyond `nat`.
@@ -209,7 +212,10 @@ fn lab(name: &str, description: &str, listeners: &[Side], dialers: &[Side]) -> S
     let _ = writeln!(o, "description: \"{description}\"");
     let _ = writeln!(o, "timeout: 180s");
     let _ = writeln!(o, "segments:");
-    let v6 = listeners.iter().chain(dialers).any(|s| Side::IPV6.contains(s));
+    let v6 = listeners
+        .iter()
+        .chain(dialers)
+        .any(|s| Side::IPV6.contains(s));
     let _ = writeln!(
         o,
         "  internet: {{{}}}",

@@ -109,10 +109,11 @@ pub fn host(net: &Ipv4Net, n: u32) -> Option<Ipv4Addr> {
     (net.contains(&addr) && addr != net.broadcast()).then_some(addr)
 }
 
-/// Every lab IPv6 prefix lies in this unique-local /16: away from the host's own `fd00::/64` and
-/// its default route via `fd00::1`, and from any global address.
+/// Every lab IPv6 prefix lies in this unique-local /16 (the contract's `LAB_RANGE6`, which routers
+/// and hosts route): away from the host's own `fd00::/64` and its default route via `fd00::1`, and
+/// from any global address.
 pub fn v6_pool() -> Ipv6Net {
-    Ipv6Net::new(Ipv6Addr::new(0xfd70, 0, 0, 0, 0, 0, 0, 0), 16).unwrap_or_default()
+    p2plab_contract::router::LAB_RANGE6
 }
 
 /// A segment's IPv6 /64, derived from its IPv4 subnet (allocated per run, so unique on the

@@ -190,7 +190,11 @@ async fn dual_stack() {
     let Some(run) = run_topology("dual-stack.yaml").await else {
         return;
     };
-    assert!(run.result().route_out.is_empty(), "{:?}", run.result().route_out);
+    assert!(
+        run.result().route_out.is_empty(),
+        "{:?}",
+        run.result().route_out
+    );
     let mut direct_families = std::collections::BTreeSet::new();
     for l in run.events() {
         if let p2plab_contract::Event::MessageAcked { path, family, .. } = &l.event {
@@ -200,7 +204,10 @@ async fn dual_stack() {
             }
         }
     }
-    assert!(!direct_families.is_empty(), "no ack came over a direct connection");
+    assert!(
+        !direct_families.is_empty(),
+        "no ack came over a direct connection"
+    );
     let summary = run.summary();
     eprintln!("direct acks over {direct_families:?}");
     let pair = std::fs::read_to_string(run.report_dir().join("summary.md")).unwrap();
@@ -217,7 +224,11 @@ async fn ipv6_firewall() {
     let Some(run) = run_topology("ipv6-firewall.yaml").await else {
         return;
     };
-    assert!(run.result().route_out.is_empty(), "{:?}", run.result().route_out);
+    assert!(
+        run.result().route_out.is_empty(),
+        "{:?}",
+        run.result().route_out
+    );
     let (mut connections, mut acks) = (0, 0);
     for l in run.events() {
         match &l.event {
@@ -237,5 +248,8 @@ async fn ipv6_firewall() {
             _ => {}
         }
     }
-    assert!(connections >= 4 && acks == 60, "{connections} connections, {acks} acks");
+    assert!(
+        connections >= 4 && acks == 60,
+        "{connections} connections, {acks} acks"
+    );
 }
