@@ -1121,9 +1121,15 @@ impl Node {
                 .identified(peer, relayed_only, &info.listen_addrs, now);
             if !lan.is_empty() {
                 tracing::info!(%peer, ?lan, "relayed peer with a LAN or public address: dialing it directly");
+                // From a fresh port, never the listen port: DCUtR is punching to the same peer
+                // from the listen port at this moment, and a second dial on that 4-tuple can
+                // meet the peer's DCUtR dial in a TCP simultaneous open with both ends noise
+                // initiators ("input error" on both; the CGNAT × port-forward flake). A
+                // public or LAN address needs no mapping of ours to answer.
                 let opts = DialOpts::peer_id(peer)
                     .addresses(lan)
                     .condition(PeerCondition::Always)
+                    .allocate_new_port()
                     .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::debug!(%peer, "direct dial: {e}");

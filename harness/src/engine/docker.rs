@@ -448,7 +448,19 @@ impl Lab {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(
+                spec.env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    // The nodes' human logs at another level, for debugging a lab
+                    // (`P2PLAB_RUST_LOG=info,libp2p_dcutr=debug`; read with `docker logs`).
+                    .chain(
+                        std::env::var("P2PLAB_RUST_LOG")
+                            .ok()
+                            .map(|v| format!("RUST_LOG={v}")),
+                    )
+                    .collect(),
+            ),
             hostname: Some(spec.name.clone()),
             labels: Some(self.labels(Some(&spec.name))),
             stop_timeout: Some(3),
