@@ -28,6 +28,13 @@ pub fn parse_stat_cpu_ms(stat: &str) -> Option<u64> {
     Some((utime + stime) * 10)
 }
 
+/// When the process started, in clock ticks after boot (field 22 of a `/proc/<pid>/stat`): with
+/// the pid and the boot id it names one process for good, although pids are reused.
+pub fn parse_stat_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// `VmRSS` in KiB from the text of a `/proc/<pid>/status`.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
     status
@@ -55,5 +62,14 @@ mod tests {
         let s = "42 (b (x) y) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
         assert_eq!(parse_stat_cpu_ms(s), Some(3000));
         assert_eq!(parse_stat_cpu_ms("42 (x) R 1"), None);
+    }
+
+    #[test]
+    fn start_time_is_read_from_stat() {
+        let s = "42 (b (x) y) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 987654 100 200";
+        assert_eq!(parse_stat_start_ticks(s), Some(987654));
+        assert_eq!(parse_stat_start_ticks("42 (x) R 1"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        assert!(parse_stat_start_ticks(&own).is_some_and(|t| t > 0));
     }
 }

@@ -41,6 +41,7 @@
 //! - hairpin: after the filtering test, another socket of the same host (TCP: a new connection)
 //!   sends a token to M, S's mapping; `true` when S gets it, through the router. `null` when
 //!   nothing is translated (the host would reach its own address directly).
+//!
 //! When neither reflector answers over one protocol but reflector 1 answers over the other, that
 //! protocol is blocked on the way out: its line has no `observed`, `nat`, `mapping` or
 //! `filtering` (`{"event":"nat_probe","proto":"udp","local":"10.1.0.10:0","hairpin":null}`).

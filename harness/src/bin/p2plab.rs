@@ -140,6 +140,15 @@ enum Cmd {
         #[arg(long)]
         fail_on_regression: bool,
     },
+    /// The reaper's side of a lab (started by the harness in a container of its own): wait for
+    /// stdin to end, then remove every object of run RUN but the container EXCEPT.
+    #[command(hide = true)]
+    Reap {
+        #[arg(long, value_name = "RUN")]
+        run: String,
+        #[arg(long, value_name = "EXCEPT")]
+        except: String,
+    },
     /// The node image.
     Image {
         #[command(subcommand)]
@@ -310,6 +319,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             };
             let r = run_with_progress(engine, &topo, opts, view).await?;
             println!("{}", report::summary_text(&r));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reap { run, except } => {
+            let engine = engine().await?;
+            p2plab::engine::reaper::watch(&engine, &run, &except)
+                .await
+                .map_err(anyhow::Error::from)?;
+            eprintln!("p2plab reaper: run {run} removed: its harness is gone");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Down { run, all } => {

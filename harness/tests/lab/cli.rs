@@ -145,13 +145,9 @@ async fn run_writes_the_report_and_exits_0_when_every_expectation_held() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_during_up_tears_the_lab_down() {
-    let _machine = p2plab::testing::whole_machine().await;
-    let Some(engine) = engine_or_skip("cli_up").await else {
-        return;
-    };
-    p2plab::testing::image().await;
+/// `p2plab up home-nat.yaml`, once its first pair has discovered each other: the child and its
+/// run id.
+fn up_until_discovered() -> (std::process::Child, String) {
     let mut child = bin()
         .arg("up")
         .arg(topologies().join("home-nat.yaml"))
@@ -192,7 +188,17 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
             break;
         }
     }
-    let run_id = run_id.expect("a run id line");
+    (child, run_id.expect("a run id line"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_up_tears_the_lab_down() {
+    let _machine = p2plab::testing::whole_machine().await;
+    let Some(engine) = engine_or_skip("cli_up").await else {
+        return;
+    };
+    p2plab::testing::image().await;
+    let (mut child, run_id) = up_until_discovered();
     let before = docker::list_runs(&engine).await.unwrap();
     assert!(
         before.iter().any(|r| r.run_id == run_id && r.running > 0),
@@ -200,7 +206,7 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
     );
     // Ctrl-C
     let pid = child.id() as i32;
-    assert_eq!(unsafe_free_kill(pid), 0);
+    assert_eq!(unsafe_free_kill("INT", pid), 0);
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -220,10 +226,50 @@ async fn ctrl_c_during_up_tears_the_lab_down() {
     );
 }
 
-/// SIGINT through the `kill` command (the workspace forbids unsafe code).
-fn unsafe_free_kill(pid: i32) -> i32 {
+/// What CI does to a job at its time limit and the OOM killer does to a process: the harness gets
+/// no chance to clean up. Its reaper removes the lab.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_harness_leaves_nothing_within_30_s() {
+    let _machine = p2plab::testing::whole_machine().await;
+    let Some(engine) = engine_or_skip("cli_sigkill").await else {
+        return;
+    };
+    p2plab::testing::image().await;
+    let (mut child, run_id) = up_until_discovered();
+    let before = docker::list_runs(&engine).await.unwrap();
+    let run = before
+        .iter()
+        .find(|r| r.run_id == run_id)
+        .expect("the run is listed");
+    // home-nat: 5 containers and the reaper, 3 networks
+    assert!(
+        run.running >= 6 && run.networks >= 3,
+        "not the whole lab: {run:?}"
+    );
+    assert_eq!(unsafe_free_kill("KILL", child.id() as i32), 0);
+    child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let left = docker::list_runs(&engine).await.unwrap();
+        let Some(r) = left.iter().find(|r| r.run_id == run_id) else {
+            break;
+        };
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "30 s after SIGKILL the lab is still there: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "run {run_id}: gone {} ms after SIGKILL",
+        killed.elapsed().as_millis()
+    );
+}
+
+/// A signal through the `kill` command (the workspace forbids unsafe code).
+fn unsafe_free_kill(signal: &str, pid: i32) -> i32 {
     Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .map(|s| s.code().unwrap_or(1))
         .unwrap_or(1)

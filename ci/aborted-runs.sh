@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Aborted runs: `p2plab run TOPOLOGY` killed N times at random moments of bring-up, run and
+# teardown (SIGKILL mostly, as CI's time limit and the OOM killer do; SIGABRT, as a crash or a
+# panic under panic=abort; SIGTERM; SIGINT, as Ctrl-C). Then, 30 s after the last abort, counts
+# the p2plab containers and networks left on the engine.
+#   ci/aborted-runs.sh [N] [TOPOLOGY]     (default 50 topologies/home-nat.yaml)
+# Prints one line per run (signal, moment, phase) and the figure:
+#   aborted runs: N (bring-up B, run R, teardown T) · left 30 s after the last: C containers, K networks
+# Exit 0 only if nothing is left. Needs a Docker engine and no other p2plab run on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-50}
+topo=${2:-topologies/home-nat.yaml}
+
+export P2PLAB_CARGO_PROFILE=${P2PLAB_CARGO_PROFILE:-dev}
+cargo build -q -p p2plab --bin p2plab
+bin=${CARGO_TARGET_DIR:-target}/debug/p2plab
+"$bin" image build >/dev/null
+logs=${CARGO_TARGET_DIR:-target}/ci/aborted-runs
+rm -rf "$logs"
+mkdir -p "$logs"
+
+managed() { # containers networks
+    echo "$(docker ps -aq --filter label=org.p2plab.managed=true | wc -l)" \
+        "$(docker network ls -q --filter label=org.p2plab.managed=true | wc -l)"
+}
+read -r c0 k0 < <(managed)
+if [ "$c0" != 0 ] || [ "$k0" != 0 ]; then
+    echo "aborted-runs: the engine already holds p2plab objects ($c0 containers, $k0 networks); \`p2plab down --all\` first" >&2
+    exit 2
+fi
+
+# one whole run first: how long a run takes, so the aborts spread over all of it
+t0=$(date +%s%N)
+"$bin" run "$topo" >"$logs/whole.log" 2>&1 || { echo "aborted-runs: a whole run of $topo failed (see $logs/whole.log)" >&2; exit 1; }
+span_ms=$((($(date +%s%N) - t0) / 1000000))
+echo "a whole run of $topo: $span_ms ms; aborts fall in [0, $span_ms] ms"
+
+signals=(KILL KILL KILL KILL ABRT TERM INT)
+declare -A phases=([bring-up]=0 [run]=0 [teardown]=0 [ended]=0)
+for i in $(seq 1 "$n"); do
+    sig=${signals[RANDOM % ${#signals[@]}]}
+    at=$(((RANDOM * 32768 + RANDOM) % span_ms))
+    log="$logs/run-$i.log"
+    "$bin" run "$topo" >"$log" 2>&1 &
+    pid=$!
+    sleep "$(printf '%d.%03d' $((at / 1000)) $((at % 1000)))"
+    if kill -0 "$pid" 2>/dev/null; then
+        # the phase the harness had reached, from its progress lines
+        if grep -q "teardown" "$log"; then phase=teardown
+        elif grep -q "lab up in" "$log"; then phase=run
+        else phase=bring-up; fi
+        kill "-$sig" "$pid" 2>/dev/null || phase=ended
+    else
+        phase=ended
+    fi
+    wait "$pid" 2>/dev/null || true
+    phases[$phase]=$((phases[$phase] + 1))
+    printf 'run %2d: SIG%-4s at %6d ms, %s\n' "$i" "$sig" "$at" "$phase"
+done
+
+# the reapers have 30 s from the last abort; count when they have finished or the time is up
+deadline=$(($(date +%s) + 30))
+while :; do
+    read -r c k < <(managed)
+    if { [ "$c" = 0 ] && [ "$k" = 0 ]; } || [ "$(date +%s)" -ge "$deadline" ]; then break; fi
+    sleep 1
+done
+aborted=$((n - phases[ended]))
+echo "aborted runs: $aborted (bring-up ${phases[bring-up]}, run ${phases[run]}, teardown ${phases[teardown]}; ${phases[ended]} ended before their signal) · left 30 s after the last: $c containers, $k networks"
+if [ "$c" != 0 ] || [ "$k" != 0 ]; then
+    docker ps -a --filter label=org.p2plab.managed=true
+    docker network ls --filter label=org.p2plab.managed=true
+    exit 1
+fi
