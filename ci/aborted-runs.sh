@@ -4,7 +4,8 @@
 # panic under panic=abort; SIGTERM; SIGINT, as Ctrl-C). Then, 30 s after the last abort, counts
 # the p2plab containers and networks left on the engine.
 #   ci/aborted-runs.sh [N] [TOPOLOGY]     (default 50 topologies/home-nat.yaml)
-# Prints one line per run (signal, moment, phase) and the figure:
+# Every fifth run is killed within 300 ms of the start of its teardown (a short phase that random
+# moments would seldom hit). Prints one line per run (signal, moment, phase) and the figure:
 #   aborted runs: N (bring-up B, run R, teardown T) · left 30 s after the last: C containers, K networks
 # Exit 0 only if nothing is left. Needs a Docker engine and no other p2plab run on it.
 set -euo pipefail
@@ -40,11 +41,20 @@ signals=(KILL KILL KILL KILL ABRT TERM INT)
 declare -A phases=([bring-up]=0 [run]=0 [teardown]=0 [ended]=0)
 for i in $(seq 1 "$n"); do
     sig=${signals[RANDOM % ${#signals[@]}]}
-    at=$(((RANDOM * 32768 + RANDOM) % span_ms))
     log="$logs/run-$i.log"
     "$bin" run "$topo" >"$log" 2>&1 &
     pid=$!
-    sleep "$(printf '%d.%03d' $((at / 1000)) $((at % 1000)))"
+    if ((i % 5 == 0)); then
+        # every fifth run aims at teardown, which is a small part of the whole: up to 300 ms
+        # after the harness says it starts
+        t=$(date +%s%N)
+        while kill -0 "$pid" 2>/dev/null && ! grep -q "teardown" "$log"; do sleep 0.05; done
+        sleep "0.$(printf '%03d' $((RANDOM % 300)))"
+        at=$((($(date +%s%N) - t) / 1000000))
+    else
+        at=$(((RANDOM * 32768 + RANDOM) % span_ms))
+        sleep "$(printf '%d.%03d' $((at / 1000)) $((at % 1000)))"
+    fi
     if kill -0 "$pid" 2>/dev/null; then
         # the phase the harness had reached, from its progress lines
         if grep -q "teardown" "$log"; then phase=teardown
@@ -60,6 +70,7 @@ for i in $(seq 1 "$n"); do
 done
 
 # the reapers have 30 s from the last abort; count when they have finished or the time is up
+last=$(date +%s%N)
 deadline=$(($(date +%s) + 30))
 while :; do
     read -r c k < <(managed)
@@ -67,7 +78,7 @@ while :; do
     sleep 1
 done
 aborted=$((n - phases[ended]))
-echo "aborted runs: $aborted (bring-up ${phases[bring-up]}, run ${phases[run]}, teardown ${phases[teardown]}; ${phases[ended]} ended before their signal) · left 30 s after the last: $c containers, $k networks"
+echo "aborted runs: $aborted (bring-up ${phases[bring-up]}, run ${phases[run]}, teardown ${phases[teardown]}; ${phases[ended]} ended before their signal) · left 30 s after the last: $c containers, $k networks (the engine was clean $((($(date +%s%N) - last) / 1000000)) ms after the last abort)"
 if [ "$c" != 0 ] || [ "$k" != 0 ]; then
     docker ps -a --filter label=org.p2plab.managed=true
     docker network ls --filter label=org.p2plab.managed=true

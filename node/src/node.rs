@@ -49,6 +49,7 @@ use crate::{
         announce::{self, Announcer},
         bootstrap::{self, Bootstrap},
         discover::{self, Discoverer},
+        failover::{self, Failover},
         lan::Lan,
         reach::{self, Reach, Upnp},
         refresh::{self, Refresh},
@@ -121,6 +122,9 @@ pub struct Node {
     discoverer: Option<Discoverer>,
     traffic: Option<Traffic>,
     lan: Lan,
+    failover: Failover,
+    /// Each discovered peer's relayed addresses (from its record): where a fallback dials.
+    relay_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     refresh: Refresh<kad::QueryId>,
 
     /// The Kademlia bootstrap this node started to (re)join, and whether its outcome was reported.
@@ -331,6 +335,8 @@ impl Node {
             discoverer,
             traffic,
             lan: Lan::default(),
+            failover: Failover::new(),
+            relay_addrs: HashMap::new(),
             refresh: Refresh::new(refresh::INTERVAL, seed, now),
             join_query: None,
             bootstrapped: false,
@@ -401,6 +407,7 @@ impl Node {
             self.announcer.as_ref().and_then(Announcer::poll_timeout),
             self.discoverer.as_ref().and_then(Discoverer::poll_timeout),
             self.traffic.as_ref().and_then(Traffic::poll_timeout),
+            self.failover.poll_timeout(),
             self.refresh.poll_timeout(),
             self.status_due,
         ])
@@ -423,6 +430,9 @@ impl Node {
         }
         if let Some(t) = self.traffic.as_mut().filter(|t| due(t.poll_timeout())) {
             t.handle_timeout(now);
+        }
+        if due(self.failover.poll_timeout()) {
+            self.failover.handle_timeout(now);
         }
         if due(self.refresh.poll_timeout()) {
             self.refresh.handle_timeout(now);
@@ -455,6 +465,10 @@ impl Node {
             while let Some(a) = self.traffic.as_mut().and_then(Traffic::poll_action) {
                 any = true;
                 self.on_traffic_action(a);
+            }
+            while let Some(a) = self.failover.poll_action() {
+                any = true;
+                self.on_failover_action(a);
             }
             while let Some(refresh::Action::FullRefresh) = self.refresh.poll_action() {
                 // No peer known yet: nothing to refresh; the next interval will try again.
@@ -656,6 +670,14 @@ impl Node {
                 for a in &addrs {
                     self.swarm.add_peer_address(peer, a.clone());
                 }
+                let relayed: Vec<Multiaddr> = addrs
+                    .iter()
+                    .filter(|a| Path::of([*a]) == Path::Relayed)
+                    .cloned()
+                    .collect();
+                if !relayed.is_empty() {
+                    self.relay_addrs.insert(peer, relayed);
+                }
                 let namespace = self
                     .cfg
                     .peer()
@@ -727,6 +749,30 @@ impl Node {
                 });
             }
             traffic::Action::Failed(f) => self.message_failed(f.to, f.id, f.reason, f.attempts),
+        }
+    }
+
+    fn on_failover_action(&mut self, a: failover::Action) {
+        match a {
+            failover::Action::Close { peer, connection } => {
+                tracing::info!(%peer, "no ack on the direct connection in time: closing it, back to the relay");
+                self.swarm.close_connection(connection);
+            }
+            failover::Action::DialRelayed { peer } => {
+                let addrs = self.relay_addrs.get(&peer).cloned().unwrap_or_default();
+                if addrs.is_empty() {
+                    tracing::debug!(%peer, "no relayed address to fall back to");
+                    return;
+                }
+                // `Always`: a circuit while one exists too; each new one is a new hole punch.
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::Always)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, "relayed dial: {e}");
+                }
+            }
         }
     }
 
@@ -1004,6 +1050,7 @@ impl Node {
                 self.relayed_since.entry(peer).or_insert(now);
             }
             Path::Direct => {
+                self.failover.direct(&peer);
                 // A direct connection replaces relayed ones: messages must take the direct path.
                 let relayed: Vec<ConnectionId> = self
                     .conns
@@ -1456,8 +1503,18 @@ impl Node {
                     None => tracing::debug!(%peer, id, "late ack for a settled message"),
                 }
             }
-            msg::Event::Failed { peer, id, error } => {
+            msg::Event::Failed {
+                peer,
+                connection,
+                id,
+                error,
+            } => {
                 tracing::debug!(%peer, id, "attempt failed: {error}");
+                if let (Some(c), true) = (connection, error == msg::TIMEOUT) {
+                    // open and direct: a relayed one has nothing better to fall back to
+                    let direct = self.conns.get(&c).is_some_and(|c| c.path == Path::Direct);
+                    self.failover.ack_timeout(peer, c, direct, now);
+                }
                 if let Some(f) = self
                     .traffic
                     .as_mut()

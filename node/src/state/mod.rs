@@ -12,11 +12,13 @@
 //! - [`discover`]: a dialer's lookups of its namespace, without a fixed cadence.
 //! - [`refresh`]: how much of Kademlia's bucket refresh runs (one full refresh per 5 min).
 //! - [`traffic`]: a dialer's messages to every member, over [`crate::messaging`].
+//! - [`failover`]: back to the relay when a direct path dies, direct again when a punch works.
 //! - [`lan`]: direct connections to relayed peers on the same LAN or with a public address.
 
 pub mod announce;
 pub mod bootstrap;
 pub mod discover;
+pub mod failover;
 pub mod lan;
 pub mod reach;
 pub mod refresh;

@@ -46,6 +46,9 @@ use tokio::time::{Instant, Sleep};
 /// per message).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2plab/msg/2.0.0");
 
+/// The error of an attempt whose ack did not come within the timeout.
+pub const TIMEOUT: &str = "timeout";
+
 /// Inbound streams kept per connection; a peer opening more loses its oldest.
 const MAX_INBOUND: usize = 4;
 
@@ -65,9 +68,11 @@ pub enum Event {
         connection: ConnectionId,
         id: u64,
     },
-    /// Message `id` to `peer` was not delivered (or its ack never came): why.
+    /// Message `id` to `peer` was not delivered (or its ack never came): why, and on which
+    /// connection (`None`: no connection was ever found for it).
     Failed {
         peer: PeerId,
+        connection: Option<ConnectionId>,
         id: u64,
         error: String,
     },
@@ -143,9 +148,13 @@ impl Behaviour {
         Handler::new(self.timeout, self.max_size)
     }
 
-    fn fail(&mut self, peer: PeerId, id: u64, error: String) {
-        self.events
-            .push_back(ToSwarm::GenerateEvent(Event::Failed { peer, id, error }));
+    fn fail(&mut self, peer: PeerId, connection: Option<ConnectionId>, id: u64, error: String) {
+        self.events.push_back(ToSwarm::GenerateEvent(Event::Failed {
+            peer,
+            connection,
+            id,
+            error,
+        }));
     }
 }
 
@@ -193,7 +202,12 @@ impl NetworkBehaviour for Behaviour {
                 }
                 // The handler is gone with whatever it held: those messages failed.
                 for id in self.assigned.remove(&e.connection_id).unwrap_or_default() {
-                    self.fail(e.peer_id, id, "connection closed".into());
+                    self.fail(
+                        e.peer_id,
+                        Some(e.connection_id),
+                        id,
+                        "connection closed".into(),
+                    );
                 }
             }
             FromSwarm::DialFailure(e) => {
@@ -202,7 +216,7 @@ impl NetworkBehaviour for Behaviour {
                     return;
                 }
                 for (id, _) in self.waiting.remove(&peer).unwrap_or_default() {
-                    self.fail(peer, id, format!("dial failed: {}", e.error));
+                    self.fail(peer, None, id, format!("dial failed: {}", e.error));
                 }
             }
             _ => {}
@@ -241,7 +255,12 @@ impl NetworkBehaviour for Behaviour {
                 if !settle(self, id) {
                     return;
                 }
-                Event::Failed { peer, id, error }
+                Event::Failed {
+                    peer,
+                    connection: Some(connection),
+                    id,
+                    error,
+                }
             }
         };
         self.events.push_back(ToSwarm::GenerateEvent(event));
@@ -425,7 +444,7 @@ impl Handler {
                 self.deadlines.pop_front();
             } else if at <= now {
                 self.deadlines.pop_front();
-                self.settle(id, Err("timeout".into()));
+                self.settle(id, Err(TIMEOUT.into()));
             } else {
                 break;
             }
