@@ -754,9 +754,17 @@ impl Node {
 
     fn on_failover_action(&mut self, a: failover::Action) {
         match a {
-            failover::Action::Close { peer, connection } => {
-                tracing::info!(%peer, "no ack on the direct connection in time: closing it, back to the relay");
-                self.swarm.close_connection(connection);
+            failover::Action::CloseDirect { peer } => {
+                tracing::info!(%peer, "no ack on a direct connection in time: closing them, back to the relay");
+                let direct: Vec<ConnectionId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.peer == peer && c.path == Path::Direct)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in direct {
+                    self.swarm.close_connection(id);
+                }
             }
             failover::Action::DialRelayed { peer } => {
                 let addrs = self.relay_addrs.get(&peer).cloned().unwrap_or_default();
@@ -1513,7 +1521,7 @@ impl Node {
                 if let (Some(c), true) = (connection, error == msg::TIMEOUT) {
                     // open and direct: a relayed one has nothing better to fall back to
                     let direct = self.conns.get(&c).is_some_and(|c| c.path == Path::Direct);
-                    self.failover.ack_timeout(peer, c, direct, now);
+                    self.failover.ack_timeout(peer, direct, now);
                 }
                 if let Some(f) = self
                     .traffic

@@ -424,23 +424,25 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
             }
         }
         Check::PathLast { from, to, path } => {
+            // The acks ended on `path`: from some ack on, every one took it. A detour and back
+            // (a direct path that died, the relay, a new hole punch) ends on it too.
             let d = Delivery::of(t, from, to);
-            let Some(first) = d.acks.iter().position(|a| a.1 == *path) else {
-                return not_yet(&format!("no {} ack yet ({} acks)", path.as_str(), d.acked));
-            };
-            let after: Vec<_> = d.acks[first..].iter().filter(|a| a.1 != *path).collect();
-            if after.is_empty() {
-                State::Holds {
-                    since: d.acks[first].0,
-                    measured: serde_json::json!({ "acks": d.acked, "before_switch": first }),
-                }
-            } else {
+            let switch = d
+                .acks
+                .iter()
+                .rposition(|a| a.1 != *path)
+                .map_or(0, |i| i + 1);
+            match d.acks.get(switch) {
+                Some(a) => State::Holds {
+                    since: a.0,
+                    measured: serde_json::json!({ "acks": d.acked, "before_switch": switch }),
+                },
                 // may still switch back for good; not settled until the end
-                not_yet(&format!(
-                    "{} acks left the {} path after it was reached",
-                    after.len(),
-                    path.as_str()
-                ))
+                None => not_yet(&format!(
+                    "the acks are not on the {} path ({} acks)",
+                    path.as_str(),
+                    d.acked
+                )),
             }
         }
         Check::Event {
@@ -872,6 +874,21 @@ expect:
         let mut j = Judge::new(&topo);
         j.update(&s.t, s.t0, s.t0 + CD::seconds(16));
         assert!(j.any_failed());
+    }
+
+    #[test]
+    fn path_last_is_where_the_acks_ended_a_detour_and_back_included() {
+        let topo = parse("t.yaml", TOPO).unwrap();
+        let mut s = Ids::new();
+        s.ack(1_000, 1, "direct");
+        s.ack(2_000, 2, "relayed"); // the direct path died: the relay
+        let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(3));
+        assert!(!v[2].held, "{v:?}");
+        s.ack(3_000, 3, "direct"); // punched again
+        let v = Judge::new(&topo).verdicts(&s.t, s.t0, s.t0 + CD::seconds(4));
+        assert!(v[2].held, "{v:?}");
+        assert_eq!(v[2].after_ms, Some(3_000));
+        assert_eq!(v[2].measured["before_switch"], 2);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::{swarm::ConnectionId, PeerId};
+use libp2p::PeerId;
 
 use super::Backoff;
 
@@ -33,19 +33,15 @@ pub const PUNCH_TRIES: u32 = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Close this direct connection: its path is dead.
-    Close {
-        peer: PeerId,
-        connection: ConnectionId,
-    },
+    /// Close every direct connection to `peer`: they share the path that died (TCP and QUIC,
+    /// or both ends' hole punches), and the next one chosen would time out all over again.
+    CloseDirect { peer: PeerId },
     /// Open a new relayed connection to `peer` (another chance for DCUtR).
     DialRelayed { peer: PeerId },
 }
 
 #[derive(Debug)]
 struct Fallen {
-    /// The direct connection closed for it: later timeouts on it are the same failure.
-    closed: ConnectionId,
     backoff: Backoff,
     next: Instant,
     tries: u32,
@@ -63,30 +59,21 @@ impl Failover {
         Self::default()
     }
 
-    /// An attempt to `peer` on `connection` got no ack in time. `direct`: the connection is
-    /// direct and still open (a relayed one has nothing better to fall back to).
-    pub fn ack_timeout(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        direct: bool,
-        now: Instant,
-    ) {
-        let again = self
-            .fallen
-            .get(&peer)
-            .is_some_and(|f| f.closed == connection);
-        if !direct || again {
+    /// An attempt to `peer` got no ack in time. `direct`: on a direct connection still open (a
+    /// relayed one has nothing better to fall back to).
+    pub fn ack_timeout(&mut self, peer: PeerId, direct: bool, now: Instant) {
+        // Fallen already: its direct connections are closing, and later timeouts on them (the
+        // other messages in flight) are the same failure.
+        if !direct || self.fallen.contains_key(&peer) {
             return;
         }
-        self.actions.push(Action::Close { peer, connection });
+        self.actions.push(Action::CloseDirect { peer });
         self.actions.push(Action::DialRelayed { peer });
         let mut backoff = Backoff::new(PUNCH, PUNCH_MAX);
         let next = now + backoff.next_wait();
         self.fallen.insert(
             peer,
             Fallen {
-                closed: connection,
                 backoff,
                 next,
                 tries: 0,
@@ -135,27 +122,16 @@ mod tests {
 
     #[test]
     fn a_timeout_on_a_direct_connection_closes_it_and_dials_the_relay() {
-        let (mut f, t0, peer, c) = (
-            Failover::new(),
-            Instant::now(),
-            PeerId::random(),
-            ConnectionId::new_unchecked(7),
-        );
-        f.ack_timeout(peer, c, true, t0);
+        let (mut f, t0, peer) = (Failover::new(), Instant::now(), PeerId::random());
+        f.ack_timeout(peer, true, t0);
         assert_eq!(
             drain(&mut f),
-            vec![
-                Action::Close {
-                    peer,
-                    connection: c
-                },
-                Action::DialRelayed { peer }
-            ]
+            vec![Action::CloseDirect { peer }, Action::DialRelayed { peer }]
         );
         assert!(f.is_fallen(&peer));
         assert_eq!(f.poll_timeout(), Some(t0 + PUNCH));
         // the other messages in flight on it time out too: the same failure, nothing new
-        f.ack_timeout(peer, c, true, t0 + Duration::from_millis(10));
+        f.ack_timeout(peer, true, t0 + Duration::from_millis(10));
         assert!(drain(&mut f).is_empty());
         assert_eq!(f.poll_timeout(), Some(t0 + PUNCH));
     }
@@ -163,7 +139,7 @@ mod tests {
     #[test]
     fn punching_stops_after_its_tries() {
         let (mut f, peer) = (Failover::new(), PeerId::random());
-        f.ack_timeout(peer, ConnectionId::new_unchecked(1), true, Instant::now());
+        f.ack_timeout(peer, true, Instant::now());
         drain(&mut f);
         let mut dials = 0;
         while let Some(t) = f.poll_timeout() {
@@ -177,12 +153,7 @@ mod tests {
     #[test]
     fn a_timeout_on_a_relayed_connection_changes_nothing() {
         let mut f = Failover::new();
-        f.ack_timeout(
-            PeerId::random(),
-            ConnectionId::new_unchecked(1),
-            false,
-            Instant::now(),
-        );
+        f.ack_timeout(PeerId::random(), false, Instant::now());
         assert!(drain(&mut f).is_empty());
         assert_eq!(f.poll_timeout(), None);
     }
@@ -190,7 +161,7 @@ mod tests {
     #[test]
     fn circuits_are_retried_with_backoff_until_a_direct_connection() {
         let (mut f, t0, peer) = (Failover::new(), Instant::now(), PeerId::random());
-        f.ack_timeout(peer, ConnectionId::new_unchecked(1), true, t0);
+        f.ack_timeout(peer, true, t0);
         drain(&mut f);
         let mut t = t0;
         let mut waits = Vec::new();
