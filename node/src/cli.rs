@@ -138,6 +138,12 @@ pub struct Peer {
     #[arg(long)]
     pub no_direct: bool,
 
+    /// Remember the ids of delivered messages in this file (created if missing), so that a
+    /// restarted node still recognises a message it delivered before as a duplicate: exactly
+    /// once across restarts, not only within one process.
+    #[arg(long, value_name = "PATH")]
+    pub inbox_file: Option<PathBuf>,
+
     /// Seconds to wait for an AutoNAT verdict before assuming the node is private.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration_secs)]
     pub reachability_timeout: Duration,

@@ -35,6 +35,8 @@
 pub mod cli;
 pub mod config;
 mod discovery;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod events;
 mod http;
 mod messaging;

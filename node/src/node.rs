@@ -44,7 +44,7 @@ use crate::{
         UpnpStatus,
     },
     http::{self, ConnectionStatus, Metrics, Shared},
-    messaging::{Inbox, RetryPolicy},
+    messaging::{journal, Inbox, RetryPolicy},
     state::{
         announce::{self, Announcer},
         bootstrap::{self, Bootstrap},
@@ -137,6 +137,8 @@ pub struct Node {
     provider_queries: HashSet<kad::QueryId>,
     record_queries: HashMap<kad::QueryId, PeerId>,
     inbox: Inbox<PeerId>,
+    /// `--inbox-file`: the inbox on disk, for a restarted node.
+    journal: Option<Journal>,
     payload: bytes::Bytes,
     status_due: Option<Instant>,
 }
@@ -318,6 +320,7 @@ impl Node {
             Traffic::new(plan, policy, first_message_id())
         });
         let payload = bytes::Bytes::from(vec![0u8; cfg.traffic().map_or(0, |t| t.size)]);
+        let (inbox, journal) = open_inbox(cfg.peer().and_then(|p| p.inbox_file.clone()))?;
         let mut node = Node {
             role,
             key,
@@ -346,7 +349,8 @@ impl Node {
             announce_queries: HashMap::new(),
             provider_queries: HashSet::new(),
             record_queries: HashMap::new(),
-            inbox: Inbox::new(Inbox::<PeerId>::DEFAULT_WINDOW),
+            inbox,
+            journal,
             payload,
             status_due: Some(now),
             cfg,
@@ -1471,6 +1475,20 @@ impl Node {
                 // for this loop.
                 let (path, family) = self.path_of(connection);
                 let duplicate = self.inbox.receive(peer, id);
+                if !duplicate {
+                    if let Some(Err(e)) = self
+                        .journal
+                        .as_mut()
+                        .map(|j| j.append(&peer, id, &self.inbox))
+                    {
+                        // without it a restart could deliver twice: say so, once, and go on
+                        self.journal = None;
+                        self.emit(Event::Error {
+                            context: "inbox-file".into(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
                 if duplicate {
                     self.totals.duplicates += 1;
                     self.metrics.duplicates.inc();
@@ -1532,6 +1550,73 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// The inbox and its journal from `--inbox-file` (none without it): every id the file holds is
+/// remembered, and the file is rewritten with just those before it is appended to.
+fn open_inbox(
+    path: Option<std::path::PathBuf>,
+) -> Result<(Inbox<PeerId>, Option<Journal>), RunError> {
+    let mut inbox = Inbox::new(Inbox::<PeerId>::DEFAULT_WINDOW);
+    let Some(path) = path else {
+        return Ok((inbox, None));
+    };
+    let bad = |e: std::io::Error| RunError::flag("--inbox-file", path.display().to_string(), e);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(bad)?;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            for (peer, id) in journal::parse::<PeerId>(&text) {
+                inbox.receive(peer, id);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(e)),
+    }
+    let journal = Journal::rewrite(path.clone(), &inbox).map_err(bad)?;
+    Ok((inbox, Some(journal)))
+}
+
+/// The inbox journal's file ([`journal`]): appended to per delivered message, rewritten from the
+/// inbox (bounded by its window) when the appends outgrow it.
+struct Journal {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    appended: usize,
+}
+
+impl Journal {
+    fn rewrite(path: std::path::PathBuf, inbox: &Inbox<PeerId>) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".new");
+        let mut text = String::new();
+        for (peer, id) in inbox.entries() {
+            text.push_str(&journal::line(peer, id));
+        }
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        file.flush()?;
+        Ok(Journal {
+            path,
+            file,
+            appended: 0,
+        })
+    }
+
+    /// One write per message: it is in the kernel before the delivery is reported, so a killed
+    /// process loses none (a machine crash may lose the last few).
+    fn append(&mut self, peer: &PeerId, id: u64, inbox: &Inbox<PeerId>) -> std::io::Result<()> {
+        use std::io::Write;
+        self.appended += 1;
+        if self.appended > 2 * Inbox::<PeerId>::DEFAULT_WINDOW {
+            *self = Journal::rewrite(self.path.clone(), inbox)?;
+            return Ok(());
+        }
+        self.file.write_all(journal::line(peer, id).as_bytes())
     }
 }
 

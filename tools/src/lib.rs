@@ -20,6 +20,8 @@
 //! [`p2plab_node::block_on_and_exit`], [`p2plab_node::shutdown_signal`]): one exit-code contract
 //! for every binary in the image.
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod load;
 pub mod nft;
 pub mod perf;

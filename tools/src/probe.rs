@@ -305,13 +305,13 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 
 /// A reflector's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
+pub(crate) enum Reply {
     Addr(SocketAddr),
     Ok,
     Err(String),
 }
 
-fn parse_reply(line: &str) -> Option<Reply> {
+pub(crate) fn parse_reply(line: &str) -> Option<Reply> {
     let line = line.trim();
     match line.split_once(' ').unwrap_or((line, "")) {
         ("addr", a) => a.parse().ok().map(Reply::Addr),

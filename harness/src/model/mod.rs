@@ -144,6 +144,10 @@ pub struct Node {
 /// Where a monitor keeps its key in its container (`--key-file`): on the container's own
 /// filesystem, so that it survives stop, start and restart, as an operator's key file does.
 pub const KEY_FILE: &str = "/var/lib/p2plab/node.key";
+/// Where a listener or dialer remembers the ids of the messages it delivered (`--inbox-file`),
+/// beside the key file: a `restart` fault keeps it, so the restarted node still recognises a
+/// message it delivered before (none delivered twice across a restart).
+pub const INBOX_FILE: &str = "/var/lib/p2plab/inbox";
 /// A file named like the key file plus this, next to it, asks the image's entrypoint to remove
 /// both before the node starts (`new_identity: true` on a `start` or `restart` fault).
 pub const NEW_IDENTITY_SUFFIX: &str = ".new-identity";
@@ -159,6 +163,15 @@ impl Node {
                 .any(|f| a == f || a.strip_prefix(f).is_some_and(|r| r.starts_with('=')))
         });
         (self.role == Role::Monitor && self.seed.is_none() && !own).then_some(KEY_FILE)
+    }
+
+    /// The node's `--inbox-file`: listeners and dialers (unless `args` name one).
+    pub fn inbox_file(&self) -> Option<&'static str> {
+        let own = self
+            .args
+            .iter()
+            .any(|a| a == "--inbox-file" || a.starts_with("--inbox-file="));
+        (self.role != Role::Monitor && !own).then_some(INBOX_FILE)
     }
 }
 

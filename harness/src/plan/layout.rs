@@ -463,6 +463,9 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             } else if let Some(k) = n.key_file() {
                 cmd.extend([s("--key-file"), s(k)]);
             }
+            if let Some(f) = n.inbox_file() {
+                cmd.extend([s("--inbox-file"), s(f)]);
+            }
             if n.upnp {
                 cmd.push(s("--upnp"));
             }

@@ -629,7 +629,7 @@ impl ConnectionHandler for Handler {
 const MSG_HEADER: usize = 4 + 8;
 
 /// The sender's side: writes messages, reads acks.
-struct SendCodec;
+pub(crate) struct SendCodec;
 
 impl Encoder for SendCodec {
     type Item<'a> = (u64, Bytes);
@@ -659,8 +659,8 @@ impl Decoder for SendCodec {
 }
 
 /// The receiver's side: reads messages (keeping only id and size), writes acks.
-struct RecvCodec {
-    max_size: usize,
+pub(crate) struct RecvCodec {
+    pub(crate) max_size: usize,
 }
 
 impl Decoder for RecvCodec {
