@@ -35,9 +35,9 @@
 pub mod cli;
 pub mod config;
 mod discovery;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod events;
 mod http;
 mod messaging;
 mod node;
