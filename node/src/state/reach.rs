@@ -57,6 +57,10 @@ struct Reservation {
     listener: Option<ListenerId>,
     accepted: bool,
     released: bool,
+    /// Not wanted any more, but the relay has not answered yet: released when it accepts.
+    /// Closing the listener of a reservation in flight made libp2p-relay 0.22's client panic
+    /// ("Relay connection exist") when the acceptance arrived: a dialer in the NAT matrix died so.
+    release_when_accepted: bool,
 }
 
 /// What the command line says.
@@ -247,6 +251,10 @@ impl Reach {
             Some(addr),
             None,
         )));
+        if let (true, Some(listener)) = (r.release_when_accepted, r.listener) {
+            r.released = true;
+            self.actions.push_back(Action::Release { listener });
+        }
     }
 
     /// The relayed listener `listener` closed (released by us, refused, or lost).
@@ -360,6 +368,7 @@ impl Reach {
                         listener: None,
                         accepted: false,
                         released: false,
+                        release_when_accepted: false,
                     },
                 );
                 self.actions.push_back(Action::Reserve {
@@ -369,9 +378,13 @@ impl Reach {
             }
         } else {
             for r in self.reservations.values_mut() {
-                if let (Some(listener), false) = (r.listener, r.released) {
-                    r.released = true;
-                    self.actions.push_back(Action::Release { listener });
+                match (r.listener, r.released, r.accepted) {
+                    (Some(listener), false, true) => {
+                        r.released = true;
+                        self.actions.push_back(Action::Release { listener });
+                    }
+                    (Some(_), false, false) => r.release_when_accepted = true,
+                    _ => {}
                 }
             }
         }
@@ -461,6 +474,34 @@ mod tests {
             matches!(&drain(&mut r)[..], [Action::Emit(Event::Reservation { status: ReservationStatus::Accepted, addr: Some(a), .. })] if *a == want)
         );
         assert_eq!(r.reserved(), 1);
+    }
+
+    #[test]
+    fn a_public_verdict_before_the_relay_answers_releases_only_once_it_accepts() {
+        let t0 = Instant::now();
+        let mut r = Reach::new(policy(RelayMode::Auto), t0);
+        let relay = PeerId::random();
+        r.relay_available(relay, relay_addr(), t0);
+        drain(&mut r);
+        let l = ListenerId::next();
+        r.listening(relay, l);
+        r.autonat(Reachability::Public, Some(relay_addr()), t0);
+        let acts = drain(&mut r);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Release { .. })),
+            "closing a listener whose reservation is in flight panics libp2p-relay: {acts:?}"
+        );
+        r.accepted(relay);
+        let acts = drain(&mut r);
+        assert!(acts.contains(&Action::Release { listener: l }), "{acts:?}");
+        r.listener_closed(l, None, t0);
+        assert!(matches!(
+            &drain(&mut r)[..],
+            [Action::Emit(Event::Reservation {
+                status: ReservationStatus::Released,
+                ..
+            })]
+        ));
     }
 
     #[test]
