@@ -4,7 +4,8 @@
 # event-line parser, the probe's lines and the router's STUN answer (fuzz/targets/).
 #   ci/fuzz.sh [SECONDS] [TARGET...]     (default 60 s each, every target)
 # FUZZ_EXECS=N stops a target after N executions instead, if that comes first (the full campaign:
-# FUZZ_EXECS=10000000 ci/fuzz.sh 1800).
+# FUZZ_EXECS=10000000 ci/fuzz.sh 1800). AFL_OPT_LEVEL (cargo-afl's, default 3) sets the targets'
+# optimisation: .ci/run's short run uses 1, for a build about a minute quicker.
 # Installs cargo-afl and builds AFL++ when missing, builds the targets instrumented, seeds each
 # from the repository (topologies, node/EVENTS.md, fuzz/seeds/), then runs each for SECONDS and
 # prints one line per target:
