@@ -835,12 +835,14 @@ fn run_of<'a>(
     Some(e)
 }
 
-/// Every p2plab run with containers or networks on the engine.
-pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
-    let docker = &engine.docker;
-    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
-    let mut runs: std::collections::BTreeMap<String, RunInfo> = std::collections::BTreeMap::new();
-    let containers = docker
+/// Every container, running or not, carrying `label` (`key` or `key=value`).
+pub(super) async fn containers_with(
+    engine: &Engine,
+    label: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, DockerError> {
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    engine
+        .docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
@@ -848,7 +850,15 @@ pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
                 .build(),
         ))
         .await
-        .map_err(api("list containers"))?;
+        .map_err(api(format!("list containers ({label})")))
+}
+
+/// Every p2plab run with containers or networks on the engine.
+pub async fn list_runs(engine: &Engine) -> Result<Vec<RunInfo>, DockerError> {
+    let docker = &engine.docker;
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+    let mut runs: std::collections::BTreeMap<String, RunInfo> = std::collections::BTreeMap::new();
+    let containers = containers_with(engine, &format!("{LABEL_MANAGED}=true")).await?;
     for c in containers {
         let labels = c.labels.unwrap_or_default();
         let Some(e) = run_of(&mut runs, &labels) else {
@@ -944,15 +954,7 @@ pub async fn remove_by_label_except(
 ) -> Result<(), DockerError> {
     let docker = &engine.docker;
     let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(api("list containers"))?;
+    let containers = containers_with(engine, label).await?;
     let containers = containers
         .into_iter()
         .filter(|c| {

@@ -22,8 +22,7 @@ use bollard::{
     container::AttachContainerResults,
     models::{ContainerCreateBody, HostConfig},
     query_parameters::{
-        AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-        RemoveContainerOptionsBuilder,
+        AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
     },
 };
 
@@ -264,17 +263,7 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>, DockerError> {
     let Some(me) = Harness::current() else {
         return Ok(Vec::new());
     };
-    let filters = HashMap::from([("label".to_string(), vec![LABEL_REAPS.to_string()])]);
-    let reapers = engine
-        .api()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(api("list reapers"))?;
+    let reapers = super::docker::containers_with(engine, LABEL_REAPS).await?;
     let mut swept = Vec::new();
     for r in reapers {
         let labels = r.labels.unwrap_or_default();
