@@ -756,19 +756,24 @@ impl Node {
         }
     }
 
+    /// Closes every connection to `peer` over `path`.
+    fn close_connections(&mut self, peer: PeerId, path: Path) {
+        let ids: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer == peer && c.path == path)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn on_failover_action(&mut self, a: failover::Action) {
         match a {
             failover::Action::CloseDirect { peer } => {
                 tracing::info!(%peer, "no ack on a direct connection in time: closing them, back to the relay");
-                let direct: Vec<ConnectionId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.peer == peer && c.path == Path::Direct)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in direct {
-                    self.swarm.close_connection(id);
-                }
+                self.close_connections(peer, Path::Direct);
             }
             failover::Action::DialRelayed { peer } => {
                 let addrs = self.relay_addrs.get(&peer).cloned().unwrap_or_default();
@@ -1064,15 +1069,7 @@ impl Node {
             Path::Direct => {
                 self.failover.direct(&peer);
                 // A direct connection replaces relayed ones: messages must take the direct path.
-                let relayed: Vec<ConnectionId> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.peer == peer && c.path == Path::Relayed)
-                    .map(|(cid, _)| *cid)
-                    .collect();
-                for cid in relayed {
-                    self.swarm.close_connection(cid);
-                }
+                self.close_connections(peer, Path::Relayed);
             }
         }
     }

@@ -476,6 +476,18 @@ mod tests {
         assert_eq!(r.reserved(), 1);
     }
 
+    /// The listener `l` closes after a release: the reservation is reported released.
+    fn assert_released(r: &mut Reach, l: ListenerId, t0: Instant) {
+        r.listener_closed(l, None, t0);
+        assert!(matches!(
+            &drain(r)[..],
+            [Action::Emit(Event::Reservation {
+                status: ReservationStatus::Released,
+                ..
+            })]
+        ));
+    }
+
     #[test]
     fn a_public_verdict_before_the_relay_answers_releases_only_once_it_accepts() {
         let t0 = Instant::now();
@@ -494,14 +506,7 @@ mod tests {
         r.accepted(relay);
         let acts = drain(&mut r);
         assert!(acts.contains(&Action::Release { listener: l }), "{acts:?}");
-        r.listener_closed(l, None, t0);
-        assert!(matches!(
-            &drain(&mut r)[..],
-            [Action::Emit(Event::Reservation {
-                status: ReservationStatus::Released,
-                ..
-            })]
-        ));
+        assert_released(&mut r, l, t0);
     }
 
     #[test]
@@ -514,14 +519,7 @@ mod tests {
         r.autonat(Reachability::Public, Some(relay_addr()), t0);
         let acts = drain(&mut r);
         assert!(acts.contains(&Action::Release { listener: l }), "{acts:?}");
-        r.listener_closed(l, None, t0);
-        assert!(matches!(
-            &drain(&mut r)[..],
-            [Action::Emit(Event::Reservation {
-                status: ReservationStatus::Released,
-                ..
-            })]
-        ));
+        assert_released(&mut r, l, t0);
         assert_eq!(r.reserved(), 0);
         assert_eq!(
             r.poll_timeout(),
