@@ -324,6 +324,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_in_ms: Option<u64>,
     },
+    /// What the process holds, every `--resources-interval` (off by default): a slow leak shows
+    /// as a curve that keeps rising (the soak's `flat` expectations judge it).
+    Resources {
+        /// Resident set size, KiB.
+        rss_kb: u64,
+        /// Open file descriptors (sockets included).
+        fds: u64,
+        /// Open connections.
+        connections: u64,
+        /// Peers in the Kademlia routing table.
+        routing_table: u64,
+        /// Records and provider records in the Kademlia store.
+        kad_records: u64,
+    },
     /// Something went wrong that did not stop the node.
     Error { context: String, message: String },
     /// Last line: the node stopped (signal or fatal error), with its totals.
@@ -358,6 +372,7 @@ impl Event {
             Event::MessageAcked { .. } => "message_acked",
             Event::MessageFailed { .. } => "message_failed",
             Event::Upnp { .. } => "upnp",
+            Event::Resources { .. } => "resources",
             Event::Error { .. } => "error",
             Event::Stopped { .. } => "stopped",
         }

@@ -9,6 +9,11 @@ pub fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's open file descriptors (entries of `/proc/self/fd`), 0 where unknown.
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
 /// CPU time (user + system) of this process in ms, 0 where unknown.
 pub fn cpu_ms() -> u64 {
     std::fs::read_to_string("/proc/self/stat")
@@ -54,6 +59,7 @@ mod tests {
         assert_eq!(parse_vm_rss(s), Some(12345));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(rss_kb() > 0);
+        assert!(open_fds() >= 3);
     }
 
     #[test]

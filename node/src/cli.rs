@@ -93,6 +93,12 @@ pub struct Common {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: u32,
 
+    /// Most inbound connections from one IP address, pending and established (0: no limit).
+    /// Generous on purpose: every peer behind one NAT counts against it (see
+    /// src/swarm/ip_limit.rs).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections_per_ip: u32,
+
     /// Most connections to one peer (at least 2, so a hole punch can replace a relayed one).
     #[arg(long, value_name = "N", default_value = "8", value_parser = parse_per_peer)]
     pub max_connections_per_peer: u32,
@@ -114,6 +120,11 @@ pub struct Common {
     /// Seconds an idle connection stays open.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration_secs)]
     pub idle_timeout: Duration,
+
+    /// Emit a `resources` event (RSS, open file descriptors, connections, DHT size) this often;
+    /// 0 (the default): never. Long runs use it to show a leak as a rising curve.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_duration_secs)]
+    pub resources_interval: Duration,
 
     /// Ask the LAN's UPnP Internet Gateway Device to forward the listen ports (TCP and UDP,
     /// external port = local port) and confirm WAN_IP:port as external addresses. A private

@@ -251,6 +251,12 @@ impl Config {
         self
     }
 
+    /// `--max-connections-per-ip` (0: no limit).
+    pub fn max_connections_per_ip(mut self, n: u32) -> Self {
+        self.common.max_connections_per_ip = n;
+        self
+    }
+
     /// `--kad-replication`.
     pub fn kad_replication(mut self, k: u16) -> Self {
         self.common.kad_replication = k.clamp(*KAD_REPLICATION.start(), *KAD_REPLICATION.end());

@@ -141,6 +141,8 @@ pub struct Node {
     journal: Option<Journal>,
     payload: bytes::Bytes,
     status_due: Option<Instant>,
+    /// The next `resources` event (`--resources-interval`; never when it is 0).
+    resources_due: Option<Instant>,
 }
 
 impl Node {
@@ -353,6 +355,7 @@ impl Node {
             journal,
             payload,
             status_due: Some(now),
+            resources_due: (!cfg.common.resources_interval.is_zero()).then_some(now),
             cfg,
         };
         {
@@ -414,6 +417,7 @@ impl Node {
             self.failover.poll_timeout(),
             self.refresh.poll_timeout(),
             self.status_due,
+            self.resources_due,
         ])
     }
 
@@ -485,6 +489,10 @@ impl Node {
             }
         }
         self.update_health();
+        if self.resources_due.is_some_and(|t| t <= now) {
+            self.resources_due = Some(now + self.cfg.common.resources_interval);
+            self.emit_resources();
+        }
         if self.status_due.is_some_and(|t| t <= now) {
             self.status_due = None;
             self.publish_status();
@@ -829,6 +837,28 @@ impl Node {
             .kbuckets()
             .map(|b| b.num_entries())
             .sum()
+    }
+
+    fn emit_resources(&mut self) {
+        let routing_table = self.routing_table_size() as u64;
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let store = kad.store_mut();
+        let kad_records = {
+            use libp2p::kad::store::RecordStore;
+            (store.records().count() + store.provided().count()) as u64
+        };
+        self.emit(Event::Resources {
+            rss_kb: p2plab_contract::procfs::rss_kb(),
+            fds: p2plab_contract::procfs::open_fds(),
+            connections: u64::from(
+                self.swarm
+                    .network_info()
+                    .connection_counters()
+                    .num_established(),
+            ),
+            routing_table,
+            kad_records,
+        });
     }
 
     fn publish_status(&mut self) {

@@ -22,6 +22,7 @@ use p2plab_contract::Transport;
 
 use crate::{config::Config, RunError, UsageError};
 
+pub mod ip_limit;
 pub mod keep;
 pub mod msg;
 pub mod upnp;
@@ -45,6 +46,7 @@ pub const PING_INTERVAL_MEMORY: Duration = Duration::from_secs(60);
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub ip_limit: ip_limit::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -212,6 +214,7 @@ pub fn build(
         .with_max_established(Some(cfg.common.max_connections))
         .with_max_established_per_peer(Some(cfg.common.max_connections_per_peer))
         .with_max_pending_outgoing(Some(cfg.common.max_connections.max(16)));
+    let per_ip = cfg.common.max_connections_per_ip;
     let idle = cfg.common.idle_timeout;
     let replication = std::num::NonZeroUsize::new(usize::from(cfg.common.kad_replication))
         .unwrap_or(kad::K_VALUE);
@@ -278,17 +281,15 @@ pub fn build(
                         max_circuits_per_peer: 16,
                         max_circuit_duration: r.max_circuit_duration,
                         max_circuit_bytes: r.max_circuit_bytes,
-                        // No rate limits: behind a NAT many peers share one address (the default
-                        // allows 60 circuits a minute per IP), and a dialer retrying a peer that
-                        // restarted opens a circuit per attempt (the default allows 30 per peer
-                        // every 2 minutes); both starved the lab's peers of their relay.
                         reservation_rate_limiters: Vec::new(),
                         circuit_src_rate_limiters: Vec::new(),
-                    },
+                    }
+                    .with_rate_limits(),
                 )
             });
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
+                ip_limit: ip_limit::Behaviour::new(per_ip),
                 identify: identify::Behaviour::new(
                     identify::Config::new(ID_PROTOCOL.to_string(), key.public())
                         .with_agent_version(format!("p2plab-node/{}", env!("CARGO_PKG_VERSION")))
@@ -322,3 +323,38 @@ pub fn build(
         .build();
     Ok(swarm)
 }
+
+/// The relay's rate limits, per peer and per IP address (docs/reliability.md, "Limits").
+///
+/// libp2p's defaults (30 reservations and 30 circuits per peer every 2 minutes, 60 per IP a
+/// minute) starved honest peers: behind one NAT many peers share an address, and a dialer whose
+/// listener restarted opens a circuit per retry (the failover opens one every 2 to 10 s). These
+/// are set from what honest peers do, with room: a peer asks a relay for a reservation at start,
+/// at renewal and after a lost connection; a dialer opens a circuit per member of its namespace
+/// and per retry. Per IP they allow a NAT full of such peers starting at once; what they stop is
+/// one host asking thousands a minute. Reservations held at once are bounded per peer (4) and in
+/// all (`--relay-max-reservations`), circuits the same way (16 per peer,
+/// `--relay-max-circuits`).
+trait RelayRateLimits {
+    fn with_rate_limits(self) -> Self;
+}
+
+impl RelayRateLimits for relay::Config {
+    fn with_rate_limits(self) -> Self {
+        let minute = Duration::from_secs(60);
+        let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+        self.reservation_rate_per_peer(n(RESERVATIONS_PER_PEER_MINUTE), minute)
+            .reservation_rate_per_ip(n(RESERVATIONS_PER_IP_MINUTE), minute)
+            .circuit_src_per_peer(n(CIRCUITS_PER_PEER_MINUTE), minute)
+            .circuit_src_per_ip(n(CIRCUITS_PER_IP_MINUTE), minute)
+    }
+}
+
+/// Relay reservations one peer may ask for a minute.
+pub const RESERVATIONS_PER_PEER_MINUTE: u32 = 10;
+/// Relay reservations one IP address may ask for a minute (a NAT full of peers starting at once).
+pub const RESERVATIONS_PER_IP_MINUTE: u32 = 300;
+/// Circuits one peer may open through the relay a minute.
+pub const CIRCUITS_PER_PEER_MINUTE: u32 = 120;
+/// Circuits the peers of one IP address may open through the relay a minute.
+pub const CIRCUITS_PER_IP_MINUTE: u32 = 1200;

@@ -21,6 +21,7 @@
 //! for every binary in the image.
 
 #[doc(hidden)]
+pub mod flood;
 pub mod fuzz;
 pub mod load;
 pub mod nft;

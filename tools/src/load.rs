@@ -264,7 +264,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             .port(port)
             .transport(transport)
             .metrics(None)
-            .max_connections(100_000);
+            .max_connections(100_000)
+            // every node of the load comes from this one address
+            .max_connections_per_ip(0);
         let monitor = match args.kad_replication {
             Some(k) => monitor.kad_replication(k),
             None => monitor,
@@ -293,7 +295,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         .port(port as u16)
         .transport(transport)
         .external_addr(addr_of(port as u16))
-        .relay(p2plab_node::config::RelayMode::Never);
+        .relay(p2plab_node::config::RelayMode::Never)
+        // every node of the load is on this one address
+        .max_connections_per_ip(0);
         if let Some(m) = args.max_connections {
             cfg = cfg.max_connections(m);
         }

@@ -1058,9 +1058,9 @@ async fn memory(
     // the monitors m0 (idle), m10, m100, m500 and a listener on m0
     let yaml = "name: bench-memory\nsegments:\n  internet: {}\nnodes:\n  \
         m0: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\"] }\n  \
-        m10: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\"] }\n  \
-        m100: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\"] }\n  \
-        m500: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\"] }\n  \
+        m10: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\", \"--max-connections-per-ip\", \"0\"] }\n  \
+        m100: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\", \"--max-connections-per-ip\", \"0\"] }\n  \
+        m500: { role: monitor, segment: internet, transport: tcp, args: [\"--idle-timeout\", \"3600\", \"--max-connections\", \"4096\", \"--max-connections-per-ip\", \"0\"] }\n  \
         l: { role: listener, segment: internet, namespace: bench, transport: tcp }\n";
     let mut bl = BenchLab::new(engine, G, yaml, &opts.image).await?;
     // every monitor bootstraps from the others in the layout: start them all, but load one at a time

@@ -159,6 +159,62 @@ impl Engine {
         Ok(out)
     }
 
+    /// Starts `cmd` in container `id` and returns once it runs; its stdout and stderr lines go to
+    /// `tx` as they come (as [`LogLine`]s of `tag`), then a last line with its exit code. An
+    /// `exec` fault: a tool (a flood, a probe) in a node's network namespace, beside the node.
+    pub async fn exec_follow(
+        &self,
+        id: &str,
+        tag: &str,
+        cmd: &[String],
+        tx: mpsc::UnboundedSender<LogLine>,
+    ) -> Result<(), DockerError> {
+        let docker = self.docker.clone();
+        let exec = docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api(format!("exec in {tag}")))?
+            .id;
+        let started = docker
+            .start_exec(&exec, None)
+            .await
+            .map_err(api(format!("exec in {tag}")))?;
+        let tag = tag.to_string();
+        tokio::spawn(async move {
+            let send = |line: String| tx.send(LogLine { node: tag.clone(), line }).is_ok();
+            if let StartExecResults::Attached { mut output, .. } = started {
+                let mut buf = String::new();
+                while let Some(Ok(chunk)) = output.next().await {
+                    if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = chunk {
+                        buf.push_str(&String::from_utf8_lossy(&message));
+                        while let Some(i) = buf.find('\n') {
+                            let line: String = buf.drain(..=i).collect();
+                            let line = line.trim_end().to_string();
+                            if !line.is_empty() && !send(line) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            let code = docker
+                .inspect_exec(&exec)
+                .await
+                .ok()
+                .and_then(|i| i.exit_code);
+            send(format!("exec exited: {}", code.map_or("?".into(), |c| c.to_string())));
+        });
+        Ok(())
+    }
+
     /// Follows container `id`'s stdout from its start, one [`LogLine`] (named `node`) per line,
     /// into `tx`, until the container's log ends or `tx`'s receiver is gone.
     pub fn follow(&self, id: &str, node: &str, tx: mpsc::UnboundedSender<LogLine>) {
@@ -573,6 +629,18 @@ impl Lab {
     /// Runs `cmd` in `node` and collects its output.
     pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
         self.engine.exec(self.id(node)?, node, cmd).await
+    }
+
+    /// Runs `cmd` in `node`'s container in the background; see [`Engine::exec_follow`].
+    pub async fn exec_follow(
+        &self,
+        node: &str,
+        cmd: &[String],
+        tx: mpsc::UnboundedSender<LogLine>,
+    ) -> Result<(), DockerError> {
+        self.engine
+            .exec_follow(self.id(node)?, &format!("{node} (exec)"), cmd, tx)
+            .await
     }
 
     /// Follows `node`'s stdout from its start, one [`LogLine`] per line, into `tx`.

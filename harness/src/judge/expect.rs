@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use p2plab_contract::{Event, EventLine, IpFamily, Path};
 
-use crate::model::{Check, Expectation, Role, Topology};
+use crate::model::{Check, Expectation, Metric, Role, Topology};
 
 /// Where a check stands on the events seen so far.
 #[derive(Debug, Clone, PartialEq)]
@@ -480,6 +480,79 @@ pub fn evaluate(check: &Check, t: &Timeline) -> State {
                 not_yet(&format!("{n} of {min} events"))
             }
         }
+        Check::Flat {
+            node,
+            metric,
+            after,
+            growth_pct,
+        } => flat(t, node, *metric, *after, *growth_pct),
+    }
+}
+
+/// Samples compared at each end of a [`Check::Flat`] (their medians, so that one busy moment
+/// does not decide).
+const FLAT_WINDOW: usize = 5;
+
+/// [`Check::Flat`]: the node's samples of its current process from `after` on; the median of the
+/// last [`FLAT_WINDOW`] against the median of the first.
+fn flat(t: &Timeline, node: &str, metric: Metric, after: std::time::Duration, growth_pct: f64) -> State {
+    let not_yet = |p: &str| State::NotYet {
+        progress: p.to_string(),
+    };
+    let mut start = None;
+    let mut samples: Vec<(DateTime<Utc>, u64)> = Vec::new();
+    for l in t.of(node) {
+        if matches!(l.event, Event::Started { .. }) {
+            start = Some(l.ts);
+            samples.clear();
+        } else if let (Some(s), Some(v)) = (start, metric.of(&l.event)) {
+            if (l.ts - s).to_std().is_ok_and(|d| d >= after) {
+                samples.push((l.ts, v));
+            }
+        }
+    }
+    if samples.len() < 2 * FLAT_WINDOW {
+        return not_yet(&format!(
+            "{} samples of {} after {}s of this process (need {})",
+            samples.len(),
+            metric.as_str(),
+            after.as_secs(),
+            2 * FLAT_WINDOW
+        ));
+    }
+    let median = |w: &[(DateTime<Utc>, u64)]| {
+        let mut v: Vec<u64> = w.iter().map(|s| s.1).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let first = median(&samples[..FLAT_WINDOW]);
+    let last = median(&samples[samples.len() - FLAT_WINDOW..]);
+    let growth = if first == 0 {
+        if last == 0 { 0.0 } else { f64::INFINITY }
+    } else {
+        (last as f64 / first as f64 - 1.0) * 100.0
+    };
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let measured = serde_json::json!({
+        "metric": metric.as_str(),
+        "first": first,
+        "last": last,
+        "max": max,
+        "growth_pct": (growth * 10.0).round() / 10.0,
+        "samples": samples.len(),
+    });
+    if growth <= growth_pct {
+        State::Holds {
+            since: samples[samples.len() - 1].0,
+            measured,
+        }
+    } else {
+        // a later fall can still bring it back under: not settled before the end
+        not_yet(&format!(
+            "{} grew {:.1}% ({first} → {last}; at most {growth_pct}%)",
+            metric.as_str(),
+            growth
+        ))
     }
 }
 
@@ -495,7 +568,8 @@ pub fn settles_when_held(check: &Check) -> bool {
         Check::Delivered { .. }
         | Check::HolePunchFails { .. }
         | Check::PathAll { .. }
-        | Check::PathLast { .. } => false,
+        | Check::PathLast { .. }
+        | Check::Flat { .. } => false,
     }
 }
 
@@ -843,6 +917,46 @@ expect:
   - { path: { from: bob, to: alice, last: direct } }
   - { hole_punch_fails: [bob, alice] }
 "#;
+
+    #[test]
+    fn flat_compares_the_medians_of_both_ends_of_the_current_process() {
+        let topo = parse(
+            "t.yaml",
+            "name: t\nresources: 10s\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  alice: { role: listener, segment: internet }\n  bob: { role: dialer, segment: internet }\nexpect:\n  - { flat: { node: alice, metric: rss_kb, after: 60s, growth: 10% } }\n",
+        )
+        .unwrap();
+        let check = &topo.expect[0].check;
+        let mut s = Ids::new();
+        let res = |rss: u64| format!(r#"{{"event":"resources","rss_kb":{rss},"fds":20,"connections":3,"routing_table":2,"kad_records":1}}"#);
+        // the first minute does not count: 50 MB there is the start-up
+        s.ev(10_000, "alice", &res(50_000));
+        for i in 0..10 {
+            s.ev(60_000 + i * 10_000, "alice", &res(10_000 + (i as u64 % 2) * 200));
+        }
+        match evaluate(check, &s.t) {
+            State::Holds { measured, .. } => {
+                assert_eq!(measured["first"], 10_000);
+                assert_eq!(measured["growth_pct"], 2.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        // a leak: +1 MB a sample
+        for i in 0..5 {
+            s.ev(200_000 + i * 10_000, "alice", &res(12_000 + i as u64 * 1_000));
+        }
+        match evaluate(check, &s.t) {
+            State::NotYet { progress } => assert!(progress.contains("grew"), "{progress}"),
+            other => panic!("{other:?}"),
+        }
+        // a restart starts over: too few samples of the new process
+        let id = s.id("alice").to_string();
+        s.ev(300_000, "alice", &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
+        s.ev(400_000, "alice", &res(9_000));
+        match evaluate(check, &s.t) {
+            State::NotYet { progress } => assert!(progress.starts_with("1 samples"), "{progress}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn direct_within_and_late() {

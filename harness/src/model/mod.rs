@@ -221,13 +221,75 @@ pub enum Check {
         min: u64,
         max: Option<u64>,
     },
+    /// The node's `metric` (from its `resources` events, in its current process) grew by at most
+    /// `growth_pct` percent: the median of its last samples against the median of its first
+    /// samples once the process has run for `after`.
+    Flat {
+        node: String,
+        metric: Metric,
+        after: Duration,
+        growth_pct: f64,
+    },
+}
+
+/// A figure of a node's `resources` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    RssKb,
+    Fds,
+    Connections,
+    RoutingTable,
+    KadRecords,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [
+        Metric::RssKb,
+        Metric::Fds,
+        Metric::Connections,
+        Metric::RoutingTable,
+        Metric::KadRecords,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::RssKb => "rss_kb",
+            Metric::Fds => "fds",
+            Metric::Connections => "connections",
+            Metric::RoutingTable => "routing_table",
+            Metric::KadRecords => "kad_records",
+        }
+    }
+
+    /// The figure in a `resources` event; `None` for any other event.
+    pub fn of(self, e: &p2plab_contract::Event) -> Option<u64> {
+        match e {
+            p2plab_contract::Event::Resources {
+                rss_kb,
+                fds,
+                connections,
+                routing_table,
+                kad_records,
+            } => Some(match self {
+                Metric::RssKb => *rss_kb,
+                Metric::Fds => *fds,
+                Metric::Connections => *connections,
+                Metric::RoutingTable => *routing_table,
+                Metric::KadRecords => *kad_records,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Check {
     /// The nodes the check is about.
     pub fn nodes(&self) -> Vec<&str> {
         match self {
-            Check::Started { node } | Check::Reservation { node } => vec![node],
+            Check::Started { node } | Check::Reservation { node } | Check::Flat { node, .. } => {
+                vec![node]
+            }
             Check::Discovered { by, peer } => vec![by, peer],
             Check::Connected { a, b, .. } | Check::HolePunchFails { a, b } => vec![a, b],
             Check::Delivered { from, to, .. }
@@ -285,6 +347,16 @@ impl Check {
                 }
                 s
             }
+            Check::Flat {
+                node,
+                metric,
+                after,
+                growth_pct,
+            } => format!(
+                "flat {} on {node}: growth ≤ {growth_pct}% after {}s",
+                metric.as_str(),
+                after.as_secs()
+            ),
         }
     }
 }
@@ -390,6 +462,9 @@ pub enum Action {
         segment: String,
         impair: Impair,
     },
+    /// Run a command in the node's container, beside the node (same network namespace, same
+    /// address), in the background: a tool of the image such as `bench flood`.
+    Exec { node: String, cmd: Vec<String> },
 }
 
 impl Action {
@@ -422,6 +497,7 @@ impl Action {
             }
             Action::Heal(h) => format!("heal {}", h.name()),
             Action::FlushNat(n) => format!("flush nat {n}"),
+            Action::Exec { node, cmd } => format!("exec on {node}: {}", cmd.join(" ")),
             Action::Impair { segment, .. } => format!("impair {segment}"),
         }
     }
@@ -460,6 +536,8 @@ pub struct Topology {
     pub name: String,
     pub description: Option<String>,
     pub timeout: Duration,
+    /// Every node's `--resources-interval` (`resources:`), when the file sets one.
+    pub resources: Option<Duration>,
     pub segments: Vec<Segment>,
     pub nodes: Vec<Node>,
     pub faults: Vec<Fault>,

@@ -19,6 +19,8 @@ pub(super) struct RawTopology {
     pub(super) timeout: Option<S<RawDuration>>,
     #[serde(default)]
     pub(super) transport: Option<S<String>>,
+    #[serde(default)]
+    pub(super) resources: Option<S<RawDuration>>,
     pub(super) segments: S<IndexMap<S<String>, S<RawSegment>>>,
     pub(super) nodes: S<IndexMap<S<String>, S<RawNode>>>,
     #[serde(default)]
@@ -124,6 +126,10 @@ pub(super) struct RawFault {
     pub(super) after: Option<S<RawExpect>>,
     #[serde(default)]
     pub(super) delay: Option<S<RawDuration>>,
+    #[serde(default)]
+    pub(super) every: Option<S<RawDuration>>,
+    #[serde(default)]
+    pub(super) until: Option<S<RawDuration>>,
     #[serde(default, rename = "for")]
     pub(super) for_: Option<S<RawDuration>>,
     #[serde(default)]
@@ -148,6 +154,15 @@ pub(super) struct RawFault {
     pub(super) impair: Option<S<RawImpairFault>>,
     #[serde(default)]
     pub(super) new_identity: Option<S<bool>>,
+    #[serde(default)]
+    pub(super) exec: Option<S<RawExec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExec {
+    pub(super) node: S<String>,
+    pub(super) cmd: S<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +211,17 @@ pub(super) struct RawExpect {
     pub(super) path: Option<S<RawPathExpect>>,
     #[serde(default)]
     pub(super) event: Option<S<RawEventExpect>>,
+    #[serde(default)]
+    pub(super) flat: Option<S<RawFlat>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFlat {
+    pub(super) node: S<String>,
+    pub(super) metric: S<String>,
+    pub(super) after: S<RawDuration>,
+    pub(super) growth: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

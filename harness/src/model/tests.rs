@@ -421,3 +421,42 @@ fn a_segment_says_its_ip_families() {
     assert_eq!(e.line, 5);
     assert!(parse("t.yaml", &six.replace("segment: v4 }", "segment: v6 }")).is_ok());
 }
+
+#[test]
+fn every_repeats_a_fault_until_its_end_or_the_timeout() {
+    let base = "name: t\ntimeout: 5m\nsegments: { internet: {}, lan-a: { nat: home } }\nnodes:\n  boot: { role: monitor, segment: internet }\n  alice: { role: listener, segment: lan-a, seed: 1 }\nfaults:\n";
+    let t = parse("t.yaml", &format!("{base}  - {{ at: 1m, every: 1m, restart: alice }}\n  - {{ at: 30s, every: 2m, until: 3m, flush_nat: lan-a }}\n")).unwrap();
+    let at: Vec<u64> = t
+        .faults
+        .iter()
+        .map(|f| match f.trigger {
+            Trigger::At(d) => d.as_secs(),
+            _ => panic!("{f:?}"),
+        })
+        .collect();
+    // up to the last one before the timeout; then 30 s and 2 min 30 s
+    assert_eq!(at, [60, 120, 180, 240, 30, 150]);
+    let e = err(&format!("{base}  - {{ at: 1m, every: 30s, partition: alice, for: 30s }}\n"));
+    assert!(e.to_string().contains("as long as its period"), "{e}");
+    let e = err(&format!("{base}  - {{ at: 1m, until: 2m, restart: alice }}\n"));
+    assert!(e.to_string().contains("until: only with `every`"), "{e}");
+    let e = err(&format!("{base}  - {{ after: {{ started: alice }}, every: 1m, restart: alice }}\n"));
+    assert!(e.to_string().contains("only with `at`"), "{e}");
+    let e = err(&format!("{base}  - {{ at: 1m, every: 1m, until: 5m, restart: alice }}\n"));
+    assert!(e.to_string().contains("until: at or after the timeout"), "{e}");
+}
+
+#[test]
+fn flat_needs_resources_and_a_known_metric() {
+    let base = "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\nexpect:\n  - { flat: { node: boot, metric: M, after: 1m, growth: 10% } }\n";
+    let e = err(&base.replace('M', "rss_kb"));
+    assert!(e.to_string().contains("report no resources"), "{e}");
+    let with = format!("resources: 10s\n{base}");
+    let e = err(&with.replace("metric: M", "metric: heap"));
+    assert!(e.to_string().contains("`heap` is not a figure"), "{e}");
+    let t = parse("t.yaml", &with.replace("metric: M", "metric: fds")).unwrap();
+    assert_eq!(t.resources, Some(Duration::from_secs(10)));
+    assert!(matches!(t.expect[0].check, Check::Flat { metric: Metric::Fds, .. }));
+    let e = err(&with.replace("metric: M", "metric: fds").replace("10%", "ten"));
+    assert!(e.to_string().contains("not a percentage"), "{e}");
+}

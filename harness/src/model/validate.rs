@@ -164,6 +164,16 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
             return Err(cx.err(t.referenced, "timeout must be more than 0", None));
         }
     }
+    let resources = match &raw.resources {
+        Some(r) => {
+            let d = duration(cx, r, "resources")?;
+            if d < Duration::from_secs(1) {
+                return Err(cx.err(r.referenced, "resources: sample at most once a second", hint("e.g. `resources: 10s`")));
+            }
+            Some(d)
+        }
+        None => None,
+    };
     let default_transport = match &raw.transport {
         Some(t) => transport(cx, t)?,
         None => Transport::Both,
@@ -749,6 +759,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         name: raw.name.value.clone(),
         description: raw.description.clone(),
         timeout,
+        resources,
         segments: segs,
         nodes,
         faults: Vec::new(),
@@ -759,11 +770,26 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
     // ---- expectations
     for e in &raw.expect {
         topo.expect.extend(expectation(cx, &topo, e)?);
+        if let (Some(f), None) = (&e.value.flat, topo.resources) {
+            return Err(cx.err(
+                f.referenced,
+                "flat: the nodes report no resources",
+                hint("add `resources: 10s` at the top of the file (how often each node samples them)"),
+            ));
+        }
     }
     // ---- faults
     for f in &raw.faults {
         let fault = fault(cx, &topo, f)?;
-        topo.faults.push(fault);
+        for at in repeats(cx, &topo, f, &fault)? {
+            topo.faults.push(Fault {
+                trigger: Trigger::At(at),
+                ..fault.clone()
+            });
+        }
+        if f.value.every.is_none() {
+            topo.faults.push(fault);
+        }
     }
     // a node not started with the lab needs a fault that starts it
     for (n, at) in &not_started {
@@ -884,6 +910,7 @@ const EVENT_KINDS: &[&str] = &[
     "error",
     "stopped",
     "upnp",
+    "resources",
 ];
 
 /// The checks one `expect` (or `after`) entry stands for, and its `within`.
@@ -904,12 +931,13 @@ fn checks(
         v.delivered.is_some(),
         v.path.is_some(),
         v.event.is_some(),
+        v.flat.is_some(),
     ];
     let n = kinds.iter().filter(|k| **k).count();
     if n != 1 {
         return Err(cx.err(
             e.referenced,
-            format!("{ctx_key}: each entry takes exactly one of started, discovered, reservation, relayed, direct, hole_punch_fails, delivered, path, event (found {n})"),
+            format!("{ctx_key}: each entry takes exactly one of started, discovered, reservation, relayed, direct, hole_punch_fails, delivered, path, event, flat (found {n})"),
             hint("split it into several entries"),
         ));
     }
@@ -1033,6 +1061,40 @@ fn checks(
             });
         }
     }
+    if let Some(fl) = &v.flat {
+        let fv = &fl.value;
+        let metric = Metric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == fv.metric.value)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                cx.err(
+                    fv.metric.referenced,
+                    format!("metric: `{}` is not a figure of the `resources` event", fv.metric.value),
+                    Some(format!("one of {}", all.join(", "))),
+                )
+            })?;
+        let after = duration(cx, &fv.after, "after")?;
+        let t = fv.growth.value.trim();
+        let growth_pct = match t.strip_suffix('%').map(|n| n.trim().parse::<f64>()) {
+            Some(Ok(g)) if (0.0..=1000.0).contains(&g) => g,
+            _ => {
+                return Err(cx.err(
+                    fv.growth.referenced,
+                    format!("growth: `{t}` is not a percentage"),
+                    hint("write e.g. 10% (0 to 1000)"),
+                ))
+            }
+        };
+        for node in instances(cx, topo, &fv.node)? {
+            out.push(Check::Flat {
+                node,
+                metric,
+                after,
+                growth_pct,
+            });
+        }
+    }
     Ok((out, within))
 }
 
@@ -1059,6 +1121,58 @@ fn expectation(
             }
         })
         .collect())
+}
+
+/// The times a fault with `every` fires: `at`, `at + every`, … up to `until` (or the last one
+/// before the timeout). Empty for a fault without `every`.
+fn repeats(
+    cx: &Ctx<'_>,
+    topo: &Topology,
+    f: &S<RawFault>,
+    fault: &Fault,
+) -> Result<Vec<Duration>, TopologyError> {
+    let v = &f.value;
+    let every = match (&v.every, &v.until) {
+        (None, None) => return Ok(Vec::new()),
+        (None, Some(u)) => {
+            return Err(cx.err(u.referenced, "until: only with `every`", hint("e.g. `{ at: 1m, every: 1m, until: 50m, restart: alice }`")))
+        }
+        (Some(e), _) => e,
+    };
+    let Trigger::At(first) = fault.trigger else {
+        return Err(cx.err(every.referenced, "every: only with `at` (a condition holds once)", None));
+    };
+    let period = duration(cx, every, "every")?;
+    if period < Duration::from_secs(1) {
+        return Err(cx.err(every.referenced, "every: at least 1s", None));
+    }
+    if let Some(d) = fault.duration.filter(|d| *d >= period) {
+        return Err(cx.err(
+            every.referenced,
+            format!("every: the fault lasts {}s (`for`), as long as its period or longer", d.as_secs_f64()),
+            hint("a shorter `for`, or a longer `every`"),
+        ));
+    }
+    let until = match &v.until {
+        Some(u) => {
+            let d = duration(cx, u, "until")?;
+            if d >= topo.timeout {
+                return Err(cx.err(u.referenced, format!("until: at or after the timeout ({}s)", topo.timeout.as_secs()), None));
+            }
+            d
+        }
+        None => topo.timeout.saturating_sub(Duration::from_millis(1)),
+    };
+    let mut out = Vec::new();
+    let mut at = first;
+    while at <= until {
+        out.push(at);
+        if out.len() > 10_000 {
+            return Err(cx.err(every.referenced, "every: more than 10,000 repeats", hint("a longer `every`")));
+        }
+        at += period;
+    }
+    Ok(out)
 }
 
 fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, TopologyError> {
@@ -1207,11 +1321,21 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
             impair: impair_of(cx, &iv.delay, &iv.jitter, &iv.loss, &iv.rate)?,
         });
     }
+    if let Some(x) = &v.exec {
+        let xv = &x.value;
+        if xv.cmd.value.is_empty() || xv.cmd.value[0].trim().is_empty() {
+            return Err(cx.err(xv.cmd.referenced, "exec: `cmd` names no program", hint("e.g. `cmd: [bench, flood, --help]`")));
+        }
+        actions.push(Action::Exec {
+            node: node(&xv.node)?,
+            cmd: xv.cmd.value.clone(),
+        });
+    }
     if actions.len() != 1 {
         return Err(cx.err(
             f.referenced,
             format!("faults: each fault does exactly one thing (found {})", actions.len()),
-            hint("one of kill, stop, start, restart, pause, unpause, partition, heal, flush_nat, impair"),
+            hint("one of kill, stop, start, restart, pause, unpause, partition, heal, flush_nat, impair, exec"),
         ));
     }
     let action = actions.remove(0);

@@ -466,6 +466,9 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             if let Some(f) = n.inbox_file() {
                 cmd.extend([s("--inbox-file"), s(f)]);
             }
+            if let Some(r) = topo.resources {
+                cmd.extend([s("--resources-interval"), r.as_secs().to_string()]);
+            }
             if n.upnp {
                 cmd.push(s("--upnp"));
             }

@@ -1,6 +1,7 @@
 //! `summary.md`, and the terminal's verdict block.
 
 use super::*;
+use p2plab_contract::Event;
 
 /// A markdown table cell: no line breaks, `|` escaped, no raw HTML.
 pub(super) fn md(s: &str) -> String {
@@ -135,6 +136,7 @@ pub fn summary_md(results: &[RunResult]) -> String {
         }
         s.push('\n');
     }
+    resources_md(&mut s, r);
     if results.len() > 1 {
         let _ = writeln!(s, "## Success rates ({} runs)\n\n| expectation | held | runs | rate | 95% CI (Wilson) |\n|---|---|---|---|---|", results.len());
         for (name, held, runs) in rates(results) {
@@ -167,6 +169,90 @@ pub fn summary_md(results: &[RunResult]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Rows of the resources curve per node: at most this many, evenly spaced, first and last
+/// included (every sample is in `events.jsonl`).
+const CURVE_ROWS: usize = 13;
+
+/// `## Resources`: each node's `resources` samples over the run (`resources:` in the topology).
+fn resources_md(s: &mut String, r: &RunResult) {
+    let mut nodes: Vec<&str> = Vec::new();
+    for l in &r.timeline.events {
+        if matches!(l.event, Event::Resources { .. }) && !nodes.contains(&l.node.as_str()) {
+            nodes.push(&l.node);
+        }
+    }
+    if nodes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Resources\n\nEach node's own samples (`resources` events; a restart starts a new process, marked ↻).\n"
+    );
+    for node in nodes {
+        let mut rows: Vec<(DateTime<Utc>, bool, [u64; 5])> = Vec::new();
+        let mut restarted = false;
+        let mut first_process = true;
+        for l in r.timeline.of(node) {
+            match &l.event {
+                Event::Started { .. } => {
+                    restarted = !first_process;
+                    first_process = false;
+                }
+                e => {
+                    if let Some(v) = values(e) {
+                        rows.push((l.ts, restarted, v));
+                        restarted = false;
+                    }
+                }
+            }
+        }
+        let pick: Vec<usize> = if rows.len() <= CURVE_ROWS {
+            (0..rows.len()).collect()
+        } else {
+            (0..CURVE_ROWS)
+                .map(|i| i * (rows.len() - 1) / (CURVE_ROWS - 1))
+                .collect()
+        };
+        let rss: Vec<u64> = rows.iter().map(|x| x.2[0]).collect();
+        let _ = writeln!(
+            s,
+            "### {}\n\n{} samples; RSS {}–{} KiB.\n\n| t | RSS KiB | fds | connections | routing table | DHT records |\n|---|---|---|---|---|---|",
+            md(node),
+            rows.len(),
+            rss.iter().min().unwrap_or(&0),
+            rss.iter().max().unwrap_or(&0)
+        );
+        for i in pick {
+            let (ts, re, v) = rows[i];
+            let _ = writeln!(
+                s,
+                "| {}{} | {} | {} | {} | {} | {} |",
+                offset(ts, r.t0),
+                if re { " ↻" } else { "" },
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                v[4]
+            );
+        }
+        s.push('\n');
+    }
+}
+
+fn values(e: &Event) -> Option<[u64; 5]> {
+    match e {
+        Event::Resources {
+            rss_kb,
+            fds,
+            connections,
+            routing_table,
+            kad_records,
+        } => Some([*rss_kb, *fds, *connections, *routing_table, *kad_records]),
+        _ => None,
+    }
 }
 
 /// A short verdict block for the terminal: one line per expectation, then the result.

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use p2plab_node::{RunError, Threads};
 use p2plab_tools::{
+    flood::{self, FloodArgs},
     load::{self, P2pRttArgs, SwarmArgs},
     perf::{self, PerfCommand},
 };
@@ -28,6 +29,9 @@ enum Cmd {
     P2pRtt(P2pRttArgs),
     /// Many nodes in one process: discovery time and memory per node, or a held load on a monitor.
     Swarm(SwarmArgs),
+    /// One hostile host against a node: made-up identities, reservations, circuits and
+    /// malformed, oversized and endless streams, all from one IP address.
+    Flood(FloodArgs),
 }
 
 fn main() {
@@ -37,7 +41,7 @@ fn main() {
         // so that neither side of a comparison pays cross-thread wake-ups the other does not.
         Cmd::Perf(_) | Cmd::P2pRtt(_) => Threads::One,
         // Many nodes in one process.
-        Cmd::Swarm(_) => Threads::Many,
+        Cmd::Swarm(_) | Cmd::Flood(_) => Threads::Many,
     };
     p2plab_node::block_on_and_exit(threads, run(cli))
 }
@@ -53,5 +57,6 @@ async fn run(cli: Cli) -> Result<(), RunError> {
         Cmd::Perf(c) => perf::run(c).await,
         Cmd::P2pRtt(a) => print(&load::p2p_rtt(a).await?),
         Cmd::Swarm(a) => print(&load::swarm(a).await?),
+        Cmd::Flood(a) => print(&flood::run(a).await?),
     }
 }
