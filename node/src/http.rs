@@ -43,6 +43,7 @@ pub struct Metrics {
     pub messages_failed: Counter,
     pub duplicates: Counter,
     pub connection_failures: Counter,
+    pub connections_denied: Counter,
     pub ack_rtt_seconds: Family<PathLabel, Histogram>,
     pub hole_punches: Family<OutcomeLabel, Counter>,
 }
@@ -58,6 +59,7 @@ impl Metrics {
             messages_failed: Counter::default(),
             duplicates: Counter::default(),
             connection_failures: Counter::default(),
+            connections_denied: Counter::default(),
             ack_rtt_seconds: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -105,6 +107,11 @@ impl Metrics {
             "connection_failures",
             "Failed incoming or outgoing connection attempts",
             m.connection_failures.clone(),
+        );
+        r.register(
+            "connections_denied",
+            "Incoming connections refused by a limit (per IP, per peer, in all): counted, not logged one by one",
+            m.connections_denied.clone(),
         );
         r.register(
             "ack_rtt_seconds",

@@ -1043,6 +1043,16 @@ impl Node {
                 });
             }
             SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                // A flood is refused by the thousand: a line each would be the flood's own
+                // victory on the node's disk. Counted in `/metrics`.
+                self.metrics.connections_denied.inc();
+                tracing::debug!(%send_back_addr, "incoming connection denied: {cause}");
+            }
+            SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
                 ..

@@ -675,10 +675,22 @@ async fn apply(
         Action::Heal(HealScope::One(Target::Segment(s))) => sh(lab, &router(s), &heal()).await,
         Action::Heal(HealScope::One(Target::Node(n))) => sh(lab, n, &heal()).await,
         Action::FlushNat(seg) => sh(lab, &router(seg), &flush_nat_cmd()).await,
-        Action::Exec { node, cmd } => lab
-            .exec_follow(node, cmd, tx.clone())
-            .await
-            .map_err(|e| e.to_string()),
+        Action::Exec { node, cmd } => {
+            // `{addr:NAME}`: NAME's own address, as the layout gave it
+            let cmd: Vec<String> = cmd
+                .iter()
+                .map(|a| {
+                    let mut a = a.clone();
+                    for c in &lay.containers {
+                        a = a.replace(&format!("{{addr:{}}}", c.name), &c.ip().to_string());
+                    }
+                    a
+                })
+                .collect();
+            lab.exec_follow(node, &cmd, tx.clone())
+                .await
+                .map_err(|e| e.to_string())
+        }
         Action::Impair { segment, impair } => {
             let r = router(segment);
             match lay.get(&r) {

@@ -460,3 +460,20 @@ fn flat_needs_resources_and_a_known_metric() {
     let e = err(&with.replace("metric: M", "metric: fds").replace("10%", "ten"));
     assert!(e.to_string().contains("not a percentage"), "{e}");
 }
+
+#[test]
+fn exec_runs_a_program_beside_a_node_and_names_nodes_by_address() {
+    let base = "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  eve: { role: listener, segment: internet }\nfaults:\n";
+    let t = parse(
+        "t.yaml",
+        &format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [bench, flood, --target, \"/ip4/{{addr:boot}}/tcp/51820\"] }} }}\n"),
+    )
+    .unwrap();
+    assert!(matches!(&t.faults[0].action, Action::Exec { node, cmd } if node == "eve" && cmd.len() == 4));
+    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [bench, \"{{addr:nobody}}\"] }} }}\n"));
+    assert!(e.to_string().contains("`{addr:nobody}` names no node"), "{e}");
+    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [] }} }}\n"));
+    assert!(e.to_string().contains("names no program"), "{e}");
+    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: nobody, cmd: [ls] }} }}\n"));
+    assert!(e.to_string().contains("no node named `nobody`"), "{e}");
+}

@@ -1326,6 +1326,22 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
         if xv.cmd.value.is_empty() || xv.cmd.value[0].trim().is_empty() {
             return Err(cx.err(xv.cmd.referenced, "exec: `cmd` names no program", hint("e.g. `cmd: [bench, flood, --help]`")));
         }
+        for a in &xv.cmd.value {
+            let mut rest = a.as_str();
+            while let Some(i) = rest.find("{addr:") {
+                let tail = &rest[i + 6..];
+                let Some(j) = tail.find('}') else { break };
+                let name = &tail[..j];
+                if !topo.nodes.iter().any(|n| n.name == name) {
+                    return Err(cx.err(
+                        xv.cmd.referenced,
+                        format!("exec: `{{addr:{name}}}` names no node"),
+                        known(topo.groups.keys()),
+                    ));
+                }
+                rest = &tail[j..];
+            }
+        }
         actions.push(Action::Exec {
             node: node(&xv.node)?,
             cmd: xv.cmd.value.clone(),
