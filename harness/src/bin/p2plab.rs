@@ -63,6 +63,12 @@ enum Cmd {
         /// Print every node event as it arrives.
         #[arg(long, short)]
         verbose: bool,
+        /// Run the lab across the engines of a Docker Swarm instead of on the local engine:
+        /// their API addresses, comma-separated, a manager first (e.g. the three of
+        /// `ci/swarm-bed.sh env`). Segments become attachable overlay networks; containers are
+        /// spread so that LAN hosts and their router are on different engines.
+        #[arg(long, value_delimiter = ',', value_name = "URLS")]
+        engines: Vec<String>,
     },
     /// Build the lab and show it live until Ctrl-C, then tear it down: on a terminal a board
     /// redrawn in place (nodes, pairs, faults, by name), else one plain line per event.
@@ -83,6 +89,9 @@ enum Cmd {
         run: Option<String>,
         #[arg(long)]
         all: bool,
+        /// The engines of a swarm the run was on (as given to `run --engines`).
+        #[arg(long, value_delimiter = ',', value_name = "URLS")]
+        engines: Vec<String>,
     },
     /// List the p2plab runs on this engine.
     Ls,
@@ -222,6 +231,37 @@ async fn engine() -> Result<Engine> {
     Engine::connect().await.context("Docker")
 }
 
+/// The local engine, or with `--engines` a swarm's ([`Engine::connect_swarm`]).
+async fn engines(urls: &[String]) -> Result<Engine, Failure> {
+    if urls.is_empty() {
+        return Ok(engine().await?);
+    }
+    if let Some(bad) = urls.iter().find(|u| {
+        !["unix://", "tcp://", "http://"]
+            .iter()
+            .any(|p| u.starts_with(p))
+    }) {
+        return Err(BadInput(format!(
+            "--engines: `{bad}` is not an engine address (unix:///path/docker.sock or tcp://host:port)"
+        ))
+        .into());
+    }
+    Ok(Engine::connect_swarm(urls).await.context("Docker Swarm")?)
+}
+
+/// Every engine of a swarm needs the image: it is built here, and no registry serves it.
+async fn image_everywhere(engine: &Engine, image: &str) -> Result<()> {
+    for m in engine.members().iter().filter(|_| engine.is_swarm()) {
+        if !m.image_exists(image).await {
+            anyhow::bail!(
+                "engine {} has no image {image}: load it there (`docker save {image} | docker -H URL load`; ci/swarm-bed.sh up does)",
+                m.name()
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.cmd {
         Cmd::Validate { files } => {
@@ -252,10 +292,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             report: dir,
             keep,
             verbose,
+            engines: urls,
         } => {
             let topo = load(&file)?;
-            let engine = engine().await?;
+            let engine = engines(&urls).await?;
             let image = ensure_image().await?;
+            image_everywhere(&engine, &image).await?;
             let mut results: Vec<RunResult> = Vec::new();
             for i in 0..repeat {
                 if repeat > 1 {
@@ -329,8 +371,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             eprintln!("p2plab reaper: run {run} removed: its harness is gone");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Down { run, all } => {
-            let engine = engine().await?;
+        Cmd::Down {
+            run,
+            all,
+            engines: urls,
+        } => {
+            let engine = engines(&urls).await?;
             let label = match (&run, all) {
                 (_, true) => format!("{}=true", docker::LABEL_MANAGED),
                 (Some(r), false) => format!("{}={r}", docker::LABEL_RUN),

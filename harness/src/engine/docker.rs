@@ -36,6 +36,11 @@ pub const LABEL_LAB: &str = "org.p2plab.lab";
 pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
+/// Container requests in flight at once in [`Lab::start_many`]. Measured on a 2-core engine
+/// (docs/benchmarks.md, section 5): more than this gains nothing, and a lab's bring-up should
+/// leave the engine able to answer other runs.
+pub const CONCURRENCY: usize = 8;
+
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -58,10 +63,15 @@ pub(super) fn api(
     move |source| DockerError::Api { context, source }
 }
 
-/// A connection to the engine.
+/// A connection to the engine; or to the manager of a Docker Swarm, with a connection to each of
+/// the swarm's engines ([`Engine::connect_swarm`]): a lab then places its containers across them.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// The engine's name (its `docker info` name: the host name of a swarm node).
+    name: String,
+    /// The swarm's engines, this one first; empty for one engine.
+    members: std::sync::Arc<Vec<Engine>>,
 }
 
 impl Engine {
@@ -70,15 +80,105 @@ impl Engine {
     pub async fn connect() -> Result<Self, DockerError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        Self::negotiate(docker, "local").await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path/docker.sock` or `tcp://host:port`).
+    pub async fn connect_to(host: &str) -> Result<Self, DockerError> {
+        let docker = Docker::connect_with_host(host)
+            .map_err(|e| DockerError::Unreachable(format!("{host}: {e}")))?;
+        Self::negotiate(docker, host).await
+    }
+
+    async fn negotiate(docker: Docker, name: &str) -> Result<Self, DockerError> {
+        let unreachable = |e: String| DockerError::Unreachable(format!("{name}: {e}"));
         let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
             .await
-            .map_err(|_| DockerError::Unreachable("no answer within 10 s".into()))?
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
         docker
             .ping()
             .await
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(Engine { docker })
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine {
+            docker,
+            name: name.to_string(),
+            members: Default::default(),
+        })
+    }
+
+    /// Connects to the engines of one Docker Swarm: `hosts[0]` must be a manager (networks are
+    /// made there: attachable overlays), and every engine an active node of the same swarm.
+    pub async fn connect_swarm(hosts: &[String]) -> Result<Self, DockerError> {
+        let mut members = Vec::new();
+        let mut cluster = None;
+        for (i, host) in hosts.iter().enumerate() {
+            let mut e = Self::connect_to(host).await?;
+            let info = e
+                .docker
+                .info()
+                .await
+                .map_err(api(format!("{host}: info")))?;
+            let swarm = info.swarm.unwrap_or_default();
+            let active = swarm
+                .local_node_state
+                .is_some_and(|s| s == bollard::models::LocalNodeState::ACTIVE);
+            if !active {
+                return Err(DockerError::Other(format!(
+                    "--engines: {host} is not an active swarm node (join it with `docker swarm join`; ci/swarm-bed.sh up builds a three-engine swarm)"
+                )));
+            }
+            if i == 0 && swarm.control_available != Some(true) {
+                return Err(DockerError::Other(format!(
+                    "--engines: the first engine ({host}) must be a swarm manager: networks are created there"
+                )));
+            }
+            // every node of one swarm knows its managers; the same set means the same swarm
+            let mut managers: Vec<String> = swarm
+                .remote_managers
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.node_id)
+                .collect();
+            managers.sort();
+            match &cluster {
+                None => cluster = Some(managers),
+                Some(c) if *c != managers => {
+                    return Err(DockerError::Other(format!(
+                        "--engines: {host} is in another swarm than {}",
+                        hosts[0]
+                    )))
+                }
+                Some(_) => {}
+            }
+            e.name = info.name.unwrap_or_else(|| host.clone());
+            members.push(e);
+        }
+        let mut primary = members
+            .first()
+            .cloned()
+            .ok_or_else(|| DockerError::Other("--engines: no engine given".into()))?;
+        primary.members = std::sync::Arc::new(members);
+        Ok(primary)
+    }
+
+    /// The engines a lab places containers on: the swarm's, or this one alone.
+    pub fn members(&self) -> Vec<Engine> {
+        if self.members.is_empty() {
+            vec![self.clone()]
+        } else {
+            self.members.to_vec()
+        }
+    }
+
+    /// Whether this is a swarm of engines ([`Engine::connect_swarm`]).
+    pub fn is_swarm(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The engine's name: its host name in a swarm, `local` otherwise.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn api(&self) -> &Docker {
@@ -91,11 +191,15 @@ impl Engine {
 
     /// Every IPv4 subnet of every Docker network, and the host's routes: what a lab must avoid.
     pub async fn used_subnets(&self) -> Result<Vec<Ipv4Net>, DockerError> {
-        let nets = self
-            .docker
-            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
-            .await
-            .map_err(api("list networks"))?;
+        let mut nets = Vec::new();
+        for e in self.members() {
+            nets.extend(
+                e.docker
+                    .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                    .await
+                    .map_err(api(format!("{}: list networks", e.name)))?,
+            );
+        }
         let mut used: Vec<Ipv4Net> = nets
             .iter()
             .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
@@ -189,7 +293,13 @@ impl Engine {
             .map_err(api(format!("exec in {tag}")))?;
         let tag = tag.to_string();
         tokio::spawn(async move {
-            let send = |line: String| tx.send(LogLine { node: tag.clone(), line }).is_ok();
+            let send = |line: String| {
+                tx.send(LogLine {
+                    node: tag.clone(),
+                    line,
+                })
+                .is_ok()
+            };
             if let StartExecResults::Attached { mut output, .. } = started {
                 let mut buf = String::new();
                 while let Some(Ok(chunk)) = output.next().await {
@@ -210,7 +320,10 @@ impl Engine {
                 .await
                 .ok()
                 .and_then(|i| i.exit_code);
-            send(format!("exec exited: {}", code.map_or("?".into(), |c| c.to_string())));
+            send(format!(
+                "exec exited: {}",
+                code.map_or("?".into(), |c| c.to_string())
+            ));
         });
         Ok(())
     }
@@ -275,6 +388,8 @@ pub struct ContainerSpec {
     pub sysctls: Vec<(String, String)>,
     /// `/dev/net/tun` (a VPN end); never `--privileged`.
     pub tun: bool,
+    /// The engine it goes on: an index into [`Engine::members`] (0 on one engine).
+    pub engine: usize,
 }
 
 /// The output of a command run in a container.
@@ -299,7 +414,10 @@ pub struct Lab {
     pub name: String,
     /// By lab name: the engine's id, the IPv4 subnet, whether it has IPv6.
     networks: HashMap<String, (String, Ipv4Net, bool)>,
-    containers: HashMap<String, String>,
+    /// By lab name: the index of its engine in `engines`, and its id there.
+    containers: HashMap<String, (usize, String)>,
+    /// Where containers go: [`Engine::members`] (one engine, or a swarm's).
+    engines: Vec<Engine>,
     torn_down: bool,
     keep: bool,
     /// Started before the lab's first object ([`super::reaper`]); `None` until then, when kept,
@@ -332,6 +450,7 @@ pub fn new_run_id() -> String {
 impl Lab {
     pub fn new(engine: Engine, name: &str) -> Self {
         Lab {
+            engines: engine.members(),
             engine,
             run_id: new_run_id(),
             name: name.to_string(),
@@ -351,6 +470,12 @@ impl Lab {
             return;
         }
         self.reaper_tried = true;
+        if self.engine.is_swarm() {
+            // The reaper mounts this host's `p2plab` binary, which another host's engine does
+            // not have: a swarm lab relies on teardown (success, failure, panic, Ctrl-C) and on
+            // `p2plab down --engines ... RUN`.
+            return;
+        }
         let mut labels = self.labels(None);
         labels.insert(LABEL_NODE.to_string(), "reaper".to_string());
         let name = self.docker_name("reaper");
@@ -365,6 +490,27 @@ impl Lab {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// How many engines this lab places containers on (1 but on a swarm).
+    pub fn engine_count(&self) -> usize {
+        self.engines.len()
+    }
+
+    /// Where each container is: its engine's name. Empty on one engine.
+    pub fn placement(&self) -> std::collections::BTreeMap<String, String> {
+        if !self.engine.is_swarm() {
+            return Default::default();
+        }
+        self.containers
+            .iter()
+            .map(|(n, (i, _))| (n.clone(), self.engines[*i].name.clone()))
+            .collect()
+    }
+
+    /// The engine `node` is on (the first one for a name the lab does not know).
+    fn on(&self, node: &str) -> &Engine {
+        &self.engines[self.containers.get(node).map_or(0, |c| c.0)]
     }
 
     fn labels(&self, node: Option<&str>) -> HashMap<String, String> {
@@ -410,6 +556,11 @@ impl Lab {
         let docker_name = self.docker_name(name);
         let mut config = vec![IpamConfig {
             subnet: Some(subnet.to_string()),
+            ip_range: self
+                .engine
+                .is_swarm()
+                .then(|| swarm_range(subnet).map(|r| r.to_string()))
+                .transpose()?,
             ..Default::default()
         }];
         if ipv6 {
@@ -418,26 +569,35 @@ impl Lab {
                 ..Default::default()
             });
         }
+        let swarm = self.engine.is_swarm();
         let req = NetworkCreateRequest {
             name: docker_name.clone(),
-            driver: Some("bridge".into()),
-            internal: Some(false),
+            // On a swarm: an overlay (VXLAN) that plain containers on every engine may join with
+            // their static addresses. `internal`, or Docker would give each container a second
+            // interface on docker_gwbridge with a default route out (and masquerade); an
+            // internal overlay has no host-side rules to break a NAT router with, unlike an
+            // internal bridge.
+            driver: Some(if swarm { "overlay" } else { "bridge" }.into()),
+            attachable: swarm.then_some(true),
+            internal: Some(swarm),
             enable_ipv6: Some(ipv6),
             ipam: Some(Ipam {
                 driver: Some("default".into()),
                 config: Some(config),
                 options: None,
             }),
-            options: Some(HashMap::from([
-                (
-                    "com.docker.network.bridge.enable_ip_masquerade".to_string(),
-                    "false".to_string(),
-                ),
-                (
-                    "com.docker.network.bridge.name".to_string(),
-                    format!("p2p{}", &short_hash(&docker_name)),
-                ),
-            ])),
+            options: (!swarm).then(|| {
+                HashMap::from([
+                    (
+                        "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                        "false".to_string(),
+                    ),
+                    (
+                        "com.docker.network.bridge.name".to_string(),
+                        format!("p2p{}", &short_hash(&docker_name)),
+                    ),
+                ])
+            }),
             labels: Some(self.labels(None)),
             ..Default::default()
         };
@@ -503,7 +663,74 @@ impl Lab {
     /// ([`Lab::start_again`] starts it).
     pub async fn create(&mut self, spec: ContainerSpec) -> Result<(), DockerError> {
         self.ensure_reaper().await;
-        let docker = &self.engine.docker;
+        let id = self.create_container(&spec).await?;
+        self.containers.insert(spec.name, (spec.engine, id));
+        Ok(())
+    }
+
+    /// Creates containers whose order does not matter, and starts them unless `start` is false,
+    /// up to [`CONCURRENCY`] at once: the engine sets up a container (its filesystem, its network
+    /// endpoints, its process) mostly in parallel, so a lab of 100 is not 100 round trips in a
+    /// row. Returns the first error, once every request has finished; what was created is the
+    /// lab's either way (teardown is by label).
+    pub async fn start_many(
+        &mut self,
+        specs: Vec<ContainerSpec>,
+        start: bool,
+    ) -> Result<(), DockerError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        self.ensure_reaper().await;
+        let this = &*self;
+        let done: Vec<_> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let id = this.create_container(&spec).await?;
+                let started = if start {
+                    this.engines[spec.engine]
+                        .docker
+                        .start_container(
+                            &id,
+                            None::<bollard::query_parameters::StartContainerOptions>,
+                        )
+                        .await
+                        .map_err(api(format!("start {}", spec.name)))
+                } else {
+                    Ok(())
+                };
+                Ok::<_, DockerError>((spec.name, (spec.engine, id), started))
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut first = None;
+        for r in done {
+            match r {
+                Ok((name, id, started)) => {
+                    self.containers.insert(name, id);
+                    if let Err(e) = started {
+                        first.get_or_insert(e);
+                    }
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Creates one container and attaches it to its networks; returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let engine = self.engines.get(spec.engine).ok_or_else(|| {
+            DockerError::Other(format!(
+                "{}: no engine {} (the lab has {})",
+                spec.name,
+                spec.engine,
+                self.engines.len()
+            ))
+        })?;
+        let docker = &engine.docker;
         let docker_name = self.docker_name(&spec.name);
         let endpoint = |a: &Attach| EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
@@ -576,7 +803,6 @@ impl Lab {
             .await
             .map_err(api(format!("create container {}", spec.name)))?
             .id;
-        self.containers.insert(spec.name.clone(), id.clone());
         for a in spec.attach.iter().skip(1) {
             let req = NetworkConnectRequest {
                 container: id.clone(),
@@ -587,13 +813,13 @@ impl Lab {
                 .await
                 .map_err(api(format!("attach {} to {}", spec.name, a.network)))?;
         }
-        Ok(())
+        Ok(id)
     }
 
     fn id(&self, node: &str) -> Result<&str, DockerError> {
         self.containers
             .get(node)
-            .map(String::as_str)
+            .map(|c| c.1.as_str())
             .ok_or_else(|| DockerError::Other(format!("no container {node} in this lab")))
     }
 
@@ -604,7 +830,7 @@ impl Lab {
             stream: false,
             one_shot: true,
         };
-        let mut stats = self.engine.api().stats(self.id(node)?, Some(opts));
+        let mut stats = self.on(node).api().stats(self.id(node)?, Some(opts));
         let s = stats
             .next()
             .await
@@ -628,7 +854,7 @@ impl Lab {
 
     /// Runs `cmd` in `node` and collects its output.
     pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<ExecOutput, DockerError> {
-        self.engine.exec(self.id(node)?, node, cmd).await
+        self.on(node).exec(self.id(node)?, node, cmd).await
     }
 
     /// Runs `cmd` in `node`'s container in the background; see [`Engine::exec_follow`].
@@ -638,7 +864,7 @@ impl Lab {
         cmd: &[String],
         tx: mpsc::UnboundedSender<LogLine>,
     ) -> Result<(), DockerError> {
-        self.engine
+        self.on(node)
             .exec_follow(self.id(node)?, &format!("{node} (exec)"), cmd, tx)
             .await
     }
@@ -649,7 +875,7 @@ impl Lab {
         node: &str,
         tx: mpsc::UnboundedSender<LogLine>,
     ) -> Result<(), DockerError> {
-        self.engine.follow(self.id(node)?, node, tx);
+        self.on(node).follow(self.id(node)?, node, tx);
         Ok(())
     }
 
@@ -663,7 +889,7 @@ impl Lab {
             .stderr(true)
             .tail(&tail.to_string())
             .build();
-        let mut logs = self.engine.docker.logs(id, Some(opts));
+        let mut logs = self.on(node).docker.logs(id, Some(opts));
         let mut s = String::new();
         while let Some(Ok(chunk)) = logs.next().await {
             s.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
@@ -676,7 +902,7 @@ impl Lab {
         let opts = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
-        self.engine
+        self.on(node)
             .docker
             .kill_container(self.id(node)?, Some(opts))
             .await
@@ -697,7 +923,7 @@ impl Lab {
         let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
             .path(dir)
             .build();
-        self.engine
+        self.on(node)
             .docker
             .upload_to_container(self.id(node)?, Some(opts), bollard::body_full(tar.into()))
             .await
@@ -706,7 +932,7 @@ impl Lab {
 
     /// Starts a stopped (killed) or created container, with its addresses and command.
     pub async fn start_again(&self, node: &str) -> Result<(), DockerError> {
-        self.engine
+        self.on(node)
             .docker
             .start_container(
                 self.id(node)?,
@@ -721,7 +947,7 @@ impl Lab {
         let opts = bollard::query_parameters::RestartContainerOptionsBuilder::default()
             .t(3)
             .build();
-        self.engine
+        self.on(node)
             .docker
             .restart_container(self.id(node)?, Some(opts))
             .await
@@ -732,7 +958,7 @@ impl Lab {
     pub async fn running(&self, node: &str) -> bool {
         let Ok(id) = self.id(node) else { return false };
         match self
-            .engine
+            .on(node)
             .docker
             .inspect_container(
                 id,
@@ -746,7 +972,7 @@ impl Lab {
     }
 
     pub async fn pause(&self, node: &str) -> Result<(), DockerError> {
-        self.engine
+        self.on(node)
             .docker
             .pause_container(self.id(node)?)
             .await
@@ -754,7 +980,7 @@ impl Lab {
     }
 
     pub async fn unpause(&self, node: &str) -> Result<(), DockerError> {
-        self.engine
+        self.on(node)
             .docker
             .unpause_container(self.id(node)?)
             .await
@@ -862,6 +1088,21 @@ pub fn tar_one_file(name: &str, contents: &[u8], mtime: u64) -> Result<Vec<u8>, 
     out.resize(out.len().div_ceil(512) * 512, 0);
     out.extend_from_slice(&[0u8; 1024]); // two zero blocks end the archive
     Ok(out)
+}
+
+/// The addresses a swarm may take on its own in an overlay on `subnet`: each engine that joins
+/// the overlay takes one for its load-balancer endpoint, from the dynamic range; left to itself
+/// it takes the lowest free ones, which are the lab's (routers' uplink addresses, hosts). The
+/// lab never places a container there: 16 addresses, from 32 below the top of the subnet (.224
+/// to .239 of a /24), below the LAN routers' `.254`.
+fn swarm_range(subnet: Ipv4Net) -> Result<Ipv4Net, DockerError> {
+    if subnet.prefix_len() > 24 {
+        return Err(DockerError::Other(format!(
+        "{subnet}: a lab on a swarm needs segments of /24 or larger (the swarm takes addresses of its own in each)"
+    )));
+    }
+    let top = u32::from(subnet.broadcast());
+    Ipv4Net::new(Ipv4Addr::from(top - 31), 28).map_err(|e| DockerError::Other(e.to_string()))
 }
 
 fn short_hash(s: &str) -> String {
@@ -985,8 +1226,16 @@ async fn disconnect_all(docker: &Docker, id: &str) {
     }
 }
 
-/// Removes every container, then every network, carrying `label` (`key=value`).
+/// Removes every container, then every network, carrying `label` (`key=value`). On a swarm:
+/// the containers on every engine, then the networks (overlays) on the manager.
 pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerError> {
+    if engine.is_swarm() {
+        let others = engine.members().into_iter().skip(1);
+        let removals = others.map(|e| async move { remove_containers(&e, label, None).await });
+        for r in futures::future::join_all(removals).await {
+            r?;
+        }
+    }
     remove_by_label_except(engine, label, None).await
 }
 
@@ -1014,14 +1263,24 @@ fn disjoint_batches(containers: Vec<(String, Vec<String>)>) -> Vec<Vec<String>> 
     batches.into_iter().map(|(ids, _)| ids).collect()
 }
 
-/// [`remove_by_label`], leaving the container named `except` (the reaper that calls it).
+/// [`remove_by_label`] on one engine, leaving the container named `except` (the reaper that
+/// calls it).
 pub async fn remove_by_label_except(
     engine: &Engine,
     label: &str,
     except: Option<&str>,
 ) -> Result<(), DockerError> {
+    remove_containers(engine, label, except).await?;
+    remove_networks(engine, label).await
+}
+
+/// The containers part of [`remove_by_label_except`].
+async fn remove_containers(
+    engine: &Engine,
+    label: &str,
+    except: Option<&str>,
+) -> Result<(), DockerError> {
     let docker = &engine.docker;
-    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let containers = containers_with(engine, label).await?;
     let containers = containers
         .into_iter()
@@ -1078,6 +1337,13 @@ pub async fn remove_by_label_except(
             r.map_err(api("remove container"))?;
         }
     }
+    Ok(())
+}
+
+/// The networks part of [`remove_by_label_except`].
+async fn remove_networks(engine: &Engine, label: &str) -> Result<(), DockerError> {
+    let docker = &engine.docker;
+    let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let networks = docker
         .list_networks(Some(
             ListNetworksOptionsBuilder::default()
@@ -1100,6 +1366,14 @@ pub async fn remove_by_label_except(
                     if message.contains("active endpoints") && tokio::time::Instant::now() + wait < deadline =>
                 {
                     disconnect_all(docker, &n).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                // A swarm's overlay: the attachment of a container just removed on another
+                // engine is released a moment later ("in use by task").
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, ref message })
+                    if message.contains("in use by task") && tokio::time::Instant::now() + wait < deadline =>
+                {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(2));
                 }

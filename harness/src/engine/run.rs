@@ -109,6 +109,8 @@ pub struct RunResult {
     pub route_out: Vec<String>,
     /// Memory per container in bytes (as `docker stats` shows it), with [`Options::sample_memory`].
     pub memory: BTreeMap<String, u64>,
+    /// The engine each container ran on, by name (a swarm: `--engines`); empty on one engine.
+    pub placement: BTreeMap<String, String>,
 }
 
 /// Why a lab could not be run at all.
@@ -154,6 +156,7 @@ pub(crate) fn spec(p: &Planned, image: &str) -> ContainerSpec {
         net_admin: p.net_admin,
         sysctls: p.sysctls.clone(),
         tun: p.tun,
+        engine: 0,
     }
 }
 
@@ -343,6 +346,7 @@ pub async fn run(
     }
 
     // ---- teardown
+    let placement = lab.placement();
     let td = Instant::now();
     if opts.keep || (!ok && opts.keep_on_failure) {
         lab.keep();
@@ -371,6 +375,7 @@ pub async fn run(
         stderr,
         route_out,
         memory,
+        placement,
     })
 }
 
@@ -443,6 +448,11 @@ async fn bring_up(
         subnets.insert(seg.name.clone(), net);
     }
     let lay = layout(topo, &subnets)?;
+    let place = plan::layout::placement(topo, &lay, lab.engine_count());
+    let spec = |p: &Planned, image: &str| ContainerSpec {
+        engine: place.get(&p.name).copied().unwrap_or(0),
+        ..spec(p, image)
+    };
     let total = lay.containers.iter().filter(|p| p.start_with_lab).count();
     if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit))
     {
@@ -457,29 +467,42 @@ async fn bring_up(
     ];
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
-        for p in &members {
-            if !p.start_with_lab {
-                // `start: false`: it gets its addresses now, and a `start` fault starts it
-                lab.create(spec(p, &opts.image)).await?;
-                st.step(format!(
-                    "{}: created, not started (a fault starts it)",
-                    p.name
-                ));
-                continue;
-            }
-            // a stacked router needs its uplink router ready first
+        // `start: false`: it gets its addresses now, and a `start` fault starts it
+        let later: Vec<&Planned> = members
+            .iter()
+            .copied()
+            .filter(|p| !p.start_with_lab)
+            .collect();
+        lab.start_many(later.iter().map(|p| spec(p, &opts.image)).collect(), false)
+            .await?;
+        for p in &later {
+            st.step(format!(
+                "{}: created, not started (a fault starts it)",
+                p.name
+            ));
+        }
+        // a stacked router needs its uplink router ready first: routers one at a time; the rest
+        // of a wave at once (nothing in it waits for another)
+        let now: Vec<&Planned> = members
+            .iter()
+            .copied()
+            .filter(|p| p.start_with_lab)
+            .collect();
+        let (routers, rest): (Vec<&Planned>, Vec<&Planned>) =
+            now.into_iter().partition(|p| p.kind == Kind::Router);
+        for p in &routers {
             lab.start(spec(p, &opts.image)).await?;
             lab.follow(&p.name, tx.clone())?;
-            if p.kind == Kind::Router {
-                wait_ready(lab, p, rx, st, shutdown).await?;
-                up += 1;
-                st.report_up(&p.name, up, total);
-            }
+            wait_ready(lab, p, rx, st, shutdown).await?;
+            up += 1;
+            st.report_up(&p.name, up, total);
         }
-        for p in members
-            .iter()
-            .filter(|p| p.kind != Kind::Router && p.start_with_lab)
-        {
+        lab.start_many(rest.iter().map(|p| spec(p, &opts.image)).collect(), true)
+            .await?;
+        for p in &rest {
+            lab.follow(&p.name, tx.clone())?;
+        }
+        for p in &rest {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             st.report_up(&p.name, up, total);

@@ -495,7 +495,13 @@ const FLAT_WINDOW: usize = 5;
 
 /// [`Check::Flat`]: the node's samples of its current process from `after` on; the median of the
 /// last [`FLAT_WINDOW`] against the median of the first.
-fn flat(t: &Timeline, node: &str, metric: Metric, after: std::time::Duration, growth_pct: f64) -> State {
+fn flat(
+    t: &Timeline,
+    node: &str,
+    metric: Metric,
+    after: std::time::Duration,
+    growth_pct: f64,
+) -> State {
     let not_yet = |p: &str| State::NotYet {
         progress: p.to_string(),
     };
@@ -528,7 +534,11 @@ fn flat(t: &Timeline, node: &str, metric: Metric, after: std::time::Duration, gr
     let first = median(&samples[..FLAT_WINDOW]);
     let last = median(&samples[samples.len() - FLAT_WINDOW..]);
     let growth = if first == 0 {
-        if last == 0 { 0.0 } else { f64::INFINITY }
+        if last == 0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
     } else {
         (last as f64 / first as f64 - 1.0) * 100.0
     };
@@ -927,11 +937,19 @@ expect:
         .unwrap();
         let check = &topo.expect[0].check;
         let mut s = Ids::new();
-        let res = |rss: u64| format!(r#"{{"event":"resources","rss_kb":{rss},"fds":20,"connections":3,"routing_table":2,"kad_records":1}}"#);
+        let res = |rss: u64| {
+            format!(
+                r#"{{"event":"resources","rss_kb":{rss},"fds":20,"connections":3,"routing_table":2,"kad_records":1}}"#
+            )
+        };
         // the first minute does not count: 50 MB there is the start-up
         s.ev(10_000, "alice", &res(50_000));
         for i in 0..10 {
-            s.ev(60_000 + i * 10_000, "alice", &res(10_000 + (i as u64 % 2) * 200));
+            s.ev(
+                60_000 + i * 10_000,
+                "alice",
+                &res(10_000 + (i as u64 % 2) * 200),
+            );
         }
         match evaluate(check, &s.t) {
             State::Holds { measured, .. } => {
@@ -942,7 +960,11 @@ expect:
         }
         // a leak: +1 MB a sample
         for i in 0..5 {
-            s.ev(200_000 + i * 10_000, "alice", &res(12_000 + i as u64 * 1_000));
+            s.ev(
+                200_000 + i * 10_000,
+                "alice",
+                &res(12_000 + i as u64 * 1_000),
+            );
         }
         match evaluate(check, &s.t) {
             State::NotYet { progress } => assert!(progress.contains("grew"), "{progress}"),
@@ -950,7 +972,11 @@ expect:
         }
         // a restart starts over: too few samples of the new process
         let id = s.id("alice").to_string();
-        s.ev(300_000, "alice", &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#));
+        s.ev(
+            300_000,
+            "alice",
+            &format!(r#"{{"event":"started","peer_id":"{id}","role":"x","version":"0"}}"#),
+        );
         s.ev(400_000, "alice", &res(9_000));
         match evaluate(check, &s.t) {
             State::NotYet { progress } => assert!(progress.starts_with("1 samples"), "{progress}"),

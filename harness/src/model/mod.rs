@@ -464,7 +464,10 @@ pub enum Action {
     },
     /// Run a command in the node's container, beside the node (same network namespace, same
     /// address), in the background: a tool of the image such as `bench flood`.
-    Exec { node: String, cmd: Vec<String> },
+    Exec {
+        node: String,
+        cmd: Vec<String>,
+    },
 }
 
 impl Action {

@@ -436,14 +436,25 @@ fn every_repeats_a_fault_until_its_end_or_the_timeout() {
         .collect();
     // up to the last one before the timeout; then 30 s and 2 min 30 s
     assert_eq!(at, [60, 120, 180, 240, 30, 150]);
-    let e = err(&format!("{base}  - {{ at: 1m, every: 30s, partition: alice, for: 30s }}\n"));
+    let e = err(&format!(
+        "{base}  - {{ at: 1m, every: 30s, partition: alice, for: 30s }}\n"
+    ));
     assert!(e.to_string().contains("as long as its period"), "{e}");
-    let e = err(&format!("{base}  - {{ at: 1m, until: 2m, restart: alice }}\n"));
+    let e = err(&format!(
+        "{base}  - {{ at: 1m, until: 2m, restart: alice }}\n"
+    ));
     assert!(e.to_string().contains("until: only with `every`"), "{e}");
-    let e = err(&format!("{base}  - {{ after: {{ started: alice }}, every: 1m, restart: alice }}\n"));
+    let e = err(&format!(
+        "{base}  - {{ after: {{ started: alice }}, every: 1m, restart: alice }}\n"
+    ));
     assert!(e.to_string().contains("only with `at`"), "{e}");
-    let e = err(&format!("{base}  - {{ at: 1m, every: 1m, until: 5m, restart: alice }}\n"));
-    assert!(e.to_string().contains("until: at or after the timeout"), "{e}");
+    let e = err(&format!(
+        "{base}  - {{ at: 1m, every: 1m, until: 5m, restart: alice }}\n"
+    ));
+    assert!(
+        e.to_string().contains("until: at or after the timeout"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -456,8 +467,16 @@ fn flat_needs_resources_and_a_known_metric() {
     assert!(e.to_string().contains("`heap` is not a figure"), "{e}");
     let t = parse("t.yaml", &with.replace("metric: M", "metric: fds")).unwrap();
     assert_eq!(t.resources, Some(Duration::from_secs(10)));
-    assert!(matches!(t.expect[0].check, Check::Flat { metric: Metric::Fds, .. }));
-    let e = err(&with.replace("metric: M", "metric: fds").replace("10%", "ten"));
+    assert!(matches!(
+        t.expect[0].check,
+        Check::Flat {
+            metric: Metric::Fds,
+            ..
+        }
+    ));
+    let e = err(&with
+        .replace("metric: M", "metric: fds")
+        .replace("10%", "ten"));
     assert!(e.to_string().contains("not a percentage"), "{e}");
 }
 
@@ -469,11 +488,22 @@ fn exec_runs_a_program_beside_a_node_and_names_nodes_by_address() {
         &format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [bench, flood, --target, \"/ip4/{{addr:boot}}/tcp/51820\"] }} }}\n"),
     )
     .unwrap();
-    assert!(matches!(&t.faults[0].action, Action::Exec { node, cmd } if node == "eve" && cmd.len() == 4));
-    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [bench, \"{{addr:nobody}}\"] }} }}\n"));
-    assert!(e.to_string().contains("`{addr:nobody}` names no node"), "{e}");
-    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [] }} }}\n"));
+    assert!(
+        matches!(&t.faults[0].action, Action::Exec { node, cmd } if node == "eve" && cmd.len() == 4)
+    );
+    let e = err(&format!(
+        "{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [bench, \"{{addr:nobody}}\"] }} }}\n"
+    ));
+    assert!(
+        e.to_string().contains("`{addr:nobody}` names no node"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{base}  - {{ at: 5s, exec: {{ node: eve, cmd: [] }} }}\n"
+    ));
     assert!(e.to_string().contains("names no program"), "{e}");
-    let e = err(&format!("{base}  - {{ at: 5s, exec: {{ node: nobody, cmd: [ls] }} }}\n"));
+    let e = err(&format!(
+        "{base}  - {{ at: 5s, exec: {{ node: nobody, cmd: [ls] }} }}\n"
+    ));
     assert!(e.to_string().contains("no node named `nobody`"), "{e}");
 }

@@ -168,7 +168,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
         Some(r) => {
             let d = duration(cx, r, "resources")?;
             if d < Duration::from_secs(1) {
-                return Err(cx.err(r.referenced, "resources: sample at most once a second", hint("e.g. `resources: 10s`")));
+                return Err(cx.err(
+                    r.referenced,
+                    "resources: sample at most once a second",
+                    hint("e.g. `resources: 10s`"),
+                ));
             }
             Some(d)
         }
@@ -1070,7 +1074,10 @@ fn checks(
                 let all: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
                 cx.err(
                     fv.metric.referenced,
-                    format!("metric: `{}` is not a figure of the `resources` event", fv.metric.value),
+                    format!(
+                        "metric: `{}` is not a figure of the `resources` event",
+                        fv.metric.value
+                    ),
                     Some(format!("one of {}", all.join(", "))),
                 )
             })?;
@@ -1135,12 +1142,20 @@ fn repeats(
     let every = match (&v.every, &v.until) {
         (None, None) => return Ok(Vec::new()),
         (None, Some(u)) => {
-            return Err(cx.err(u.referenced, "until: only with `every`", hint("e.g. `{ at: 1m, every: 1m, until: 50m, restart: alice }`")))
+            return Err(cx.err(
+                u.referenced,
+                "until: only with `every`",
+                hint("e.g. `{ at: 1m, every: 1m, until: 50m, restart: alice }`"),
+            ))
         }
         (Some(e), _) => e,
     };
     let Trigger::At(first) = fault.trigger else {
-        return Err(cx.err(every.referenced, "every: only with `at` (a condition holds once)", None));
+        return Err(cx.err(
+            every.referenced,
+            "every: only with `at` (a condition holds once)",
+            None,
+        ));
     };
     let period = duration(cx, every, "every")?;
     if period < Duration::from_secs(1) {
@@ -1149,7 +1164,10 @@ fn repeats(
     if let Some(d) = fault.duration.filter(|d| *d >= period) {
         return Err(cx.err(
             every.referenced,
-            format!("every: the fault lasts {}s (`for`), as long as its period or longer", d.as_secs_f64()),
+            format!(
+                "every: the fault lasts {}s (`for`), as long as its period or longer",
+                d.as_secs_f64()
+            ),
             hint("a shorter `for`, or a longer `every`"),
         ));
     }
@@ -1157,7 +1175,14 @@ fn repeats(
         Some(u) => {
             let d = duration(cx, u, "until")?;
             if d >= topo.timeout {
-                return Err(cx.err(u.referenced, format!("until: at or after the timeout ({}s)", topo.timeout.as_secs()), None));
+                return Err(cx.err(
+                    u.referenced,
+                    format!(
+                        "until: at or after the timeout ({}s)",
+                        topo.timeout.as_secs()
+                    ),
+                    None,
+                ));
             }
             d
         }
@@ -1168,7 +1193,11 @@ fn repeats(
     while at <= until {
         out.push(at);
         if out.len() > 10_000 {
-            return Err(cx.err(every.referenced, "every: more than 10,000 repeats", hint("a longer `every`")));
+            return Err(cx.err(
+                every.referenced,
+                "every: more than 10,000 repeats",
+                hint("a longer `every`"),
+            ));
         }
         at += period;
     }
@@ -1324,7 +1353,11 @@ fn fault(cx: &Ctx<'_>, topo: &Topology, f: &S<RawFault>) -> Result<Fault, Topolo
     if let Some(x) = &v.exec {
         let xv = &x.value;
         if xv.cmd.value.is_empty() || xv.cmd.value[0].trim().is_empty() {
-            return Err(cx.err(xv.cmd.referenced, "exec: `cmd` names no program", hint("e.g. `cmd: [bench, flood, --help]`")));
+            return Err(cx.err(
+                xv.cmd.referenced,
+                "exec: `cmd` names no program",
+                hint("e.g. `cmd: [bench, flood, --help]`"),
+            ));
         }
         for a in &xv.cmd.value {
             let mut rest = a.as_str();

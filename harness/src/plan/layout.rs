@@ -567,6 +567,37 @@ fn add_ipv6_routes(
     }
 }
 
+/// Where each container goes when a lab has `engines` engines (a swarm): spread, in start
+/// order, each on the engine holding the fewest so far, but never on the engine of a router of
+/// a segment it is on (when another engine is free of them), so that a LAN's traffic to its
+/// router, and a router's to its uplink router, crosses engines (the overlay). The lowest index
+/// wins a tie. On one engine every container is on engine 0.
+pub fn placement(topo: &Topology, lay: &Layout, engines: usize) -> BTreeMap<String, usize> {
+    let mut load = vec![0usize; engines.max(1)];
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &lay.containers {
+        let avoid: Vec<usize> = c
+            .attach
+            .iter()
+            .filter_map(|(seg, _)| topo.segments.iter().find(|s| &s.name == seg))
+            .filter_map(|s| s.router_name())
+            .filter(|r| *r != c.name)
+            .filter_map(|r| at.get(&r).copied())
+            .collect();
+        let pick = |allowed: &dyn Fn(usize) -> bool| {
+            (0..load.len())
+                .filter(|i| allowed(*i))
+                .min_by_key(|i| (load[*i], *i))
+        };
+        let i = pick(&|i| !avoid.contains(&i))
+            .or_else(|| pick(&|_| true))
+            .unwrap_or(0);
+        load[i] += 1;
+        at.insert(c.name.clone(), i);
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -860,5 +891,36 @@ nodes:
             a.iter().any(|x| x.starts_with("/ip6/fd70:c612:400::")),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn a_swarm_never_puts_a_host_on_its_routers_engine() {
+        let (t, l) = lay();
+        let at = placement(&t, &l, 3);
+        assert_eq!(at.len(), l.containers.len());
+        for c in &l.containers {
+            for (seg, _) in &c.attach {
+                let Some(r) = t
+                    .segments
+                    .iter()
+                    .find(|s| &s.name == seg)
+                    .and_then(|s| s.router_name())
+                else {
+                    continue;
+                };
+                if r != c.name {
+                    assert_ne!(at[&c.name], at[&r], "{} shares an engine with {r}", c.name);
+                }
+            }
+        }
+        // spread: no engine holds more than its share plus one
+        let mut load = [0usize; 3];
+        for i in at.values() {
+            load[*i] += 1;
+        }
+        let (min, max) = (load.iter().min().unwrap(), load.iter().max().unwrap());
+        assert!(max - min <= 2, "{load:?}");
+        // one engine: all on it
+        assert!(placement(&t, &l, 1).values().all(|i| *i == 0));
     }
 }

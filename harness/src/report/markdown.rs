@@ -79,6 +79,18 @@ pub fn summary_md(results: &[RunResult]) -> String {
     if !r.route_out.is_empty() {
         let _ = writeln!(s, "**Isolation broken:** {}\n", md(&route_out_text(r)));
     }
+    if !r.placement.is_empty() {
+        // a swarm run: which engine held each container
+        let mut by: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (c, e) in &r.placement {
+            by.entry(e.as_str()).or_default().push(c.as_str());
+        }
+        let _ = writeln!(s, "## Placement\n\n| engine | containers |\n|---|---|");
+        for (e, cs) in by {
+            let _ = writeln!(s, "| {} | {} |", md(e), md(&cs.join(", ")));
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Expectations\n");
     if r.verdicts.is_empty() {
         let _ = writeln!(s, "None.\n");

@@ -529,6 +529,7 @@ expect:
             stderr,
             route_out: Vec::new(),
             memory: BTreeMap::new(),
+            placement: BTreeMap::new(),
         }
     }
 

@@ -65,6 +65,7 @@ pub(super) fn run_json(r: &RunResult) -> Value {
         "containers": containers,
         "stderr": r.stderr,
         "route_out": r.route_out,
+        "placement": r.placement,
     })
 }
 

@@ -187,6 +187,7 @@ async fn impairments_delay_and_loss() {
         net_admin: true,
         sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
         tun: false,
+        engine: 0,
     })
     .await
     .unwrap();

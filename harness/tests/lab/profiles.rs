@@ -119,6 +119,7 @@ async fn every_nat_profile_measures_as_declared() {
             net_admin: true,
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             tun: false,
+            engine: 0,
         })
         .await
         .unwrap();
@@ -346,6 +347,7 @@ async fn every_ipv6_policy_measures_as_declared() {
                 ("net.ipv6.conf.all.forwarding".into(), "1".into()),
             ],
             tun: false,
+            engine: 0,
         })
         .await
         .unwrap();
