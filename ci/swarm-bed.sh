@@ -5,9 +5,16 @@
 #   ci/swarm-bed.sh up       build the engine image, start three engines, form the swarm
 #   ci/swarm-bed.sh check    containers with static IPs on an attachable overlay, on different
 #                            engines, reach each other (ARP, DNS, TCP); prints what it saw
+#   ci/swarm-bed.sh run [TOPOLOGY...]
+#                            `p2plab run --engines` of each (default: home-nat.yaml and
+#                            nat-matrix.yaml) across the three engines, report in
+#                            target/ci/swarm/NAME/; then asserts from the report's placement
+#                            that no LAN host shares an engine with its router (its traffic
+#                            crosses the overlay) and that nothing is left on any engine
 #   ci/swarm-bed.sh env      the DOCKER_HOST of each engine, one per line
 #   ci/swarm-bed.sh down     removes the engines, their volumes and network (idempotent)
-# With no verb: up, check, down (exit 0 only if the check held).
+#   ci/swarm-bed.sh all [TOPOLOGY...]   (the default) up, check, run, down
+# Exit 0 only if every check and run held.
 # Engine N's API is the unix socket $BED_DIR/eN/docker.sock (BED_DIR: /tmp/p2plab-bed); the
 # engines' own network is BED_SUBNET (10.254.77.0/24), managed by the outer engine.
 # Why the engines run as they do (capabilities, cgroups, storage): docker/engine/engine.sh.
@@ -29,7 +36,9 @@ up() {
     echo "== node image (docker/build-image.sh)"
     docker/build-image.sh >/dev/null
     echo "== engine image ($ENGINE_IMAGE)"
-    docker build -q -t "$ENGINE_IMAGE" --label "$LABEL" docker/engine >/dev/null
+    local out
+    out=$(docker build -q -t "$ENGINE_IMAGE" --label "$LABEL" docker/engine 2>&1) \
+        || { echo "$out" >&2; exit 1; }
     docker network inspect "$NET" >/dev/null 2>&1 \
         || docker network create --label "$LABEL" --subnet "$BED_SUBNET" \
             -o com.docker.network.bridge.enable_ip_masquerade=false "$NET" >/dev/null
@@ -101,6 +110,48 @@ check() {
     ((ok))
 }
 
+run() {
+    local topos=("$@") status=0
+    [ ${#topos[@]} -gt 0 ] || topos=(topologies/home-nat.yaml topologies/nat-matrix.yaml)
+    export P2PLAB_CARGO_PROFILE=${P2PLAB_CARGO_PROFILE:-dev}
+    cargo build -q -p p2plab --bin p2plab
+    local bin=${CARGO_TARGET_DIR:-target}/debug/p2plab engines
+    engines=$(for i in $(seq 1 $N); do printf '%s,' "unix://$BED_DIR/e$i/docker.sock"; done)
+    for t in "${topos[@]}"; do
+        local name out
+        name=$(basename "$t" .yaml)
+        out=${CARGO_TARGET_DIR:-target}/ci/swarm/$name
+        rm -rf "$out"
+        echo "== p2plab run $t --engines (three engines)"
+        local t0=$SECONDS
+        "$bin" run "$t" --engines "${engines%,}" --report "$out" || status=1
+        echo "== $name: $((SECONDS - t0)) s"
+        python3 - "$out/results.json" <<'PY' || status=1
+import json, sys
+r = json.load(open(sys.argv[1]))
+at, cs = r["placement"], r["containers"]
+routers = {a["segment"]: c["name"] for c in cs if c["kind"] == "router" for a in c["addrs"] if a["ip"].endswith(".254")}
+links = [(c["name"], routers[a["segment"]]) for c in cs for a in c["addrs"]
+         if a["segment"] in routers and routers[a["segment"]] != c["name"]]
+same = [f"{h} and {g}" for h, g in links if at.get(h) == at.get(g)]
+engines = sorted(set(at.values()))
+print(f"placement: {len(at)} containers on {len(engines)} engines ({', '.join(engines)}); "
+      f"{len(links) - len(same)} of {len(links)} LAN links cross engines")
+if same or len(engines) < 2 or len(at) != len(cs):
+    print("FAIL placement: " + ("; ".join(same) or "not spread"))
+    sys.exit(1)
+PY
+    done
+    local left=0
+    for i in $(seq 1 $N); do
+        left=$((left + $(dk "$i" ps -aq --filter label=org.p2plab.managed=true | wc -l)))
+        left=$((left + $(dk "$i" network ls -q --filter label=org.p2plab.managed=true | wc -l)))
+    done
+    echo "== left on the engines: $left containers and networks"
+    ((left == 0)) || status=1
+    return $status
+}
+
 down() {
     for i in $(seq 1 $N); do docker rm -f -v "p2plab-bed-e$i" >/dev/null 2>&1 || true; done
     docker network rm "$NET" >/dev/null 2>&1 || true
@@ -108,15 +159,19 @@ down() {
     echo "== bed down: $(docker ps -aq --filter label=$LABEL | wc -l) containers, $(docker network ls -q --filter label=$LABEL | wc -l) networks left"
 }
 
-case ${1:-all} in
+verb=${1:-all}
+shift || true
+case $verb in
 up) up ;;
 check) check ;;
+run) run "$@" ;;
 env) for i in $(seq 1 $N); do echo "unix://$BED_DIR/e$i/docker.sock"; done ;;
 down) down ;;
 all)
     trap down EXIT
     up
     check
+    run "$@"
     ;;
-*) echo "ci/swarm-bed.sh: unknown verb '$1' (up, check, env, down)" >&2; exit 2 ;;
+*) echo "ci/swarm-bed.sh: unknown verb '$verb' (up, check, run, env, down, all)" >&2; exit 2 ;;
 esac
