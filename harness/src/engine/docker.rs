@@ -636,7 +636,10 @@ impl Lab {
             .map(u64::from)
             .fold(0, |h, b| h.wrapping_mul(31).wrapping_add(b));
         for attempt in 0..20u64 {
-            let used = self.engine.used_subnets().await?;
+            let mut used = self.engine.used_subnets().await?;
+            // this lab's own too: a swarm lists an overlay's subnet only once its manager has
+            // allocated it, a moment after the overlay is created
+            used.extend(self.networks.values().map(|n| n.1));
             let subnet = crate::plan::allocate(pool, 24, &used, seed.wrapping_add(attempt * 13))
                 .map_err(|e| DockerError::Other(e.to_string()))?;
             match self.network_with(name, subnet, ipv6).await {
