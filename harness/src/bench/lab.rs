@@ -54,7 +54,7 @@ fn err(group: &str, message: impl std::fmt::Display) -> BenchLabError {
 }
 
 /// Every group, in order.
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "rtt",
     "throughput",
     "direct",
@@ -62,6 +62,7 @@ pub const GROUPS: [&str; 7] = [
     "labs",
     "memory",
     "scale",
+    "swarm",
 ];
 
 /// How much to measure.
@@ -74,6 +75,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Repeats of the home-NAT run (`direct`).
     pub direct_repeats: usize,
+    /// The engines of a swarm (`--engines`): the `swarm` group runs only with them.
+    pub swarm: Option<Engine>,
 }
 
 impl BenchOptions {
@@ -128,7 +131,15 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
         g("scale", "7. Many nodes in one process", "One container, one process (`bench swarm --transport memory`): an in-process monitor and N full p2plab nodes over libp2p's memory transport (noise and yamux as over TCP; loopback TCP would need two open files per connection in one process, beyond the engine's 20,000), in namespaces of 10 (8 listeners, 2 dialers), Kademlia's K = 8 (`--kad-replication 8`; the node's default is 20) and connections kept 600 s when idle. \
              The listeners start at 5 a second and must announce within 120 s of the last start; then the dialers start together, and have 120 s to find all 8 listeners of their namespace. \
              Share = dialers that did. Times are per node from its own start. Memory is the process's RSS with every node up, per node; connections are those open at the end, per node.".to_string()),
+        g("swarm", "8. Lab bring-up across the engines of a swarm", format!(
+            "As section 5, on a Docker Swarm of {} engines (`--engines`; `ci/swarm-bed.sh`: three engines in containers of this machine, so one kernel and two cores for all of them): the segment is an attachable overlay (VXLAN), and the containers are spread over the engines. {} runs per size; the ratio is over section 5's lab of the same size on one engine, in the same run.",
+            opts.swarm.as_ref().map_or(0, |s| s.members().len()),
+            opts.pick(3, 1))),
     ]
+    .into_iter()
+    // the swarm's figures exist only with --engines
+    .filter(|g| g.id != "swarm" || opts.swarm.is_some())
+    .collect()
 }
 
 /// Runs the groups asked for; `progress` gets one line per step. A group that fails is
@@ -172,6 +183,26 @@ pub async fn run_all(
     }
     if opts.wants("scale") {
         keep(scale(engine, opts, progress).await);
+    }
+    match &opts.swarm {
+        Some(swarm) if opts.wants("swarm") => keep(
+            labs_on(
+                swarm,
+                opts,
+                progress,
+                Sizes {
+                    group: "swarm",
+                    sizes: if opts.quick { &[100] } else { &[100, 300] },
+                    on: format!(" on {} engines", swarm.members().len()),
+                },
+            )
+            .await,
+        ),
+        None if opts.only.iter().any(|g| g == "swarm") => keep(Err(err(
+            "swarm",
+            "the swarm group needs --engines (ci/swarm-bed.sh up, then --engines $(ci/swarm-bed.sh env | paste -sd,))",
+        ))),
+        _ => {}
     }
     Ok((figures, errors))
 }
@@ -961,21 +992,48 @@ async fn labs(
     opts: &BenchOptions,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<Figure>, BenchLabError> {
-    const G: &str = "labs";
+    let sizes = Sizes {
+        group: "labs",
+        sizes: &[5, 20, 50, 100],
+        on: String::new(),
+    };
+    labs_on(engine, opts, progress, sizes).await
+}
+
+/// Which labs a bring-up group measures.
+struct Sizes {
+    /// The group, and the prefix of its figures' ids.
+    group: &'static str,
+    /// Containers per lab, smallest first: the ratios are over the first (over one engine's
+    /// lab of the same size, for a swarm).
+    sizes: &'static [usize],
+    /// After "N containers" in the figures' names (" on 3 engines").
+    on: String,
+}
+
+async fn labs_on(
+    engine: &Engine,
+    opts: &BenchOptions,
+    progress: &(dyn Fn(String) + Sync),
+    sizes: Sizes,
+) -> Result<Vec<Figure>, BenchLabError> {
+    let g = sizes.group;
+    let on = &sizes.on;
+    let first = sizes.sizes.first().copied().unwrap_or(0);
     let runs = opts.pick(3, 1);
     let mut figures = Vec::new();
-    for n in [5usize, 20, 50, 100] {
+    for &n in sizes.sizes {
         let yaml = format!(
             "name: bench-labs\ntimeout: 300s\nsegments:\n  internet: {{}}\nnodes:\n  m: {{ role: monitor, segment: internet }}\n  \
              l: {{ role: listener, segment: internet, namespace: bench, replicas: {} }}\nexpect:\n  - {{ event: {{ kind: bootstrapped, min: {} }} }}\n",
             n - 1,
             n - 1
         );
-        let topo = model::parse("<bench labs>", &yaml).map_err(|e| err(G, e.render()))?;
+        let topo = model::parse("<bench labs>", &yaml).map_err(|e| err(g, e.render()))?;
         if let Some(w) =
             plan::arp_limit().and_then(|limit| plan::arp_warning(plan::arp_entries([n]), limit))
         {
-            return Err(err(G, w));
+            return Err(err(g, w));
         }
         let (mut up, mut down, mut mem) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
@@ -984,10 +1042,10 @@ async fn labs(
             o.sample_memory = true;
             let r = run::run(engine.clone(), &topo, o, None, std::future::pending())
                 .await
-                .map_err(|e| err(G, e))?;
+                .map_err(|e| err(g, e))?;
             if !r.ok {
                 return Err(err(
-                    G,
+                    g,
                     format!(
                         "the lab of {n} did not come up: {:?}",
                         r.verdicts
@@ -1002,46 +1060,35 @@ async fn labs(
             down.push(r.teardown_ms as f64 / 1000.0);
             mem.extend(r.memory.values().map(|b| *b as f64 / (1024.0 * 1024.0)));
             progress(format!(
-                "labs: {n} containers, run {} of {runs}: up {:.1} s, down {:.1} s",
+                "{g}: {n} containers{on}, run {} of {runs}: up {:.1} s, down {:.1} s",
                 i + 1,
                 r.bringup_ms as f64 / 1000.0,
                 r.teardown_ms as f64 / 1000.0
             ));
         }
-        let vs = |f: Figure, base: &str| if n == 5 { f } else { f.vs(base) };
-        figures.push(vs(
-            Figure::new(
-                format!("labs.up.{n}"),
-                G,
-                format!("{n} containers: bring-up"),
-                "s",
+        // the ratio: over the first size of the group; a swarm's over one engine's lab of the
+        // same size (section 5, when it ran)
+        let base = |what: &str| match g {
+            "labs" => (n != first).then(|| format!("labs.{what}.{first}")),
+            _ => Some(format!("labs.{what}.{n}")),
+        };
+        let figure = |what: &str, name: &str, unit: &str, v: Vec<f64>| {
+            let f = Figure::new(
+                format!("{g}.{what}.{n}"),
+                g,
+                format!("{n} containers{on}: {name}"),
+                unit,
                 Better::Lower,
-                up,
-            ),
-            "labs.up.5",
-        ));
-        figures.push(vs(
-            Figure::new(
-                format!("labs.down.{n}"),
-                G,
-                format!("{n} containers: teardown"),
-                "s",
-                Better::Lower,
-                down,
-            ),
-            "labs.down.5",
-        ));
-        figures.push(vs(
-            Figure::new(
-                format!("labs.memory.{n}"),
-                G,
-                format!("{n} containers: memory per container"),
-                "MiB",
-                Better::Lower,
-                mem,
-            ),
-            "labs.memory.5",
-        ));
+                v,
+            );
+            match base(what) {
+                Some(b) => f.vs(&b),
+                None => f,
+            }
+        };
+        figures.push(figure("up", "bring-up", "s", up));
+        figures.push(figure("down", "teardown", "s", down));
+        figures.push(figure("memory", "memory per container", "MiB", mem));
     }
     Ok(figures)
 }
@@ -1319,6 +1366,7 @@ mod tests {
             only: Vec::new(),
             quick: false,
             direct_repeats: 30,
+            swarm: None,
         }
     }
 

@@ -148,6 +148,10 @@ enum Cmd {
         /// Exit 3 when a figure regressed by more than 20%.
         #[arg(long)]
         fail_on_regression: bool,
+        /// Also measure bring-up across the engines of a Docker Swarm (group `swarm`): their
+        /// API addresses, comma-separated, a manager first (as `run --engines`).
+        #[arg(long, value_delimiter = ',', value_name = "URLS")]
+        engines: Vec<String>,
     },
     /// The reaper's side of a lab (started by the harness in a container of its own): wait for
     /// stdin to end, then remove every object of run RUN but the container EXCEPT.
@@ -486,7 +490,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             json,
             write_doc,
             fail_on_regression,
+            engines: urls,
         } => {
+            let swarm = match urls.is_empty() {
+                true => None,
+                false => Some(engines(&urls).await?),
+            };
             bench(
                 only,
                 quick,
@@ -495,6 +504,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 json,
                 write_doc,
                 fail_on_regression,
+                swarm,
             )
             .await
         }
@@ -534,6 +544,7 @@ async fn bench(
     json: PathBuf,
     write_doc: Option<PathBuf>,
     fail_on_regression: bool,
+    swarm: Option<Engine>,
 ) -> Result<ExitCode, Failure> {
     for g in &only {
         if !benchlab::GROUPS.contains(&g.as_str()) {
@@ -554,7 +565,11 @@ async fn bench(
         .and_then(|v| v.version)
         .unwrap_or_else(|| "unknown".into());
     let image = ensure_image().await?;
+    if let Some(s) = &swarm {
+        image_everywhere(s, &image).await?;
+    }
     let opts = benchlab::BenchOptions {
+        swarm,
         image,
         only,
         quick,

@@ -74,6 +74,15 @@ pub struct Engine {
     members: std::sync::Arc<Vec<Engine>>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
 impl Engine {
     /// Connects with the local defaults (`DOCKER_HOST` or the Unix socket) and negotiates the API
     /// version down to the engine's.

@@ -21,6 +21,7 @@ async fn bench_measures_round_trips_and_throughput_against_raw_tcp() {
         only: vec!["rtt".into(), "throughput".into()],
         quick: true,
         direct_repeats: 1,
+        swarm: None,
     };
     let (figures, errors) = lab::run_all(&engine, &opts, &|s| eprintln!("bench: {s}"))
         .await
