@@ -1104,9 +1104,10 @@ pub fn tar_one_file(name: &str, contents: &[u8], mtime: u64) -> Result<Vec<u8>, 
 
 /// The addresses a swarm may take on its own in an overlay on `subnet`: each engine that joins
 /// the overlay takes one for its load-balancer endpoint, from the dynamic range; left to itself
-/// it takes the lowest free ones, which are the lab's (routers' uplink addresses, hosts). The
-/// lab never places a container there: 16 addresses, from 32 below the top of the subnet (.224
-/// to .239 of a /24), below the LAN routers' `.254`.
+/// it takes the lowest free ones, which are the lab's (routers' uplink addresses, hosts). Its
+/// range: 16 addresses, from 32 below the top of the subnet (.224 to .239 of a /24), below the
+/// LAN routers' `.254`; the layout hands out `.2` upwards, so a segment reaches it only past 222
+/// containers.
 fn swarm_range(subnet: Ipv4Net) -> Result<Ipv4Net, DockerError> {
     if subnet.prefix_len() > 24 {
         return Err(DockerError::Other(format!(
@@ -1434,6 +1435,21 @@ mod tests {
         }
         // the two LANs and the reaper go in parallel: not one container a batch
         assert!(batches.len() < n);
+    }
+
+    #[test]
+    fn a_swarm_keeps_its_own_addresses_away_from_the_labs() {
+        let r = swarm_range("10.1.2.0/24".parse().unwrap()).unwrap();
+        assert_eq!(r.to_string(), "10.1.2.224/28");
+        // above every address the layout hands out (.2 up, at most 222 of them) and below the
+        // LAN router's .254
+        assert!(u32::from(r.network()) > u32::from(std::net::Ipv4Addr::new(10, 1, 2, 223)));
+        assert!(u32::from(r.broadcast()) < u32::from(std::net::Ipv4Addr::new(10, 1, 2, 254)));
+        assert_eq!(
+            swarm_range("10.4.0.0/16".parse().unwrap()).unwrap().to_string(),
+            "10.4.255.224/28"
+        );
+        assert!(swarm_range("10.1.2.0/25".parse().unwrap()).is_err());
     }
 
     #[test]
