@@ -132,7 +132,7 @@ pub fn groups(opts: &BenchOptions) -> Vec<Group> {
              The listeners start at 5 a second and must announce within 120 s of the last start; then the dialers start together, and have 120 s to find all 8 listeners of their namespace. \
              Share = dialers that did. Times are per node from its own start. Memory is the process's RSS with every node up, per node; connections are those open at the end, per node.".to_string()),
         g("swarm", "8. Lab bring-up across the engines of a swarm", format!(
-            "As section 5, on a Docker Swarm of {} engines (`--engines`; `ci/swarm-bed.sh`: three engines in containers of this machine, so one kernel and two cores for all of them): the segment is an attachable overlay (VXLAN), and the containers are spread over the engines. {} runs per size; the ratio is over section 5's lab of the same size on one engine, in the same run.",
+            "As section 5, on a Docker Swarm of {} engines (`--engines`; `ci/swarm-bed.sh`: three engines in containers of this machine, so one kernel and two cores for all of them), in LANs of at most 100: a monitor on the public segment and, per LAN, a `routed` router and listeners (a segment holds at most 222 containers on a swarm). Segments are attachable overlays (VXLAN); the containers are spread over the engines, none on its router's. {} runs per size; the ratio is over section 5's flat lab of the same size on one engine, in the same run.",
             opts.swarm.as_ref().map_or(0, |s| s.members().len()),
             opts.pick(3, 1))),
     ]
@@ -191,6 +191,7 @@ pub async fn run_all(
                 opts,
                 progress,
                 Sizes {
+                    lans: true,
                     group: "swarm",
                     sizes: if opts.quick { &[100] } else { &[100, 300] },
                     on: format!(" on {} engines", swarm.members().len()),
@@ -993,6 +994,7 @@ async fn labs(
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<Figure>, BenchLabError> {
     let sizes = Sizes {
+        lans: false,
         group: "labs",
         sizes: &[5, 20, 50, 100],
         on: String::new(),
@@ -1000,8 +1002,35 @@ async fn labs(
     labs_on(engine, opts, progress, sizes).await
 }
 
+/// A lab of `n` containers in LANs of at most 100 (a segment holds at most 222 on a swarm, and
+/// 254 anywhere): a monitor on the public segment, and per LAN a `routed` router (no NAT) and
+/// listeners. Returns its YAML and the containers per segment.
+fn lans_lab(n: usize) -> (String, Vec<usize>) {
+    let lans = n.div_ceil(100).max(1);
+    let listeners = n.saturating_sub(1 + lans);
+    let mut yaml = String::from("name: bench-swarm\ntimeout: 600s\nsegments:\n  internet: {}\n");
+    for i in 1..=lans {
+        yaml.push_str(&format!("  lan-{i}: {{ nat: routed }}\n"));
+    }
+    yaml.push_str("nodes:\n  m: { role: monitor, segment: internet }\n");
+    let mut per_segment = vec![1 + lans];
+    for i in 1..=lans {
+        let k = listeners / lans + usize::from(i <= listeners % lans);
+        yaml.push_str(&format!(
+            "  l{i}: {{ role: listener, segment: lan-{i}, namespace: bench, replicas: {k} }}\n"
+        ));
+        per_segment.push(k + 1);
+    }
+    yaml.push_str(&format!(
+        "expect:\n  - {{ event: {{ kind: bootstrapped, min: {listeners} }} }}\n"
+    ));
+    (yaml, per_segment)
+}
+
 /// Which labs a bring-up group measures.
 struct Sizes {
+    /// In LANs of at most 100 ([`lans_lab`]) instead of one flat segment.
+    lans: bool,
     /// The group, and the prefix of its figures' ids.
     group: &'static str,
     /// Containers per lab, smallest first: the ratios are over the first (over one engine's
@@ -1023,15 +1052,22 @@ async fn labs_on(
     let runs = opts.pick(3, 1);
     let mut figures = Vec::new();
     for &n in sizes.sizes {
-        let yaml = format!(
-            "name: bench-labs\ntimeout: 300s\nsegments:\n  internet: {{}}\nnodes:\n  m: {{ role: monitor, segment: internet }}\n  \
-             l: {{ role: listener, segment: internet, namespace: bench, replicas: {} }}\nexpect:\n  - {{ event: {{ kind: bootstrapped, min: {} }} }}\n",
-            n - 1,
-            n - 1
-        );
+        let (yaml, per_segment) = if sizes.lans {
+            lans_lab(n)
+        } else {
+            (
+                format!(
+                    "name: bench-labs\ntimeout: 300s\nsegments:\n  internet: {{}}\nnodes:\n  m: {{ role: monitor, segment: internet }}\n  \
+                     l: {{ role: listener, segment: internet, namespace: bench, replicas: {} }}\nexpect:\n  - {{ event: {{ kind: bootstrapped, min: {} }} }}\n",
+                    n - 1,
+                    n - 1
+                ),
+                vec![n],
+            )
+        };
         let topo = model::parse("<bench labs>", &yaml).map_err(|e| err(g, e.render()))?;
-        if let Some(w) =
-            plan::arp_limit().and_then(|limit| plan::arp_warning(plan::arp_entries([n]), limit))
+        if let Some(w) = plan::arp_limit()
+            .and_then(|limit| plan::arp_warning(plan::arp_entries(per_segment), limit))
         {
             return Err(err(g, w));
         }
@@ -1395,6 +1431,25 @@ mod tests {
                 lay.containers.iter().all(|c| c.ip().octets()[3] < 200),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn a_swarm_lab_has_n_containers_in_lans_of_at_most_100() {
+        for n in [100, 300] {
+            let (yaml, per) = lans_lab(n);
+            let t = model::parse("<t>", &yaml).unwrap();
+            let (subnets, _) = (0..).zip(t.segments.iter()).fold(
+                (BTreeMap::new(), ()),
+                |(mut m, _), (i, s)| {
+                    m.insert(s.name.clone(), format!("10.9.{i}.0/24").parse().unwrap());
+                    (m, ())
+                },
+            );
+            let lay = layout(&t, &subnets).unwrap();
+            assert_eq!(lay.containers.len(), n, "{yaml}");
+            assert_eq!(per.iter().sum::<usize>(), n + per.len() - 1, "{per:?}");
+            assert!(per.iter().all(|k| *k <= 101), "{per:?}");
         }
     }
 
