@@ -36,9 +36,9 @@ pub const LABEL_LAB: &str = "org.p2plab.lab";
 pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
-/// Container requests in flight at once in [`Lab::start_many`]. Measured on a 2-core engine
-/// (docs/benchmarks.md, section 5): more than this gains nothing, and a lab's bring-up should
-/// leave the engine able to answer other runs.
+/// Container requests in flight at once in [`Lab::start_many`]: enough to keep a 2-core
+/// engine busy (bring-up figures: docs/benchmarks.md, section 5), few enough that the engine
+/// still answers other runs and the reaper while a big lab comes up.
 pub const CONCURRENCY: usize = 8;
 
 /// What went wrong talking to the engine.
