@@ -1440,13 +1440,13 @@ mod tests {
         for n in [100, 300] {
             let (yaml, per) = lans_lab(n);
             let t = model::parse("<t>", &yaml).unwrap();
-            let (subnets, _) = (0..).zip(t.segments.iter()).fold(
-                (BTreeMap::new(), ()),
-                |(mut m, _), (i, s)| {
-                    m.insert(s.name.clone(), format!("10.9.{i}.0/24").parse().unwrap());
-                    (m, ())
-                },
-            );
+            let (subnets, _) =
+                (0..)
+                    .zip(t.segments.iter())
+                    .fold((BTreeMap::new(), ()), |(mut m, _), (i, s)| {
+                        m.insert(s.name.clone(), format!("10.9.{i}.0/24").parse().unwrap());
+                        (m, ())
+                    });
             let lay = layout(&t, &subnets).unwrap();
             assert_eq!(lay.containers.len(), n, "{yaml}");
             assert_eq!(per.iter().sum::<usize>(), n + per.len() - 1, "{per:?}");

@@ -37,8 +37,7 @@ pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
 /// Container requests in flight at once in [`Lab::start_many`]: enough to keep a 2-core
-/// engine busy (bring-up figures: docs/benchmarks.md, section 5), few enough that the engine
-/// still answers other runs and the reaper while a big lab comes up.
+/// engine busy, few enough that the engine still answers other runs and the reaper.
 pub const CONCURRENCY: usize = 8;
 
 /// What went wrong talking to the engine.
@@ -1446,7 +1445,9 @@ mod tests {
         assert!(u32::from(r.network()) > u32::from(std::net::Ipv4Addr::new(10, 1, 2, 223)));
         assert!(u32::from(r.broadcast()) < u32::from(std::net::Ipv4Addr::new(10, 1, 2, 254)));
         assert_eq!(
-            swarm_range("10.4.0.0/16".parse().unwrap()).unwrap().to_string(),
+            swarm_range("10.4.0.0/16".parse().unwrap())
+                .unwrap()
+                .to_string(),
             "10.4.255.224/28"
         );
         assert!(swarm_range("10.1.2.0/25".parse().unwrap()).is_err());

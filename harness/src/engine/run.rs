@@ -481,8 +481,7 @@ async fn bring_up(
                 p.name
             ));
         }
-        // a stacked router needs its uplink router ready first: routers one at a time; the rest
-        // of a wave at once (nothing in it waits for another)
+        // a stacked router needs its uplink router ready first: routers one at a time
         let now: Vec<&Planned> = members
             .iter()
             .copied()
@@ -497,9 +496,12 @@ async fn bring_up(
             up += 1;
             st.report_up(&p.name, up, total);
         }
-        lab.start_many(rest.iter().map(|p| spec(p, &opts.image)).collect(), true)
-            .await?;
+        // The rest one after the other too. Started all at once (`Lab::start_many`), 43
+        // containers of the NAT matrix came up in a burst that kept a public listener's AutoNAT
+        // verdict back: its strict-NAT dialer sent every message over the relay before going
+        // direct (a CI run); bring-up of 100 was 33 s instead of 40 s.
         for p in &rest {
+            lab.start(spec(p, &opts.image)).await?;
             lab.follow(&p.name, tx.clone())?;
         }
         for p in &rest {
