@@ -142,10 +142,16 @@ if same or len(engines) < 2 or len(at) != len(cs):
     sys.exit(1)
 PY
     done
-    local left=0
-    for i in $(seq 1 $N); do
-        left=$((left + $(dk "$i" ps -aq --filter label=org.p2plab.managed=true | wc -l)))
-        left=$((left + $(dk "$i" network ls -q --filter label=org.p2plab.managed=true | wc -l)))
+    # a worker lists a removed overlay a moment longer: what is left 30 s after the last run
+    local left deadline=$((SECONDS + 30))
+    while :; do
+        left=0
+        for i in $(seq 1 $N); do
+            left=$((left + $(dk "$i" ps -aq --filter label=org.p2plab.managed=true | wc -l)))
+            left=$((left + $(dk "$i" network ls -q --filter label=org.p2plab.managed=true | wc -l)))
+        done
+        ((left == 0 || SECONDS >= deadline)) && break
+        sleep 1
     done
     echo "== left on the engines: $left containers and networks"
     ((left == 0)) || status=1
