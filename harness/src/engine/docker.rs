@@ -36,7 +36,7 @@ pub const LABEL_LAB: &str = "org.p2plab.lab";
 pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
-/// Container requests in flight at once in [`Lab::start_many`]: enough to keep a 2-core
+/// Container requests in flight at once in [`Lab::create_many`]: enough to keep a 2-core
 /// engine busy, few enough that the engine still answers other runs and the reaper.
 pub const CONCURRENCY: usize = 8;
 
@@ -679,16 +679,11 @@ impl Lab {
         Ok(())
     }
 
-    /// Creates containers whose order does not matter, and starts them unless `start` is false,
-    /// up to [`CONCURRENCY`] at once: the engine sets up a container (its filesystem, its network
-    /// endpoints, its process) mostly in parallel, so a lab of 100 is not 100 round trips in a
-    /// row. Returns the first error, once every request has finished; what was created is the
-    /// lab's either way (teardown is by label).
-    pub async fn start_many(
-        &mut self,
-        specs: Vec<ContainerSpec>,
-        start: bool,
-    ) -> Result<(), DockerError> {
+    /// Creates containers (not started) whose order does not matter, up to [`CONCURRENCY`] at
+    /// once. Returns the first error, once every request has finished; what was created is the
+    /// lab's either way (teardown is by label). Starting them at once is another matter: a start
+    /// burst changes what the peers do (engine/run.rs, `bring_up`).
+    pub async fn create_many(&mut self, specs: Vec<ContainerSpec>) -> Result<(), DockerError> {
         if specs.is_empty() {
             return Ok(());
         }
@@ -697,19 +692,7 @@ impl Lab {
         let done: Vec<_> = futures::stream::iter(specs)
             .map(|spec| async move {
                 let id = this.create_container(&spec).await?;
-                let started = if start {
-                    this.engines[spec.engine]
-                        .docker
-                        .start_container(
-                            &id,
-                            None::<bollard::query_parameters::StartContainerOptions>,
-                        )
-                        .await
-                        .map_err(api(format!("start {}", spec.name)))
-                } else {
-                    Ok(())
-                };
-                Ok::<_, DockerError>((spec.name, (spec.engine, id), started))
+                Ok::<_, DockerError>((spec.name, (spec.engine, id)))
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -717,11 +700,8 @@ impl Lab {
         let mut first = None;
         for r in done {
             match r {
-                Ok((name, id, started)) => {
-                    self.containers.insert(name, id);
-                    if let Err(e) = started {
-                        first.get_or_insert(e);
-                    }
+                Ok((name, at)) => {
+                    self.containers.insert(name, at);
                 }
                 Err(e) => {
                     first.get_or_insert(e);
