@@ -36,10 +36,6 @@ pub const LABEL_LAB: &str = "org.p2plab.lab";
 pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
-/// Container requests in flight at once in [`Lab::create_many`]: enough to keep a 2-core
-/// engine busy, few enough that the engine still answers other runs and the reaper.
-pub const CONCURRENCY: usize = 8;
-
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -677,38 +673,6 @@ impl Lab {
         let id = self.create_container(&spec).await?;
         self.containers.insert(spec.name, (spec.engine, id));
         Ok(())
-    }
-
-    /// Creates containers (not started) whose order does not matter, up to [`CONCURRENCY`] at
-    /// once. Returns the first error, once every request has finished; what was created is the
-    /// lab's either way (teardown is by label). Starting them at once is another matter: a start
-    /// burst changes what the peers do (engine/run.rs, `bring_up`).
-    pub async fn create_many(&mut self, specs: Vec<ContainerSpec>) -> Result<(), DockerError> {
-        if specs.is_empty() {
-            return Ok(());
-        }
-        self.ensure_reaper().await;
-        let this = &*self;
-        let done: Vec<_> = futures::stream::iter(specs)
-            .map(|spec| async move {
-                let id = this.create_container(&spec).await?;
-                Ok::<_, DockerError>((spec.name, (spec.engine, id)))
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        let mut first = None;
-        for r in done {
-            match r {
-                Ok((name, at)) => {
-                    self.containers.insert(name, at);
-                }
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
     }
 
     /// Creates one container and attaches it to its networks; returns its id.

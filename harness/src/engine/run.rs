@@ -467,44 +467,32 @@ async fn bring_up(
     ];
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
-        // `start: false`: it gets its addresses now, and a `start` fault starts it
-        let later: Vec<&Planned> = members
-            .iter()
-            .copied()
-            .filter(|p| !p.start_with_lab)
-            .collect();
-        lab.create_many(later.iter().map(|p| spec(p, &opts.image)).collect())
-            .await?;
-        for p in &later {
-            st.step(format!(
-                "{}: created, not started (a fault starts it)",
-                p.name
-            ));
-        }
-        // a stacked router needs its uplink router ready first: routers one at a time
-        let now: Vec<&Planned> = members
-            .iter()
-            .copied()
-            .filter(|p| p.start_with_lab)
-            .collect();
-        let (routers, rest): (Vec<&Planned>, Vec<&Planned>) =
-            now.into_iter().partition(|p| p.kind == Kind::Router);
-        for p in &routers {
+        for p in &members {
+            if !p.start_with_lab {
+                // `start: false`: it gets its addresses now, and a `start` fault starts it
+                lab.create(spec(p, &opts.image)).await?;
+                st.step(format!(
+                    "{}: created, not started (a fault starts it)",
+                    p.name
+                ));
+                continue;
+            }
+            // One at a time: a stacked router needs its uplink router ready first, and peers
+            // started all at once (43 of the NAT matrix, tried) came up in a burst that held a
+            // public listener's AutoNAT verdict back, so its strict-NAT dialer sent every message
+            // over the relay before going direct.
             lab.start(spec(p, &opts.image)).await?;
             lab.follow(&p.name, tx.clone())?;
-            wait_ready(lab, p, rx, st, shutdown).await?;
-            up += 1;
-            st.report_up(&p.name, up, total);
+            if p.kind == Kind::Router {
+                wait_ready(lab, p, rx, st, shutdown).await?;
+                up += 1;
+                st.report_up(&p.name, up, total);
+            }
         }
-        // The rest one after the other too. Started all at once, 43
-        // containers of the NAT matrix came up in a burst that kept a public listener's AutoNAT
-        // verdict back: its strict-NAT dialer sent every message over the relay before going
-        // direct (a CI run); bring-up of 100 was 33 s instead of 40 s.
-        for p in &rest {
-            lab.start(spec(p, &opts.image)).await?;
-            lab.follow(&p.name, tx.clone())?;
-        }
-        for p in &rest {
+        for p in members
+            .iter()
+            .filter(|p| p.kind != Kind::Router && p.start_with_lab)
+        {
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             st.report_up(&p.name, up, total);
