@@ -25,6 +25,14 @@
 # `new_identity: true` (it can write into a stopped container); a plain
 # stop/start/restart keeps the key, as an operator's key file does.
 #
+# P2PLAB_HOLD=1: everything above is done, then the command waits for SIGUSR1
+# before it runs, on the container's first start only (a restarted container
+# runs at once). The p2plab harness starts a lab's containers several at a
+# time and then lets the peers go one by one, in its own order: the engine's
+# work (filesystem, namespaces, network endpoints) is parallel, the peers'
+# starts are not. The line `p2plab-hold: waiting for SIGUSR1` on stdout says
+# the signal can be sent.
+#
 # Route changes need CAP_NET_ADMIN (`docker run --cap-add NET_ADMIN`). When one
 # of the variables above is set and a change fails, one line naming the variable
 # and its value is printed to stderr and the entrypoint exits 1. When none is
@@ -142,5 +150,21 @@ for arg in "$@"; do
         echo "$PROG: --key-file $key: removed (new identity asked for)" >&2
     fi
 done
+
+# P2PLAB_HOLD (see above). The marker lives in the container's own filesystem,
+# so it survives a restart of the container and nothing else.
+released_marker=/tmp/.p2plab-released
+if is_true "${P2PLAB_HOLD:-}" P2PLAB_HOLD && [ ! -e "$released_marker" ]; then
+    released=
+    trap 'released=1' USR1
+    echo "p2plab-hold: waiting for SIGUSR1"
+    while [ -z "$released" ]; do
+        sleep 3600 &
+        wait "$!" 2>/dev/null
+    done
+    kill "$!" 2>/dev/null
+    trap - USR1
+    : >"$released_marker"
+fi
 
 exec "$@"

@@ -36,6 +36,10 @@ pub const LABEL_LAB: &str = "org.p2plab.lab";
 pub const LABEL_CREATED: &str = "org.p2plab.created";
 pub const LABEL_NODE: &str = "org.p2plab.node";
 
+/// Creations (and starts) in flight at once in [`Lab::create_many`] and [`Lab::start_many`]: enough to keep a 2-core engine busy, few
+/// enough that it still answers other runs and the reaper.
+const CREATE_AT_ONCE: usize = 8;
+
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -673,6 +677,50 @@ impl Lab {
         let id = self.create_container(&spec).await?;
         self.containers.insert(spec.name, (spec.engine, id));
         Ok(())
+    }
+
+    /// Creates containers, not started, up to [`CREATE_AT_ONCE`] requests in flight: the engine
+    /// sets up a container's filesystem and network endpoints mostly in parallel, so a lab of 100
+    /// is not 100 creations in a row. Nothing runs yet, so the order does not matter; starting is
+    /// another matter (engine/run.rs, `bring_up`). Returns the first error once every request
+    /// has finished; what was created is the lab's either way (teardown is by label).
+    pub async fn create_many(&mut self, specs: Vec<ContainerSpec>) -> Result<(), DockerError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        self.ensure_reaper().await;
+        let this = &*self;
+        let done: Vec<_> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let id = this.create_container(&spec).await?;
+                Ok::<_, DockerError>((spec.name, (spec.engine, id)))
+            })
+            .buffer_unordered(CREATE_AT_ONCE)
+            .collect()
+            .await;
+        let mut first = None;
+        for r in done {
+            match r {
+                Ok((name, at)) => {
+                    self.containers.insert(name, at);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Starts created containers, up to [`CREATE_AT_ONCE`] requests in flight. Returns the first
+    /// error once every request has finished.
+    pub async fn start_many(&self, nodes: &[&str]) -> Result<(), DockerError> {
+        let done: Vec<_> = futures::stream::iter(nodes)
+            .map(|node| self.start_again(node))
+            .buffer_unordered(CREATE_AT_ONCE)
+            .collect()
+            .await;
+        done.into_iter().collect()
     }
 
     /// Creates one container and attaches it to its networks; returns its id.

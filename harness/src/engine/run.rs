@@ -4,7 +4,7 @@
 //! `shutdown` as a future; a panic tears down through [`Lab`]'s `Drop`).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     future::Future,
     time::{Duration, Instant},
 };
@@ -465,34 +465,80 @@ async fn bring_up(
         &|p: &Planned| p.kind == Kind::Node(crate::model::Role::Monitor),
         &|p: &Planned| matches!(p.kind, Kind::Node(r) if r != crate::model::Role::Monitor),
     ];
+    // Nodes started with the lab are held (the image's entrypoint, `P2PLAB_HOLD`) until the
+    // harness lets them go.
+    let held = |p: &Planned| p.start_with_lab && matches!(p.kind, Kind::Node(_));
     for wave in waves {
         let members: Vec<&Planned> = lay.containers.iter().filter(|p| wave(p)).collect();
-        for p in &members {
-            if !p.start_with_lab {
-                // `start: false`: it gets its addresses now, and a `start` fault starts it
-                lab.create(spec(p, &opts.image)).await?;
-                st.step(format!(
-                    "{}: created, not started (a fault starts it)",
-                    p.name
-                ));
-                continue;
+        // The whole wave is created first, several at once: nothing runs yet, so the order does
+        // not matter.
+        let specs = members
+            .iter()
+            .map(|p| {
+                let mut s = spec(p, &opts.image);
+                if held(p) {
+                    s.env.push((HOLD_ENV.to_string(), "1".to_string()));
+                }
+                s
+            })
+            .collect();
+        lab.create_many(specs).await?;
+        for p in members.iter().filter(|p| !p.start_with_lab) {
+            // `start: false`: it has its addresses now, and a `start` fault starts it
+            st.step(format!(
+                "{}: created, not started (a fault starts it)",
+                p.name
+            ));
+        }
+        let now: Vec<&Planned> = members.into_iter().filter(|p| p.start_with_lab).collect();
+        let (mut routers, rest): (Vec<&Planned>, Vec<&Planned>) =
+            now.into_iter().partition(|p| p.kind == Kind::Router);
+        // Routers by levels: a stacked router starts once the router of its uplink segment is
+        // ready; routers whose uplinks are ready start together, and are waited for together.
+        let lan_of = |p: &Planned| p.attach.get(1).map(|a| a.0.clone());
+        let routed: BTreeSet<String> = routers.iter().filter_map(|p| lan_of(p)).collect();
+        let mut ready_lans = BTreeSet::new();
+        while !routers.is_empty() {
+            let (mut level, mut later): (Vec<&Planned>, Vec<&Planned>) =
+                routers.into_iter().partition(|p| {
+                    p.attach
+                        .first()
+                        .is_none_or(|(up, _)| !routed.contains(up) || ready_lans.contains(up))
+                });
+            if level.is_empty() {
+                // a loop of uplinks cannot pass validation; never wait on one forever
+                level.push(later.remove(0));
             }
-            // One at a time: a stacked router needs its uplink router ready first, and peers
-            // started all at once (43 of the NAT matrix, tried) came up in a burst that held a
-            // public listener's AutoNAT verdict back, so its strict-NAT dialer sent every message
-            // over the relay before going direct.
-            lab.start(spec(p, &opts.image)).await?;
-            lab.follow(&p.name, tx.clone())?;
-            if p.kind == Kind::Router {
+            let names: Vec<&str> = level.iter().map(|p| p.name.as_str()).collect();
+            lab.start_many(&names).await?;
+            for p in &level {
+                lab.follow(&p.name, tx.clone())?;
+            }
+            for p in &level {
                 wait_ready(lab, p, rx, st, shutdown).await?;
                 up += 1;
                 st.report_up(&p.name, up, total);
+                ready_lans.extend(lan_of(p));
             }
+            routers = later;
         }
-        for p in members
-            .iter()
-            .filter(|p| p.kind != Kind::Router && p.start_with_lab)
-        {
+        // The nodes' containers start several at once and wait, held; then the nodes go one
+        // by one, each once the one before has started. Their containers started all at once
+        // with nothing held (tried), 43 of the NAT matrix came up in a burst that held a public
+        // listener's AutoNAT verdict back, and its strict-NAT dialer sent every message over the
+        // relay before going direct: the engine's work is parallel, the peers' starts are not.
+        let names: Vec<&str> = rest.iter().map(|p| p.name.as_str()).collect();
+        lab.start_many(&names).await?;
+        for p in &rest {
+            lab.follow(&p.name, tx.clone())?;
+        }
+        for p in &rest {
+            if held(p) {
+                wait_until(lab, &p.name, &Ready::Line(HOLD_LINE), rx, st, shutdown).await?;
+                lab.signal(&p.name, HOLD_SIGNAL)
+                    .await
+                    .map_err(RunError::Docker)?;
+            }
             wait_ready(lab, p, rx, st, shutdown).await?;
             up += 1;
             st.report_up(&p.name, up, total);
@@ -501,6 +547,13 @@ async fn bring_up(
     Ok(lay)
 }
 
+/// The image's entrypoint holds a node's command while this variable is 1 (docker/entrypoint.sh).
+const HOLD_ENV: &str = "P2PLAB_HOLD";
+/// What a held container prints once it waits for [`HOLD_SIGNAL`].
+const HOLD_LINE: &str = "p2plab-hold: waiting for SIGUSR1";
+/// Lets a held container's command run.
+const HOLD_SIGNAL: &str = "SIGUSR1";
+
 async fn wait_ready(
     lab: &Lab,
     p: &Planned,
@@ -508,13 +561,25 @@ async fn wait_ready(
     st: &mut State,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), RunError> {
+    wait_until(lab, &p.name, &p.ready, rx, st, shutdown).await
+}
+
+/// Waits until `name` is `ready`, reading the lab's lines meanwhile.
+async fn wait_until(
+    lab: &Lab,
+    name: &str,
+    ready: &Ready,
+    rx: &mut mpsc::UnboundedReceiver<LogLine>,
+    st: &mut State,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), RunError> {
     let deadline = tokio::time::Instant::now() + READY_WITHIN;
-    let is_ready = |st: &State| match &p.ready {
-        Ready::Started => st.timeline.started(&p.name).is_some(),
+    let is_ready = |st: &State| match ready {
+        Ready::Started => st.timeline.started(name).is_some(),
         Ready::Line(needle) => st
             .other
             .iter()
-            .any(|(_, n, l)| n == &p.name && l.contains(needle)),
+            .any(|(_, n, l)| n == name && l.contains(needle)),
     };
     loop {
         if is_ready(st) {
@@ -529,16 +594,16 @@ async fn wait_ready(
             _ = shutdown.as_mut() => return Err(RunError::Interrupted),
         }
     }
-    let why = if lab.running(&p.name).await {
+    let why = if lab.running(name).await {
         "running, but said nothing".to_string()
     } else {
         "exited".to_string()
     };
     Err(RunError::NotReady {
-        name: p.name.clone(),
+        name: name.to_string(),
         secs: READY_WITHIN.as_secs(),
         why,
-        stderr: lab.stderr_tail(&p.name, 20).await,
+        stderr: lab.stderr_tail(name, 20).await,
     })
 }
 
@@ -719,5 +784,20 @@ async fn apply(
         line,
         ok: res.is_ok(),
         error: res.err().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hold is one fact in two languages: the image's entrypoint must speak the harness's.
+    #[test]
+    fn the_entrypoint_holds_as_the_harness_expects() {
+        let sh = include_str!("../../../docker/entrypoint.sh");
+        assert!(sh.contains(&format!("${{{HOLD_ENV}:-}}")), "{HOLD_ENV}");
+        assert!(sh.contains(&format!("echo \"{HOLD_LINE}\"")), "{HOLD_LINE}");
+        let signal = HOLD_SIGNAL.trim_start_matches("SIG");
+        assert!(sh.contains(&format!("trap 'released=1' {signal}")), "{signal}");
     }
 }
