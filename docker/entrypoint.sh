@@ -156,13 +156,18 @@ done
 released_marker=/tmp/.p2plab-released
 if is_true "${P2PLAB_HOLD:-}" P2PLAB_HOLD && [ ! -e "$released_marker" ]; then
     released=
+    sleeper=
     trap 'released=1' USR1
     echo "p2plab-hold: waiting for SIGUSR1"
+    # A trapped signal ends `wait` at once. One that lands between the loop's
+    # test and `wait` is only seen at the next test: hence short sleeps (a lost
+    # race costs at most a second, never a hang).
     while [ -z "$released" ]; do
-        sleep 3600 &
-        wait "$!" 2>/dev/null
+        sleep 1 &
+        sleeper=$!
+        wait "$sleeper" 2>/dev/null
     done
-    kill "$!" 2>/dev/null
+    [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null
     trap - USR1
     : >"$released_marker"
 fi
