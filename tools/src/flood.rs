@@ -332,7 +332,12 @@ async fn identity(plan: Arc<Plan>, index: u32, c: Arc<Counters>) {
     // 4. streams on the target, never closed
     for k in 0..plan.streams {
         let control = swarm.behaviour().stream.new_control();
-        tasks.spawn(hostile_stream(control, target, index.wrapping_add(k), c.clone()));
+        tasks.spawn(hostile_stream(
+            control,
+            target,
+            index.wrapping_add(k),
+            c.clone(),
+        ));
     }
     hold(&mut swarm).await;
     tasks.abort_all();

@@ -824,6 +824,9 @@ mod tests {
         assert!(sh.contains(&format!("${{{HOLD_ENV}:-}}")), "{HOLD_ENV}");
         assert!(sh.contains(&format!("echo \"{HOLD_LINE}\"")), "{HOLD_LINE}");
         let signal = HOLD_SIGNAL.trim_start_matches("SIG");
-        assert!(sh.contains(&format!("trap 'released=1' {signal}")), "{signal}");
+        assert!(
+            sh.contains(&format!("trap 'released=1' {signal}")),
+            "{signal}"
+        );
     }
 }
