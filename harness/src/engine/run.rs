@@ -133,6 +133,8 @@ pub enum RunError {
         why: String,
         stderr: String,
     },
+    #[error(transparent)]
+    Engine(#[from] crate::plan::layout::EngineOutOfRange),
     #[error("interrupted during bring-up")]
     Interrupted,
 }
@@ -424,6 +426,7 @@ async fn bring_up(
     st: &mut State,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Layout, RunError> {
+    plan::layout::check_engines(topo, lab.engine_count())?;
     st.step(format!("run {}: networks", lab.run_id));
     let used = lab.engine().used_subnets().await?;
     let mut subnets = BTreeMap::new();

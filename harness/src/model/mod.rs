@@ -58,6 +58,8 @@ pub struct Segment {
     pub nat: Option<Nat>,
     /// Which IP families its hosts have.
     pub family: Family,
+    /// On a swarm: the engine its router goes on (`engine:`, from 1; see [`Node::engine`]).
+    pub engine: Option<u32>,
     pub line: u64,
 }
 
@@ -138,6 +140,9 @@ pub struct Node {
     pub args: Vec<String>,
     /// Started with the lab (`start: true`, the default), or only by a `start` fault.
     pub start_with_lab: bool,
+    /// On a swarm (`--engines`), the engine it goes on (`engine:`, from 1, in the order of
+    /// `--engines`) instead of where the spread puts it; ignored on one engine.
+    pub engine: Option<u32>,
     pub line: u64,
 }
 

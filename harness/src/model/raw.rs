@@ -58,6 +58,9 @@ pub(super) struct RawSegment {
     pub(super) family: Option<S<String>>,
     #[serde(default)]
     pub(super) ipv6: Option<S<String>>,
+    /// On a swarm (`--engines`): the engine of the segment's router, from 1.
+    #[serde(default)]
+    pub(super) engine: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +118,9 @@ pub(super) struct RawNode {
     pub(super) args: Vec<String>,
     #[serde(default)]
     pub(super) start: Option<S<bool>>,
+    /// On a swarm (`--engines`): the node's engine, from 1.
+    #[serde(default)]
+    pub(super) engine: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -507,3 +507,36 @@ fn exec_runs_a_program_beside_a_node_and_names_nodes_by_address() {
     ));
     assert!(e.to_string().contains("no node named `nobody`"), "{e}");
 }
+
+#[test]
+fn engine_places_on_a_swarm_and_is_checked_here() {
+    let t = parse(
+        "t.yaml",
+        &HOME
+            .replace("lan-a: { nat: home }", "lan-a: { nat: home, engine: 2 }")
+            .replace(
+                "segment: lan-a, namespace",
+                "segment: lan-a, engine: 3, namespace",
+            ),
+    )
+    .unwrap();
+    assert_eq!(t.node("alice").unwrap().engine, Some(3));
+    assert_eq!(t.segment("lan-a").unwrap().engine, Some(2));
+    assert_eq!(t.node("bob").unwrap().engine, None);
+    let e = err(&HOME.replace(
+        "segment: lan-a, namespace",
+        "segment: lan-a, engine: 0, namespace",
+    ));
+    assert!(
+        e.message.contains("engine: 0: engines are numbered from 1"),
+        "{e}"
+    );
+    assert_eq!(e.line, 6, "{e}");
+    let e = err(&HOME.replace("internet: {}", "internet: { engine: 1 }"));
+    assert!(e.message.contains("`engine` needs a router"), "{e}");
+    let e = err(&HOME.replace(
+        "segment: lan-a, namespace",
+        "segment: lan-a, engine: two, namespace",
+    ));
+    assert_eq!(e.line, 6, "{e}");
+}

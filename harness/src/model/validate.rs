@@ -285,6 +285,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         s.ipv6.is_some(),
                         s.ipv6.as_ref().map(|h| h.referenced),
                     ),
+                    (
+                        "engine",
+                        s.engine.is_some(),
+                        s.engine.as_ref().map(|h| h.referenced),
+                    ),
                 ] {
                     if present {
                         return Err(cx.err(
@@ -461,6 +466,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                 subnet: subnet.map(|s| s.0),
                 nat,
                 family,
+                engine: engine_of(cx, s.engine.as_ref())?,
                 line: name.referenced.line(),
             },
             subnet.map(|s| s.1),
@@ -703,6 +709,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                 seed: v.seed.map(|s| s + i as u64),
                 args: v.args.clone(),
                 start_with_lab: v.start.as_ref().is_none_or(|s| s.value),
+                engine: engine_of(cx, v.engine.as_ref())?,
                 line: name.referenced.line(),
             });
         }
@@ -1460,4 +1467,17 @@ fn new_identity_of(
         ));
     }
     Ok(())
+}
+
+/// `engine:` of a node or a segment's router: numbered from 1, in the order of `--engines`.
+fn engine_of(cx: &Ctx<'_>, e: Option<&S<u32>>) -> Result<Option<u32>, TopologyError> {
+    match e {
+        Some(e) if e.value == 0 => Err(cx.err(
+            e.referenced,
+            "engine: 0: engines are numbered from 1, in the order `--engines` gives them",
+            None,
+        )),
+        Some(e) => Ok(Some(e.value)),
+        None => Ok(None),
+    }
 }

@@ -576,6 +576,16 @@ pub fn placement(topo: &Topology, lay: &Layout, engines: usize) -> BTreeMap<Stri
     let mut load = vec![0usize; engines.max(1)];
     let mut at: BTreeMap<String, usize> = BTreeMap::new();
     for c in &lay.containers {
+        // `engine:` in the file, when the swarm has that engine ([`check_engines`] says so
+        // before a lab is made)
+        let pinned = pinned(topo, &c.name)
+            .map(|e| e as usize - 1)
+            .filter(|i| engines > 1 && *i < load.len());
+        if let Some(i) = pinned {
+            load[i] += 1;
+            at.insert(c.name.clone(), i);
+            continue;
+        }
         let avoid: Vec<usize> = c
             .attach
             .iter()
@@ -596,6 +606,55 @@ pub fn placement(topo: &Topology, lay: &Layout, engines: usize) -> BTreeMap<Stri
         at.insert(c.name.clone(), i);
     }
     at
+}
+
+/// The `engine:` the file gives a container: a node's own, a router's from its segment.
+fn pinned(topo: &Topology, container: &str) -> Option<u32> {
+    topo.node(container).and_then(|n| n.engine).or_else(|| {
+        topo.segments
+            .iter()
+            .find(|s| s.router_name().as_deref() == Some(container))
+            .and_then(|s| s.engine)
+    })
+}
+
+/// An `engine:` beyond the engines of the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (line {line}) asks for `engine: {engine}`, and this run has {engines} engine(s) (`--engines`)")]
+pub struct EngineOutOfRange {
+    /// "node `alice`" or "segment `lan-a` (its router)".
+    pub what: String,
+    pub line: u64,
+    pub engine: u32,
+    pub engines: usize,
+}
+
+/// Every `engine:` of the file fits a run on `engines` engines; on one engine (no `--engines`)
+/// the key is ignored, so that one file runs both ways.
+pub fn check_engines(topo: &Topology, engines: usize) -> Result<(), EngineOutOfRange> {
+    if engines <= 1 {
+        return Ok(());
+    }
+    let nodes = topo
+        .nodes
+        .iter()
+        .filter_map(|n| Some((format!("node `{}`", n.name), n.line, n.engine?)));
+    let routers = topo.segments.iter().filter_map(|s| {
+        Some((
+            format!("segment `{}` (its router)", s.name),
+            s.line,
+            s.engine?,
+        ))
+    });
+    match nodes.chain(routers).find(|(_, _, e)| *e as usize > engines) {
+        Some((what, line, engine)) => Err(EngineOutOfRange {
+            what,
+            line,
+            engine,
+            engines,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -922,5 +981,48 @@ nodes:
         assert!(max - min <= 2, "{load:?}");
         // one engine: all on it
         assert!(placement(&t, &l, 1).values().all(|i| *i == 0));
+    }
+
+    const PINNED: &str = r#"
+name: pinned
+segments:
+  internet: {}
+  lan-a: { nat: home, engine: 3 }
+nodes:
+  boot: { role: monitor, segment: internet, engine: 1 }
+  a: { role: listener, segment: lan-a, engine: 3 }
+  b: { role: dialer, segment: internet }
+"#;
+
+    #[test]
+    fn engine_in_the_file_places_a_node_and_a_router() {
+        let t = parse("<t>", PINNED).unwrap();
+        let l = layout(
+            &t,
+            &subnets(&[("internet", "198.18.9.0/24"), ("lan-a", "10.9.1.0/24")]),
+        )
+        .unwrap();
+        let at = placement(&t, &l, 3);
+        assert_eq!(at["boot"], 0);
+        assert_eq!(at["router-lan-a"], 2);
+        // asked for: on its router's engine, which the spread alone never does
+        assert_eq!(at["a"], 2);
+        // the rest still spread, away from the pinned load
+        assert_eq!(at["b"], 1);
+        assert_eq!(check_engines(&t, 3), Ok(()));
+        // one engine: ignored
+        assert_eq!(check_engines(&t, 1), Ok(()));
+        assert!(placement(&t, &l, 1).values().all(|i| *i == 0));
+        // two engines: one clear error naming the node, its line and the flag
+        let e = check_engines(&t, 2).unwrap_err();
+        assert_eq!(e.engine, 3);
+        assert_eq!(e.engines, 2);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "node `a` (line {}) asks for `engine: 3`, and this run has 2 engine(s) (`--engines`)",
+                t.node("a").unwrap().line
+            )
+        );
     }
 }
