@@ -716,9 +716,13 @@ impl Lab {
     /// Starts created containers, up to [`AT_ONCE`] requests in flight. Returns the first
     /// error once every request has finished.
     pub async fn start_many(&self, nodes: &[&str]) -> Result<(), DockerError> {
+        // On a swarm, one at a time: a container on an attachable overlay is attached through the
+        // manager, and 16 attachments at once timed out on the three-engine bed ("attaching to
+        // network failed ... context deadline exceeded", the NAT matrix's labs).
+        let at_once = if self.engines.len() > 1 { 1 } else { AT_ONCE };
         let done: Vec<_> = futures::stream::iter(nodes)
             .map(|node| self.start_again(node))
-            .buffer_unordered(AT_ONCE)
+            .buffer_unordered(at_once)
             .collect()
             .await;
         done.into_iter().collect()
