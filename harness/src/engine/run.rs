@@ -518,7 +518,7 @@ async fn bring_up(
                 lab.follow(&p.name, tx.clone())?;
             }
             for p in &level {
-                wait_ready(lab, p, rx, st, shutdown).await?;
+                wait_until(lab, &p.name, &p.ready, rx, st, shutdown).await?;
                 up += 1;
                 st.report_up(&p.name, up, total);
                 ready_lans.extend(lan_of(p));
@@ -546,7 +546,7 @@ async fn bring_up(
             wait_for(&p.name, &p.ready, RELEASE_GAP, rx, st, shutdown).await?;
         }
         for p in &rest {
-            wait_ready(lab, p, rx, st, shutdown).await?;
+            wait_until(lab, &p.name, &p.ready, rx, st, shutdown).await?;
             up += 1;
             st.report_up(&p.name, up, total);
         }
@@ -599,16 +599,6 @@ const HOLD_ENV: &str = "P2PLAB_HOLD";
 const HOLD_LINE: &str = "p2plab-hold: waiting for SIGUSR1";
 /// Lets a held container's command run.
 const HOLD_SIGNAL: &str = "SIGUSR1";
-
-async fn wait_ready(
-    lab: &Lab,
-    p: &Planned,
-    rx: &mut mpsc::UnboundedReceiver<LogLine>,
-    st: &mut State,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), RunError> {
-    wait_until(lab, &p.name, &p.ready, rx, st, shutdown).await
-}
 
 /// Waits until `name` is `ready`, reading the lab's lines meanwhile; an error after
 /// [`READY_WITHIN`].
