@@ -493,9 +493,10 @@ async fn bring_up(
                 p.name
             ));
         }
-        let now: Vec<&Planned> = members.into_iter().filter(|p| p.start_with_lab).collect();
-        let (mut routers, rest): (Vec<&Planned>, Vec<&Planned>) =
-            now.into_iter().partition(|p| p.kind == Kind::Router);
+        let (mut routers, rest): (Vec<&Planned>, Vec<&Planned>) = members
+            .into_iter()
+            .filter(|p| p.start_with_lab)
+            .partition(|p| p.kind == Kind::Router);
         // Routers by levels: a stacked router starts once the router of its uplink segment is
         // ready; routers whose uplinks are ready start together, and are waited for together.
         let lan_of = |p: &Planned| p.attach.get(1).map(|a| a.0.clone());
@@ -540,9 +541,7 @@ async fn bring_up(
         }
         for p in rest.iter().filter(|p| held(p)) {
             wait_until(lab, &p.name, &Ready::Line(HOLD_LINE), rx, st, shutdown).await?;
-            lab.signal(&p.name, HOLD_SIGNAL)
-                .await
-                .map_err(RunError::Docker)?;
+            lab.signal(&p.name, HOLD_SIGNAL).await?;
             wait_for(&p.name, &p.ready, RELEASE_GAP, rx, st, shutdown).await?;
         }
         for p in &rest {
