@@ -140,6 +140,12 @@ pub const SUBSET: [Side; 3] = [Side::Open, Side::Home, Side::Strict];
 const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Quic];
 /// Messages per pair.
 const COUNT: u32 = 10;
+/// How soon after both peers start a pair that should go direct must have gone direct.
+const DIRECT_WITHIN_S: u32 = 10;
+/// The gap between a dialer's messages: its messages span the whole direct window, so that
+/// `last: direct` holds whenever `direct` does (at 300 ms, a dial-back that took 5.3 s on a
+/// loaded CI machine came after the tenth message, and the pair failed though it went direct).
+const INTERVAL_MS: u32 = DIRECT_WITHIN_S * 1000 / COUNT;
 /// The peers' port (forwards go to it).
 const PEER_PORT: u16 = crate::plan::layout::PEER_PORT;
 
@@ -272,7 +278,7 @@ fn lab(name: &str, description: &str, listeners: &[Side], dialers: &[Side]) -> S
         );
         let _ = writeln!(
             o,
-            "  d-{ns}: {{ role: dialer, segment: d-{}, namespace: {ns}, transport: {t}, count: {count}, interval: 300ms{} }}",
+            "  d-{ns}: {{ role: dialer, segment: d-{}, namespace: {ns}, transport: {t}, count: {count}, interval: {INTERVAL_MS}ms{} }}",
             d.name(),
             upnp(d)
         );
@@ -301,7 +307,7 @@ fn expect(o: &mut String, l: Side, d: Side, t: Transport) {
         t.as_str()
     );
     let direct = |o: &mut String| {
-        let _ = writeln!(o, "  - {{ direct: [{dl}, {ll}], within: 10s }}");
+        let _ = writeln!(o, "  - {{ direct: [{dl}, {ll}], within: {DIRECT_WITHIN_S}s }}");
         let _ = writeln!(
             o,
             "  - {{ path: {{ from: {dl}, to: {ll}, last: direct }} }}"
@@ -370,12 +376,12 @@ fn same_lan() -> String {
             o,
             "  l-{ns}: {{ role: listener, segment: lan-{h}, namespace: {ns}, transport: {t} }}"
         );
-        let _ = writeln!(o, "  d-{ns}: {{ role: dialer, segment: lan-{h}, namespace: {ns}, transport: {t}, count: {COUNT}, interval: 300ms }}");
+        let _ = writeln!(o, "  d-{ns}: {{ role: dialer, segment: lan-{h}, namespace: {ns}, transport: {t}, count: {COUNT}, interval: {INTERVAL_MS}ms }}");
     }
     let _ = writeln!(o, "expect:");
     for &(h, t) in &cases {
         let ns = format!("{h}-{}", t.as_str());
-        let _ = writeln!(o, "  - {{ direct: [d-{ns}, l-{ns}], within: 10s }}");
+        let _ = writeln!(o, "  - {{ direct: [d-{ns}, l-{ns}], within: {DIRECT_WITHIN_S}s }}");
         let _ = writeln!(
             o,
             "  - {{ path: {{ from: d-{ns}, to: l-{ns}, last: direct }} }}"
