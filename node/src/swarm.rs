@@ -256,7 +256,13 @@ pub fn build(
                 // The first probe soon after start: a public node's verdict lets its first
                 // announcement name its direct address (see state/announce.rs, HOLD).
                 boot_delay: Duration::from_millis(300),
-                retry_interval: Duration::from_secs(5),
+                // The first probe often finds no server yet (the bootstrap node is added once
+                // connected, see node.rs), and AutoNAT then waits `retry_interval` (even after a
+                // new address: it counts from the last probe). At 5 s, an open peer of the NAT
+                // matrix was confirmed public 5.3 s after its start, so its peer's dial-back came
+                // after the tenth message; at 1 s a second try follows the bootstrap connection.
+                // A server is still asked at most once per `throttle_server_period`.
+                retry_interval: Duration::from_secs(1),
                 refresh_interval: Duration::from_secs(60),
                 throttle_server_period: Duration::from_secs(2),
                 confidence_max: 1,
