@@ -26,6 +26,7 @@
 //! - `node` (private): the event loop: one `tokio::select!` over the swarm, the earliest deadline of the
 //!   state machines and shutdown; it turns events into inputs and actions into swarm calls.
 //! - `http` (private): `/metrics`, `/health` and `/status`.
+//! - `heap` (private): the free heap handed back to the system every 30 s (glibc keeps a burst's).
 //!
 //! The lab's tools (the NAT probe, the delay line, the `bench` binary) are the `p2plab-tools`
 //! crate: they run this peer ([`run_with_sink`]) but the peer does not need them.
@@ -38,6 +39,7 @@ mod discovery;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzz;
+mod heap;
 mod http;
 mod messaging;
 mod node;

@@ -143,6 +143,8 @@ pub struct Node {
     status_due: Option<Instant>,
     /// The next `resources` event (`--resources-interval`; never when it is 0).
     resources_due: Option<Instant>,
+    /// The next heap trim (see heap.rs).
+    trim_due: Instant,
 }
 
 impl Node {
@@ -356,6 +358,7 @@ impl Node {
             payload,
             status_due: Some(now),
             resources_due: (!cfg.common.resources_interval.is_zero()).then_some(now),
+            trim_due: now + crate::heap::TRIM_EVERY,
             cfg,
         };
         {
@@ -418,6 +421,7 @@ impl Node {
             self.refresh.poll_timeout(),
             self.status_due,
             self.resources_due,
+            Some(self.trim_due),
         ])
     }
 
@@ -492,6 +496,12 @@ impl Node {
         if self.resources_due.is_some_and(|t| t <= now) {
             self.resources_due = Some(now + self.cfg.common.resources_interval);
             self.emit_resources();
+        }
+        if self.trim_due <= now {
+            self.trim_due = now + crate::heap::TRIM_EVERY;
+            let started = Instant::now();
+            crate::heap::trim();
+            tracing::debug!(took = ?started.elapsed(), "heap trimmed");
         }
         if self.status_due.is_some_and(|t| t <= now) {
             self.status_due = None;

@@ -266,7 +266,7 @@ async fn sigkill_of_the_harness_leaves_nothing_within_30_s() {
     );
 }
 
-/// A signal through the `kill` command (the workspace forbids unsafe code).
+/// A signal through the `kill` command (the workspace denies unsafe code).
 fn unsafe_free_kill(signal: &str, pid: i32) -> i32 {
     Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
