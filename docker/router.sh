@@ -54,6 +54,9 @@
 #   P2PLAB_FORWARD           port-forward only (required there, refused
 #                            elsewhere): comma-separated proto:ext_port:lan_ip:lan_port,
 #                            e.g. "tcp:4001:10.101.0.10:4001,udp:4001:10.101.0.10:4001"
+#   P2PLAB_TCP_PORTS         udp-blocked only: comma-separated TCP ports LAN
+#                            hosts may reach beyond the router (e.g. "443,51820");
+#                            TCP to any other port is dropped. Unset: every port
 #   P2PLAB_MAPPING_TIMEOUT   seconds an idle mapping (and an idle UDP conntrack
 #                            entry, i.e. the filtering state) lives; default 120
 #   P2PLAB_IPV6              optional: the LAN has IPv6 and the router forwards

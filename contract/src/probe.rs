@@ -37,6 +37,9 @@ pub enum Filtering {
 }
 
 /// The classification of one protocol.
+/// `probe reflect`'s default main port; its alt port is the next one.
+pub const REFLECTOR_PORT: u16 = 3478;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Whether the source address was translated.

@@ -121,6 +121,7 @@ pub mod var {
     pub const MAPPING_TIMEOUT: &str = "P2PLAB_MAPPING_TIMEOUT";
     pub const WAIT_IFACES: &str = "P2PLAB_WAIT_IFACES";
     pub const HAIRPIN: &str = "P2PLAB_HAIRPIN";
+    pub const TCP_PORTS: &str = "P2PLAB_TCP_PORTS";
     pub const IPV6: &str = "P2PLAB_IPV6";
     pub const LAN_SUBNET6: &str = "P2PLAB_LAN_SUBNET6";
     pub const WAN_IP6: &str = "P2PLAB_WAN_IP6";
@@ -183,6 +184,10 @@ pub struct RouterEnv {
     /// address, and sees it come from the sender's public address (RFC 4787 REQ-9). Only with an
     /// endpoint-independent mapping (there is no mapping to aim at otherwise); off by default.
     pub hairpin: bool,
+    /// `P2PLAB_TCP_PORTS` (comma-separated, `udp-blocked` only): the only TCP ports LAN hosts may
+    /// reach beyond the router (a corporate firewall that lets out 443 and little else); empty:
+    /// every port. See [`RouterEnv::allows_tcp_to`].
+    pub tcp_ports: Vec<u16>,
     /// The IPv6 side, when the LAN has IPv6 (`P2PLAB_IPV6` and the two below it); `None`: every
     /// forwarded IPv6 packet is dropped.
     pub ipv6: Option<Ipv6Side>,
@@ -221,8 +226,17 @@ impl RouterEnv {
             mapping_timeout_s: None,
             wait_ifaces_s: None,
             hairpin: false,
+            tcp_ports: Vec::new(),
             ipv6: None,
         }
+    }
+
+    /// Whether a LAN host's TCP connection to `port` beyond the router leaves the LAN. With an
+    /// allow list a TCP hole punch fails (both sides must send to the other's peer port) and so
+    /// does any direct dial out, unless the remote listens on an allowed port: such a peer is
+    /// relayed, through a relay on an allowed port, or reaches nobody.
+    pub fn allows_tcp_to(&self, port: u16) -> bool {
+        self.tcp_ports.is_empty() || self.tcp_ports.contains(&port)
     }
 
     pub fn mapping_timeout_s(&self) -> u32 {
@@ -268,6 +282,10 @@ impl RouterEnv {
         }
         if self.hairpin {
             env.push((var::HAIRPIN.to_string(), "1".to_string()));
+        }
+        if !self.tcp_ports.is_empty() {
+            let ports: Vec<String> = self.tcp_ports.iter().map(u16::to_string).collect();
+            env.push((var::TCP_PORTS.to_string(), ports.join(",")));
         }
         if let Some(v6) = &self.ipv6 {
             env.push((var::IPV6.to_string(), v6.policy.to_string()));
@@ -408,6 +426,22 @@ impl RouterEnv {
             Some(v) => return Err(err(var::HAIRPIN, v, "use 1 or 0".into())),
         };
 
+        let tcp_ports = match get(var::TCP_PORTS) {
+            None => Vec::new(),
+            Some(list) if profile != Profile::UdpBlocked => {
+                return Err(err(
+                    var::TCP_PORTS,
+                    &list,
+                    format!(
+                        "only used with {}=udp-blocked ({}={nat})",
+                        var::NAT,
+                        var::NAT
+                    ),
+                ))
+            }
+            Some(list) => tcp_ports(&list).map_err(|e| err(var::TCP_PORTS, &list, e))?,
+        };
+
         let ipv6 = match get(var::IPV6) {
             None => {
                 for v in [var::LAN_SUBNET6, var::WAN_IP6] {
@@ -476,9 +510,30 @@ impl RouterEnv {
             mapping_timeout_s,
             wait_ifaces_s,
             hairpin,
+            tcp_ports,
             ipv6,
         })
     }
+}
+
+/// `P2PLAB_TCP_PORTS`'s ports: 1 to 65535, each once, at least one.
+fn tcp_ports(list: &str) -> Result<Vec<u16>, String> {
+    let mut out: Vec<u16> = Vec::new();
+    for p in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let port = p
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("'{p}' is not a port from 1 to 65535"))?;
+        if out.contains(&port) {
+            return Err(format!("port {port} is listed twice"));
+        }
+        out.push(port);
+    }
+    if out.is_empty() {
+        return Err("no port given".into());
+    }
+    Ok(out)
 }
 
 /// `P2PLAB_FORWARD`'s entries: each in the LAN, one forward per external port and per LAN
@@ -538,6 +593,9 @@ pub struct RouterReady {
     /// Whether LAN hosts reach each other's mappings at the WAN address.
     #[serde(default)]
     pub hairpin: bool,
+    /// The only TCP ports LAN hosts reach beyond the router; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_ports: Vec<u16>,
     pub forwards: Vec<ReadyForward>,
     pub upnp: Option<ReadyUpnp>,
     /// The IPv6 side, when the LAN has IPv6.
@@ -732,6 +790,24 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_allow_list_round_trips_and_says_what_leaves() {
+        let mut r = RouterEnv::new(
+            Profile::UdpBlocked,
+            "10.101.0.0/24".parse().unwrap(),
+            Ipv4Addr::new(198, 18, 0, 2),
+        );
+        assert!(r.allows_tcp_to(4001), "no list: every port");
+        r.tcp_ports = vec![443, 51820];
+        let e = r.to_env();
+        assert_eq!(
+            e.last(),
+            Some(&(var::TCP_PORTS.to_string(), "443,51820".to_string()))
+        );
+        assert_eq!(RouterEnv::from_env(lookup(&e)), Ok(r.clone()));
+        assert!(r.allows_tcp_to(443) && r.allows_tcp_to(51820) && !r.allows_tcp_to(4001));
+    }
+
+    #[test]
     fn every_bad_setting_is_one_line_naming_the_variable_and_its_value() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![], "P2PLAB_NAT is not set (use open"),
@@ -756,6 +832,11 @@ mod tests {
             (with(&[(var::HAIRPIN, "yes")]), "P2PLAB_HAIRPIN=yes: use 1 or 0"),
             (with(&[(var::NAT, "strict"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping (P2PLAB_NAT=strict has none to aim at)"),
             (with(&[(var::NAT, "routed"), (var::HAIRPIN, "1")]), "P2PLAB_HAIRPIN=1: needs an endpoint-independent mapping"),
+            (with(&[(var::TCP_PORTS, "443")]), "P2PLAB_TCP_PORTS=443: only used with P2PLAB_NAT=udp-blocked (P2PLAB_NAT=home)"),
+            (with(&[(var::NAT, "udp-blocked"), (var::TCP_PORTS, "443,https")]), "P2PLAB_TCP_PORTS=443,https: 'https' is not a port from 1 to 65535"),
+            (with(&[(var::NAT, "udp-blocked"), (var::TCP_PORTS, "0")]), "'0' is not a port from 1 to 65535"),
+            (with(&[(var::NAT, "udp-blocked"), (var::TCP_PORTS, "443,443")]), "port 443 is listed twice"),
+            (with(&[(var::NAT, "udp-blocked"), (var::TCP_PORTS, " , ")]), "no port given"),
             (with(&[(var::LAN_SUBNET6, "fd70:a65::/64")]), "P2PLAB_LAN_SUBNET6=fd70:a65::/64: only used with P2PLAB_IPV6 set"),
             (with(&[(var::IPV6, "nat66")]), "P2PLAB_IPV6=nat66: unknown IPv6 policy 'nat66' (use firewall or routed)"),
             (with(&[(var::IPV6, "firewall")]), "P2PLAB_LAN_SUBNET6 is not set"),
@@ -797,6 +878,7 @@ mod tests {
             uplink_routes: vec![],
             mapping_timeout_s: 120,
             hairpin: false,
+            tcp_ports: Vec::new(),
             forwards: vec![(&"tcp:4001:10.101.0.10:4001".parse::<Forward>().unwrap()).into()],
             upnp: None,
             ipv6: None,

@@ -25,6 +25,8 @@
 //!   port-forward DNATs its static forwards; upnp lets miniupnpd's DNATs in.
 //! - **Blocked protocols** (udp-blocked): dropped in the forward chain before anything is
 //!   accepted, both ways; the router's own ports (its STUN responder) are not forwarded traffic.
+//! - **A TCP allow list** (udp-blocked's `tcp_ports`): TCP from the LAN to any other port is
+//!   dropped before anything is accepted, so no connection to it ever opens (IPv4 and IPv6).
 //! - **IPv6** (a LAN with IPv6) is never translated. `firewall`: LAN hosts send anywhere in the
 //!   lab, inbound only conntrack's established flows, so a hole punch (both sides send first)
 //!   opens both ends; `routed`: forwarded both ways. Blocked protocols, the host's addresses and
@@ -61,6 +63,8 @@ pub struct Router {
     pub forwards: Vec<Forward>,
     /// LAN hosts reach each other's mappings at the WAN address (EIM profiles only).
     pub hairpin: bool,
+    /// The only TCP ports LAN hosts may reach beyond the router (`udp-blocked` only); empty: all.
+    pub tcp_ports: Vec<u16>,
     /// The IPv6 side; `None`: every forwarded IPv6 packet is dropped.
     pub ipv6: Option<Ipv6Side>,
 }
@@ -96,6 +100,26 @@ impl Router {
 
     fn eim(&self) -> bool {
         self.profile.mapping() == p2plab_contract::nat::Mapping::EndpointIndependent
+    }
+
+    /// The forward chain's drop of LAN TCP to any port off the allow list (nothing without one).
+    /// By destination port and before any accept: a SYN to another port never leaves, so neither
+    /// a connection nor a hole punch to it opens, and its replies cannot exist.
+    fn tcp_allow_list(&self, o: &mut String) -> std::fmt::Result {
+        if self.tcp_ports.is_empty() {
+            return Ok(());
+        }
+        let ports = self
+            .tcp_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            o,
+            "        iifname \"{}\" oifname \"{}\" tcp dport != {{ {ports} }} counter drop",
+            self.lan_if, self.wan_if
+        )
     }
 
     fn render(&self, o: &mut String) -> std::fmt::Result {
@@ -175,6 +199,7 @@ impl Router {
             // before any accept: the blocked protocol neither leaves nor enters the LAN
             writeln!(o, "        meta l4proto {p} counter drop")?;
         }
+        self.tcp_allow_list(o)?;
         if profile.translates() {
             writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" {lan_src} ct state new meta l4proto udp ct timeout set \"udp_mapping\"")?;
             writeln!(
@@ -323,6 +348,7 @@ impl Router {
         for p in Proto::BOTH.into_iter().filter(|&p| self.profile.blocks(p)) {
             writeln!(o, "        meta l4proto {p} counter drop")?;
         }
+        self.tcp_allow_list(o)?;
         writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lan} ct state new meta l4proto udp ct timeout set \"udp_state\"")?;
         writeln!(
             o,
@@ -461,6 +487,7 @@ mod tests {
             timeout_s: 120,
             forwards: Vec::new(),
             hairpin: false,
+            tcp_ports: Vec::new(),
             ipv6: None,
         }
     }
@@ -674,6 +701,31 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(tcp(&r), tcp(&router(Profile::Home)));
+    }
+
+    #[test]
+    fn a_tcp_allow_list_drops_lan_tcp_to_other_ports_before_any_accept_over_both_families() {
+        let mut r = with_ipv6(Profile::UdpBlocked, Ipv6Policy::Firewall);
+        r.tcp_ports = vec![443, 51820];
+        let rule = "iifname \"eth1\" oifname \"eth0\" tcp dport != { 443, 51820 } counter drop";
+        let l = lines(&r);
+        let at: Vec<usize> = (0..l.len()).filter(|&i| l[i] == rule).collect();
+        assert_eq!(at.len(), 2, "once per family: {}", r.ruleset());
+        let accepts: Vec<usize> = (0..l.len())
+            .filter(|&i| l[i].ends_with("accept") && l[i].contains("iifname"))
+            .collect();
+        // each family's drop comes before that family's first accept
+        for (drop, next) in at
+            .iter()
+            .zip([accepts[0], *accepts.iter().find(|&&a| a > at[1]).unwrap()])
+        {
+            assert!(*drop < next, "{}", r.ruleset());
+        }
+        // without a list, nothing of the kind
+        assert!(!has(
+            &with_ipv6(Profile::UdpBlocked, Ipv6Policy::Firewall),
+            "tcp dport !="
+        ));
     }
 
     #[test]

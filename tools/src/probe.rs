@@ -68,8 +68,8 @@ use p2plab_node::{RunError, UsageError};
 
 /// Largest request, reply or token datagram/line, in bytes.
 pub const MAX_MESSAGE: usize = 512;
-/// The reflector's default main port.
-pub const DEFAULT_PORT: u16 = 3478;
+/// The reflector's default main port (its alt port is the next one).
+pub const DEFAULT_PORT: u16 = p2plab_contract::probe::REFLECTOR_PORT;
 const MAX_TOKEN: usize = 64;
 const MAX_TCP_CONNS: usize = 64;
 const MAX_UDP_SENDS: usize = 64;

@@ -190,6 +190,7 @@ pub fn rules(env: &RouterEnv, ifaces: &Ifaces) -> Router {
         timeout_s: env.mapping_timeout_s(),
         forwards: env.forwards.clone(),
         hairpin: env.hairpin,
+        tcp_ports: env.tcp_ports.clone(),
         ipv6: env.ipv6,
     }
 }
@@ -295,6 +296,7 @@ pub fn ready(
         uplink_routes: env.uplink_routes().to_vec(),
         mapping_timeout_s: env.mapping_timeout_s(),
         hairpin: env.hairpin,
+        tcp_ports: env.tcp_ports.clone(),
         forwards: env.forwards.iter().map(ReadyForward::from).collect(),
         ipv6: env.ipv6.as_ref().map(ReadyIpv6::from),
         upnp: upnp

@@ -107,6 +107,8 @@ pub struct Nat {
     pub mapping_timeout_s: Option<u64>,
     /// LAN hosts reach each other's mappings at the router's public address.
     pub hairpin: bool,
+    /// `udp-blocked` only: the only TCP ports LAN hosts reach beyond the router; empty: all.
+    pub tcp_ports: Vec<u16>,
     /// What the router does to IPv6, when the LAN has it (`family: dual` or `ipv6`).
     pub ipv6: Option<Ipv6Policy>,
 }

@@ -55,6 +55,8 @@ pub(super) struct RawSegment {
     #[serde(default)]
     pub(super) hairpin: Option<S<bool>>,
     #[serde(default)]
+    pub(super) tcp_ports: Option<S<Vec<u16>>>,
+    #[serde(default)]
     pub(super) family: Option<S<String>>,
     #[serde(default)]
     pub(super) ipv6: Option<S<String>>,

@@ -356,6 +356,54 @@ fn hairpin_is_a_router_option_where_a_mapping_exists() {
 }
 
 #[test]
+fn a_tcp_allow_list_is_an_option_of_udp_blocked_with_each_port_once() {
+    let with = |seg: &str| HOME.replace("lan-a: { nat: home }", seg);
+    let t = parse(
+        "t.yaml",
+        &with("lan-a: { nat: udp-blocked, tcp_ports: [443, 51820] }"),
+    )
+    .unwrap();
+    assert_eq!(
+        t.segment("lan-a").unwrap().nat.as_ref().unwrap().tcp_ports,
+        [443, 51820]
+    );
+    assert!(t
+        .segment("lan-b")
+        .unwrap()
+        .nat
+        .as_ref()
+        .unwrap()
+        .tcp_ports
+        .is_empty());
+    for (seg, want) in [
+        (
+            "lan-a: { nat: home, tcp_ports: [443] }",
+            "tcp_ports: a `home` router lets TCP out to every port",
+        ),
+        (
+            "lan-a: { nat: udp-blocked, tcp_ports: [] }",
+            "tcp_ports: the list is empty",
+        ),
+        (
+            "lan-a: { nat: udp-blocked, tcp_ports: [0] }",
+            "tcp_ports: port 0 cannot be dialed",
+        ),
+        (
+            "lan-a: { nat: udp-blocked, tcp_ports: [443, 80, 443] }",
+            "tcp_ports: port 443 is listed twice",
+        ),
+    ] {
+        let e = err(&with(seg));
+        assert!(e.message.contains(want), "{seg}: {e}");
+        assert_eq!(e.line, 3, "{seg}: {e}");
+    }
+    let e = err(&with("lan-a: { nat: udp-blocked, tcp_ports: [https] }"));
+    assert_eq!(e.line, 3, "{e}");
+    let e = err(&HOME.replace("internet: {}", "internet: { tcp_ports: [443] }"));
+    assert!(e.message.contains("`tcp_ports` needs a router"), "{e}");
+}
+
+#[test]
 fn a_segment_says_its_ip_families() {
     let t = parse(
         "t.yaml",

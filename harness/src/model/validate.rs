@@ -281,6 +281,11 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         s.hairpin.as_ref().map(|h| h.referenced),
                     ),
                     (
+                        "tcp_ports",
+                        s.tcp_ports.is_some(),
+                        s.tcp_ports.as_ref().map(|h| h.referenced),
+                    ),
+                    (
                         "ipv6",
                         s.ipv6.is_some(),
                         s.ipv6.as_ref().map(|h| h.referenced),
@@ -409,6 +414,35 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                     Some(h) => h.value,
                     None => false,
                 };
+                let tcp_ports = match &s.tcp_ports {
+                    None => Vec::new(),
+                    Some(t) if profile != NatProfile::UdpBlocked => {
+                        return Err(cx.err(
+                            t.referenced,
+                            format!("tcp_ports: a `{}` router lets TCP out to every port", profile.as_str()),
+                            hint("an allow list is an option of `nat: udp-blocked` (a corporate network: no UDP, TCP to these ports only)"),
+                        ))
+                    }
+                    Some(t) => {
+                        let bad = |why: String| {
+                            cx.err(
+                                t.referenced,
+                                format!("tcp_ports: {why}"),
+                                hint("e.g. `tcp_ports: [443, 51820]` (51820: the monitors' port, so that the relay is reachable)"),
+                            )
+                        };
+                        if t.value.is_empty() {
+                            return Err(bad("the list is empty (leave it out to allow every port)".into()));
+                        }
+                        if t.value.contains(&0) {
+                            return Err(bad("port 0 cannot be dialed".into()));
+                        }
+                        if let Some(p) = t.value.iter().enumerate().find_map(|(i, p)| t.value[..i].contains(p).then_some(p)) {
+                            return Err(bad(format!("port {p} is listed twice")));
+                        }
+                        t.value.clone()
+                    }
+                };
                 Some((
                     Nat {
                         profile,
@@ -417,6 +451,7 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
                         impair,
                         mapping_timeout_s,
                         hairpin,
+                        tcp_ports,
                         ipv6: None,
                     },
                     forward,

@@ -188,6 +188,7 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
             router.uplink_gw = Some(gw(&nat.uplink));
         }
         router.hairpin = nat.hairpin;
+        router.tcp_ports = nat.tcp_ports.clone();
         let mut sysctls = vec![(s("net.ipv4.ip_forward"), s("1"))];
         if let Some(policy) = nat.ipv6 {
             // validation: the uplink is a public segment with IPv6

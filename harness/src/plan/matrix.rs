@@ -307,7 +307,10 @@ fn expect(o: &mut String, l: Side, d: Side, t: Transport) {
         t.as_str()
     );
     let direct = |o: &mut String| {
-        let _ = writeln!(o, "  - {{ direct: [{dl}, {ll}], within: {DIRECT_WITHIN_S}s }}");
+        let _ = writeln!(
+            o,
+            "  - {{ direct: [{dl}, {ll}], within: {DIRECT_WITHIN_S}s }}"
+        );
         let _ = writeln!(
             o,
             "  - {{ path: {{ from: {dl}, to: {ll}, last: direct }} }}"
@@ -381,7 +384,10 @@ fn same_lan() -> String {
     let _ = writeln!(o, "expect:");
     for &(h, t) in &cases {
         let ns = format!("{h}-{}", t.as_str());
-        let _ = writeln!(o, "  - {{ direct: [d-{ns}, l-{ns}], within: {DIRECT_WITHIN_S}s }}");
+        let _ = writeln!(
+            o,
+            "  - {{ direct: [d-{ns}, l-{ns}], within: {DIRECT_WITHIN_S}s }}"
+        );
         let _ = writeln!(
             o,
             "  - {{ path: {{ from: d-{ns}, to: l-{ns}, last: direct }} }}"

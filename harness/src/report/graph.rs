@@ -81,6 +81,10 @@ fn router_lines(seg: &Segment) -> Vec<String> {
     if nat.hairpin {
         out.push("hairpin".into());
     }
+    if !nat.tcp_ports.is_empty() {
+        let p: Vec<String> = nat.tcp_ports.iter().map(u16::to_string).collect();
+        out.push(format!("TCP out to {} only", p.join(", ")));
+    }
     if !nat.forward.is_empty() {
         let f: Vec<String> = nat
             .forward

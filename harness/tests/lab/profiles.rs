@@ -15,14 +15,15 @@ use p2plab_contract::{
     host::{routes_env, Route6, Routing},
     nat::{Forward, Ipv6Policy, Profile, Proto},
     parse_line,
-    probe::{expected_hairpin, NatProbe, Verdict},
+    probe::{expected_hairpin, NatProbe, Verdict, REFLECTOR_PORT},
     router::{Ipv6Side, Prefix, RouterEnv, LAB_RANGE6},
 };
 
 /// Each case: a name, the router of its LAN, whether that router sits behind a carrier's `home`
 /// router (CGNAT: two NATs stacked; it must measure as its inner router does), and whether it
-/// hairpins.
-const CASES: [(&str, Profile, bool, bool); 9] = [
+/// hairpins. `corporate` is `udp-blocked` with a TCP allow list of the reflectors' two ports
+/// ([`ALLOWED`]): it measures as `udp-blocked`, and TCP to any other port is dropped.
+const CASES: [(&str, Profile, bool, bool); 10] = [
     ("open", Profile::Open, false, false),
     ("home", Profile::Home, false, false),
     ("strict", Profile::Strict, false, false),
@@ -32,7 +33,11 @@ const CASES: [(&str, Profile, bool, bool); 9] = [
     ("upnp", Profile::Upnp, false, false),
     ("udp-blocked", Profile::UdpBlocked, false, false),
     ("home-hairpin", Profile::Home, false, true),
+    ("corporate", Profile::UdpBlocked, false, false),
 ];
+
+/// The `corporate` router's TCP allow list: the reflectors' main and alt ports.
+const ALLOWED: [u16; 2] = [REFLECTOR_PORT, REFLECTOR_PORT + 1];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_nat_profile_measures_as_declared() {
@@ -75,6 +80,9 @@ async fn every_nat_profile_measures_as_declared() {
         };
         let mut env = RouterEnv::new(profile, prefix(lan), wan_ip);
         env.hairpin = hairpin;
+        if p == "corporate" {
+            env.tcp_ports = ALLOWED.to_vec();
+        }
         if behind_carrier {
             env.uplink_gw = Some(ip(&carrier, 254));
         }
@@ -248,6 +256,27 @@ async fn every_nat_profile_measures_as_declared() {
             "port-forward: inbound TCP to {wan}:4001 got {:?} {:?}",
             out.stdout, out.stderr
         ));
+    }
+
+    // corporate: TCP to a port off its allow list never leaves the LAN (the connection times out
+    // at the router), while from an unrestricted LAN the same connection reaches the reflector's
+    // host, which refuses it (nothing listens there).
+    let off_list = 4001;
+    assert!(!ALLOWED.contains(&off_list));
+    let script = format!(
+        "import socket\ntry:\n socket.create_connection(('{r1}',{off_list}),3)\n print('connected')\nexcept ConnectionRefusedError:\n print('refused')\nexcept OSError as e:\n print('dropped', e)"
+    );
+    for (host, want) in [
+        ("host-corporate", "dropped"),
+        ("host-udp-blocked", "refused"),
+    ] {
+        let out = lab.exec(host, &["python3", "-c", &script]).await.unwrap();
+        if !out.stdout.starts_with(want) {
+            failures.push(format!(
+                "{host}: TCP to {r1}:{off_list}: want {want}, got {:?} {:?}",
+                out.stdout, out.stderr
+            ));
+        }
     }
 
     // No container has a route out of the lab.
