@@ -329,7 +329,6 @@ impl Router {
             writeln!(o, "    }}")?;
             return writeln!(o, "}}");
         };
-        let lan = v6.lan;
         let hosts = v6.host_addrs().map(|a| a.to_string()).join(", ");
         host_set(o, "ipv6_addr", &hosts)?;
         let t = self.timeout_s;
@@ -349,16 +348,20 @@ impl Router {
             writeln!(o, "        meta l4proto {p} counter drop")?;
         }
         self.tcp_allow_list(o)?;
-        writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lan} ct state new meta l4proto udp ct timeout set \"udp_state\"")?;
+        // The LAN side is the router's /64 and every LAN routed behind it (a carrier's router
+        // serves its customers' routers' /64s): by interface, within the lab's space. The routes
+        // decide which prefixes are behind the LAN interface.
+        let lab = LAB_RANGE6;
+        writeln!(o, "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lab} ct state new meta l4proto udp ct timeout set \"udp_state\"")?;
         writeln!(
             o,
-            "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lan} accept"
+            "        iifname \"{lan_if}\" oifname \"{wan_if}\" ip6 saddr {lab} accept"
         )?;
         match v6.policy {
-            Ipv6Policy::Firewall => writeln!(o, "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lan} ct state established,related accept")?,
+            Ipv6Policy::Firewall => writeln!(o, "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lab} ct state established,related accept")?,
             Ipv6Policy::Routed => writeln!(
                 o,
-                "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lan} accept"
+                "        iifname \"{wan_if}\" oifname \"{lan_if}\" ip6 daddr {lab} accept"
             )?,
         }
         writeln!(o, "    }}")?;
@@ -774,8 +777,8 @@ mod tests {
             "ip6 daddr @host_addrs counter drop",
             "elements = { fd70:a65::1, fd70:c612::1 }",
             "ip6 daddr != fd70::/16 counter drop",
-            "iifname \"eth1\" oifname \"eth0\" ip6 saddr fd70:a65::/64 accept",
-            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 ct state established,related accept",
+            "iifname \"eth1\" oifname \"eth0\" ip6 saddr fd70::/16 accept",
+            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70::/16 ct state established,related accept",
             "ip6 daddr @host_addrs drop",
         ] {
             assert!(has(&fw, want), "{want}\n{}", fw.ruleset());
@@ -787,12 +790,13 @@ mod tests {
         let routed = with_ipv6(Profile::Home, Ipv6Policy::Routed);
         assert!(has(
             &routed,
-            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70:a65::/64 accept"
+            "iifname \"eth0\" oifname \"eth1\" ip6 daddr fd70::/16 accept"
         ));
-        assert!(!has(
-            &routed,
-            "ip6 daddr fd70:a65::/64 ct state established"
-        ));
+        assert!(!has(&routed, "ct state established,related accept\n"));
+        assert!(!lines(&routed)
+            .iter()
+            .any(|l| l.starts_with("iifname \"eth0\" oifname \"eth1\" ip6")
+                && l.contains("ct state established")));
         // a UDP-blocking network blocks UDP over IPv6 too
         let blocked = lines(&with_ipv6(Profile::UdpBlocked, Ipv6Policy::Firewall));
         assert_eq!(

@@ -426,12 +426,25 @@ fn a_segment_says_its_ip_families() {
     let dual_lan = HOME.replace("lan-a: { nat: home }", "lan-a: { nat: home, family: dual }");
     let e = err(&dual_lan);
     assert!(
-        e.message.contains(
-            "segment `lan-a` has IPv6, and its uplink `internet` is not a public segment with IPv6"
-        ),
+        e.message
+            .contains("segment `lan-a` has IPv6, and its uplink `internet` carries none"),
         "{e}"
     );
     let both = dual_lan.replace("internet: {}", "internet: { family: dual }");
+    // stacked: a LAN with IPv6 behind a carrier's LAN with IPv6, not behind one without
+    let stacked = |carrier: &str| {
+        both.replace(
+            "lan-a: { nat: home, family: dual }",
+            &format!("carrier: {carrier}, lan-a: {{ nat: home, family: dual, uplink: carrier }}"),
+        )
+    };
+    parse("t.yaml", &stacked("{ nat: home, family: dual }")).unwrap();
+    let e = err(&stacked("{ nat: home }"));
+    assert!(
+        e.message
+            .contains("segment `lan-a` has IPv6, and its uplink `carrier` carries none"),
+        "{e}"
+    );
     let t = parse("t.yaml", &both).unwrap();
     let nat = t.segment("lan-a").unwrap().nat.clone().unwrap();
     assert_eq!(nat.ipv6, Some(Ipv6Policy::Firewall));

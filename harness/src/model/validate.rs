@@ -523,21 +523,26 @@ pub(super) fn validate(cx: &Ctx<'_>, raw: RawTopology) -> Result<Topology, Topol
             }
         }
     }
-    // IPv6 through a router: one router between the LAN and a public segment with IPv6
+    // IPv6 through routers: the uplink is a public segment with IPv6, or a LAN whose router
+    // forwards IPv6 (a carrier's), itself checked the same way up to a public segment
     for (s, _, at, _) in &segments {
         let Some(n) = s.nat.as_ref().filter(|n| n.ipv6.is_some()) else {
             continue;
         };
         let uplink = segments.iter().find(|x| x.0.name == n.uplink);
-        if !uplink.is_some_and(|u| u.0.nat.is_none() && u.0.family.v6()) {
+        let carries_v6 = |u: &Segment| match &u.nat {
+            None => u.family.v6(),
+            Some(un) => un.ipv6.is_some(),
+        };
+        if !uplink.is_some_and(|u| carries_v6(&u.0)) {
             return Err(cx.err(
                 *at,
                 format!(
-                    "segment `{}` has IPv6, and its uplink `{}` is not a public segment with IPv6",
+                    "segment `{}` has IPv6, and its uplink `{}` carries none",
                     s.name, n.uplink
                 ),
                 hint(
-                    "give the uplink `family: dual` (IPv6 through stacked routers is not modelled)",
+                    "give the uplink `family: dual` (and, on a LAN, an `ipv6:` policy for its router)",
                 ),
             ));
         }

@@ -520,27 +520,40 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
 }
 
 /// IPv6 through routers is routed, not translated: every container on a router's uplink routes
-/// the router's LAN /64 via the router's WAN address, and a LAN host routes the lab's IPv6 space
-/// via its router. Nothing gets a default route.
+/// each /64 behind the router (its LAN's, and those of the LANs stacked behind it) via the
+/// router's WAN address, and a container on a LAN (a host, or a stacked router's WAN side)
+/// routes the lab's IPv6 space via that LAN's router. Nothing gets a default route.
 fn add_ipv6_routes(
     topo: &Topology,
     subnets: &BTreeMap<String, Ipv4Net>,
     routers: &BTreeMap<String, RouterEnv>,
     containers: &mut [Planned],
 ) {
-    // (uplink segment, the router, its route)
+    // (a segment, the router the route goes through, the route): a LAN's /64 on the uplink of
+    // every router on its way up to the public segment
     let mut behind: Vec<(&str, String, Route6)> = Vec::new();
     for seg in &topo.segments {
-        let (Some(nat), Some(name)) = (&seg.nat, seg.router_name()) else {
+        let Some(lan) = seg
+            .router_name()
+            .and_then(|n| routers.get(&n))
+            .and_then(|r| r.ipv6)
+        else {
             continue;
         };
-        if let Some(v6) = routers.get(&name).and_then(|r| r.ipv6) {
+        for up in topo.uplinks(&seg.name) {
+            let (Some(nat), Some(name)) = (&up.nat, up.router_name()) else {
+                break;
+            };
+            // validation: every router on the way forwards IPv6
+            let Some(via) = routers.get(&name).and_then(|r| r.ipv6) else {
+                break;
+            };
             behind.push((
                 nat.uplink.as_str(),
                 name,
                 Route6 {
-                    to: v6.lan,
-                    via: v6.wan_ip,
+                    to: lan.lan,
+                    via: via.wan_ip,
                 },
             ));
         }
@@ -551,7 +564,8 @@ fn add_ipv6_routes(
             let Some(seg) = topo.segment(segment) else {
                 continue;
             };
-            if seg.nat.as_ref().is_some_and(|n| n.ipv6.is_some()) && c.kind != Kind::Router {
+            let its_router = seg.router_name().is_some_and(|r| r == c.name);
+            if seg.nat.as_ref().is_some_and(|n| n.ipv6.is_some()) && !its_router {
                 let net = subnets[segment];
                 routes.push(Route6 {
                     to: LAB_RANGE6,
@@ -873,6 +887,59 @@ nodes:
         let t = parse("t.yaml", "name: t\nsegments: { internet: {} }\nnodes:\n  boot: { role: monitor, segment: internet }\n  p: { role: listener, segment: internet, replicas: 20 }\n").unwrap();
         let e = layout(&t, &subnets(&[("internet", "198.18.0.0/28")])).unwrap_err();
         assert!(matches!(e, LayoutError::Full { .. }), "{e}");
+    }
+
+    #[test]
+    fn ipv6_through_stacked_routers_is_routed_at_every_level() {
+        let t = parse("t.yaml", "name: t\nsegments:\n  internet: { family: dual }\n  carrier: { nat: home, family: dual }\n  lan-a: { nat: home, family: dual, uplink: carrier }\nnodes:\n  boot: { role: monitor, segment: internet }\n  a: { role: listener, segment: lan-a }\n").unwrap();
+        let l = layout(
+            &t,
+            &subnets(&[
+                ("internet", "198.18.4.0/24"),
+                ("carrier", "100.64.1.0/24"),
+                ("lan-a", "10.1.0.0/24"),
+            ]),
+        )
+        .unwrap();
+        let routes = |c: &str| {
+            l.get(c)
+                .unwrap()
+                .env
+                .iter()
+                .find(|e| e.0 == "P2PLAB_ROUTES")
+                .map(|e| e.1.clone())
+                .unwrap_or_default()
+        };
+        let wan6 = |c: &str| {
+            l.get(c)
+                .unwrap()
+                .env
+                .iter()
+                .find(|e| e.0 == "P2PLAB_WAN_IP6")
+                .map(|e| e.1.clone())
+                .unwrap()
+        };
+        let (outer, inner) = (wan6("router-carrier"), wan6("router-lan-a"));
+        // the public segment reaches both /64s through the carrier's router
+        let boot = routes("boot");
+        assert!(
+            boot.contains(&format!("fd70:6440:100::/64 via {outer}")),
+            "{boot}"
+        );
+        assert!(
+            boot.contains(&format!("fd70:a01::/64 via {outer}")),
+            "{boot}"
+        );
+        // the carrier's router reaches the inner LAN through the inner router
+        let r = routes("router-carrier");
+        assert!(r.contains(&format!("fd70:a01::/64 via {inner}")), "{r}");
+        // the inner router goes up through the carrier's LAN gateway, the host through its router
+        let r = routes("router-lan-a");
+        assert!(r.contains("fd70::/16 via fd70:6440:100::fe"), "{r}");
+        assert_eq!(routes("a"), "fd70::/16 via fd70:a01::fe");
+        for c in &l.containers {
+            assert!(!routes(&c.name).contains("::/0"), "{}", c.name);
+        }
     }
 
     #[test]
