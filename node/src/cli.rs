@@ -131,6 +131,12 @@ pub struct Common {
     /// node waits for the outcome before reserving a relay slot.
     #[arg(long)]
     pub upnp: bool,
+
+    /// With --upnp: the gateway's LAN address. Each search also goes to it directly (a unicast
+    /// M-SEARCH, UPnP Device Architecture 1.1 section 1.3.3) besides SSDP's multicast group, and
+    /// the first answer wins: for networks that drop multicast (a Docker swarm's overlay does).
+    #[arg(long, value_name = "IP", requires = "upnp")]
+    pub upnp_gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// Flags of the roles that join a namespace (listener and dialer).

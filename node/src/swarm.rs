@@ -219,6 +219,7 @@ pub fn build(
     let replication = std::num::NonZeroUsize::new(usize::from(cfg.common.kad_replication))
         .unwrap_or(kad::K_VALUE);
     let upnp_on = cfg.common.upnp;
+    let upnp_gateway = cfg.common.upnp_gateway;
     let with_bootstrap_servers = !cfg.common.bootstrap.is_empty();
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -321,7 +322,7 @@ pub fn build(
                 dcutr: dcutr::Behaviour::new(local),
                 msg: msg::Behaviour::new(ack_timeout, crate::MAX_MESSAGE_SIZE),
                 keep: keep::Behaviour::default(),
-                upnp: Toggle::from(upnp_on.then(upnp::Behaviour::new)),
+                upnp: Toggle::from(upnp_on.then(|| upnp::Behaviour::new(upnp_gateway))),
             }
         })
         .map_err(|e| RunError::Runtime(format!("behaviour: {e}")))?

@@ -471,7 +471,9 @@ pub fn layout(topo: &Topology, subnets: &BTreeMap<String, Ipv4Net>) -> Result<La
                 cmd.extend([s("--resources-interval"), r.as_secs().to_string()]);
             }
             if n.upnp {
-                cmd.push(s("--upnp"));
+                // the router's LAN address too: on a swarm the LAN is an overlay, which drops
+                // SSDP's multicast search; the node also asks the gateway by unicast
+                cmd.extend([s("--upnp"), s("--upnp-gateway"), gw(&n.segment).to_string()]);
             }
             cmd.extend(n.args.iter().cloned());
             // an IPv6-only LAN host has no IPv4 to route (its IPv6 route is added below)

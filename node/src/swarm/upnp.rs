@@ -16,6 +16,10 @@
 //!   bound source out of that source's interface.
 //! - **retries.** A search that gets no answer is repeated ([`SEARCH_ATTEMPTS`] times), and a
 //!   refused mapping is retried with backoff, so a lost datagram does not disable UPnP.
+//! - **a known gateway** (`--upnp-gateway`). Each search also goes to the gateway itself by
+//!   unicast, at the same time as the multicast one; the first answer wins. A network that drops
+//!   multicast (a Docker swarm's overlay: the lab's UPnP routers on several engines) still finds
+//!   its gateway.
 //!
 //! The gateway conversation runs in one tokio task; the behaviour itself only turns listen
 //! addresses into requests and the task's reports into events and external addresses.
@@ -42,6 +46,8 @@ use tokio::sync::mpsc;
 
 /// Lease asked of the gateway, in seconds (as `libp2p-upnp`).
 pub const LEASE_SECS: u32 = 3600;
+/// SSDP's port, where a gateway answers a unicast search too.
+pub const SSDP_PORT: u16 = 1900;
 /// Searches sent before giving up on finding a gateway.
 pub const SEARCH_ATTEMPTS: u32 = 3;
 /// How long one search waits for answers. Gateways may delay their answer by up to the
@@ -158,6 +164,8 @@ enum State {
 /// The UPnP behaviour. Wrap it in a `Toggle`: it searches as soon as it sees a private IPv4
 /// listen address.
 pub struct Behaviour {
+    /// `--upnp-gateway`: also searched by unicast.
+    gateway: Option<Ipv4Addr>,
     state: State,
     wanted: HashMap<Key, Wanted>,
     /// Mapped keys and the external address each one gave.
@@ -167,13 +175,15 @@ pub struct Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl Behaviour {
-    pub fn new() -> Self {
+    /// `gateway`: the gateway's LAN address, searched by unicast as well as by multicast.
+    pub fn new(gateway: Option<Ipv4Addr>) -> Self {
         Behaviour {
+            gateway,
             state: State::Idle,
             wanted: HashMap::new(),
             mapped: HashMap::new(),
@@ -194,7 +204,7 @@ impl Behaviour {
             let (tx, task_rx) = mpsc::unbounded_channel();
             let (task_tx, rx) = mpsc::unbounded_channel();
             let bind = *internal.ip();
-            tokio::spawn(run(bind, task_rx, task_tx));
+            tokio::spawn(run(bind, self.gateway, task_rx, task_tx));
             self.state = State::Running {
                 tx,
                 rx,
@@ -450,19 +460,31 @@ struct Slot {
 /// requested mapping in place until its listen address goes away.
 async fn run(
     bind: Ipv4Addr,
+    known: Option<Ipv4Addr>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     tx: mpsc::UnboundedSender<Report>,
 ) {
-    let options = || SearchOptions {
-        bind_addr: SocketAddr::from((bind, 0)),
-        timeout: Some(SEARCH_TIMEOUT),
-        single_search_timeout: Some(SEARCH_TIMEOUT),
-        ..Default::default()
+    let options = |to: Option<Ipv4Addr>| {
+        let mut o = SearchOptions {
+            bind_addr: SocketAddr::from((bind, 0)),
+            timeout: Some(SEARCH_TIMEOUT),
+            single_search_timeout: Some(SEARCH_TIMEOUT),
+            ..Default::default()
+        };
+        if let Some(gw) = to {
+            o.broadcast_address = SocketAddr::from((gw, SSDP_PORT));
+        }
+        o
+    };
+    // multicast, and the known gateway by unicast at the same time: the first answer wins
+    let search = || {
+        let targets = std::iter::once(None).chain(known.map(Some));
+        futures::future::select_ok(targets.map(|to| Box::pin(search_gateway(options(to)))))
     };
     let mut gateway = None;
     let mut last_error = String::new();
     for attempt in 1..=SEARCH_ATTEMPTS {
-        match search_gateway(options()).await {
+        match search().await.map(|(g, _)| g) {
             Ok(g) => {
                 gateway = Some(g);
                 break;
