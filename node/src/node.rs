@@ -495,13 +495,13 @@ impl Node {
         self.update_health();
         if self.resources_due.is_some_and(|t| t <= now) {
             self.resources_due = Some(now + self.cfg.common.resources_interval);
+            // each sample right after a trim: samples at one point of the allocator's cycle
+            // are comparable (see heap.rs)
+            self.trim_heap(now);
             self.emit_resources();
         }
         if self.trim_due <= now {
-            self.trim_due = now + crate::heap::TRIM_EVERY;
-            let started = Instant::now();
-            crate::heap::trim();
-            tracing::debug!(took = ?started.elapsed(), "heap trimmed");
+            self.trim_heap(now);
         }
         if self.status_due.is_some_and(|t| t <= now) {
             self.status_due = None;
@@ -847,6 +847,13 @@ impl Node {
             .kbuckets()
             .map(|b| b.num_entries())
             .sum()
+    }
+
+    fn trim_heap(&mut self, now: Instant) {
+        self.trim_due = now + crate::heap::TRIM_EVERY;
+        let started = Instant::now();
+        crate::heap::trim();
+        tracing::debug!(took = ?started.elapsed(), "heap trimmed");
     }
 
     fn emit_resources(&mut self) {
