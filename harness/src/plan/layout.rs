@@ -903,24 +903,17 @@ nodes:
             ]),
         )
         .unwrap();
-        let routes = |c: &str| {
+        let env = |c: &str, k: &str| {
             l.get(c)
                 .unwrap()
                 .env
                 .iter()
-                .find(|e| e.0 == "P2PLAB_ROUTES")
+                .find(|e| e.0 == k)
                 .map(|e| e.1.clone())
                 .unwrap_or_default()
         };
-        let wan6 = |c: &str| {
-            l.get(c)
-                .unwrap()
-                .env
-                .iter()
-                .find(|e| e.0 == "P2PLAB_WAN_IP6")
-                .map(|e| e.1.clone())
-                .unwrap()
-        };
+        let routes = |c: &str| env(c, "P2PLAB_ROUTES");
+        let wan6 = |c: &str| env(c, "P2PLAB_WAN_IP6");
         let (outer, inner) = (wan6("router-carrier"), wan6("router-lan-a"));
         // the public segment reaches both /64s through the carrier's router
         let boot = routes("boot");
