@@ -680,6 +680,16 @@ mod tests {
     use super::*;
     use crate::model::parse;
 
+    /// A planned container's environment variable `k`.
+    fn env_of(l: &Layout, c: &str, k: &str) -> Option<String> {
+        l.get(c)
+            .unwrap()
+            .env
+            .iter()
+            .find(|e| e.0 == k)
+            .map(|e| e.1.clone())
+    }
+
     fn subnets(pairs: &[(&str, &str)]) -> BTreeMap<String, Ipv4Net> {
         pairs
             .iter()
@@ -903,17 +913,8 @@ nodes:
             ]),
         )
         .unwrap();
-        let env = |c: &str, k: &str| {
-            l.get(c)
-                .unwrap()
-                .env
-                .iter()
-                .find(|e| e.0 == k)
-                .map(|e| e.1.clone())
-                .unwrap_or_default()
-        };
-        let routes = |c: &str| env(c, "P2PLAB_ROUTES");
-        let wan6 = |c: &str| env(c, "P2PLAB_WAN_IP6");
+        let routes = |c: &str| env_of(&l, c, "P2PLAB_ROUTES").unwrap_or_default();
+        let wan6 = |c: &str| env_of(&l, c, "P2PLAB_WAN_IP6").unwrap();
         let (outer, inner) = (wan6("router-carrier"), wan6("router-lan-a"));
         // the public segment reaches both /64s through the carrier's router
         let boot = routes("boot");
@@ -949,14 +950,7 @@ nodes:
             ]),
         )
         .unwrap();
-        let env = |c: &str, k: &str| {
-            l.get(c)
-                .unwrap()
-                .env
-                .iter()
-                .find(|e| e.0 == k)
-                .map(|e| e.1.clone())
-        };
+        let env = |c: &str, k: &str| env_of(&l, c, k);
         // the router: its IPv6 side, forwarding on
         assert_eq!(
             env("router-lan-a", "P2PLAB_IPV6").as_deref(),
