@@ -7,6 +7,14 @@
 //! one of our /64s, is dialed directly (at most once per peer every 30 s, and only while no direct
 //! connection exists). When it connects, the relayed connection is closed as for any direct one.
 //!
+//! IPv6 unique local addresses (ULA, fc00::/7) outside our /64s are dialed too, unlike foreign
+//! private IPv4 ones. A ULA prefix is a random /48 (RFC 4193), so a foreign one cannot reach a
+//! host of our own LAN the way another home's 192.168.1.20 would; it is either routed to that
+//! peer (sites joined by a VPN, or this lab's whole IPv6 internet, fd70::/16) or fails. This is
+//! what lets a peer behind an IPv6 firewall reach a reachable ULA peer from a fresh port, without
+//! waiting for DCUtR's dials from the listen port, which can meet in one TCP 4-tuple and stall
+//! (the NAT matrix's firewall6 × routed6 TCP flake: two attempts timed out, direct after 20 s).
+//!
 //! What is revealed to whom: LAN addresses travel only in identify, to peers already connected to
 //! us (libp2p's identify sends listen addresses to every connected peer anyway). They are never
 //! put in the DHT: the peer record holds confirmed external addresses only
@@ -28,8 +36,10 @@ pub struct Lan {
     tried: HashMap<(PeerId, Multiaddr), Instant>,
 }
 
-/// An address anyone may try to reach: not private, loopback, link-local or unspecified.
-fn public(ip: IpAddr) -> bool {
+/// An address worth a direct dial from anywhere: IPv4 not private, loopback, link-local or
+/// unspecified; IPv6 not loopback, link-local, multicast or unspecified (a ULA is worth it: see
+/// the module's documentation).
+fn routable(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
             !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified())
@@ -37,7 +47,7 @@ fn public(ip: IpAddr) -> bool {
         IpAddr::V6(a) => {
             !(a.is_loopback()
                 || a.is_unspecified()
-                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || a.is_multicast()
                 || (a.segments()[0] & 0xffc0) == 0xfe80)
         }
     }
@@ -92,7 +102,7 @@ impl Lan {
                 continue;
             }
             let Some(ip) = ip_of(a) else { continue };
-            if !(public(ip) || self.local.iter().any(|l| same_lan(*l, ip))) {
+            if !(routable(ip) || self.local.iter().any(|l| same_lan(*l, ip))) {
                 continue;
             }
             let key = (peer, a.clone());
@@ -157,6 +167,24 @@ mod tests {
             later
         );
         assert_eq!(lan.identified(peer, true, &theirs, t0 + RETRY).len(), 3);
+    }
+
+    #[test]
+    fn dials_ipv6_ula_and_global_addresses_never_link_local() {
+        let t0 = Instant::now();
+        let mut lan = Lan::default();
+        lan.listening(&a("/ip6/fd70:0:1::10/tcp/4001"));
+        let peer = PeerId::random();
+        let theirs = [
+            a("/ip6/::1/tcp/4002"),
+            a("/ip6/fe80::2/tcp/4002"),
+            a("/ip6/ff02::1/tcp/4002"),
+            // the same /64 (a LAN), another site's ULA, a global address
+            a("/ip6/fd70:0:1::20/tcp/4002"),
+            a("/ip6/fd70:0:2::20/udp/4002/quic-v1"),
+            a("/ip6/2001:db8::7/tcp/4002"),
+        ];
+        assert_eq!(lan.identified(peer, true, &theirs, t0), theirs[3..]);
     }
 
     #[test]
