@@ -6,8 +6,9 @@
 #   ci/swarm-bed.sh check    containers with static IPs on an attachable overlay, on different
 #                            engines, reach each other (ARP, DNS, TCP); prints what it saw
 #   ci/swarm-bed.sh run [TOPOLOGY...]
-#                            `p2plab run --engines` of each (default: home-nat.yaml and
-#                            nat-matrix.yaml) across the three engines, report in
+#                            `p2plab run --engines` of each (default: home-nat.yaml,
+#                            nat-matrix.yaml and ipv6-firewall.yaml) across the three
+#                            engines, report in
 #                            target/ci/swarm/NAME/; then asserts from the report's placement
 #                            that no LAN host shares an engine with its router (its traffic
 #                            crosses the overlay) and that nothing is left on any engine
@@ -112,7 +113,7 @@ check() {
 
 run() {
     local topos=("$@") status=0
-    [ ${#topos[@]} -gt 0 ] || topos=(topologies/home-nat.yaml topologies/nat-matrix.yaml)
+    [ ${#topos[@]} -gt 0 ] || topos=(topologies/home-nat.yaml topologies/nat-matrix.yaml topologies/ipv6-firewall.yaml)
     export P2PLAB_CARGO_PROFILE=${P2PLAB_CARGO_PROFILE:-dev}
     cargo build -q -p p2plab --bin p2plab
     local bin=${CARGO_TARGET_DIR:-target}/debug/p2plab engines

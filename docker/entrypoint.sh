@@ -13,6 +13,13 @@
 #                                lab isolation, no route out of the container
 #   P2PLAB_NO_IPV4=1             IPv6 only: remove every IPv4 address but
 #                                loopback's (a segment with `family: ipv6`)
+#   P2PLAB_STATIC6="<ipv4> <ipv6>/64 [<v6>@<mac> ...];..."
+#                                IPv6 set up here, on a swarm (Docker gives
+#                                overlays none): on the interface holding
+#                                <ipv4>, address <ipv6>/64 and a permanent
+#                                neighbour entry per <v6>@<mac> (Neighbor
+#                                Discovery does not cross the overlay); done
+#                                before the IPv4 addresses go (P2PLAB_NO_IPV4)
 #   P2PLAB_ROUTES="<route>;..."  extra routes, each an `ip route replace`
 #                                argument list, separated by ';', e.g.
 #                                "10.1.0.0/16 via 198.18.0.2;10.2.0.0/16 dev eth1"
@@ -65,8 +72,9 @@ gateway=${P2PLAB_GATEWAY:-}
 no_default=${P2PLAB_NO_DEFAULT_ROUTE:-}
 routes=${P2PLAB_ROUTES:-}
 no_ipv4=${P2PLAB_NO_IPV4:-}
+static6=${P2PLAB_STATIC6:-}
 
-if [ -n "$gateway$no_default$routes$no_ipv4" ] && ! command -v ip >/dev/null 2>&1; then
+if [ -n "$gateway$no_default$routes$no_ipv4$static6" ] && ! command -v ip >/dev/null 2>&1; then
     echo "$PROG: routing variables are set but the 'ip' command (iproute2) is missing" >&2
     exit 1
 fi
@@ -88,6 +96,44 @@ if [ -n "$gateway" ] || is_true "$no_default" P2PLAB_NO_DEFAULT_ROUTE; then
                 fail P2PLAB_NO_DEFAULT_ROUTE "$no_default" "ip $fam route del default" "$out"
         done
     done
+fi
+
+# static6_iface IPV4 IPV6/64 [V6@MAC ...]: one interface of P2PLAB_STATIC6 (a function, so that
+# its words never touch the command's "$@")
+static6_iface() {
+    [ $# -ge 2 ] || fail P2PLAB_STATIC6 "$static6" "reading '$*'" "want: IPV4 IPV6/64 [V6@MAC ...]"
+    _v4=$1 _v6=$2
+    shift 2
+    # an interface may come a little after the start (as p2plab-router waits for its own)
+    _tries=0
+    while :; do
+        _dev=$(ip -o -4 addr show | awk -v a="$_v4" 'index($4, a "/") == 1 {print $2; exit}')
+        [ -n "$_dev" ] && break
+        _tries=$((_tries + 1))
+        [ "$_tries" -le 50 ] ||
+            fail P2PLAB_STATIC6 "$static6" "finding the interface of $_v4" "no interface has it after 10 s"
+        sleep 0.2
+    done
+    _out=$(ip -6 addr replace "$_v6" dev "$_dev" nodad 2>&1) ||
+        fail P2PLAB_STATIC6 "$static6" "ip -6 addr replace $_v6 dev $_dev" "$_out"
+    for _n in "$@"; do
+        _out=$(ip -6 neigh replace "${_n%@*}" lladdr "${_n#*@}" dev "$_dev" nud permanent 2>&1) ||
+            fail P2PLAB_STATIC6 "$static6" "ip -6 neigh replace ${_n%@*} lladdr ${_n#*@} dev $_dev" "$_out"
+    done
+}
+
+if [ -n "$static6" ]; then
+    set -f
+    old_ifs=$IFS
+    IFS=';'
+    for iface in $static6; do
+        IFS=$old_ifs
+        # shellcheck disable=SC2086  # the words of one interface
+        static6_iface $iface
+        IFS=';'
+    done
+    IFS=$old_ifs
+    set +f
 fi
 
 if is_true "$no_ipv4" P2PLAB_NO_IPV4; then

@@ -25,6 +25,7 @@ pub mod var {
     pub const VPN_PEER_ADDR: &str = "P2PLAB_VPN_PEER_ADDR";
     pub const VPN_PORT: &str = "P2PLAB_VPN_PORT";
     pub const VPN_ENDPOINT: &str = "P2PLAB_VPN_ENDPOINT";
+    pub const STATIC6: &str = "P2PLAB_STATIC6";
 }
 
 fn pair(var: &str, value: impl fmt::Display) -> (String, String) {
@@ -76,6 +77,62 @@ pub fn routes_env(routes: &[Route6]) -> Vec<(String, String)> {
 /// command runs (Docker 20.10 gives every network an IPv4 subnet).
 pub fn ipv6_only_env() -> Vec<(String, String)> {
     vec![pair(var::NO_IPV4, 1)]
+}
+
+/// IPv6 a container sets up itself, on a swarm (`P2PLAB_STATIC6`): Docker 20.10's swarm gives
+/// overlays no IPv6 of their own (an asked-for address is ignored, and every engine hands out the
+/// same ones), and Neighbor Discovery's multicast does not cross the overlay's VXLAN, whose
+/// forwarding entries the engines program for known MACs only. So on each interface (found by
+/// its IPv4 address) the entrypoint adds the interface's IPv6 address and a permanent neighbour
+/// entry for every other container of that segment: unicast to a known MAC crosses the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Static6 {
+    /// The interface's IPv4 address (how the entrypoint finds it).
+    pub ipv4: Ipv4Addr,
+    pub addr: ipnet::Ipv6Net,
+    /// Every other container of the segment: its IPv6 address and its interface's MAC.
+    pub neighbours: Vec<(std::net::Ipv6Addr, Mac)>,
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// The MAC Docker gives an interface with IPv4 address `ip` and no MAC asked for:
+    /// 02:42 and the address's four bytes.
+    pub fn docker(ip: Ipv4Addr) -> Mac {
+        let o = ip.octets();
+        Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// `P2PLAB_STATIC6` for `ifaces` (nothing when there are none): per interface
+/// `IPV4 ADDR/64 [V6@MAC ...]`, interfaces separated by `;`.
+pub fn static6_env(ifaces: &[Static6]) -> Vec<(String, String)> {
+    if ifaces.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = ifaces
+        .iter()
+        .map(|i| {
+            let mut words = vec![i.ipv4.to_string(), i.addr.to_string()];
+            words.extend(i.neighbours.iter().map(|(a, m)| format!("{a}@{m}")));
+            words.join(" ")
+        })
+        .collect();
+    vec![pair(var::STATIC6, list.join(";"))]
 }
 
 /// Link impairments of a router's uplink (packets leaving the LAN), as a topology's `impair`
@@ -189,6 +246,32 @@ mod tests {
 
     fn env(e: &[(String, String)]) -> Vec<String> {
         e.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    #[test]
+    fn static6_names_each_interface_by_its_ipv4_and_every_neighbour_by_its_mac() {
+        let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(
+            Mac::docker(Ipv4Addr::new(10, 77, 2, 10)).to_string(),
+            "02:42:0a:4d:02:0a"
+        );
+        let e = static6_env(&[
+            Static6 {
+                ipv4: Ipv4Addr::new(10, 1, 0, 254),
+                addr: "fd70:1::fe/64".parse().unwrap(),
+                neighbours: vec![(ip("fd70:1::2"), Mac::docker(Ipv4Addr::new(10, 1, 0, 2)))],
+            },
+            Static6 {
+                ipv4: Ipv4Addr::new(198, 18, 0, 3),
+                addr: "fd70:2::3/64".parse().unwrap(),
+                neighbours: Vec::new(),
+            },
+        ]);
+        assert_eq!(
+            env(&e),
+            ["P2PLAB_STATIC6=10.1.0.254 fd70:1::fe/64 fd70:1::2@02:42:0a:01:00:02;198.18.0.3 fd70:2::3/64"]
+        );
+        assert!(static6_env(&[]).is_empty());
     }
 
     #[test]

@@ -572,13 +572,16 @@ impl Lab {
                 .transpose()?,
             ..Default::default()
         }];
-        if ipv6 {
+        let swarm = self.engine.is_swarm();
+        // On a swarm an overlay gets no IPv6 from Docker: the containers set it up themselves
+        // (`contract::host::Static6` says why).
+        let docker_ipv6 = ipv6 && !swarm;
+        if docker_ipv6 {
             config.push(IpamConfig {
                 subnet: Some(crate::plan::v6_net(subnet).to_string()),
                 ..Default::default()
             });
         }
-        let swarm = self.engine.is_swarm();
         let req = NetworkCreateRequest {
             name: docker_name.clone(),
             // On a swarm: an overlay (VXLAN) that plain containers on every engine may join with
@@ -589,7 +592,7 @@ impl Lab {
             driver: Some(if swarm { "overlay" } else { "bridge" }.into()),
             attachable: swarm.then_some(true),
             internal: Some(swarm),
-            enable_ipv6: Some(ipv6),
+            enable_ipv6: Some(docker_ipv6),
             ipam: Some(Ipam {
                 driver: Some("default".into()),
                 config: Some(config),
@@ -746,7 +749,7 @@ impl Lab {
                 ipv6_address: self
                     .networks
                     .get(&a.network)
-                    .filter(|n| n.2)
+                    .filter(|n| n.2 && !self.engine.is_swarm())
                     .map(|n| crate::plan::v6_addr(n.1, a.ip).to_string()),
                 ..Default::default()
             }),

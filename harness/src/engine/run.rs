@@ -452,9 +452,31 @@ async fn bring_up(
     }
     let lay = layout(topo, &subnets)?;
     let place = plan::layout::placement(topo, &lay, lab.engine_count());
-    let spec = |p: &Planned, image: &str| ContainerSpec {
-        engine: place.get(&p.name).copied().unwrap_or(0),
-        ..spec(p, image)
+    // On a swarm the containers set up their IPv6 themselves (`contract::host::Static6`).
+    let static6 = if lab.engine_count() > 1 {
+        let v6: Vec<&str> = topo
+            .segments
+            .iter()
+            .filter(|s| s.family.v6())
+            .map(|s| s.name.as_str())
+            .collect();
+        plan::layout::static6(&lay, &v6)
+    } else {
+        BTreeMap::new()
+    };
+    let spec = |p: &Planned, image: &str| {
+        let mut s = ContainerSpec {
+            engine: place.get(&p.name).copied().unwrap_or(0),
+            ..spec(p, image)
+        };
+        if let Some(ifaces) = static6.get(&p.name) {
+            s.env.extend(p2plab_contract::host::static6_env(ifaces));
+            s.net_admin = true;
+            // Docker disables IPv6 in a container none of whose networks has it
+            s.sysctls
+                .push(("net.ipv6.conf.all.disable_ipv6".into(), "0".into()));
+        }
+        s
     };
     let total = lay.containers.iter().filter(|p| p.start_with_lab).count();
     if let Some(w) = plan::arp_limit().and_then(|limit| plan::arp_warning(arp_needed(&lay), limit))

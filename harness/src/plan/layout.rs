@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 pub use p2plab_contract::ports::{MONITOR_PORT, PEER_PORT};
 
 use p2plab_contract::{
-    host::{ipv6_only_env, routes_env, Route6, Routing, VpnEnd, VpnSide},
+    host::{ipv6_only_env, routes_env, Mac, Route6, Routing, Static6, VpnEnd, VpnSide},
     nat::{Forward as NatForward, Proto},
     router::{Ipv6Side, Prefix, RouterEnv, LAB_RANGE6},
 };
@@ -674,6 +674,43 @@ pub fn check_engines(topo: &Topology, engines: usize) -> Result<(), EngineOutOfR
     }
 }
 
+/// On a swarm, the IPv6 each container sets up itself ([`Static6`] says why): for every
+/// interface on a segment of `v6` (the segments with IPv6), its address and a neighbour entry
+/// for every other container attached there. By container; containers with none are absent.
+pub fn static6(lay: &Layout, v6: &[&str]) -> BTreeMap<String, Vec<Static6>> {
+    let mut out: BTreeMap<String, Vec<Static6>> = BTreeMap::new();
+    for seg in v6 {
+        let Some(&net) = lay.subnets.get(*seg) else {
+            continue;
+        };
+        let on: Vec<(&str, Ipv4Addr)> = lay
+            .containers
+            .iter()
+            .flat_map(|c| {
+                c.attach
+                    .iter()
+                    .filter(|(s, _)| s == seg)
+                    .map(move |(_, ip)| (c.name.as_str(), *ip))
+            })
+            .collect();
+        for (name, ip) in &on {
+            let Ok(addr) = ipnet::Ipv6Net::new(v6_addr(net, *ip), 64) else {
+                continue;
+            };
+            out.entry((*name).to_string()).or_default().push(Static6 {
+                ipv4: *ip,
+                addr,
+                neighbours: on
+                    .iter()
+                    .filter(|(_, other)| other != ip)
+                    .map(|(_, other)| (v6_addr(net, *other), Mac::docker(*other)))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1050,6 +1087,49 @@ nodes:
   a: { role: listener, segment: lan-a, engine: 3 }
   b: { role: dialer, segment: internet }
 "#;
+
+    #[test]
+    fn on_a_swarm_each_ipv6_interface_knows_its_segments_neighbours() {
+        let t = parse("t.yaml", "name: t\nsegments:\n  internet: { family: dual }\n  lan-a: { nat: home, family: ipv6 }\n  lan-b: { nat: home }\nnodes:\n  boot: { role: monitor, segment: internet }\n  a: { role: listener, segment: lan-a }\n  b: { role: dialer, segment: lan-b }\n").unwrap();
+        let l = layout(
+            &t,
+            &subnets(&[
+                ("internet", "198.18.9.0/24"),
+                ("lan-a", "10.9.1.0/24"),
+                ("lan-b", "10.9.2.0/24"),
+            ]),
+        )
+        .unwrap();
+        let s = static6(&l, &["internet", "lan-a"]);
+        assert!(!s.contains_key("b"), "lan-b has no IPv6");
+        // the router: one interface on each IPv6 segment, each with the others of that segment
+        let r = &s["router-lan-a"];
+        assert_eq!(r.len(), 2);
+        for i in r {
+            let seg = if i.ipv4.octets()[0] == 198 {
+                "internet"
+            } else {
+                "lan-a"
+            };
+            let net = l.subnets[seg];
+            assert_eq!(i.addr.addr(), v6_addr(net, i.ipv4));
+            assert_eq!(i.addr.prefix_len(), 64);
+            let others: Vec<_> = l
+                .containers
+                .iter()
+                .flat_map(|c| c.attach.iter().filter(|(s, ip)| s == seg && *ip != i.ipv4))
+                .map(|(_, ip)| (v6_addr(net, *ip), Mac::docker(*ip)))
+                .collect();
+            assert!(!others.is_empty());
+            assert_eq!(i.neighbours, others);
+        }
+        assert_eq!(s["a"].len(), 1);
+        assert_eq!(
+            s["a"][0].neighbours.len(),
+            1,
+            "a's LAN holds a and its router"
+        );
+    }
 
     #[test]
     fn engine_in_the_file_places_a_node_and_a_router() {
