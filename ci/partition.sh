@@ -2,13 +2,17 @@
 # The partition scenarios, each run REPEAT times with `p2plab run --repeat`: how often they hold,
 # with a 95% interval per expectation (results.json, summary.md). Reports go to
 # target/ci/<scenario>/ (events.jsonl, results.json, junit.xml, summary.md, index.html).
-#   ci/partition.sh [REPEAT]        (default 3)
+#   ci/partition.sh [REPEAT] [SCENARIO...]   (default 3, partition.yaml and partition-bridge.yaml)
 # Exit 0 only if every run of every scenario held. Needs a Docker engine; builds the node image
 # when it is missing or stale (offline, see docker/build-image.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeat=${1:-3}
-scenarios=(topologies/partition.yaml topologies/partition-bridge.yaml)
+shift || true
+scenarios=("$@")
+if [ ${#scenarios[@]} -eq 0 ]; then
+    scenarios=(topologies/partition.yaml topologies/partition-bridge.yaml)
+fi
 
 # the image from the dev-profile node binaries `cargo test` has built (a release build would
 # cost a cold compile here); P2PLAB_CARGO_PROFILE=release to test release builds
