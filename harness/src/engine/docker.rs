@@ -1243,7 +1243,11 @@ async fn disconnect_all(docker: &Docker, id: &str) {
 pub async fn remove_by_label(engine: &Engine, label: &str) -> Result<(), DockerError> {
     if engine.is_swarm() {
         let others = engine.members().into_iter().skip(1);
-        let removals = others.map(|e| async move { remove_containers(&e, label, None).await });
+        // (no reaper on a swarm: only the nodes, routers and exits)
+        let removals = others.map(|e| async move {
+            remove_containers(&e, label, None, false).await?;
+            remove_containers(&e, label, None, true).await
+        });
         for r in futures::future::join_all(removals).await {
             r?;
         }
@@ -1282,15 +1286,22 @@ pub async fn remove_by_label_except(
     label: &str,
     except: Option<&str>,
 ) -> Result<(), DockerError> {
-    remove_containers(engine, label, except).await?;
-    remove_networks(engine, label).await
+    // The run's reaper (if it is not `except`) goes last, after the networks too: a harness
+    // killed at any moment of its teardown then still has its reaper, which removes the rest.
+    // (Reapers before the networks left a lab's networks behind with nobody to remove them: a
+    // clean-clone CI run's aborted-runs, SIGKILL during teardown, 2026-12-07.) A reaper is on no
+    // network (`network_mode: none`), so no network waits for it.
+    remove_containers(engine, label, except, false).await?;
+    remove_networks(engine, label).await?;
+    remove_containers(engine, label, except, true).await
 }
 
-/// The containers part of [`remove_by_label_except`].
+/// The containers part of [`remove_by_label_except`]: the reapers (`reapers`) or the others.
 async fn remove_containers(
     engine: &Engine,
     label: &str,
     except: Option<&str>,
+    reapers: bool,
 ) -> Result<(), DockerError> {
     let docker = &engine.docker;
     let containers = containers_with(engine, label).await?;
@@ -1316,17 +1327,12 @@ async fn remove_containers(
     // Reapers last, on their own: a harness killed halfway through a teardown leaves its reaper,
     // which then removes the rest (removing it first left labs behind: 7 of 50 aborted runs
     // killed during teardown).
-    let (reapers, others): (Vec<_>, Vec<_>) = containers
+    let chosen = containers
         .into_iter()
-        .partition(|(_, _, reaper): &(String, Vec<String>, bool)| *reaper);
-    let strip = |v: Vec<(String, Vec<String>, bool)>| {
-        v.into_iter()
-            .map(|(id, nets, _)| (id, nets))
-            .collect::<Vec<_>>()
-    };
-    let mut batches = disjoint_batches(strip(others));
-    batches.extend(disjoint_batches(strip(reapers)));
-    for batch in batches {
+        .filter(|(_, _, reaper)| *reaper == reapers)
+        .map(|(id, nets, _)| (id, nets))
+        .collect::<Vec<_>>();
+    for batch in disjoint_batches(chosen) {
         let removals = batch.iter().map(|id| async move {
             let opts = RemoveContainerOptionsBuilder::default()
                 .force(true)
