@@ -453,7 +453,7 @@ async fn bring_up(
     let lay = layout(topo, &subnets)?;
     let place = plan::layout::placement(topo, &lay, lab.engine_count());
     // On a swarm the containers set up their IPv6 themselves (`contract::host::Static6`).
-    let static6 = if lab.engine_count() > 1 {
+    let static6 = if lab.engine().is_swarm() {
         let v6: Vec<&str> = topo
             .segments
             .iter()
