@@ -454,13 +454,7 @@ async fn bring_up(
     let place = plan::layout::placement(topo, &lay, lab.engine_count());
     // On a swarm the containers set up their IPv6 themselves (`contract::host::Static6`).
     let static6 = if lab.engine().is_swarm() {
-        let v6: Vec<&str> = topo
-            .segments
-            .iter()
-            .filter(|s| s.family.v6())
-            .map(|s| s.name.as_str())
-            .collect();
-        plan::layout::static6(&lay, &v6)
+        plan::layout::static6(topo, &lay)
     } else {
         BTreeMap::new()
     };

@@ -675,12 +675,13 @@ pub fn check_engines(topo: &Topology, engines: usize) -> Result<(), EngineOutOfR
 }
 
 /// On a swarm, the IPv6 each container sets up itself ([`Static6`] says why): for every
-/// interface on a segment of `v6` (the segments with IPv6), its address and a neighbour entry
-/// for every other container attached there. By container; containers with none are absent.
-pub fn static6(lay: &Layout, v6: &[&str]) -> BTreeMap<String, Vec<Static6>> {
+/// interface on a segment of `topo` with IPv6, its address and a neighbour entry for every other
+/// container attached there. By container; containers with none are absent.
+pub fn static6(topo: &Topology, lay: &Layout) -> BTreeMap<String, Vec<Static6>> {
     let mut out: BTreeMap<String, Vec<Static6>> = BTreeMap::new();
-    for seg in v6 {
-        let Some(&net) = lay.subnets.get(*seg) else {
+    for seg in topo.segments.iter().filter(|s| s.family.v6()) {
+        let seg = seg.name.as_str();
+        let Some(&net) = lay.subnets.get(seg) else {
             continue;
         };
         let on: Vec<(&str, Ipv4Addr)> = lay
@@ -689,7 +690,7 @@ pub fn static6(lay: &Layout, v6: &[&str]) -> BTreeMap<String, Vec<Static6>> {
             .flat_map(|c| {
                 c.attach
                     .iter()
-                    .filter(|(s, _)| s == seg)
+                    .filter(move |(s, _)| s == seg)
                     .map(move |(_, ip)| (c.name.as_str(), *ip))
             })
             .collect();
@@ -1100,7 +1101,7 @@ nodes:
             ]),
         )
         .unwrap();
-        let s = static6(&l, &["internet", "lan-a"]);
+        let s = static6(&t, &l);
         assert!(!s.contains_key("b"), "lan-b has no IPv6");
         // the router: one interface on each IPv6 segment, each with the others of that segment
         let r = &s["router-lan-a"];
