@@ -47,6 +47,9 @@ pub const PING_INTERVAL_MEMORY: Duration = Duration::from_secs(60);
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     pub ip_limit: ip_limit::Behaviour,
+    /// Polled first after the two limits (the derive polls in field order): a message's ack is
+    /// read in this behaviour's poll, and waits for every behaviour polled before it.
+    pub msg: msg::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -54,7 +57,6 @@ pub struct Behaviour {
     pub relay_server: Toggle<relay::Behaviour>,
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
-    pub msg: msg::Behaviour,
     /// Connections to the bootstrap nodes stay open.
     pub keep: keep::Behaviour,
     /// `--upnp`: port mappings on the LAN's IGD.

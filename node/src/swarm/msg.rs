@@ -5,8 +5,16 @@
 //! task → node loop on the receiver, and the ack back again, before the sender's connection task
 //! sees it. Here the sender opens one stream per connection and pipelines messages on it; the
 //! receiver's connection handler acks each message the moment its last byte arrives, in the
-//! connection task, and only tells the node loop afterwards. A round trip is one network round trip
-//! plus two hand-offs on the sender (node loop → connection task → node loop).
+//! connection task, and only tells the node loop afterwards.
+//!
+//! The sender's end of a stream (a [`Lane`]) lives in the behaviour, not in the connection
+//! handler: the handler opens the stream and hands it over. So a message is written to the stream
+//! by the node loop itself, in [`Behaviour::send`], and its ack is read there too, when the
+//! stream wakes the node loop; neither goes through the swarm's hand-offs (behaviour →
+//! `NotifyHandler` → connection task, handler event → pool → behaviour), which cost a message
+//! about as much as the network round trip on one machine (docs/benchmark-findings.md). Only the
+//! lanes that were woken are polled, so a node with many connections pays per message, not per
+//! connection.
 //!
 //! Wire format, both directions big-endian: a message is `len: u32, id: u64, payload: [u8; len]`;
 //! an ack is `id: u64`. Message frames larger than the configured maximum close the stream.
@@ -17,15 +25,23 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    future::Future as _,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use asynchronous_codec::{Decoder, Encoder, Framed};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{Sink, StreamExt};
+use futures::{
+    task::{waker, ArcWake, AtomicWaker},
+    Sink, StreamExt,
+};
 use libp2p::{
     core::{transport::PortUse, upgrade::ReadyUpgrade, Endpoint},
     multiaddr::Protocol,
@@ -51,6 +67,9 @@ pub const TIMEOUT: &str = "timeout";
 
 /// Inbound streams kept per connection; a peer opening more loses its oldest.
 const MAX_INBOUND: usize = 4;
+
+/// Why a message fails on a connection whose peer refused the protocol.
+const UNSUPPORTED: &str = "the peer does not speak the messaging protocol";
 
 /// What the node loop hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +106,10 @@ pub struct Behaviour {
     conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// Messages waiting for a connection to their peer.
     waiting: HashMap<PeerId, Vec<(u64, Bytes)>>,
-    /// Messages handed to a connection and not settled yet.
-    assigned: HashMap<ConnectionId, HashSet<u64>>,
+    /// The sending end of every connection.
+    lanes: HashMap<ConnectionId, Lane>,
+    /// Which lanes were woken since the last poll.
+    woken: Arc<Woken>,
     events: VecDeque<ToSwarm<Event, Command>>,
 }
 
@@ -100,15 +121,18 @@ impl Behaviour {
             max_size,
             conns: HashMap::new(),
             waiting: HashMap::new(),
-            assigned: HashMap::new(),
+            lanes: HashMap::new(),
+            woken: Arc::new(Woken::default()),
             events: VecDeque::new(),
         }
     }
 
     /// Sends message `id` to `peer`; the outcome comes back as [`Event::Acked`] or [`Event::Failed`].
+    /// On an open stream the message is written before this returns (the connection task takes
+    /// it to the socket when it runs next).
     pub fn send(&mut self, peer: PeerId, id: u64, payload: Bytes) {
         match self.best(&peer) {
-            Some(conn) => self.assign(peer, conn, id, payload),
+            Some(conn) => self.assign(conn, id, payload),
             None => {
                 let waiting = self.waiting.entry(peer).or_default();
                 if waiting.is_empty() {
@@ -117,6 +141,7 @@ impl Behaviour {
                     self.events.push_back(ToSwarm::Dial {
                         opts: DialOpts::peer_id(peer).build(),
                     });
+                    self.woken.node.wake();
                 }
                 waiting.push((id, payload));
             }
@@ -133,28 +158,25 @@ impl Behaviour {
             .map(|(c, _)| *c)
     }
 
-    fn assign(&mut self, peer: PeerId, conn: ConnectionId, id: u64, payload: Bytes) {
-        self.assigned.entry(conn).or_default().insert(id);
-        self.events.push_back(ToSwarm::NotifyHandler {
-            peer_id: peer,
-            handler: NotifyHandler::One(conn),
-            event: Command { id, payload },
-        });
+    fn assign(&mut self, conn: ConnectionId, id: u64, payload: Bytes) {
+        let Some(lane) = self.lanes.get_mut(&conn) else {
+            return;
+        };
+        let before = self.events.len();
+        lane.push(id, payload, self.timeout);
+        lane.poll(&mut self.events);
+        if self.events.len() > before {
+            self.woken.node.wake();
+        }
     }
 
     fn established(&mut self, peer: PeerId, conn: ConnectionId, addr: &Multiaddr) -> Handler {
         let direct = !addr.iter().any(|p| p == Protocol::P2pCircuit);
         self.conns.entry(peer).or_default().push((conn, direct));
-        Handler::new(self.timeout, self.max_size)
-    }
-
-    fn fail(&mut self, peer: PeerId, connection: Option<ConnectionId>, id: u64, error: String) {
-        self.events.push_back(ToSwarm::GenerateEvent(Event::Failed {
-            peer,
-            connection,
-            id,
-            error,
-        }));
+        let busy = Arc::new(AtomicBool::new(false));
+        self.lanes
+            .insert(conn, Lane::new(peer, conn, busy.clone(), &self.woken));
+        Handler::new(self.timeout, self.max_size, busy)
     }
 }
 
@@ -189,7 +211,7 @@ impl NetworkBehaviour for Behaviour {
                 // The handler exists now: hand it what waited for a connection.
                 if let Some(best) = self.best(&e.peer_id) {
                     for (id, payload) in self.waiting.remove(&e.peer_id).unwrap_or_default() {
-                        self.assign(e.peer_id, best, id, payload);
+                        self.assign(best, id, payload);
                     }
                 }
             }
@@ -200,14 +222,9 @@ impl NetworkBehaviour for Behaviour {
                         self.conns.remove(&e.peer_id);
                     }
                 }
-                // The handler is gone with whatever it held: those messages failed.
-                for id in self.assigned.remove(&e.connection_id).unwrap_or_default() {
-                    self.fail(
-                        e.peer_id,
-                        Some(e.connection_id),
-                        id,
-                        "connection closed".into(),
-                    );
+                // The stream is gone with the connection: what was not settled failed.
+                if let Some(mut lane) = self.lanes.remove(&e.connection_id) {
+                    lane.fail_all("connection closed", &mut self.events);
                 }
             }
             FromSwarm::DialFailure(e) => {
@@ -216,7 +233,12 @@ impl NetworkBehaviour for Behaviour {
                     return;
                 }
                 for (id, _) in self.waiting.remove(&peer).unwrap_or_default() {
-                    self.fail(peer, None, id, format!("dial failed: {}", e.error));
+                    self.events.push_back(ToSwarm::GenerateEvent(Event::Failed {
+                        peer,
+                        connection: None,
+                        id,
+                        error: format!("dial failed: {}", e.error),
+                    }));
                 }
             }
             _ => {}
@@ -229,44 +251,49 @@ impl NetworkBehaviour for Behaviour {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        let settle = |this: &mut Self, id: u64| {
-            this.assigned
-                .get_mut(&connection)
-                .is_some_and(|s| s.remove(&id))
-        };
-        let event = match event {
-            HandlerEvent::Received { id, size } => Event::Received {
-                peer,
-                connection,
-                id,
-                size,
-            },
-            HandlerEvent::Acked { id } => {
-                if !settle(self, id) {
-                    return;
-                }
-                Event::Acked {
-                    peer,
-                    connection,
-                    id,
+        match event {
+            HandlerEvent::Received { id, size } => {
+                self.events
+                    .push_back(ToSwarm::GenerateEvent(Event::Received {
+                        peer,
+                        connection,
+                        id,
+                        size,
+                    }));
+            }
+            HandlerEvent::Opened(stream) => {
+                if let Some(lane) = self.lanes.get_mut(&connection) {
+                    lane.out = Outbound::Open(Framed::new(stream, SendCodec));
+                    lane.poll(&mut self.events);
                 }
             }
-            HandlerEvent::Failed { id, error } => {
-                if !settle(self, id) {
-                    return;
-                }
-                Event::Failed {
-                    peer,
-                    connection: Some(connection),
-                    id,
-                    error,
+            HandlerEvent::OpenFailed { unsupported, error } => {
+                if let Some(lane) = self.lanes.get_mut(&connection) {
+                    lane.out = if unsupported {
+                        Outbound::Unsupported
+                    } else {
+                        Outbound::Idle
+                    };
+                    lane.fail_queue(&error, &mut self.events);
+                    lane.poll(&mut self.events);
                 }
             }
-        };
-        self.events.push_back(ToSwarm::GenerateEvent(event));
+        }
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some(e) = self.events.pop_front() {
+            return Poll::Ready(e);
+        }
+        self.woken.node.register(cx.waker());
+        for conn in self.woken.take() {
+            if let Some(lane) = self.lanes.get_mut(&conn) {
+                lane.poll(&mut self.events);
+            }
+        }
         match self.events.pop_front() {
             Some(e) => Poll::Ready(e),
             None => Poll::Pending,
@@ -274,25 +301,46 @@ impl NetworkBehaviour for Behaviour {
     }
 }
 
-/// A message for one connection's handler to send.
-#[derive(Debug, Clone)]
-pub struct Command {
-    id: u64,
-    payload: Bytes,
+/// The lanes woken since the behaviour last looked, and the node loop's waker to wake for them.
+#[derive(Default)]
+struct Woken {
+    lanes: Mutex<Vec<ConnectionId>>,
+    node: AtomicWaker,
 }
 
-#[derive(Debug, Clone)]
-pub enum HandlerEvent {
-    Received { id: u64, size: usize },
-    Acked { id: u64 },
-    Failed { id: u64, error: String },
+impl Woken {
+    fn take(&self) -> Vec<ConnectionId> {
+        let mut v = match self.lanes.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
-// One per connection, held in place by its handler: boxing the open stream would add an
-// allocation and a pointer chase per message to save bytes nobody copies.
+/// One lane's waker: marks the lane woken, then wakes the node loop.
+struct LaneWaker {
+    conn: ConnectionId,
+    woken: Arc<Woken>,
+}
+
+impl ArcWake for LaneWaker {
+    fn wake_by_ref(this: &Arc<Self>) {
+        match this.woken.lanes.lock() {
+            Ok(mut l) => l.push(this.conn),
+            Err(poisoned) => poisoned.into_inner().push(this.conn),
+        }
+        this.woken.node.wake();
+    }
+}
+
+// One per connection, held in place: boxing the open stream would add an allocation and a
+// pointer chase per message to save bytes nobody copies.
 #[allow(clippy::large_enum_variant)]
 enum Outbound {
-    /// No stream; one is requested when a message is queued.
+    /// No stream; one is asked of the handler when a message is queued.
     Idle,
     Opening,
     Open(Framed<Stream, SendCodec>),
@@ -300,103 +348,146 @@ enum Outbound {
     Unsupported,
 }
 
-/// One connection's end: its outbound stream and the peer's inbound ones.
-pub struct Handler {
-    timeout: Duration,
-    max_size: usize,
+/// The sending end of one connection: its stream to the peer, once open, and the messages on it.
+struct Lane {
+    peer: PeerId,
+    conn: ConnectionId,
     out: Outbound,
     /// Not written yet.
-    queue: VecDeque<Command>,
+    queue: VecDeque<(u64, Bytes)>,
     /// Written, ack awaited (acks come in order).
     in_flight: VecDeque<u64>,
     /// Every unsettled message with its deadline, in send order (all share one timeout).
     deadlines: VecDeque<(u64, Instant)>,
     unsettled: HashSet<u64>,
     timer: Option<Pin<Box<Sleep>>>,
-    inbound: VecDeque<Inbound>,
-    events: VecDeque<HandlerEvent>,
+    /// Whether anything is unsettled: the handler keeps the connection alive for it.
+    busy: Arc<AtomicBool>,
+    waker: Waker,
 }
 
-struct Inbound {
-    io: Framed<Stream, RecvCodec>,
-    acks: VecDeque<u64>,
-}
-
-impl Handler {
-    fn new(timeout: Duration, max_size: usize) -> Self {
+impl Lane {
+    fn new(peer: PeerId, conn: ConnectionId, busy: Arc<AtomicBool>, woken: &Arc<Woken>) -> Self {
         Self {
-            timeout,
-            max_size,
+            peer,
+            conn,
             out: Outbound::Idle,
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
             deadlines: VecDeque::new(),
             unsettled: HashSet::new(),
             timer: None,
-            inbound: VecDeque::new(),
-            events: VecDeque::new(),
+            busy,
+            waker: waker(Arc::new(LaneWaker {
+                conn,
+                woken: woken.clone(),
+            })),
         }
     }
 
-    fn settle(&mut self, id: u64, outcome: Result<(), String>) {
-        if self.unsettled.remove(&id) {
-            self.events.push_back(match outcome {
-                Ok(()) => HandlerEvent::Acked { id },
-                Err(error) => HandlerEvent::Failed { id, error },
+    fn push(&mut self, id: u64, payload: Bytes, timeout: Duration) {
+        self.unsettled.insert(id);
+        self.deadlines.push_back((id, Instant::now() + timeout));
+        self.queue.push_back((id, payload));
+    }
+
+    fn settle(
+        &mut self,
+        id: u64,
+        outcome: Result<(), &str>,
+        events: &mut VecDeque<ToSwarm<Event, Command>>,
+    ) {
+        if !self.unsettled.remove(&id) {
+            return;
+        }
+        let (peer, connection) = (self.peer, self.conn);
+        events.push_back(ToSwarm::GenerateEvent(match outcome {
+            Ok(()) => Event::Acked {
+                peer,
+                connection,
+                id,
+            },
+            Err(error) => Event::Failed {
+                peer,
+                connection: Some(connection),
+                id,
+                error: error.to_string(),
+            },
+        }));
+    }
+
+    fn fail_queue(&mut self, error: &str, events: &mut VecDeque<ToSwarm<Event, Command>>) {
+        for (id, _) in std::mem::take(&mut self.queue) {
+            self.settle(id, Err(error), events);
+        }
+    }
+
+    /// Everything unsettled fails, in send order.
+    fn fail_all(&mut self, error: &str, events: &mut VecDeque<ToSwarm<Event, Command>>) {
+        for (id, _) in std::mem::take(&mut self.deadlines) {
+            self.settle(id, Err(error), events);
+        }
+    }
+
+    /// Writes what is queued, reads acks, expires deadlines, asks for a stream when one is needed;
+    /// with the lane's own waker, so that whatever is pending wakes this lane.
+    fn poll(&mut self, events: &mut VecDeque<ToSwarm<Event, Command>>) {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        match std::mem::replace(&mut self.out, Outbound::Idle) {
+            Outbound::Open(mut io) => match self.drive_out(&mut io, &mut cx, events) {
+                Ok(()) => self.out = Outbound::Open(io),
+                Err(e) => {
+                    // What was written is lost; what was not goes on a new stream.
+                    tracing::debug!("message stream: {e}");
+                    let error = format!("stream: {e}");
+                    for id in std::mem::take(&mut self.in_flight) {
+                        self.settle(id, Err(&error), events);
+                    }
+                }
+            },
+            Outbound::Unsupported => {
+                self.out = Outbound::Unsupported;
+                self.fail_queue(UNSUPPORTED, events);
+            }
+            other => self.out = other,
+        }
+        self.poll_deadlines(&mut cx, events);
+        if matches!(self.out, Outbound::Idle) {
+            // Nothing to open a stream for if all that waited timed out.
+            self.queue.retain(|(id, _)| self.unsettled.contains(id));
+        }
+        if matches!(self.out, Outbound::Idle) && !self.queue.is_empty() {
+            self.out = Outbound::Opening;
+            events.push_back(ToSwarm::NotifyHandler {
+                peer_id: self.peer,
+                handler: NotifyHandler::One(self.conn),
+                event: Command::Open,
             });
         }
-    }
-
-    /// The outbound stream broke: what was written is lost; what was not goes on a new stream.
-    fn out_failed(&mut self, error: &str) {
-        self.out = Outbound::Idle;
-        for id in std::mem::take(&mut self.in_flight) {
-            self.settle(id, Err(error.to_string()));
-        }
-    }
-
-    fn fail_queue(&mut self, error: &str) {
-        for c in std::mem::take(&mut self.queue) {
-            self.settle(c.id, Err(error.to_string()));
-        }
-    }
-
-    /// Writes what is queued, flushes, reads acks. Errors close the stream.
-    fn poll_out(&mut self, cx: &mut Context<'_>) {
-        let mut io = match std::mem::replace(&mut self.out, Outbound::Idle) {
-            Outbound::Open(io) => io,
-            other => {
-                self.out = other;
-                return;
-            }
-        };
-        match self.drive_out(&mut io, cx) {
-            Ok(()) => self.out = Outbound::Open(io),
-            Err(e) => {
-                tracing::debug!("message stream: {e}");
-                self.out_failed(&format!("stream: {e}"));
-            }
-        }
+        self.busy
+            .store(!self.unsettled.is_empty(), Ordering::Relaxed);
     }
 
     fn drive_out(
         &mut self,
         io: &mut Framed<Stream, SendCodec>,
         cx: &mut Context<'_>,
+        events: &mut VecDeque<ToSwarm<Event, Command>>,
     ) -> io::Result<()> {
         while !self.queue.is_empty() {
             match Pin::new(&mut *io).poll_ready(cx) {
                 Poll::Ready(r) => r?,
                 Poll::Pending => break,
             }
-            let Some(c) = self.queue.pop_front() else {
+            let Some((id, payload)) = self.queue.pop_front() else {
                 break;
             };
-            if !self.unsettled.contains(&c.id) {
+            if !self.unsettled.contains(&id) {
                 continue; // timed out while queued
             }
-            Pin::new(&mut *io).start_send((c.id, c.payload))?;
-            self.in_flight.push_back(c.id);
+            Pin::new(&mut *io).start_send((id, payload))?;
+            self.in_flight.push_back(id);
         }
         if let Poll::Ready(r) = Pin::new(&mut *io).poll_flush(cx) {
             r?;
@@ -412,7 +503,7 @@ impl Handler {
                             break;
                         }
                     }
-                    self.settle(id, Ok(()));
+                    self.settle(id, Ok(()), events);
                 }
                 Poll::Ready(None) => {
                     return Err(io::Error::new(
@@ -425,26 +516,18 @@ impl Handler {
         }
     }
 
-    /// Reads messages from each inbound stream and acks them at once.
-    fn poll_inbound(&mut self, cx: &mut Context<'_>) {
-        let streams = std::mem::take(&mut self.inbound);
-        for mut s in streams {
-            match drive_inbound(&mut s, &mut self.events, cx) {
-                Ok(true) => self.inbound.push_back(s),
-                Ok(false) => {}
-                Err(e) => tracing::debug!("inbound message stream: {e}"),
-            }
-        }
-    }
-
-    fn poll_deadlines(&mut self, cx: &mut Context<'_>) {
+    fn poll_deadlines(
+        &mut self,
+        cx: &mut Context<'_>,
+        events: &mut VecDeque<ToSwarm<Event, Command>>,
+    ) {
         let now = Instant::now();
         while let Some((id, at)) = self.deadlines.front().copied() {
             if !self.unsettled.contains(&id) {
                 self.deadlines.pop_front();
             } else if at <= now {
                 self.deadlines.pop_front();
-                self.settle(id, Err(TIMEOUT.into()));
+                self.settle(id, Err(TIMEOUT), events);
             } else {
                 break;
             }
@@ -463,6 +546,66 @@ impl Handler {
                 }
             }
             None => self.timer = None,
+        }
+    }
+}
+
+/// What the behaviour asks of a connection's handler.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Open the message stream and hand it over.
+    Open,
+}
+
+#[derive(Debug)]
+pub enum HandlerEvent {
+    /// The peer sent message `id` of `size` bytes; acked already.
+    Received { id: u64, size: usize },
+    /// The message stream asked for, negotiated.
+    Opened(Stream),
+    /// The stream asked for could not be opened.
+    OpenFailed { unsupported: bool, error: String },
+}
+
+/// One connection's end: opens the outbound stream for its lane, reads and acks the peer's
+/// inbound ones.
+pub struct Handler {
+    timeout: Duration,
+    max_size: usize,
+    /// Streams asked for by the lane and not requested from the connection yet.
+    to_open: usize,
+    /// The lane has messages unsettled: the connection stays open for them.
+    busy: Arc<AtomicBool>,
+    inbound: VecDeque<Inbound>,
+    events: VecDeque<HandlerEvent>,
+}
+
+struct Inbound {
+    io: Framed<Stream, RecvCodec>,
+    acks: VecDeque<u64>,
+}
+
+impl Handler {
+    fn new(timeout: Duration, max_size: usize, busy: Arc<AtomicBool>) -> Self {
+        Self {
+            timeout,
+            max_size,
+            to_open: 0,
+            busy,
+            inbound: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Reads messages from each inbound stream and acks them at once.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) {
+        let streams = std::mem::take(&mut self.inbound);
+        for mut s in streams {
+            match drive_inbound(&mut s, &mut self.events, cx) {
+                Ok(true) => self.inbound.push_back(s),
+                Ok(false) => {}
+                Err(e) => tracing::debug!("inbound message stream: {e}"),
+            }
         }
     }
 }
@@ -503,8 +646,6 @@ fn drive_inbound(
     }
 }
 
-use std::future::Future as _;
-
 impl ConnectionHandler for Handler {
     type FromBehaviour = Command;
     type ToBehaviour = HandlerEvent;
@@ -518,21 +659,13 @@ impl ConnectionHandler for Handler {
     }
 
     fn on_behaviour_event(&mut self, c: Command) {
-        if matches!(self.out, Outbound::Unsupported) {
-            self.events.push_back(HandlerEvent::Failed {
-                id: c.id,
-                error: "the peer does not speak the messaging protocol".into(),
-            });
-            return;
+        match c {
+            Command::Open => self.to_open += 1,
         }
-        self.unsettled.insert(c.id);
-        self.deadlines
-            .push_back((c.id, Instant::now() + self.timeout));
-        self.queue.push_back(c);
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.unsettled.is_empty()
+        self.busy.load(Ordering::Relaxed)
     }
 
     fn poll(
@@ -541,8 +674,6 @@ impl ConnectionHandler for Handler {
     ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, (), Self::ToBehaviour>> {
         let had = self.events.len();
         self.poll_inbound(cx);
-        self.poll_out(cx);
-        self.poll_deadlines(cx);
         if self.events.len() > had
             && self
                 .events
@@ -559,8 +690,8 @@ impl ConnectionHandler for Handler {
         if let Some(e) = self.events.pop_front() {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e));
         }
-        if matches!(self.out, Outbound::Idle) && !self.queue.is_empty() {
-            self.out = Outbound::Opening;
+        if self.to_open > 0 {
+            self.to_open -= 1;
             return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
                 protocol: SubstreamProtocol::new(ReadyUpgrade::new(PROTOCOL), ())
                     .with_timeout(self.timeout),
@@ -597,15 +728,13 @@ impl ConnectionHandler for Handler {
                 protocol: mut stream,
                 ..
             }) => {
+                // Kept open by the lane's `busy`, not by the stream itself.
                 stream.ignore_for_keep_alive();
-                self.out = Outbound::Open(Framed::new(stream, SendCodec));
+                self.events.push_back(HandlerEvent::Opened(stream));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
                 let (unsupported, error) = match error {
-                    StreamUpgradeError::NegotiationFailed => (
-                        true,
-                        "the peer does not speak the messaging protocol".to_string(),
-                    ),
+                    StreamUpgradeError::NegotiationFailed => (true, UNSUPPORTED.to_string()),
                     StreamUpgradeError::Timeout => {
                         (false, "timeout opening the message stream".to_string())
                     }
@@ -614,12 +743,8 @@ impl ConnectionHandler for Handler {
                     }
                     StreamUpgradeError::Apply(never) => match never {},
                 };
-                self.out = if unsupported {
-                    Outbound::Unsupported
-                } else {
-                    Outbound::Idle
-                };
-                self.fail_queue(&error);
+                self.events
+                    .push_back(HandlerEvent::OpenFailed { unsupported, error });
             }
             _ => {}
         }
@@ -704,7 +829,208 @@ impl Encoder for RecvCodec {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use libp2p::{
+        swarm::{dummy, SwarmEvent},
+        Swarm,
+    };
+    use p2plab_contract::Transport;
+
+    /// A swarm over the memory transport with the node's noise and yamux, listening.
+    async fn swarm<B: NetworkBehaviour + Send>(b: B) -> (Swarm<B>, Multiaddr) {
+        let mut s = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_other_transport(|k| {
+                crate::swarm::transport(k, Transport::Memory, None)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+            .unwrap()
+            .with_behaviour(|_| b)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        s.listen_on("/memory/0".parse().unwrap()).unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
+                break address;
+            }
+        };
+        (s, addr)
+    }
+
+    /// Drives both swarms until `f` takes one of `a`'s events, keeping `b`'s events in `seen`;
+    /// 10 s at most.
+    async fn until<B: NetworkBehaviour, T>(
+        a: &mut Swarm<Behaviour>,
+        b: &mut Swarm<B>,
+        seen: &mut Vec<SwarmEvent<B::ToSwarm>>,
+        mut f: impl FnMut(Event) -> Option<T>,
+    ) -> T {
+        let wait = async {
+            loop {
+                tokio::select! {
+                    e = a.select_next_some() => {
+                        if let SwarmEvent::Behaviour(e) = e {
+                            if let Some(t) = f(e) {
+                                return t;
+                            }
+                        }
+                    }
+                    e = b.select_next_some() => seen.push(e),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("the event within 10 s")
+    }
+
+    /// `a` dials `b` and both see the connection.
+    async fn connect<B: NetworkBehaviour>(
+        a: &mut Swarm<Behaviour>,
+        b: &mut Swarm<B>,
+        addr: Multiaddr,
+    ) -> PeerId {
+        let b_id = *b.local_peer_id();
+        a.dial(addr).unwrap();
+        let wait = async {
+            let (mut at_a, mut at_b) = (false, false);
+            while !(at_a && at_b) {
+                tokio::select! {
+                    e = a.select_next_some() => at_a |= matches!(e, SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == b_id),
+                    e = b.select_next_some() => at_b |= matches!(e, SwarmEvent::ConnectionEstablished { .. }),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("connected within 10 s");
+        b_id
+    }
+
+    fn acked(e: Event) -> Option<u64> {
+        match e {
+            Event::Acked { id, .. } => Some(id),
+            Event::Failed { id, error, .. } => panic!("message {id} failed: {error}"),
+            Event::Received { .. } => None,
+        }
+    }
+
+    fn failed(e: Event) -> Option<(u64, String)> {
+        match e {
+            Event::Failed { id, error, .. } => Some((id, error)),
+            Event::Acked { id, .. } => panic!("message {id} acked"),
+            Event::Received { .. } => None,
+        }
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// The first message waits for the stream; the rest are written straight onto it and acked
+    /// in order, and the receiver hears each once.
+    #[tokio::test]
+    async fn messages_are_acked_in_order_on_one_stream() {
+        let (mut a, _) = swarm(Behaviour::new(T, 1024)).await;
+        let (mut b, b_addr) = swarm(Behaviour::new(T, 1024)).await;
+        let b_id = connect(&mut a, &mut b, b_addr).await;
+        let mut seen = Vec::new();
+        a.behaviour_mut().send(b_id, 1, Bytes::from_static(b"one"));
+        assert_eq!(until(&mut a, &mut b, &mut seen, acked).await, 1);
+        for id in 2..=5 {
+            a.behaviour_mut().send(b_id, id, Bytes::from(vec![7u8; 64]));
+        }
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(until(&mut a, &mut b, &mut seen, acked).await);
+        }
+        assert_eq!(got, [2, 3, 4, 5]);
+        // The receiver acks before its loop hears of a message: wait for the last.
+        let received = |seen: &[SwarmEvent<Event>]| -> Vec<(u64, usize)> {
+            seen.iter()
+                .filter_map(|e| match e {
+                    SwarmEvent::Behaviour(Event::Received { id, size, .. }) => Some((*id, *size)),
+                    _ => None,
+                })
+                .collect()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while received(&seen).len() < 5 {
+                seen.push(b.select_next_some().await);
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            received(&seen),
+            [(1, 3), (2, 64), (3, 64), (4, 64), (5, 64)]
+        );
+        // Nothing unsettled: the connection is not held open for the lane.
+        let lane = a.behaviour().lanes.values().next().unwrap();
+        assert!(!lane.busy.load(Ordering::Relaxed));
+    }
+
+    /// A peer that does not speak the protocol fails the message once the stream is refused, and
+    /// every later one at once, without asking for another stream.
+    #[tokio::test]
+    async fn a_peer_without_the_protocol_fails_every_message() {
+        let (mut a, _) = swarm(Behaviour::new(T, 1024)).await;
+        let (mut b, b_addr) = swarm(dummy::Behaviour).await;
+        let b_id = connect(&mut a, &mut b, b_addr).await;
+        let mut seen = Vec::new();
+        a.behaviour_mut().send(b_id, 1, Bytes::from_static(b"x"));
+        assert_eq!(
+            until(&mut a, &mut b, &mut seen, failed).await,
+            (1, UNSUPPORTED.to_string())
+        );
+        a.behaviour_mut().send(b_id, 2, Bytes::from_static(b"x"));
+        assert_eq!(
+            until(&mut a, &mut b, &mut seen, failed).await,
+            (2, UNSUPPORTED.to_string())
+        );
+        let lane = a.behaviour().lanes.values().next().unwrap();
+        assert!(matches!(lane.out, Outbound::Unsupported));
+    }
+
+    /// A message the receiver refuses (too large) closes the stream: it fails, and the next
+    /// message goes on a new stream and is acked.
+    #[tokio::test]
+    async fn a_broken_stream_fails_what_was_written_and_the_next_message_opens_another() {
+        let (mut a, _) = swarm(Behaviour::new(T, 1024)).await;
+        let (mut b, b_addr) = swarm(Behaviour::new(T, 16)).await;
+        let b_id = connect(&mut a, &mut b, b_addr).await;
+        let mut seen = Vec::new();
+        a.behaviour_mut()
+            .send(b_id, 1, Bytes::from_static(b"small"));
+        assert_eq!(until(&mut a, &mut b, &mut seen, acked).await, 1);
+        a.behaviour_mut().send(b_id, 2, Bytes::from(vec![0u8; 64]));
+        let (id, error) = until(&mut a, &mut b, &mut seen, failed).await;
+        assert_eq!(id, 2);
+        assert!(error.starts_with("stream: "), "{error}");
+        a.behaviour_mut()
+            .send(b_id, 3, Bytes::from_static(b"small"));
+        assert_eq!(until(&mut a, &mut b, &mut seen, acked).await, 3);
+    }
+
+    /// A message whose ack has not come by its deadline fails with [`TIMEOUT`] (the node's
+    /// failover tells a dead path by it). With no time at all, it fails before it is written, and
+    /// the receiver never hears of it.
+    #[tokio::test]
+    async fn a_message_not_acked_by_its_deadline_times_out() {
+        let (mut a, _) = swarm(Behaviour::new(Duration::ZERO, 1024)).await;
+        let (mut b, b_addr) = swarm(Behaviour::new(T, 1024)).await;
+        let b_id = connect(&mut a, &mut b, b_addr).await;
+        let mut seen = Vec::new();
+        a.behaviour_mut().send(b_id, 1, Bytes::from_static(b"one"));
+        assert_eq!(
+            until(&mut a, &mut b, &mut seen, failed).await,
+            (1, TIMEOUT.to_string())
+        );
+        assert!(!seen
+            .iter()
+            .any(|e| matches!(e, SwarmEvent::Behaviour(Event::Received { .. }))));
+        assert!(a.behaviour().lanes.values().all(|l| l.unsettled.is_empty()));
+    }
 
     #[test]
     fn frames_round_trip_and_split_anywhere() {
