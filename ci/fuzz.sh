@@ -3,6 +3,8 @@
 # bytes from a file or the network: the topology loader, peer records, the message codec, the
 # event-line parser, the probe's lines and the router's STUN answer (fuzz/targets/).
 #   ci/fuzz.sh [SECONDS] [TARGET...]     (default 60 s each, every target)
+#   ci/fuzz.sh --build                   (the tools and the instrumented targets only: .ci/run
+#                                         builds them early, in the background)
 # FUZZ_EXECS=N stops a target after N executions instead, if that comes first (the full campaign:
 # FUZZ_EXECS=10000000 ci/fuzz.sh 1800). AFL_OPT_LEVEL (cargo-afl's, default 3) sets the targets'
 # optimisation: .ci/run's short run uses 1, for a build about a minute quicker.
@@ -14,6 +16,11 @@
 # fuzz/regressions/TARGET/, replayed by the crate's unit tests. Exit 0 only with no crash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=
+if [ "${1:-}" = --build ]; then
+    build_only=1
+    shift
+fi
 secs=${1:-60}
 shift || true
 targets=("$@")
@@ -30,6 +37,7 @@ fi
 cargo afl config --build >/dev/null 2>&1 || true
 echo "== cargo afl build --release (fuzz/)"
 (cd fuzz && cargo afl build --release --quiet)
+[ -z "$build_only" ] || exit 0
 
 out=${CARGO_TARGET_DIR:-target}/fuzz
 mkdir -p "$out"
