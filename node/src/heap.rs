@@ -16,18 +16,73 @@
 //! that cycle swung by up to 8% between neighbouring samples, while what the process keeps did
 //! not move. A sample taken right after a trim measures what is kept.
 
-use std::time::Duration;
+//!
+//! One trim serves the whole process: `malloc_trim` walks every arena of the process, not the
+//! calling node's share. With many nodes in one process (`bench swarm`) each trimming on its own
+//! clock, the trims multiplied with the nodes while each one's cost grew with the shared heap:
+//! 2,000 nodes (4 GiB) spent their CPU in `malloc_trim` and in the TLB shootdowns of its
+//! `madvise` calls (`perf`, 2026-12-07: 54% sending IPIs, 15% `malloc_trim`, 8%
+//! `smp_call_function_many_cond`) and did not finish in 19 minutes. So a node's trim is skipped
+//! when the process trimmed within [`SHARED_FOR`]: what a node wants, a heap trimmed recently,
+//! is then true.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How often a node trims its heap: a burst's memory is back with the system within this.
 pub(crate) const TRIM_EVERY: Duration = Duration::from_secs(30);
 
-/// Returns the free pages of every malloc arena to the system (glibc; elsewhere a no-op).
+/// A trim this recent, by any node of the process, stands for a node's own: its `resources`
+/// sample still follows a trim, and many nodes in one process trim at most once a second.
+pub(crate) const SHARED_FOR: Duration = Duration::from_secs(1);
+
+/// When the process last trimmed.
+static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Returns the free pages of every malloc arena to the system (glibc; elsewhere a no-op),
+/// unless the process did within [`SHARED_FOR`] of `now`. True if this call trimmed.
+pub(crate) fn trim(now: Instant) -> bool {
+    if !claim(&LAST, now) {
+        return false;
+    }
+    malloc_trim();
+    true
+}
+
+/// Takes the process's turn to trim at `now`: false if `last` is within [`SHARED_FOR`].
+fn claim(last: &Mutex<Option<Instant>>, now: Instant) -> bool {
+    // a poisoned lock only means a node panicked while holding it; the instant is still good
+    let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_some_and(|t| now.saturating_duration_since(t) < SHARED_FOR) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 #[allow(unsafe_code)]
-pub(crate) fn trim() {
+fn malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` takes no pointer and is thread-safe (it locks each arena in turn);
     // its result only says whether anything was released.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_trim_a_second_serves_every_node_of_the_process() {
+        let last = Mutex::new(None);
+        let t0 = Instant::now();
+        assert!(claim(&last, t0), "the first trim runs");
+        // 1,000 nodes asking within the same second: none of them trims again
+        assert!((0..1000).all(|i| !claim(&last, t0 + Duration::from_micros(i * 900))));
+        assert!(claim(&last, t0 + SHARED_FOR), "a second later the next one does");
+        // a clock read before the last trim (another node's older `now`) is within it too
+        assert!(!claim(&last, t0));
     }
 }

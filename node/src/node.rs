@@ -867,8 +867,9 @@ impl Node {
     fn trim_heap(&mut self, now: Instant) {
         self.trim_due = now + crate::heap::TRIM_EVERY;
         let started = Instant::now();
-        crate::heap::trim();
-        tracing::debug!(took = ?started.elapsed(), "heap trimmed");
+        if crate::heap::trim(now) {
+            tracing::debug!(took = ?started.elapsed(), "heap trimmed");
+        }
     }
 
     fn emit_resources(&mut self) {

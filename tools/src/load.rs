@@ -362,9 +362,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         if done || seen.failed.is_some() {
             break;
         }
-        match timeout_at(deadline, rx.recv()).await {
-            Ok(Some(l)) => seen.take(l),
-            _ => break,
+        match recv_before(&mut rx, deadline).await {
+            Some(l) => seen.take(l),
+            None => break,
         }
     }
     if let Some(f) = seen.failed.clone() {
@@ -411,9 +411,9 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             if complete || seen.failed.is_some() {
                 break;
             }
-            match timeout_at(deadline, rx.recv()).await {
-                Ok(Some(l)) => seen.take(l),
-                _ => break,
+            match recv_before(&mut rx, deadline).await {
+                Some(l) => seen.take(l),
+                None => break,
             }
         }
     }
@@ -489,6 +489,21 @@ struct Seen {
     closed: BTreeMap<String, u64>,
 }
 
+/// The next event line before `deadline`; `None` once it has passed (or every sender is gone).
+/// `timeout_at` alone is not enough: it returns a line that is ready even past its deadline, so
+/// nodes that never stop emitting (a saturated process's backlog, 2,000 nodes churning their
+/// connections) kept a ramp and both phases from ever ending (a run of 2,000 still going after
+/// 19 minutes, 2026-12-07).
+async fn recv_before(
+    rx: &mut mpsc::UnboundedReceiver<EventLine>,
+    deadline: Instant,
+) -> Option<EventLine> {
+    if Instant::now() >= deadline {
+        return None;
+    }
+    timeout_at(deadline, rx.recv()).await.ok().flatten()
+}
+
 impl Seen {
     /// Takes the events that come until the `n`th start of a ramp of `per_second` (0: no wait).
     async fn read_until_ramp(
@@ -502,7 +517,7 @@ impl Seen {
             return;
         }
         let due = start + Duration::from_secs_f64(f64::from(n) / f64::from(per_second));
-        while let Ok(Some(l)) = timeout_at(due, rx.recv()).await {
+        while let Some(l) = recv_before(rx, due).await {
             self.take(l);
         }
     }
@@ -637,8 +652,8 @@ pub async fn p2p_rtt(args: P2pRttArgs) -> Result<RttResult, RunError> {
     let mut other_path = 0u64;
     let mut error = None;
     while acked < total {
-        match timeout_at(deadline, rx.recv()).await {
-            Ok(Some(l)) => match l.event {
+        match recv_before(&mut rx, deadline).await {
+            Some(l) => match l.event {
                 Event::MessageAcked { rtt_ms, path, .. } => {
                     acked += 1;
                     if acked > args.warmup {
@@ -659,7 +674,7 @@ pub async fn p2p_rtt(args: P2pRttArgs) -> Result<RttResult, RunError> {
                 }
                 _ => {}
             },
-            _ => {
+            None => {
                 error = Some(format!(
                     "{acked} of {total} messages acked within {:?}",
                     args.deadline
