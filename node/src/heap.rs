@@ -15,16 +15,16 @@
 //! allocation churn touched those pages again within 10-30 s: RSS sampled at random points of
 //! that cycle swung by up to 8% between neighbouring samples, while what the process keeps did
 //! not move. A sample taken right after a trim measures what is kept.
-
 //!
 //! One trim serves the whole process: `malloc_trim` walks every arena of the process, not the
 //! calling node's share. With many nodes in one process (`bench swarm`) each trimming on its own
-//! clock, the trims multiplied with the nodes while each one's cost grew with the shared heap:
-//! 2,000 nodes (4 GiB) spent their CPU in `malloc_trim` and in the TLB shootdowns of its
-//! `madvise` calls (`perf`, 2026-12-07: 54% sending IPIs, 15% `malloc_trim`, 8%
-//! `smp_call_function_many_cond`) and did not finish in 19 minutes. So a node's trim is skipped
-//! when the process trimmed within [`SHARED_FOR`]: what a node wants, a heap trimmed recently,
-//! is then true.
+//! clock, the trims multiplied with the nodes while each one's cost grew with the shared heap: at
+//! 2,000 nodes (4 GiB resident) `perf` of the process (2026-12-07) had 54% of its samples sending
+//! IPIs, 15% in `malloc_trim` and 8% in `smp_call_function_many_cond` (the TLB shootdowns of its
+//! `madvise` calls). So a node's trim is skipped when the process trimmed within [`SHARED_FOR`]:
+//! what a node wants, a heap trimmed recently, is then true. A process with one node trims as
+//! before as long as its `--resources-interval` is 1 s or more (shorter, a sample follows a trim
+//! at most once a second).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

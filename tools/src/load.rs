@@ -364,7 +364,10 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         }
         match recv_before(&mut rx, deadline).await {
             Some(l) => seen.take(l),
-            None => break,
+            None => {
+                seen.take_queued(&mut rx);
+                break;
+            }
         }
     }
     if let Some(f) = seen.failed.clone() {
@@ -413,7 +416,10 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             }
             match recv_before(&mut rx, deadline).await {
                 Some(l) => seen.take(l),
-                None => break,
+                None => {
+                    seen.take_queued(&mut rx);
+                    break;
+                }
             }
         }
     }
@@ -489,7 +495,8 @@ struct Seen {
     closed: BTreeMap<String, u64>,
 }
 
-/// The next event line before `deadline`; `None` once it has passed (or every sender is gone).
+/// The next event line before `deadline`; `None` once it has passed (or every sender is gone);
+/// what is still queued then is the caller's to take ([`Seen::take_queued`]).
 /// `timeout_at` alone is not enough: it returns a line that is ready even past its deadline, so
 /// nodes that never stop emitting (a saturated process's backlog, 2,000 nodes churning their
 /// connections) kept a ramp and both phases from ever ending (a run of 2,000 still going after
@@ -519,6 +526,17 @@ impl Seen {
         let due = start + Duration::from_secs_f64(f64::from(n) / f64::from(per_second));
         while let Some(l) = recv_before(rx, due).await {
             self.take(l);
+        }
+    }
+
+    /// Takes the lines already queued now (sent before this moment, not read yet: a saturated
+    /// process's backlog at a deadline), and no more.
+    fn take_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<EventLine>) {
+        for _ in 0..rx.len() {
+            match rx.try_recv() {
+                Ok(l) => self.take(l),
+                Err(_) => break,
+            }
         }
     }
 
