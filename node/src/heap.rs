@@ -51,8 +51,10 @@ pub(crate) fn trim(now: Instant) -> bool {
 
 /// Takes the process's turn to trim at `now`: false if `last` is within [`SHARED_FOR`].
 fn claim(last: &Mutex<Option<Instant>>, now: Instant) -> bool {
-    // a poisoned lock only means a node panicked while holding it; the instant is still good
-    let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // nothing under this lock can panic; were it poisoned, the instant in it is still good
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if last.is_some_and(|t| now.saturating_duration_since(t) < SHARED_FOR) {
         return false;
     }
@@ -81,7 +83,10 @@ mod tests {
         assert!(claim(&last, t0), "the first trim runs");
         // 1,000 nodes asking within the same second: none of them trims again
         assert!((0..1000).all(|i| !claim(&last, t0 + Duration::from_micros(i * 900))));
-        assert!(claim(&last, t0 + SHARED_FOR), "a second later the next one does");
+        assert!(
+            claim(&last, t0 + SHARED_FOR),
+            "a second later the next one does"
+        );
         // a clock read before the last trim (another node's older `now`) is within it too
         assert!(!claim(&last, t0));
     }
