@@ -40,9 +40,9 @@ pub(crate) const SHARED_FOR: Duration = Duration::from_secs(1);
 static LAST: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Returns the free pages of every malloc arena to the system (glibc; elsewhere a no-op),
-/// unless the process did within [`SHARED_FOR`] of `now`. True if this call trimmed.
-pub(crate) fn trim(now: Instant) -> bool {
-    if !claim(&LAST, now) {
+/// unless the process did within the last [`SHARED_FOR`]. True if this call trimmed.
+pub(crate) fn trim() -> bool {
+    if !claim(&LAST, Instant::now()) {
         return false;
     }
     malloc_trim();

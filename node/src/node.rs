@@ -866,10 +866,8 @@ impl Node {
 
     fn trim_heap(&mut self, now: Instant) {
         self.trim_due = now + crate::heap::TRIM_EVERY;
-        // the time of the trim itself, not of the loop's turn: the process's other nodes compare
-        // their own clocks against it
         let started = Instant::now();
-        if crate::heap::trim(started) {
+        if crate::heap::trim() {
             tracing::debug!(took = ?started.elapsed(), "heap trimmed");
         }
     }

@@ -362,12 +362,8 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
         if done || seen.failed.is_some() {
             break;
         }
-        match recv_before(&mut rx, deadline).await {
-            Some(l) => seen.take(l),
-            None => {
-                seen.take_queued(&mut rx);
-                break;
-            }
+        if !seen.take_next(&mut rx, deadline).await {
+            break;
         }
     }
     if let Some(f) = seen.failed.clone() {
@@ -414,12 +410,8 @@ pub async fn swarm(args: SwarmArgs) -> Result<SwarmResult, RunError> {
             if complete || seen.failed.is_some() {
                 break;
             }
-            match recv_before(&mut rx, deadline).await {
-                Some(l) => seen.take(l),
-                None => {
-                    seen.take_queued(&mut rx);
-                    break;
-                }
+            if !seen.take_next(&mut rx, deadline).await {
+                break;
             }
         }
     }
@@ -496,7 +488,7 @@ struct Seen {
 }
 
 /// The next event line before `deadline`; `None` once it has passed (or every sender is gone);
-/// what is still queued then is the caller's to take ([`Seen::take_queued`]).
+/// what is still queued then is the caller's to take ([`Seen::take_next`] does).
 /// `timeout_at` alone is not enough: it returns a line that is ready even past its deadline, so
 /// nodes that never stop emitting (a saturated process's backlog, 2,000 nodes churning their
 /// connections) kept a ramp and both phases from ever ending (2026-12-07: a run of 2,000 nodes
@@ -529,8 +521,26 @@ impl Seen {
         }
     }
 
-    /// Takes the lines already queued now (sent before this moment, not read yet: a saturated
-    /// process's backlog at a deadline), and no more.
+    /// Takes the next line before `deadline`. At the deadline (or with every sender gone) takes
+    /// the lines already queued then (sent before it, not read yet: a saturated process's
+    /// backlog) and no more, and returns false.
+    async fn take_next(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<EventLine>,
+        deadline: Instant,
+    ) -> bool {
+        match recv_before(rx, deadline).await {
+            Some(l) => {
+                self.take(l);
+                true
+            }
+            None => {
+                self.take_queued(rx);
+                false
+            }
+        }
+    }
+
     fn take_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<EventLine>) {
         for _ in 0..rx.len() {
             match rx.try_recv() {
