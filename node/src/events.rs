@@ -2,7 +2,7 @@
 //! re-exported here; writing them (to stdout, or to a channel when many nodes share a process)
 //! is the node's.
 
-use std::io::Write;
+use std::{cell::RefCell, io::Write};
 
 pub use p2plab_contract::events::*;
 
@@ -13,12 +13,21 @@ pub enum Sink {
     Channel(tokio::sync::mpsc::UnboundedSender<EventLine>),
 }
 
-/// Writes events as JSON lines to stdout, one `write` per line so lines never interleave, or
+/// Writes events as JSON lines to stdout, whole lines per `write` so lines never interleave, or
 /// sends them to a channel.
-#[derive(Debug, Clone)]
+///
+/// Once [`Emitter::hold`] is called, stdout lines wait in a buffer until [`Emitter::flush`]: the
+/// node loop flushes once per pass, after the connection tasks have put that pass's messages on
+/// the wire, so a line never sits between a message and its socket (a `write` to a pipe or a
+/// file costs about as much as the loopback round trip itself), and a pass's lines cost one
+/// `write`. The loop flushes before it sleeps, so nothing waits there longer than one pass; a
+/// dropped emitter writes what it still holds.
+#[derive(Debug)]
 pub struct Emitter {
     node: String,
     sink: Sink,
+    /// `Some` once held: stdout lines not written yet.
+    held: Option<RefCell<String>>,
 }
 
 impl Emitter {
@@ -30,6 +39,28 @@ impl Emitter {
         Self {
             node: node.into(),
             sink,
+            held: None,
+        }
+    }
+
+    /// From now on stdout lines wait for [`Emitter::flush`] (a channel's are sent at once).
+    pub fn hold(&mut self) {
+        self.held.get_or_insert_with(RefCell::default);
+    }
+
+    /// Whether held lines wait to be written.
+    pub fn has_held(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| !h.borrow().is_empty())
+    }
+
+    /// Writes the held lines, in one `write`.
+    pub fn flush(&self) {
+        if let Some(held) = &self.held {
+            let mut held = held.borrow_mut();
+            if !held.is_empty() {
+                write_stdout(&held);
+                held.clear();
+            }
         }
     }
 
@@ -46,16 +77,66 @@ impl Emitter {
     pub fn emit(&self, event: Event) {
         match &self.sink {
             Sink::Stdout => {
-                let mut text = self.line(event).to_json();
-                text.push('\n');
-                let stdout = std::io::stdout();
-                let mut lock = stdout.lock();
-                let _ = lock.write_all(text.as_bytes());
-                let _ = lock.flush();
+                let line = self.line(event).to_json();
+                match &self.held {
+                    Some(held) => {
+                        let mut held = held.borrow_mut();
+                        held.push_str(&line);
+                        held.push('\n');
+                    }
+                    None => write_stdout(&(line + "\n")),
+                }
             }
             Sink::Channel(tx) => {
                 let _ = tx.send(self.line(event));
             }
         }
+    }
+}
+
+impl Drop for Emitter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn write_stdout(text: &str) {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = lock.write_all(text.as_bytes());
+    let _ = lock.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping() -> Event {
+        Event::Error {
+            context: "test".into(),
+            message: "line".into(),
+        }
+    }
+
+    #[test]
+    fn held_lines_wait_for_flush_and_a_channel_is_never_held() {
+        let mut out = Emitter::new("n");
+        assert!(!out.has_held());
+        out.hold();
+        out.emit(ping());
+        out.emit(ping());
+        assert!(out.has_held());
+        let held = out.held.as_ref().map(|h| h.borrow().clone()).unwrap();
+        assert_eq!(held.lines().count(), 2, "{held}");
+        assert!(held.ends_with('\n'));
+        out.flush();
+        assert!(!out.has_held());
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut ch = Emitter::with_sink("n", Sink::Channel(tx));
+        ch.hold();
+        ch.emit(ping());
+        assert!(!ch.has_held());
+        assert!(rx.try_recv().is_ok(), "a channel's line is sent at once");
     }
 }

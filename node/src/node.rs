@@ -128,6 +128,8 @@ pub struct Node {
     failover: Failover,
     /// Each discovered peer's relayed addresses (from its record): where a fallback dials.
     relay_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// A message was written to a stream in this pass of the loop (see [`Node::run`]).
+    sent: bool,
     refresh: Refresh<kad::QueryId>,
 
     /// The Kademlia bootstrap this node started to (re)join, and whether its outcome was reported.
@@ -347,6 +349,7 @@ impl Node {
             lan: Lan::default(),
             failover: Failover::new(),
             relay_addrs: HashMap::new(),
+            sent: false,
             refresh: Refresh::new(refresh::INTERVAL, seed, now),
             join_query: None,
             bootstrapped: false,
@@ -387,12 +390,19 @@ impl Node {
         let far = || tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
+        self.emitter.hold();
         let reason = loop {
             self.drive(Instant::now());
             let wake = self
                 .next_deadline()
                 .map_or_else(far, tokio::time::Instant::from_std);
             sleep.as_mut().reset(wake);
+            if std::mem::take(&mut self.sent) {
+                // The messages just written reach the socket when their connection tasks run:
+                // let them run before this loop's own work (the swarm's poll, the event lines).
+                tokio::task::yield_now().await;
+            }
+            self.emitter.flush();
             tokio::select! {
                 reason = &mut shutdown => break reason,
                 event = self.swarm.select_next_some() => self.on_swarm_event(event, Instant::now()),
@@ -416,6 +426,7 @@ impl Node {
             uptime_ms: ms(self.started.elapsed()),
             totals: self.totals.clone(),
         });
+        self.emitter.flush();
         Ok(self.totals)
     }
 
@@ -777,6 +788,7 @@ impl Node {
                     .behaviour_mut()
                     .msg
                     .send(a.to, a.id, self.payload.clone());
+                self.sent = true;
                 self.totals.attempts += 1;
                 self.emit(Event::MessageSent {
                     to: a.to,
