@@ -25,6 +25,17 @@
 //! what a node wants, a heap trimmed recently, is then true. A process with one node trims as
 //! before as long as its `--resources-interval` is 1 s or more (shorter, a sample follows a trim
 //! at most once a second).
+//!
+//! Large buffers from mmap, always: glibc raises its mmap threshold each time a large mmapped
+//! block is freed (up to 32 MiB), after which such blocks come from the arenas, and `calloc`
+//! must zero (touch) them there. A bootstrap node's AutoNAT dial-backs each open a new QUIC
+//! endpoint (a dial-back asks for a new port), whose receive buffer is about 3 MiB (quinn:
+//! GRO segments × payload × batch): in the 5-minute soak of 2026-12-07 a bootstrap node's RSS
+//! went up and down in steps of 2.9-3.0 MiB, 25 to 40 MiB, with the dial-backs in flight to the
+//! three peers behind NAT (one every ~11 s each, 10 s to time out), and failed its flatness
+//! check once (+31%). [`fix_mmap_threshold`] keeps the threshold at glibc's default, 128 KiB:
+//! such a buffer is then an mmap of zero pages, resident only where packets were written, and
+//! gone at its free. Smaller allocations are unchanged.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -62,6 +73,22 @@ fn claim(last: &Mutex<Option<Instant>>, now: Instant) -> bool {
     true
 }
 
+/// glibc's default mmap threshold, kept from now on (see the module's comment).
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Keeps glibc's mmap threshold at [`MMAP_THRESHOLD`] for the rest of the process (elsewhere a
+/// no-op). True when set.
+#[allow(unsafe_code)]
+pub fn fix_mmap_threshold() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` takes no pointer; glibc serialises it with the arenas' locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
 #[allow(unsafe_code)]
 fn malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -75,6 +102,12 @@ fn malloc_trim() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn glibc_takes_the_mmap_threshold() {
+        assert!(fix_mmap_threshold());
+    }
 
     #[test]
     fn one_trim_a_second_serves_every_node_of_the_process() {

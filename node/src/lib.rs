@@ -128,6 +128,7 @@ pub async fn run_with_sink(
 /// run until Ctrl-C or SIGTERM, and exit 0, or 1/2 with one line on stderr.
 pub fn main_for(cfg: Config) -> ! {
     init_logging(cfg.common.log_format);
+    heap::fix_mmap_threshold();
     let threads = match cfg.role() {
         // Many connections, each its own task: both cores are worth their hand-offs.
         Role::Monitor => Threads::Many,
